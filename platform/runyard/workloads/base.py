@@ -1,0 +1,91 @@
+"""The workload protocol: what every algorithm in runyard looks like to the layers above.
+
+A workload is a small class. The executor calls `setup(config, context)` once, then `step()`
+repeatedly (one iteration: an epoch, a policy update, a CEM generation), and `save(dir)` /
+`restore(dir)` around checkpoints. It never imports Ray Tune or MLflow: parallel resources
+(a rollout pool, a data loader) arrive through the `WorkloadContext`, with local in-process
+defaults, so every workload runs and is tested standalone.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Direction = Literal["max", "min"]
+
+
+class WorkloadConfig(BaseModel):
+    """Base for a workload's own config schema: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class WorkloadContext:
+    """What the executor hands a workload besides its config.
+
+    seed: the trial's seed; every random stream in the workload derives from it.
+    env: the spec's `env:` block as a plain dict (RL workloads), or None.
+    data: the spec's `data:` block as a plain dict (supervised workloads), or None.
+    rollout: the spec's `rollout:` block as a plain dict, or None.
+    resources: the spec's `resources:` block as a plain dict.
+    workdir: a directory the workload may write scratch files and artifacts into.
+    parallel: executor-provided factories for parallel resources, keyed by name
+        (for example "rollout_pool"); a workload falls back to its local implementation
+        when a key is missing.
+    """
+
+    seed: int = 0
+    env: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    rollout: dict[str, Any] | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    workdir: Path = field(default_factory=Path.cwd)
+    parallel: dict[str, Any] = field(default_factory=dict)
+
+
+class Workload(abc.ABC):
+    """One trainable algorithm.
+
+    Class attributes a workload declares:
+      Config:  its pydantic config schema (a WorkloadConfig subclass).
+      metrics: every metric name `step()` reports, with the direction that is better.
+               Specs are checked against it (sweep metric, stop conditions) before anything runs.
+    """
+
+    Config: ClassVar[type[WorkloadConfig]] = WorkloadConfig
+    metrics: ClassVar[dict[str, Direction]] = {}
+
+    @classmethod
+    def check_spec(cls, config: WorkloadConfig, context: WorkloadContext) -> list[str]:
+        """Problems with this config in this context (an env it cannot handle, a missing data
+        path ...), found before anything starts. Each entry is `field: message`, where field
+        is a dotted spec path such as `env.id` or `config.policy`. Default: none."""
+        return []
+
+    @abc.abstractmethod
+    def setup(self, config: WorkloadConfig, context: WorkloadContext) -> None:
+        """Build model, optimizer, data or environments. Called once per trial."""
+
+    @abc.abstractmethod
+    def step(self) -> dict[str, float]:
+        """Run one iteration and return its metrics (a subset of `metrics`, plain floats)."""
+
+    @abc.abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write everything needed to continue exactly where this iteration ended."""
+
+    @abc.abstractmethod
+    def restore(self, directory: Path) -> None:
+        """Load what `save` wrote; the next `step()` must equal the uninterrupted one."""
+
+    def artifacts(self, directory: Path) -> None:
+        """Write end-of-trial artifacts (plots, images) into `directory`. Default: none."""
+
+    def close(self) -> None:
+        """Release environments, worker processes, files. Default: nothing to release."""
