@@ -68,6 +68,13 @@ class Workload(abc.ABC):
         is a dotted spec path such as `env.id` or `config.policy`. Default: none."""
         return []
 
+    @classmethod
+    def check_inputs(cls, config: WorkloadConfig, context: WorkloadContext) -> list[str]:
+        """Problems that depend on this machine (a data path that does not exist here), checked
+        at plan time by `runyard run`, not by `runyard validate`, so a spec written for a
+        cluster still validates on a laptop. Same `field: message` form. Default: none."""
+        return []
+
     @abc.abstractmethod
     def setup(self, config: WorkloadConfig, context: WorkloadContext) -> None:
         """Build model, optimizer, data or environments. Called once per trial."""
