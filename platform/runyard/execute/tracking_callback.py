@@ -1,0 +1,94 @@
+"""Tune events → MLflow runs, written by the driver alone (trials never talk to MLflow).
+
+A plain job's single trial is the job's run; a sweep's trials are child runs of the sweep's
+parent run. Runs are keyed by runyard's trial id (not Tune's), so a trial that Tune retries
+after a failure keeps writing to the run it started.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR
+from runyard.tracking.store import JobTracking, flatten
+from runyard.tracking.writer import RunRef
+
+
+class TrackingCallback(tune.Callback):
+    def __init__(self, tracking: JobTracking, parent: RunRef | None, base_tags: dict[str, str],
+                 base_params: dict[str, Any], trial_files: dict[str, dict[str, str]],
+                 metric_names: set[str]):
+        self.tracking = tracking
+        self.parent = parent
+        self.base_tags = base_tags
+        self.base_params = base_params
+        self.trial_files = trial_files  # trial id -> {artifact file name: text}
+        self.metric_names = metric_names
+        self.runs: dict[str, RunRef] = {}
+        self.status: dict[str, str] = {}
+        self.last_results: dict[str, dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; the live MLflow writer (a
+        # thread) stays with this driver, and a resumed driver attaches its own.
+        return {**self.__dict__, "tracking": None}
+
+    def run_of(self, trial: Any) -> RunRef:
+        info = trial.config["trial"]
+        trial_id = info["trial_id"]
+        if trial_id not in self.runs:
+            tags = {**self.base_tags, "runyard.trial_id": trial_id, "runyard.seed": str(info["seed"]),
+                    "runyard.kind": "trial" if self.parent else "run"}
+            params = {**self.base_params, **flatten({"config": info["config"]}),
+                      "seed": info["seed"]}
+            run = self.tracking.start_run(info["label"] if self.parent else info["name"],
+                                          tags, params, self.parent)
+            for file_name, text in self.trial_files.get(trial_id, {}).items():
+                self.tracking.writer.log_text(run, text, file_name)
+            self.runs[trial_id] = run
+        return self.runs[trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.run_of(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        metrics = {k: v for k, v in result.items() if k in self.metric_names}
+        metrics["time_total_s"] = result.get("time_total_s", 0.0)
+        self.tracking.writer.log_metrics(self.run_of(trial), metrics, result["training_iteration"])
+        self.last_results[trial.config["trial"]["trial_id"]] = metrics
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run = self.run_of(trial)
+        checkpoint = trial.checkpoint
+        if checkpoint is not None:
+            self.tracking.writer.log_artifacts(run, str(Path(checkpoint.path) / STATE_DIR),
+                                               "checkpoint")
+            artifacts = Path(checkpoint.path) / ARTIFACTS_DIR
+            if artifacts.is_dir():
+                self.tracking.writer.log_artifacts(run, str(artifacts))
+        self._end(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run = self.run_of(trial)
+        traceback = Path(trial.error_file).read_text() if trial.error_file else "no traceback"
+        last_line = next((ln for ln in reversed(traceback.strip().splitlines()) if ln.strip()), "")
+        self.tracking.writer.set_tags(run, {"runyard.error": last_line[:5000]})
+        self.tracking.writer.log_text(run, traceback, "error.txt")
+        self._end(trial, "FAILED")
+
+    def _end(self, trial: Any, status: str) -> None:
+        trial_id = trial.config["trial"]["trial_id"]
+        self.status[trial_id] = status
+        self.tracking.writer.end_run(self.run_of(trial), status)
+
+    def end_unfinished(self, status: str) -> list[str]:
+        """End every run that has no final status yet (Ctrl-C, a driver error); their ids."""
+        unfinished = [tid for tid in self.runs if tid not in self.status]
+        for trial_id in unfinished:
+            self.status[trial_id] = status
+            self.tracking.writer.end_run(self.runs[trial_id], status)
+        return unfinished

@@ -1,0 +1,102 @@
+"""A workload as a Ray Tune trainable: the only place where workloads meet Tune.
+
+Tune calls setup/step/save_checkpoint/load_checkpoint; this class forwards them to the
+workload. It also decides when the trial is done (the spec's stop conditions), so that the
+workload can render its end-of-trial artifacts into the final checkpoint, which the driver
+then logs to MLflow. With `reuse_actors`, Tune hands a finished trial's process the next
+trial through `reset_config`, so short trials do not pay for a process start each.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from runyard import workloads
+from runyard.workloads.base import Workload, WorkloadContext
+
+STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
+
+
+def stop_reached(stop: dict[str, Any], directions: dict[str, str], iteration: int,
+                 elapsed_s: float, metrics: dict[str, float]) -> bool:
+    """Whether a trial that just finished `iteration` should end (whichever condition first)."""
+    if stop.get("iterations") is not None and iteration >= stop["iterations"]:
+        return True
+    if stop.get("time_s") is not None and elapsed_s >= stop["time_s"]:
+        return True
+    for name, threshold in stop.get("thresholds", {}).items():
+        value = metrics.get(name)
+        if value is None:
+            continue
+        if (value >= threshold) if directions[name] == "max" else (value <= threshold):
+            return True
+    return False
+
+
+class WorkloadTrainable(tune.Trainable):
+    def setup(self, config: dict[str, Any]) -> None:
+        self._build(config["trial"])
+
+    def _build(self, trial: dict[str, Any]) -> None:
+        self.trial = trial
+        cls = workloads.get(trial["workload"])
+        if "torch" in sys.modules:
+            # Concurrent trials each get their share of the cores, not all of them each.
+            sys.modules["torch"].set_num_threads(max(1, int(trial["resources"]["cpus_per_trial"])))
+        self.workload: Workload = cls()
+        self.artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
+        context = WorkloadContext(
+            seed=trial["seed"], env=trial["env"], data=trial["data"], rollout=trial["rollout"],
+            resources=trial["resources"], workdir=Path(trial["workdir"]),
+            parallel=_parallel_factories(trial),
+        )
+        self.workload.setup(cls.Config.model_validate(trial["config"]), context)
+
+    def step(self) -> dict[str, Any]:
+        started = time.time()
+        metrics = {name: float(value) for name, value in self.workload.step().items()}
+        iteration = self.iteration + 1
+        elapsed = self._time_total + (time.time() - started)
+        done = stop_reached(self.trial["stop"], type(self.workload).metrics, iteration,
+                            elapsed, metrics)
+        if done:
+            self.workload.artifacts(self.artifacts_dir)
+        return {**metrics, "done": done}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        state = Path(checkpoint_dir) / STATE_DIR
+        state.mkdir()
+        self.workload.save(state)
+        if any(self.artifacts_dir.iterdir()):
+            shutil.copytree(self.artifacts_dir, Path(checkpoint_dir) / ARTIFACTS_DIR)
+
+    def load_checkpoint(self, checkpoint: str) -> None:
+        self.workload.restore(Path(checkpoint) / STATE_DIR)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        self.cleanup()
+        self._build(new_config["trial"])
+        return True
+
+    def cleanup(self) -> None:
+        self.workload.close()
+        shutil.rmtree(self.artifacts_dir, ignore_errors=True)
+
+
+def _parallel_factories(trial: dict[str, Any]) -> dict[str, Any]:
+    """Parallel resources the executor offers this trial (a Ray rollout pool for RL)."""
+    rollout = trial.get("rollout") or {}
+    if rollout and rollout.get("backend", "ray") == "ray":
+        try:
+            from runyard.execute.rollout_pool import RayRolloutPool
+        except ImportError:
+            return {}
+        return {"rollout_pool": RayRolloutPool}
+    return {}

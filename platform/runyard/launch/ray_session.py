@@ -1,0 +1,49 @@
+"""Start an embedded Ray in this process, or join a running cluster.
+
+Which one: `--address` if given, else RAY_ADDRESS (set on a cluster's head node when the
+driver was submitted through the Jobs API), else a fresh embedded Ray. Never Ray's own
+auto-detection: a `ray start` cluster someone else left running on this machine must not
+silently receive this job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class RaySession:
+    address: str
+    embedded: bool
+    nodes: list[dict[str, float]]  # resources of each alive node
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None,
+                num_gpus: int | None = None) -> Iterator[RaySession]:
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    embedded = address is None
+    env_vars = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    kwargs = dict(
+        logging_level=logging.WARNING,
+        logging_config=ray.LoggingConfig(log_level="WARNING"),
+        log_to_driver=True,
+        runtime_env={"env_vars": env_vars},
+    )
+    if embedded:
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+                 include_dashboard=False, **kwargs)
+    else:
+        ray.init(address=address, **kwargs)
+    try:
+        nodes = [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+        context = ray.get_runtime_context()
+        yield RaySession(address=context.gcs_address, embedded=embedded, nodes=nodes)
+    finally:
+        ray.shutdown()

@@ -1,0 +1,81 @@
+"""What each trial asks the cluster for, and whether any node can ever hold it.
+
+A trial is a Ray placement group: one bundle for the trial's driver process (its CPUs, GPUs,
+memory and custom resources) plus one bundle per rollout worker. Ray would leave a request no
+node can hold PENDING forever; runyard refuses it up front and says which node came closest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runyard.errors import UserError
+from runyard.plan.trials import Trial
+from runyard.spec import JobSpec
+
+Bundle = dict[str, float]
+GIB = 1024**3
+
+
+def trial_bundles(spec: JobSpec) -> list[Bundle]:
+    """The placement-group bundles of one trial of this spec."""
+    res = spec.resources
+    head: Bundle = {"CPU": res.cpus_per_trial}
+    if res.gpus_per_trial:
+        head["GPU"] = res.gpus_per_trial
+    if res.memory_gb:
+        head["memory"] = res.memory_gb * GIB
+    head.update(res.custom)
+    bundles = [head]
+    if spec.rollout is not None and spec.rollout.model_extra.get("backend", "ray") == "ray":
+        cpus = float(spec.rollout.model_extra.get("cpus_per_worker", 1))
+        bundles += [{"CPU": cpus} for _ in range(spec.rollout.workers)]
+    return bundles
+
+
+def describe(resources: dict[str, float]) -> str:
+    shown = []
+    for name, amount in sorted(resources.items()):
+        if name.startswith("node:") or name.endswith("_group") or "_group_" in name:
+            continue
+        if name in ("memory", "object_store_memory"):
+            shown.append(f"{name}={amount / GIB:.1f}GiB")
+        else:
+            shown.append(f"{name}={amount:g}")
+    return "{" + ", ".join(shown) + "}"
+
+
+def check_feasible(spec: JobSpec, trials: list[Trial], nodes: list[dict[str, float]]) -> None:
+    """Raise UserError if some trial's request can never be scheduled on these nodes."""
+    if not nodes:
+        raise UserError("the Ray cluster reports no alive nodes; is it running? (ray status)")
+    bundles = trial_bundles(spec)
+    largest = max(nodes, key=lambda node: (node.get("GPU", 0), node.get("CPU", 0)))
+    for bundle in bundles:
+        if not any(_fits(bundle, node) for node in nodes):
+            raise UserError(_explain(spec, trials, bundle, largest, len(nodes), "no node can hold"))
+    total: dict[str, float] = {}
+    for bundle in bundles:
+        for name, amount in bundle.items():
+            total[name] = total.get(name, 0) + amount
+    cluster = {name: sum(node.get(name, 0) for node in nodes) for name in total}
+    if not _fits(total, cluster):
+        raise UserError(_explain(spec, trials, total, cluster, len(nodes),
+                                 "the whole cluster together cannot hold"))
+
+
+def _fits(request: dict[str, float], available: dict[str, Any]) -> bool:
+    return all(available.get(name, 0) + 1e-9 >= amount for name, amount in request.items())
+
+
+def _explain(spec: JobSpec, trials: list[Trial], request: Bundle, best: dict[str, float],
+             node_count: int, verdict: str) -> str:
+    which = trials[0].trial_id + (f" (and the other {len(trials) - 1} trials)" if len(trials) > 1 else "")
+    missing = [name for name, amount in request.items() if best.get(name, 0) + 1e-9 < amount]
+    return (
+        f"trial {which} of {spec.name!r} asks for {describe(request)}, and {verdict} it: "
+        f"the largest of the cluster's {node_count} node(s) has {describe(best)} "
+        f"(short of: {', '.join(missing)}). It would wait forever as PENDING, so nothing was "
+        "started. Lower resources.cpus_per_trial / gpus_per_trial / memory_gb / custom "
+        "(or rollout.workers), or run on a cluster that has such a node (--address)."
+    )

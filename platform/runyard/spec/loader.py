@@ -1,0 +1,325 @@
+"""YAML file (+ `extends:` bases + `--set` overrides) → a validated, immutable JobSpec.
+
+Validation is all-or-nothing and reports every problem at once, each as
+`file:line: field: what was found, what was expected`. Nothing starts before the whole spec
+is valid, so this layer touches no Ray and no MLflow.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from runyard import workloads
+from runyard.errors import UserError
+from runyard.spec.schema import JobSpec
+from runyard.spec.yamlpos import Origin, YamlProblem, parse_value, parse_yaml
+from runyard.workloads.base import Workload, WorkloadContext
+
+Origins = dict[tuple[str, ...], Origin]
+
+
+@dataclass(frozen=True)
+class Problem:
+    origin: Origin
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        field = f"{self.field}: " if self.field else ""
+        return f"{self.origin}: {field}{self.message}"
+
+
+class SpecError(UserError):
+    """One or more problems with a spec; str() lists them all, one per line."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        noun = "problem" if len(problems) == 1 else "problems"
+        lines = [f"invalid job spec ({len(problems)} {noun}):"] + [f"  {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    """Read, merge and validate a spec; raise SpecError listing every problem."""
+    data, origins = _read_with_bases(Path(path), chain=())
+    origins = dict(origins)
+    problems: list[Problem] = []
+    for text in overrides or []:
+        problem = _apply_override(data, origins, text)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise SpecError(problems)
+    return validate_data(data, origins, default_origin=Origin(str(path)))
+
+
+def validate_data(data: dict[str, Any], origins: Origins, default_origin: Origin) -> JobSpec:
+    """Validate already-merged spec data (also used for specs built in code)."""
+    where = _Locator(origins, default_origin)
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as error:
+        problems = [_problem_from_pydantic(item, where, JobSpec) for item in error.errors()]
+        # The workload and its config are still worth checking, so that one run of
+        # `runyard validate` shows everything.
+        problems += _check_workload_config(data, where)[1]
+        raise SpecError(problems) from None
+
+    workload_cls, problems = _check_workload_config(data, where)
+    if problems:
+        raise SpecError(problems)
+    config = workload_cls.Config.model_validate(spec.config)
+    spec = spec.model_copy(update={"config": config.model_dump(mode="json")})
+
+    problems = _check_against_workload(spec, workload_cls, config, where)
+    if problems:
+        raise SpecError(problems)
+    if spec.sweep is not None and spec.sweep.mode is None:
+        mode = workload_cls.metrics[spec.sweep.metric]
+        spec = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"mode": mode})})
+    return spec
+
+
+def workload_context(spec: JobSpec, seed: int | None = None, **extra: Any) -> WorkloadContext:
+    """The context a workload of this spec is set up with."""
+    return WorkloadContext(
+        seed=spec.seed if seed is None else seed,
+        env=spec.env.model_dump(mode="json") if spec.env else None,
+        data=dict(spec.data) if spec.data else None,
+        rollout=spec.rollout.model_dump(mode="json") if spec.rollout else None,
+        resources=spec.resources.model_dump(mode="json"),
+        **extra,
+    )
+
+
+# ---------------------------------------------------------------------------- reading files
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Origins]:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in chain + (resolved,))
+        raise SpecError([Problem(Origin(str(path)), "extends", f"cycle: {cycle}; remove one link")])
+    if not path.is_file():
+        hint = "check the path" if chain == () else "paths in extends are relative to the spec"
+        source = str(chain[-1]) if chain else str(path)
+        raise SpecError([Problem(Origin(source), "extends" if chain else "",
+                                 f"file not found: {path} ({hint})")])
+    try:
+        data, origins, dup_problems = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except YamlProblem as problem:
+        raise SpecError([Problem(problem.origin, "", problem.message)]) from None
+    except UnicodeDecodeError:
+        raise SpecError([Problem(Origin(str(path)), "", "not a text file (expected YAML)")])
+    if dup_problems:
+        raise SpecError([Problem(p.origin, "", p.message) for p in dup_problems])
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise SpecError([Problem(Origin(str(path), 1), "",
+                                 f"a job spec is a mapping of keys (name:, workload:, ...); found {found}")])
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data, origins
+    if not isinstance(base_name, str):
+        raise SpecError([Problem(origins.get(("extends",), Origin(str(path))), "extends",
+                                 f"expected a file path, found {base_name!r}")])
+    base, base_origins = _read_with_bases(path.parent / base_name, chain + (resolved,))
+    merged_origins = {**base_origins, **{k: v for k, v in origins.items() if k != ("extends",)}}
+    return _deep_merge(base, data), merged_origins
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_override(data: dict[str, Any], origins: Origins, text: str) -> Problem | None:
+    origin = Origin(f"--set {text}")
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        return Problem(origin, "", "expected KEY=VALUE with a dotted key, e.g. config.lr=0.01")
+    parts = _split_override_key(key.strip())
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            field = ".".join(parts[: depth + 1])
+            return Problem(origin, field, f"is {child!r}, not a mapping; cannot set {key} inside it")
+        node = child
+    node[parts[-1]] = parse_value(raw)
+    for depth in range(1, len(parts) + 1):
+        origins[tuple(parts[:depth])] = origin
+    return None
+
+
+def _split_override_key(key: str) -> list[str]:
+    # Search-space keys are themselves dotted (sweep.space.config.lr.loguniform=[...]).
+    if key.startswith("sweep.space.config."):
+        rest = key[len("sweep.space."):].split(".")
+        tail = rest[-1] if rest[-1] in ("uniform", "loguniform", "randint", "choice", "grid") else None
+        space_key = ".".join(rest[:-1] if tail else rest)
+        return ["sweep", "space", space_key] + ([tail] if tail else [])
+    return key.split(".")
+
+
+# --------------------------------------------------------------------------------- checking
+
+
+class _Locator:
+    def __init__(self, origins: Origins, default: Origin):
+        self.origins = origins
+        self.default = default
+
+    def __call__(self, loc: tuple[Any, ...]) -> Origin:
+        path = tuple(str(part) for part in loc)
+        while path:
+            if path in self.origins:
+                return self.origins[path]
+            path = path[:-1]
+        return self.origins.get((), self.default)
+
+
+def _problem_from_pydantic(item: dict[str, Any], where: _Locator, root: type[BaseModel],
+                           prefix: tuple[str, ...] = ()) -> Problem:
+    loc = prefix + tuple(str(p) for p in item["loc"])
+    field = ".".join(loc)
+    kind = item["type"]
+    message = item["msg"].removeprefix("Value error, ").replace("Input should be", "expected")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(root, tuple(str(p) for p in item["loc"][:-1]))
+        message = f"unknown key {loc[-1]!r}"
+        if allowed:
+            close = difflib.get_close_matches(loc[-1], allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            message += f"{hint}; expected one of: {', '.join(allowed)}"
+    elif kind == "missing":
+        message = "missing: this field is required"
+    elif kind not in ("value_error", "assertion_error"):
+        message += f"; found {_short(item.get('input'))}"
+    return Problem(where(loc), field, message)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    """Field names of the (nested) model found at `loc`, for 'did you mean' hints."""
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        nested = _model_in(field.annotation)
+        if nested is None:
+            return []
+        model = nested
+    return sorted(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_workload_config(data: dict[str, Any], where: _Locator
+                           ) -> tuple[type[Workload] | None, list[Problem]]:
+    name = data.get("workload")
+    if not isinstance(name, str):
+        return None, []  # reported by the JobSpec validation
+    try:
+        workload_cls = workloads.get(name)
+    except KeyError:
+        known = workloads.available()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return None, [Problem(where(("workload",)), "workload",
+                              f"unknown workload {name!r}{hint}; expected one of: {', '.join(known)}")]
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        return workload_cls, []  # reported by the JobSpec validation
+    try:
+        workload_cls.Config.model_validate(config)
+    except ValidationError as error:
+        return workload_cls, [
+            _problem_from_pydantic(item, where, workload_cls.Config, prefix=("config",))
+            for item in error.errors()
+        ]
+    return workload_cls, []
+
+
+def _check_against_workload(spec: JobSpec, workload_cls: type[Workload], config: BaseModel,
+                            where: _Locator) -> list[Problem]:
+    problems: list[Problem] = []
+    metrics = workload_cls.metrics
+    known = ", ".join(sorted(metrics))
+
+    def unknown_metric(field: tuple[str, ...], name: str) -> Problem:
+        close = difflib.get_close_matches(name, list(metrics), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return Problem(where(field), ".".join(field),
+                       f"{spec.workload} does not report {name!r}{hint}; it reports: {known}")
+
+    for name in spec.stop.thresholds:
+        if name not in metrics:
+            problems.append(unknown_metric(("stop", name), name))
+    if spec.sweep is not None:
+        if spec.sweep.metric not in metrics:
+            problems.append(unknown_metric(("sweep", "metric"), spec.sweep.metric))
+        problems += _check_space(spec, workload_cls, where)
+    context = workload_context(spec)
+    for text in workload_cls.check_spec(config, context):
+        field, _, message = text.partition(": ")
+        problems.append(Problem(where(tuple(field.split("."))), field, message))
+    return problems
+
+
+def _check_space(spec: JobSpec, workload_cls: type[Workload], where: _Locator) -> list[Problem]:
+    """Every search dimension names a config field, and every value it can take is valid."""
+    problems = []
+    fields = sorted(workload_cls.Config.model_fields)
+    for key, distribution in spec.sweep.space.items():
+        loc = ("sweep", "space", key)
+        name = key.removeprefix("config.").split(".")[0]
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=1)
+            hint = f" (did you mean 'config.{close[0]}'?)" if close else ""
+            problems.append(Problem(where(loc), ".".join(loc),
+                                    f"{spec.workload} has no config field {name!r}{hint}; "
+                                    f"its fields: {', '.join(fields)}"))
+            continue
+        values = distribution.args
+        for value in values:
+            trial_config = set_dotted(dict(spec.config), key.removeprefix("config."), value)
+            try:
+                workload_cls.Config.model_validate(trial_config)
+            except ValidationError as error:
+                reason = error.errors()[0]["msg"].replace("Input should be", "expected")
+                problems.append(Problem(where(loc + (distribution.kind,)), ".".join(loc),
+                                        f"value {value!r} is invalid for {key}: {reason}"))
+                break
+    return problems
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """A copy of `tree` with the value at a dotted path replaced (intermediate dicts copied)."""
+    head, _, rest = dotted.partition(".")
+    copy = dict(tree)
+    copy[head] = set_dotted(dict(copy.get(head) or {}), rest, value) if rest else value
+    return copy

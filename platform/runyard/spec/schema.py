@@ -1,0 +1,208 @@
+"""The job spec schema: what a YAML job spec may say, as immutable pydantic models.
+
+The workload's own `config:` keys are checked by the workload's schema (see loader.py); this
+module checks the frame around it: names, resources, stop conditions, checkpointing,
+tracking and the sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvSpec(Strict):
+    id: str = Field(description="a registered gymnasium env id, e.g. CartPole-v1 or ALE/Pong-v5")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to gymnasium.make")
+    max_episode_steps: int | None = Field(None, ge=1)
+
+
+class RolloutSpec(BaseModel):
+    """Parallel sampling for RL workloads; the workload reads any further keys itself."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    workers: int = Field(1, ge=1, description="rollout workers (Ray actors on a cluster)")
+    envs_per_worker: int = Field(1, ge=1, description="vectorised envs stepped by each worker")
+
+
+class ResourcesSpec(Strict):
+    cpus_per_trial: float = Field(1, gt=0)
+    gpus_per_trial: float = Field(0, ge=0)
+    memory_gb: float | None = Field(None, gt=0)
+    workers: int = Field(1, ge=1, description="data-parallel training workers per trial")
+    custom: dict[str, float] = Field(default_factory=dict, description="custom Ray resources")
+
+    @field_validator("custom")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if amount < 0:
+                raise ValueError(f"custom resource {name!r} must be >= 0, found {amount}")
+        return value
+
+
+class StopSpec(BaseModel):
+    """When a trial ends: whichever comes first. Other keys are metric thresholds, met when
+    the metric reaches the value in its better direction (>= for accuracy, <= for loss)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    iterations: int | None = Field(None, ge=1)
+    time_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _thresholds_are_numbers(self) -> StopSpec:
+        for key, value in (self.model_extra or {}).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"stop.{key}: a metric threshold must be a number, found {value!r}")
+        if self.iterations is None and self.time_s is None and not self.model_extra:
+            raise ValueError(
+                "give at least one of iterations, time_s or a metric threshold, "
+                "or the job never ends"
+            )
+        return self
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {key: float(value) for key, value in (self.model_extra or {}).items()}
+
+
+class CheckpointSpec(Strict):
+    every: int = Field(0, ge=0, description="checkpoint every N iterations (0: only at the end)")
+    keep: int = Field(2, ge=1, description="checkpoints kept per trial")
+
+
+class TrackingSpec(Strict):
+    experiment: str | None = Field(None, description="MLflow experiment (default: the spec name)")
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class Distribution(Strict):
+    """One search dimension: exactly one of the keys below."""
+
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+    choice: list[Any] | None = None
+    grid: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Distribution:
+        given = [name for name in self.model_fields_set if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "write exactly one of uniform: [low, high], loguniform: [low, high], "
+                f"randint: [low, high], choice: [...], grid: [...]; found {given or 'none'}"
+            )
+        kind = given[0]
+        value = getattr(self, kind)
+        if kind in ("choice", "grid") and not value:
+            raise ValueError(f"{kind}: the list is empty; give at least one value")
+        if kind in ("uniform", "loguniform", "randint") and not value[0] < value[1]:
+            raise ValueError(f"{kind}: low must be below high, found [{value[0]}, {value[1]}]")
+        if kind == "loguniform" and value[0] <= 0:
+            raise ValueError(f"loguniform: both bounds must be > 0, found [{value[0]}, {value[1]}]")
+        if kind in ("uniform", "loguniform") and not all(math.isfinite(v) for v in value):
+            raise ValueError(f"{kind}: bounds must be finite numbers")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in ("uniform", "loguniform", "randint", "choice", "grid")
+                    if getattr(self, name) is not None)
+
+    @property
+    def args(self) -> Any:
+        return getattr(self, self.kind)
+
+
+class AshaSpec(Strict):
+    grace: int = Field(1, ge=1, description="iterations every trial gets before it can be stopped")
+    max_t: int = Field(100, ge=1)
+    reduction_factor: float = Field(3, gt=1)
+
+
+class MedianSpec(Strict):
+    grace: int = Field(1, ge=1)
+
+
+class SchedulerSpec(Strict):
+    asha: AshaSpec | None = None
+    median: MedianSpec | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SchedulerSpec:
+        if (self.asha is None) == (self.median is None):
+            raise ValueError("give exactly one scheduler: asha: {...} or median: {...}")
+        return self
+
+
+class SweepSpec(Strict):
+    search: Literal["random", "grid"] = "random"
+    samples: int = Field(1, ge=1, description="random configs drawn (per grid point)")
+    seeds: int = Field(1, ge=1, description="seeds per config; the objective is their mean")
+    metric: str
+    mode: Literal["max", "min"] | None = Field(None, description="default: the metric's direction")
+    space: dict[str, Distribution]
+    scheduler: SchedulerSpec | None = None
+    max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(0, ge=0, description="retries of a failed trial from its checkpoint")
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: dict[str, Distribution]) -> dict[str, Distribution]:
+        if not value:
+            raise ValueError("the search space is empty; add at least one dimension, "
+                             "e.g. config.lr: {loguniform: [1.0e-4, 1.0e-1]}")
+        for key in value:
+            if not key.startswith("config.") or key == "config.":
+                raise ValueError(f"space key {key!r} must name a config field, e.g. config.lr")
+        return value
+
+    @model_validator(mode="after")
+    def _grid_search(self) -> SweepSpec:
+        if self.search == "grid":
+            random_dims = [k for k, d in self.space.items() if d.kind not in ("grid", "choice")]
+            if random_dims:
+                raise ValueError(
+                    f"search: grid enumerates grid/choice dimensions only; {random_dims} are "
+                    "random: use search: random, or give them as grid: [...]"
+                )
+        return self
+
+
+class JobSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
+    workload: str
+    description: str | None = None
+    seed: int = Field(0, ge=0)
+    env: EnvSpec | None = None
+    data: dict[str, Any] | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    rollout: RolloutSpec | None = None
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    stop: StopSpec
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    sweep: SweepSpec | None = None
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def as_plain(self) -> dict[str, Any]:
+        """The resolved spec as plain data (what `runyard validate --show` prints)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    @property
+    def hash(self) -> str:
+        """Identifies the resolved spec: equal specs, however written, hash equal."""
+        text = json.dumps(self.as_plain(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]

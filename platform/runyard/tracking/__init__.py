@@ -1,0 +1,1 @@
+"""Layer 6 — tracking: everything runyard writes to and reads from MLflow."""

@@ -1,0 +1,81 @@
+"""Read runyard's jobs back from MLflow, for `runyard ls`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import ViewType
+from rich.console import Console
+from rich.table import Table
+
+from runyard.tracking.store import PARENT, client_for, is_embedded
+
+
+@dataclass(frozen=True)
+class JobRow:
+    started: str
+    experiment: str
+    name: str
+    kind: str
+    status: str
+    trials: str
+    best: str
+    duration: str
+    run_id: str
+
+
+def recent_jobs(uri: str, experiment: str | None, limit: int) -> list[JobRow]:
+    if is_embedded(uri) and not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
+    client = client_for(uri)
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()
+                   if experiment is None or e.name == experiment}
+    if not experiments:
+        return []
+    runs = client.search_runs(list(experiments), filter_string="tags.`runyard.kind` != 'trial'",
+                              run_view_type=ViewType.ACTIVE_ONLY, max_results=limit,
+                              order_by=["attributes.start_time DESC"])
+    rows = []
+    for run in runs:
+        if PARENT in run.data.tags:
+            continue
+        tags = run.data.tags
+        kind = tags.get("runyard.kind", "-")
+        trials = "1"
+        if kind == "sweep":
+            children = client.search_runs(
+                [run.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{run.info.run_id}'",
+                max_results=10000)
+            finished = sum(c.info.status == "FINISHED" for c in children)
+            trials = f"{finished}/{len(children)}"
+        best = next((f"{k.removeprefix('best_')}={v:.4g}" for k, v in run.data.metrics.items()
+                     if k.startswith("best_")), "")
+        end = run.info.end_time or int(time.time() * 1000)
+        rows.append(JobRow(
+            started=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
+            experiment=experiments.get(run.info.experiment_id, "?"),
+            name=run.info.run_name or "", kind=kind, status=run.info.status, trials=trials,
+            best=best, duration=f"{(end - run.info.start_time) / 1000:.0f}s",
+            run_id=run.info.run_id,
+        ))
+    return rows
+
+
+def render_jobs(console: Console, rows: list[JobRow], uri: str) -> None:
+    if not rows:
+        console.print(f"no runs yet in {uri}; start one with: runyard run jobs/digits_linear.yaml",
+                      highlight=False)
+        return
+    table = Table(title=f"recent jobs in {uri}", title_justify="left", box=None,
+                  header_style="bold")
+    for column in ("started", "experiment", "name", "kind", "status", "trials", "best",
+                   "duration", "run id"):
+        table.add_column(column, no_wrap=column in ("run id", "started"))
+    colors = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}
+    for row in rows:
+        status = f"[{colors.get(row.status, 'white')}]{row.status}[/]"
+        table.add_row(row.started, row.experiment, row.name, row.kind, status, row.trials,
+                      row.best, row.duration, row.run_id)
+    console.print(table)

@@ -1,0 +1,101 @@
+"""Where runs are kept, and how runyard's runs are laid out in MLflow.
+
+Embedded default: a SQLite store and an artifact folder under `.runyard/` in the working
+directory. `--tracking-uri` or MLFLOW_TRACKING_URI points elsewhere (an MLflow server).
+
+Layout: a plain job is one run; a sweep is a parent run with one nested child run per trial.
+Tags tie every run to runyard's ids, so later commands (ls, resume) find them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from runyard.tracking.writer import RunRef, TrackingWriter
+
+TAG = "runyard."  # prefix of every tag runyard sets
+KIND, SPEC_NAME, SPEC_HASH, SWEEP_ID, TRIAL_ID = (
+    TAG + "kind", TAG + "spec_name", TAG + "spec_hash", TAG + "sweep_id", TAG + "trial_id")
+PARENT = "mlflow.parentRunId"
+
+
+def quiet_mlflow() -> None:
+    """MLflow and alembic log store migrations at INFO; a researcher does not need them."""
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def resolve_tracking_uri(explicit: str | None = None, workdir: Path | None = None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = (workdir or Path.cwd()).resolve() / ".runyard"
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def is_embedded(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def artifact_root(uri: str) -> str | None:
+    """For the embedded store, artifacts go next to the database; a server decides its own."""
+    if not is_embedded(uri):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    return (database.parent / "artifacts").as_uri()
+
+
+def client_for(uri: str) -> MlflowClient:
+    quiet_mlflow()
+    if is_embedded(uri):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_root(uri))
+
+
+class JobTracking:
+    """The MLflow side of one job: its experiment, its writer, and run naming conventions."""
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri = uri
+        self.client = client_for(uri)
+        self.experiment_id = experiment_id(self.client, experiment, uri)
+        self.writer = TrackingWriter(self.client)
+
+    def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any],
+                  parent: RunRef | None = None) -> RunRef:
+        return self.writer.create_run(self.experiment_id, name, tags,
+                                      {k: _param_text(v) for k, v in params.items()}, parent)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'config': {'lr': 0.1}} -> {'config.lr': 0.1}; lists stay whole values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,159 @@
+"""One MLflow writer per job: a background thread that owns every MLflow call.
+
+Trials report metrics at whatever rate they like; the writer batches them (up to 1,000 per
+`log_batch`) and flushes every `flush_s` seconds, so tracking costs a request per batch
+instead of a request per value (~50 ms each against a server), and never blocks the caller.
+Calls are executed in the order they were made, so a run's metrics are always written
+before the run is ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+METRICS_PER_BATCH = 1000
+PARAMS_PER_BATCH = 100
+
+
+class RunRef:
+    """A run that may not exist yet: its id arrives when the writer has created it."""
+
+    def __init__(self, future: Future):
+        self._future = future
+
+    @classmethod
+    def of(cls, run_id: str) -> RunRef:
+        """A reference to a run that exists already."""
+        future: Future = Future()
+        future.set_result(run_id)
+        return cls(future)
+
+    @property
+    def id(self) -> str:
+        return self._future.result()
+
+    def __reduce__(self) -> tuple:
+        # Crossing a process boundary (Tune pickles callbacks): only the id travels.
+        return (RunRef.of, (self.id,))
+
+
+class TrackingWriter:
+    def __init__(self, client: MlflowClient, flush_s: float = 1.0):
+        self.client = client
+        self.flush_s = flush_s
+        self._tasks: queue.Queue[tuple[Callable[[], Any], Future] | None] = queue.Queue()
+        self._pending: dict[str, list[Metric]] = {}
+        self._last_flush = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="runyard-tracking", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ called by the driver
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        """Run `fn` on the writer thread, after everything submitted before it."""
+        future: Future = Future()
+        self._tasks.put((fn, future))
+        return future
+
+    def create_run(self, experiment_id: str, name: str, tags: dict[str, str],
+                   params: dict[str, str], parent: RunRef | None = None) -> RunRef:
+        def create() -> str:
+            all_tags = dict(tags)
+            if parent is not None:
+                all_tags["mlflow.parentRunId"] = parent.id
+            run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
+            self._log_params(run.info.run_id, params)
+            return run.info.run_id
+
+        return RunRef(self.submit(create))
+
+    def log_metrics(self, run: RunRef, metrics: dict[str, float], step: int) -> None:
+        timestamp = int(time.time() * 1000)
+        entries = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
+        self.submit(lambda: self._pending.setdefault(run.id, []).extend(entries))
+
+    def set_tags(self, run: RunRef, tags: dict[str, str]) -> Future:
+        return self.submit(lambda: self._log_tags(run.id, tags))
+
+    def log_artifacts(self, run: RunRef, local_dir: str, artifact_path: str | None = None) -> Future:
+        return self.submit(lambda: self.client.log_artifacts(run.id, local_dir, artifact_path))
+
+    def log_text(self, run: RunRef, text: str, artifact_file: str) -> Future:
+        return self.submit(lambda: self.client.log_text(run.id, text, artifact_file))
+
+    def end_run(self, run: RunRef, status: str) -> Future:
+        def end() -> None:
+            self._flush(run.id)
+            self.client.set_terminated(run.id, status=status)
+
+        return self.submit(end)
+
+    def backlog(self) -> int:
+        """Tasks waiting for the writer (exported to dashboards as the tracking backlog)."""
+        return self._tasks.qsize()
+
+    def close(self) -> None:
+        """Deliver everything submitted so far, then stop the thread."""
+        self._tasks.put(None)
+        self._thread.join()
+
+    # ------------------------------------------------------------------------ writer thread
+
+    def _loop(self) -> None:
+        while True:
+            timeout = max(0.0, self.flush_s - (time.monotonic() - self._last_flush))
+            try:
+                task = self._tasks.get(timeout=timeout)
+            except queue.Empty:
+                task = ()
+            if task is None:
+                self._flush_all()
+                return
+            if task:
+                fn, future = task
+                try:
+                    future.set_result(fn())
+                except Exception as error:  # noqa: BLE001 — reported to whoever waits on it
+                    log.warning("tracking call failed: %s", error)
+                    future.set_exception(error)
+            if time.monotonic() - self._last_flush >= self.flush_s:
+                self._flush_all()
+
+    def _flush_all(self) -> None:
+        for run_id in list(self._pending):
+            try:
+                self._flush(run_id)
+            except Exception as error:  # noqa: BLE001 — keep the other runs' metrics flowing
+                log.warning("could not write metrics of run %s: %s", run_id, error)
+        self._last_flush = time.monotonic()
+
+    def _flush(self, run_id: str) -> None:
+        metrics = self._pending.pop(run_id, [])
+        for start in range(0, len(metrics), METRICS_PER_BATCH):
+            try:
+                self.client.log_batch(run_id, metrics=metrics[start : start + METRICS_PER_BATCH])
+            except Exception:
+                # Keep what was not delivered; the next flush tries again (a restarting
+                # tracking server must not cost metrics).
+                self._pending[run_id] = metrics[start:] + self._pending.get(run_id, [])
+                raise
+
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        items = [Param(key, str(value)[:6000]) for key, value in params.items()]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=items[start : start + PARAMS_PER_BATCH])
+
+    def _log_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        items = [RunTag(key, str(value)) for key, value in tags.items()]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, tags=items[start : start + PARAMS_PER_BATCH])
