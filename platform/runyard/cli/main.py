@@ -205,7 +205,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.func is None:
+    if getattr(args, "func", None) is None:
         parser.print_help()
         return EXIT_INVALID
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")

@@ -157,6 +157,8 @@ def _apply_override(data: dict[str, Any], origins: Origins, text: str) -> Proble
             field = ".".join(parts[: depth + 1])
             return Problem(origin, field, f"is {child!r}, not a mapping; cannot set {key} inside it")
         node = child
+    if parts[:2] == ["sweep", "space"] and len(parts) == 4:
+        node.clear()  # a new distribution replaces the dimension, it does not join it
     node[parts[-1]] = parse_value(raw)
     for depth in range(1, len(parts) + 1):
         origins[tuple(parts[:depth])] = origin
@@ -282,6 +284,12 @@ def _check_against_workload(spec: JobSpec, workload_cls: type[Workload], config:
     if spec.sweep is not None:
         if spec.sweep.metric not in metrics:
             problems.append(unknown_metric(("sweep", "metric"), spec.sweep.metric))
+        elif spec.sweep.mode not in (None, metrics[spec.sweep.metric]):
+            better = metrics[spec.sweep.metric]
+            problems.append(Problem(where(("sweep", "mode")), "sweep.mode",
+                                    f"{spec.sweep.mode}, but {spec.sweep.metric} is better when "
+                                    f"{'higher' if better == 'max' else 'lower'}; "
+                                    f"write mode: {better}, or leave mode out"))
         problems += _check_space(spec, workload_cls, where)
     context = workload_context(spec)
     for text in workload_cls.check_spec(config, context):

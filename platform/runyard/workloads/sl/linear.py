@@ -89,6 +89,10 @@ class LinearClassifier(Workload):
             with torch.no_grad():
                 correct += (self.scores(x[batch]).argmax(1) == y[batch]).sum().item()
         self.epoch += 1
+        if not np.isfinite(total_loss):
+            raise FloatingPointError(
+                f"training loss is not finite after epoch {self.epoch} (lr={self.config.lr}); "
+                "lower config.lr or config.init_std")
         val = self.evaluate(self.data.x_val, self.data.y_val)
         return {
             "train_loss": total_loss / len(y),

@@ -1,0 +1,74 @@
+"""The CLI as a researcher meets it: help that teaches, exit codes, the MLflow UI."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import RUNYARD, run_cli
+from runyard.cli.main import main
+from runyard.tracking.store import JobTracking
+
+
+def test_help_lists_commands_and_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("validate", "run", "ls", "ui"):
+        assert command in out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_ls_on_an_empty_directory_creates_nothing(workdir: Path, capsys):
+    assert main(["ls"]) == 0
+    assert "no runs yet" in capsys.readouterr().out
+    assert not (workdir / ".runyard").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ui_serves_the_embedded_store(workdir: Path):
+    tracking = JobTracking(f"sqlite:///{workdir / '.runyard' / 'mlflow.db'}", "ui-check")
+    run = tracking.start_run("a-run", {"runyard.kind": "run"}, {})
+    tracking.writer.end_run(run, "FINISHED")
+    tracking.close()
+
+    port = free_port()
+    server = subprocess.Popen([str(RUNYARD), "ui", "--port", str(port)], cwd=workdir,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    names = [e["name"] for e in json.load(response)["experiments"]]
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "the MLflow UI did not come up"
+                time.sleep(1)
+        assert "ui-check" in names
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

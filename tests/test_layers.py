@@ -1,0 +1,57 @@
+"""The architecture, enforced: each layer imports only what is below it, and workloads never
+import Ray Tune, Ray Train or MLflow (so each one runs on its own)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "platform" / "runyard"
+
+# layer -> runyard layers it must not import (the ones above it)
+FORBIDDEN = {
+    "workloads": {"spec", "plan", "launch", "execute", "tracking", "cli"},
+    "data": {"spec", "plan", "launch", "execute", "tracking", "cli", "workloads"},
+    "tracking": {"spec", "plan", "launch", "execute", "cli", "workloads"},
+    "spec": {"plan", "launch", "execute", "tracking", "cli"},
+    "plan": {"launch", "execute", "tracking", "cli"},
+    "launch": {"execute", "tracking", "cli", "plan", "spec"},
+    "execute": {"cli"},
+}
+THIRD_PARTY_FORBIDDEN = {"workloads": ("ray.tune", "ray.train", "mlflow"),
+                         "data": ("ray.tune", "ray.train", "mlflow")}
+
+
+def imports_of(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def files_of(layer: str) -> list[Path]:
+    folder = PACKAGE / layer
+    return sorted(folder.rglob("*.py")) if folder.is_dir() else []
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_imports_only_what_is_below_it(layer: str):
+    for path in files_of(layer):
+        for name in imports_of(path):
+            parts = name.split(".")
+            if parts[0] == "runyard" and len(parts) > 1:
+                assert parts[1] not in FORBIDDEN[layer], f"{path.relative_to(PACKAGE)} imports {name}"
+            for banned in THIRD_PARTY_FORBIDDEN.get(layer, ()):
+                assert name != banned and not name.startswith(banned + "."), (
+                    f"{path.relative_to(PACKAGE)} imports {name}")
+
+
+def test_every_layer_has_code():
+    for layer in ("spec", "plan", "launch", "execute", "workloads", "tracking", "cli"):
+        assert files_of(layer), layer
