@@ -1,0 +1,42 @@
+# Two commands on a bare machine:  `make demo`  and  `make test`.
+# Both create .venv, install torch (the CPU wheel where no NVIDIA GPU is present) and then
+# runyard with its dependencies, and then do their job.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.runyard-installed
+TORCH_CPU := torch==2.13.0
+
+.PHONY: install demo test test-fast benchmarks clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# A bare `torch` from PyPI pulls gigabytes of CUDA packages: without a GPU, take the CPU wheel first.
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/python -m pip install --quiet $(TORCH_CPU); fi
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/runyard validate jobs/*.yaml
+	$(BIN)/runyard run jobs/digits_linear.yaml
+	$(BIN)/runyard run jobs/digits_linear_sweep.yaml
+	$(BIN)/runyard ls
+	@echo
+	@echo "Open these runs in the MLflow UI:  $(BIN)/runyard ui   (then http://127.0.0.1:5000)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/sweep_overhead.py
+	$(BIN)/python benchmarks/tracking_overhead.py
+
+clean:
+	rm -rf $(VENV) .runyard .pytest_cache
