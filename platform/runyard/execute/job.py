@@ -1,8 +1,10 @@
-"""Run a planned job on Ray Tune and track it in MLflow.
+"""Run a planned job on Ray Tune and track it in MLflow — first time, resumed, re-run, extended.
 
 The caller (the CLI) has already validated the spec, expanded its trials and checked them
-against the cluster, so everything here may create runs: from this point on, whatever
-happens, every run this job opened ends FINISHED, FAILED or KILLED.
+against the cluster, so everything here may create runs. From the first line on, the job has
+a ledger on disk and an MLflow run, and whatever happens every run it opened ends FINISHED,
+FAILED or KILLED. A resumed job re-attaches to the runs it has, so no trial is ever tracked
+twice.
 """
 
 from __future__ import annotations
@@ -10,25 +12,30 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 from ray import tune
 from rich.console import Console
 
-from runyard.errors import EXIT_FAILED, EXIT_OK
+from runyard import workloads
+from runyard.errors import EXIT_FAILED, EXIT_OK, UserError
+from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.progress import ProgressCallback
 from runyard.execute.tracking_callback import TrackingCallback
 from runyard.execute.trainable import WorkloadTrainable
-from runyard.plan import Trial, trial_bundles
+from runyard.plan import Trial, expand, trial_bundles
 from runyard.spec import JobSpec, set_dotted
+from runyard.spec.loader import validate_data
+from runyard.spec.yamlpos import Origin
 from runyard.tracking import provenance
+from runyard.tracking.results import best_config, trial_results
 from runyard.tracking.store import JobTracking, flatten
-from runyard import workloads
+from runyard.tracking.writer import RunRef
 
 EXIT_INTERRUPTED = 130
 
@@ -39,92 +46,246 @@ class JobOutcome:
     run_id: str  # the job's run: the single run, or the sweep's parent
     sweep_id: str
     failed_trials: list[str] = field(default_factory=list)
-    best: dict[str, Any] | None = None  # {"trial_id", "value", "config", "run_id"} for sweeps
+    best: dict[str, Any] | None = None  # for sweeps: see tracking.results.best_config
     exit_code: int = EXIT_OK
 
 
 def run_job(spec: JobSpec, trials: list[Trial], tracking_uri: str, workdir: Path,
             console: Console, storage_root: Path | None = None) -> JobOutcome:
-    _quiet_tune()
-    workload_cls = workloads.get(spec.workload)
+    """Start a new job."""
     sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    ledger = Ledger(sweep_id, spec.as_plain(), tracking_uri, spec.experiment, str(workdir))
+    session = _JobSession(spec, ledger, console)
+    session.open()
     storage_root = storage_root or (workdir / ".runyard" / "ray_results")
+    samples = max(t.sample for t in trials) + 1
+    segment = Segment(str(storage_root / sweep_id), first_sample=0, samples=samples)
+    return session.fit_new(segment, trials)
 
-    tracking = JobTracking(tracking_uri, spec.experiment)
-    base_tags = {
-        "runyard.spec_name": spec.name, "runyard.spec_hash": spec.hash,
-        "runyard.sweep_id": sweep_id, "runyard.workload": spec.workload,
-        "runyard.git_commit": provenance.git_commit(workdir),
-        "runyard.version": provenance.runyard_version(),
-        "runyard.driver": f"{socket.gethostname()}:{os.getpid()}",
-        **spec.tracking.tags,
-    }
-    base_params = {"workload": spec.workload, **_frame_params(spec)}
-    freeze = provenance.pip_freeze()
-    spec_yaml = yaml.safe_dump(spec.as_plain(), sort_keys=False)
 
-    parent = None
-    if spec.sweep is not None:
-        parent = tracking.start_run(spec.name, {**base_tags, "runyard.kind": "sweep"},
-                                    {**base_params, **flatten({"config": spec.config}),
-                                     "sweep.space": _space_text(spec), "seed": spec.seed})
-        tracking.writer.log_text(parent, spec_yaml, "spec.yaml")
-        tracking.writer.log_text(parent, freeze, "pip-freeze.txt")
+def extend_job(ledger: Ledger, samples: int, console: Console) -> JobOutcome:
+    """Add `samples` new configs to a sweep, under the same parent run."""
+    if not ledger.is_sweep:
+        raise UserError(f"{ledger.sweep_id} is a plain job, not a sweep: nothing to extend")
+    spec = load_ledger_spec(ledger)
+    spec = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"samples": samples})})
+    first = sum(segment.samples for segment in ledger.segments)
+    trials = expand(spec, first_sample=first)
+    session = _JobSession(spec, ledger, console)
+    session.reopen()
+    path = Path(ledger.segments[-1].tune_path).parent / f"{ledger.sweep_id}-x{first}"
+    segment = Segment(str(path), first_sample=first, samples=max(t.sample for t in trials) + 1 - first)
+    return session.fit_new(segment, trials)
 
-    trial_files = {t.trial_id: {"spec.yaml": _trial_yaml(spec, t), "pip-freeze.txt": freeze}
-                   for t in trials}
-    metric_names = set(workload_cls.metrics)
-    tracker = TrackingCallback(tracking, parent, base_tags, base_params, trial_files, metric_names)
-    metric = spec.sweep.metric if spec.sweep else _default_metric(workload_cls.metrics)
-    mode = spec.sweep.mode if spec.sweep else workload_cls.metrics[metric]
-    shown = [metric] + [m for m in workload_cls.metrics if m != metric][:3]
-    progress = ProgressCallback(console, spec.name, len(trials), metric, mode, shown)
 
-    tuner = tune.Tuner(
-        tune.with_resources(WorkloadTrainable, tune.PlacementGroupFactory(trial_bundles(spec))),
-        param_space={"trial": tune.grid_search([_trial_payload(spec, t, workdir) for t in trials])},
-        tune_config=tune.TuneConfig(
-            num_samples=1,
-            max_concurrent_trials=spec.sweep.max_concurrent if spec.sweep else None,
-            scheduler=_scheduler(spec),
-            reuse_actors=True,
-            trial_name_creator=lambda trial: trial.config["trial"]["trial_id"],
-            trial_dirname_creator=lambda trial: trial.config["trial"]["trial_id"],
-        ),
-        run_config=tune.RunConfig(
-            name=sweep_id,
-            storage_path=str(storage_root),
-            callbacks=[tracker, progress],
-            verbose=0,
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=spec.checkpoint.keep,
-                checkpoint_frequency=spec.checkpoint.every,
-                checkpoint_at_end=True,
+def resume_job(ledger: Ledger, console: Console, errored_only: bool = False) -> JobOutcome:
+    """Continue every unfinished trial from its last checkpoint (after a driver died), or,
+    with `errored_only`, re-run just the trials that failed."""
+    spec = load_ledger_spec(ledger)
+    session = _JobSession(spec, ledger, console)
+    session.reopen()
+    return session.fit_restored(errored_only)
+
+
+def load_ledger_spec(ledger: Ledger) -> JobSpec:
+    return validate_data(dict(ledger.spec), {}, Origin(str(ledger.path)))
+
+
+def planned_trials(ledger: Ledger) -> list[Trial]:
+    """Every trial the job has, across its segments."""
+    spec = load_ledger_spec(ledger)
+    trials = []
+    for segment in ledger.segments:
+        if spec.sweep is None:
+            return expand(spec)
+        sized = spec.model_copy(update={"sweep": spec.sweep.model_copy(
+            update={"samples": segment.samples // _grid_size(spec)})})
+        trials += expand(sized, first_sample=segment.first_sample)
+    return trials
+
+
+def _grid_size(spec: JobSpec) -> int:
+    size = 1
+    for distribution in spec.sweep.space.values():
+        if distribution.kind == "grid" or (spec.sweep.search == "grid" and distribution.kind == "choice"):
+            size *= len(distribution.args)
+    return size
+
+
+class _JobSession:
+    """One driver's connection to a job: its MLflow runs, its callbacks, its Tune runs."""
+
+    def __init__(self, spec: JobSpec, ledger: Ledger, console: Console):
+        _quiet_tune()
+        self.spec = spec
+        self.ledger = ledger
+        self.console = console
+        self.workload_cls = workloads.get(spec.workload)
+        self.workdir = Path(ledger.workdir)
+        self.tracking = JobTracking(ledger.tracking_uri, ledger.experiment)
+        self.freeze = provenance.pip_freeze()
+        self.base_tags = {
+            "runyard.spec_name": spec.name, "runyard.spec_hash": spec.hash,
+            "runyard.sweep_id": ledger.sweep_id, "runyard.workload": spec.workload,
+            "runyard.git_commit": provenance.git_commit(self.workdir),
+            "runyard.version": provenance.runyard_version(),
+            **spec.tracking.tags,
+        }
+        self.base_params = {"workload": spec.workload, **_frame_params(spec)}
+        self.job_run: RunRef | None = None
+        self.trial_runs: dict[str, RunRef] = {}
+
+    # ------------------------------------------------------------------------ MLflow runs
+
+    def driver_tags(self) -> dict[str, str]:
+        """Who is writing this job now, so a reconciler can tell when that driver is gone."""
+        process = psutil.Process()
+        return {"runyard.driver": f"{socket.gethostname()}:{process.pid}",
+                "runyard.driver_started": f"{process.create_time():.3f}"}
+
+    def open(self) -> None:
+        spec = self.spec
+        tags = {**self.base_tags, **self.driver_tags(),
+                "runyard.kind": "sweep" if spec.sweep else "run"}
+        if spec.sweep is None:
+            tags.update({"runyard.trial_id": "t0000", "runyard.seed": str(spec.seed),
+                         "runyard.sample": "0"})
+        params = {**self.base_params, **flatten({"config": spec.config}), "seed": spec.seed}
+        if spec.sweep is not None:
+            params["sweep.space"] = "; ".join(f"{k}: {d.kind} {d.args}"
+                                              for k, d in spec.sweep.space.items())
+        self.job_run = self.tracking.start_run(spec.name, tags, params)
+        self.tracking.writer.log_text(self.job_run, yaml.safe_dump(spec.as_plain(), sort_keys=False),
+                                      "spec.yaml")
+        self.tracking.writer.log_text(self.job_run, self.freeze, "pip-freeze.txt")
+        self.ledger.run_id = self.job_run.id
+        self.ledger.save()
+        if spec.sweep is None:
+            self.trial_runs["t0000"] = self.job_run
+
+    def reopen(self) -> None:
+        self.job_run = RunRef.of(self.ledger.run_id)
+        self.tracking.writer.reopen_run(self.job_run)
+        self.tracking.writer.set_tags(self.job_run, self.driver_tags())
+        if self.spec.sweep is None:
+            self.trial_runs["t0000"] = self.job_run
+        else:
+            for result in trial_results(self.tracking.client, self.ledger.run_id, None):
+                self.trial_runs[result.trial_id] = RunRef.of(result.run_id)
+
+    # ------------------------------------------------------------------------------ Tune
+
+    def callbacks(self, trials: list[Trial]) -> tuple[TrackingCallback, ProgressCallback]:
+        spec, metrics = self.spec, self.workload_cls.metrics
+        trial_files = {t.trial_id: {"spec.yaml": _trial_yaml(spec, t), "pip-freeze.txt": self.freeze}
+                       for t in trials}
+        tracker = TrackingCallback(
+            self.tracking, self.job_run if spec.sweep else None,
+            {**self.base_tags, **self.driver_tags()}, self.base_params, trial_files,
+            set(metrics), existing=self.trial_runs)
+        metric = spec.sweep.metric if spec.sweep else next(iter(metrics))
+        mode = spec.sweep.mode if spec.sweep else metrics[metric]
+        shown = [metric] + [m for m in metrics if m != metric][:3]
+        progress = ProgressCallback(self.console, spec.name, len(trials), metric, mode, shown)
+        return tracker, progress
+
+    def trainable(self) -> Any:
+        bundles = tune.PlacementGroupFactory(trial_bundles(self.spec))
+        return tune.with_resources(WorkloadTrainable, bundles)
+
+    def fit_new(self, segment: Segment, trials: list[Trial]) -> JobOutcome:
+        self.ledger.segments.append(segment)
+        self.ledger.save()
+        spec = self.spec
+        tracker, progress = self.callbacks(trials)
+        path = Path(segment.tune_path)
+        tuner = tune.Tuner(
+            self.trainable(),
+            param_space={"trial": tune.grid_search([_trial_payload(spec, t, self.workdir)
+                                                    for t in trials])},
+            tune_config=tune.TuneConfig(
+                num_samples=1,
+                max_concurrent_trials=spec.sweep.max_concurrent if spec.sweep else None,
+                scheduler=_scheduler(spec),
+                reuse_actors=True,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
             ),
-            failure_config=tune.FailureConfig(
-                max_failures=spec.sweep.max_failures if spec.sweep else 0),
-        ),
-    )
+            run_config=tune.RunConfig(
+                name=path.name,
+                storage_path=str(path.parent),
+                callbacks=[tracker, progress],
+                verbose=0,
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=spec.checkpoint.keep,
+                    checkpoint_frequency=spec.checkpoint.every,
+                    checkpoint_at_end=True,
+                ),
+                failure_config=tune.FailureConfig(
+                    max_failures=spec.sweep.max_failures if spec.sweep else 0),
+            ),
+        )
+        return self._fit([tuner], tracker, progress)
 
-    interrupted = False
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        progress.close()
-        killed = tracker.end_unfinished("KILLED")
-        interrupted = interrupted or bool(killed)
+    def fit_restored(self, errored_only: bool) -> JobOutcome:
+        trials = planned_trials(self.ledger)
+        tracker, progress = self.callbacks(trials)
+        tuners = []
+        for segment in self.ledger.segments:
+            tuner = tune.Tuner.restore(segment.tune_path, self.trainable(),
+                                       resume_unfinished=not errored_only,
+                                       resume_errored=errored_only)
+            # The restored experiment carries the callbacks pickled by the driver that
+            # started it; this driver's own take their place (Tune has no public setter).
+            tuner._local_tuner.get_run_config().callbacks = [tracker, progress]
+            tuners.append(tuner)
+        return self._fit(tuners, tracker, progress)
 
-    failed = sorted(tid for tid, status in tracker.status.items() if status == "FAILED")
-    best = _best_trial(trials, tracker, metric, mode) if spec.sweep else None
-    status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
-    if parent is not None:
-        _record_sweep(tracking, parent, best, metric, status, failed)
-    tracking.close()
-    run_id = parent.id if parent is not None else tracker.runs[trials[0].trial_id].id
-    exit_code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if failed else EXIT_OK)
-    return JobOutcome(status, run_id, sweep_id, failed, best, exit_code)
+    def _fit(self, tuners: list[tune.Tuner], tracker: TrackingCallback,
+             progress: ProgressCallback) -> JobOutcome:
+        interrupted = False
+        try:
+            for tuner in tuners:
+                tuner.fit()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            progress.close()
+            interrupted = bool(tracker.end_unfinished("KILLED")) or interrupted
+        return self._finish(interrupted, tracker)
+
+    def _finish(self, interrupted: bool, tracker: TrackingCallback) -> JobOutcome:
+        spec, writer = self.spec, self.tracking.writer
+        writer.flush()  # results are read back from MLflow below
+        results = (trial_results(self.tracking.client, self.ledger.run_id, spec.sweep.metric)
+                   if spec.sweep else [])
+        failed = sorted(r.trial_id for r in results if r.status == "FAILED")
+        if spec.sweep is None:
+            if tracker.status.get("t0000") not in ("FINISHED", "FAILED", "KILLED"):
+                # Interrupted before its trial started: the job's run still ends.
+                writer.end_run(self.job_run, "KILLED" if interrupted else "FAILED")
+                writer.flush()
+            status = self.tracking.client.get_run(self.ledger.run_id).info.status
+            failed = ["t0000"] if status == "FAILED" else []
+        best = best_config(results, spec.sweep.mode) if spec.sweep else None
+        status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
+        if spec.sweep is not None:
+            tags = {"runyard.failed_trials": ",".join(failed) or "none"}
+            if best is not None:
+                tags.update({"runyard.best_trial_id": best["trial_id"],
+                             "runyard.best_run_id": best["run_id"],
+                             "runyard.best_config": best["label"]})
+                writer.log_metrics(self.job_run, {f"best_{spec.sweep.metric}": best["value"]},
+                                   step=len(results))
+            writer.set_tags(self.job_run, tags)
+            writer.end_run(self.job_run, status)
+        self.tracking.close()
+        exit_code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if failed else EXIT_OK)
+        return JobOutcome(status, self.ledger.run_id, self.ledger.sweep_id, failed, best, exit_code)
+
+
+def _trial_name(trial: Any) -> str:
+    return trial.config["trial"]["trial_id"]
 
 
 def _quiet_tune() -> None:
@@ -141,8 +302,8 @@ def _trial_payload(spec: JobSpec, trial: Trial, workdir: Path) -> dict[str, Any]
     return {
         "trial_id": trial.trial_id,
         "index": trial.index,
+        "sample": trial.sample,
         "label": trial.label,
-        "name": spec.name,
         "seed": trial.seed,
         "workload": spec.workload,
         "config": trial.config,
@@ -173,14 +334,6 @@ def _frame_params(spec: JobSpec) -> dict[str, Any]:
     return flatten(frame)
 
 
-def _space_text(spec: JobSpec) -> str:
-    return "; ".join(f"{key}: {dist.kind} {dist.args}" for key, dist in spec.sweep.space.items())
-
-
-def _default_metric(metrics: dict[str, str]) -> str:
-    return next(iter(metrics))
-
-
 def _scheduler(spec: JobSpec) -> Any:
     if spec.sweep is None or spec.sweep.scheduler is None:
         return None
@@ -194,40 +347,3 @@ def _scheduler(spec: JobSpec) -> Any:
                              reduction_factor=asha.reduction_factor)
     return MedianStoppingRule(time_attr="training_iteration", metric=sweep.metric,
                               mode=sweep.mode, grace_period=sweep.scheduler.median.grace)
-
-
-def _best_trial(trials: list[Trial], tracker: TrackingCallback, metric: str,
-                mode: str) -> dict[str, Any] | None:
-    """The best config by the mean over its seeds of each trial's last reported metric."""
-    by_sample: dict[int, list[float]] = {}
-    for trial in trials:
-        result = tracker.last_results.get(trial.trial_id)
-        if result is not None and metric in result and tracker.status.get(trial.trial_id) == "FINISHED":
-            by_sample.setdefault(trial.sample, []).append(result[metric])
-    if not by_sample:
-        return None
-    pick = max if mode == "max" else min
-    sample = pick(by_sample, key=lambda s: statistics.fmean(by_sample[s]))
-    first = next(t for t in trials if t.sample == sample)
-    values = by_sample[sample]
-    return {
-        "trial_id": first.trial_id,
-        "run_id": tracker.runs[first.trial_id].id,
-        "value": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "seeds": len(values),
-        "overrides": first.overrides,
-        "label": first.label,
-    }
-
-
-def _record_sweep(tracking: JobTracking, parent: Any, best: dict[str, Any] | None, metric: str,
-                  status: str, failed: list[str]) -> None:
-    tags = {"runyard.failed_trials": ",".join(failed) or "none"}
-    if best is not None:
-        tags.update({"runyard.best_trial_id": best["trial_id"],
-                     "runyard.best_run_id": best["run_id"],
-                     "runyard.best_config": best["label"]})
-        tracking.writer.log_metrics(parent, {f"best_{metric}": best["value"]}, step=0)
-    tracking.writer.set_tags(parent, tags)
-    tracking.writer.end_run(parent, status)

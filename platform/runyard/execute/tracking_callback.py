@@ -1,8 +1,9 @@
 """Tune events → MLflow runs, written by the driver alone (trials never talk to MLflow).
 
-A plain job's single trial is the job's run; a sweep's trials are child runs of the sweep's
-parent run. Runs are keyed by runyard's trial id (not Tune's), so a trial that Tune retries
-after a failure keeps writing to the run it started.
+A plain job's single trial writes to the job's run; a sweep's trials are child runs of the
+sweep's parent run. Runs are keyed by runyard's trial id (not Tune's), and a driver that
+resumes a job starts with the runs that already exist, so a trial that is retried, resumed
+or re-run keeps writing to the one run it has.
 """
 
 from __future__ import annotations
@@ -20,46 +21,49 @@ from runyard.tracking.writer import RunRef
 class TrackingCallback(tune.Callback):
     def __init__(self, tracking: JobTracking, parent: RunRef | None, base_tags: dict[str, str],
                  base_params: dict[str, Any], trial_files: dict[str, dict[str, str]],
-                 metric_names: set[str]):
+                 metric_names: set[str], existing: dict[str, RunRef]):
         self.tracking = tracking
         self.parent = parent
         self.base_tags = base_tags
         self.base_params = base_params
         self.trial_files = trial_files  # trial id -> {artifact file name: text}
         self.metric_names = metric_names
-        self.runs: dict[str, RunRef] = {}
-        self.status: dict[str, str] = {}
-        self.last_results: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, RunRef] = dict(existing)
+        self.status: dict[str, str] = {}  # final status of trials that ran under this driver
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the live MLflow writer (a
-        # thread) stays with this driver, and a resumed driver attaches its own.
+        # thread) stays with this driver, and a resuming driver brings its own callbacks.
         return {**self.__dict__, "tracking": None}
 
     def run_of(self, trial: Any) -> RunRef:
         info = trial.config["trial"]
         trial_id = info["trial_id"]
         if trial_id not in self.runs:
-            tags = {**self.base_tags, "runyard.trial_id": trial_id, "runyard.seed": str(info["seed"]),
-                    "runyard.kind": "trial" if self.parent else "run"}
+            tags = {**self.base_tags, "runyard.kind": "trial", "runyard.trial_id": trial_id,
+                    "runyard.seed": str(info["seed"]), "runyard.sample": str(info["sample"])}
             params = {**self.base_params, **flatten({"config": info["config"]}),
                       "seed": info["seed"]}
-            run = self.tracking.start_run(info["label"] if self.parent else info["name"],
-                                          tags, params, self.parent)
+            run = self.tracking.start_run(info["label"], tags, params, self.parent)
             for file_name, text in self.trial_files.get(trial_id, {}).items():
                 self.tracking.writer.log_text(run, text, file_name)
             self.runs[trial_id] = run
         return self.runs[trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.run_of(trial)
+        trial_id = trial.config["trial"]["trial_id"]
+        existed = trial_id in self.runs
+        run = self.run_of(trial)
+        if existed and self.parent is not None:
+            self.tracking.writer.reopen_run(run)  # resumed or re-run: the same run again
+        self.status[trial_id] = "RUNNING"
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         metrics = {k: v for k, v in result.items() if k in self.metric_names}
         metrics["time_total_s"] = result.get("time_total_s", 0.0)
+        metrics["training_iteration"] = result["training_iteration"]
         self.tracking.writer.log_metrics(self.run_of(trial), metrics, result["training_iteration"])
-        self.last_results[trial.config["trial"]["trial_id"]] = metrics
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self.run_of(trial)
@@ -86,8 +90,9 @@ class TrackingCallback(tune.Callback):
         self.tracking.writer.end_run(self.run_of(trial), status)
 
     def end_unfinished(self, status: str) -> list[str]:
-        """End every run that has no final status yet (Ctrl-C, a driver error); their ids."""
-        unfinished = [tid for tid in self.runs if tid not in self.status]
+        """End the runs of trials this driver started but did not see end (Ctrl-C, a
+        driver error); returns their trial ids."""
+        unfinished = [tid for tid, s in self.status.items() if s == "RUNNING"]
         for trial_id in unfinished:
             self.status[trial_id] = status
             self.tracking.writer.end_run(self.runs[trial_id], status)

@@ -98,6 +98,14 @@ class TrackingWriter:
 
         return self.submit(end)
 
+    def reopen_run(self, run: RunRef) -> Future:
+        """Mark an ended run RUNNING again: a resumed or re-run trial continues in it."""
+        return self.submit(lambda: self.client.update_run(run.id, status="RUNNING"))
+
+    def flush(self) -> None:
+        """Block until everything submitted so far, metrics included, is written."""
+        self.submit(self._flush_all).result()
+
     def backlog(self) -> int:
         """Tasks waiting for the writer (exported to dashboards as the tracking backlog)."""
         return self._tasks.qsize()
