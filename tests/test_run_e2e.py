@@ -89,16 +89,15 @@ def test_sweep_is_a_parent_with_one_child_per_trial(workdir: Path):
     assert parent.data.metrics["best_val_top1"] == pytest.approx(max(finals.values()))
 
 
-def test_infeasible_request_fails_fast_with_an_explanation(workdir: Path):
+def test_gpu_request_on_a_cpu_only_cluster_fails_fast_with_an_explanation(workdir: Path):
     started = time.monotonic()
-    result = run_cli("run", str(JOBS / "digits_linear.yaml"),
-                     "--set", "resources.gpus_per_trial=1", "--set", "resources.cpus_per_trial=64",
-                     cwd=workdir)
+    result = run_cli("run", str(JOBS / "digits_linear_sweep.yaml"),
+                     "--set", "resources.gpus_per_trial=1", cwd=workdir)
     elapsed = time.monotonic() - started
     assert result.returncode == 2
     message = result.stderr
-    assert "t0000" in message and "GPU=1" in message and "CPU=64" in message
-    assert "largest" in message and "CPU=" in message and "short of: CPU, GPU" in message
+    assert "t0000 (and the other 15 trials)" in message and "GPU=1" in message
+    assert "largest" in message and "CPU=" in message and "short of: GPU" in message
     assert elapsed < 120  # seconds, not PENDING forever (a generous bound on a shared machine)
     # No MLflow run was created for it.
     db = workdir / ".runyard" / "mlflow.db"

@@ -51,16 +51,25 @@ class JobOutcome:
 
 
 def run_job(spec: JobSpec, trials: list[Trial], tracking_uri: str, workdir: Path,
-            console: Console, storage_root: Path | None = None) -> JobOutcome:
+            console: Console, storage_root: Path | None = None, job_id: str | None = None,
+            spec_path: Path | None = None) -> JobOutcome:
     """Start a new job."""
-    sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    ledger = Ledger(sweep_id, spec.as_plain(), tracking_uri, spec.experiment, str(workdir))
+    sweep_id = job_id or new_job_id(spec)
+    if (Ledger.folder(workdir) / f"{sweep_id}.json").exists():
+        raise UserError(f"job {sweep_id!r} exists already; `runyard resume {sweep_id}` "
+                        "continues it, or choose another --id")
+    ledger = Ledger(sweep_id, spec.as_plain(), tracking_uri, spec.experiment, str(workdir),
+                    spec_path=str(Path(spec_path).resolve()) if spec_path else "")
     session = _JobSession(spec, ledger, console)
     session.open()
     storage_root = storage_root or (workdir / ".runyard" / "ray_results")
     samples = max(t.sample for t in trials) + 1
     segment = Segment(str(storage_root / sweep_id), first_sample=0, samples=samples)
     return session.fit_new(segment, trials)
+
+
+def new_job_id(spec: JobSpec) -> str:
+    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def extend_job(ledger: Ledger, samples: int, console: Console) -> JobOutcome:

@@ -36,6 +36,7 @@ class Ledger:
     tracking_uri: str
     experiment: str
     workdir: str
+    spec_path: str = ""  # the file it was run from (promote writes specs extending it)
     run_id: str = ""  # the job's MLflow run: a plain job's run, or a sweep's parent
     segments: list[Segment] = field(default_factory=list)
 

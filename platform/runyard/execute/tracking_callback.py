@@ -55,7 +55,10 @@ class TrackingCallback(tune.Callback):
         existed = trial_id in self.runs
         run = self.run_of(trial)
         if existed and self.parent is not None:
-            self.tracking.writer.reopen_run(run)  # resumed or re-run: the same run again
+            # Resumed or re-run: the same run again, now written by this driver.
+            self.tracking.writer.reopen_run(run)
+            self.tracking.writer.set_tags(run, {k: v for k, v in self.base_tags.items()
+                                                if k.startswith("runyard.driver")})
         self.status[trial_id] = "RUNNING"
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,

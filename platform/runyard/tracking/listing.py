@@ -10,6 +10,7 @@ from mlflow.entities import ViewType
 from rich.console import Console
 from rich.table import Table
 
+from runyard.tracking.reconcile import reconcile
 from runyard.tracking.store import PARENT, client_for, is_embedded
 
 
@@ -17,7 +18,7 @@ from runyard.tracking.store import PARENT, client_for, is_embedded
 class JobRow:
     started: str
     experiment: str
-    name: str
+    job_id: str
     kind: str
     status: str
     trials: str
@@ -30,6 +31,7 @@ def recent_jobs(uri: str, experiment: str | None, limit: int) -> list[JobRow]:
     if is_embedded(uri) and not Path(uri.removeprefix("sqlite:///")).exists():
         return []
     client = client_for(uri)
+    reconcile(client)
     experiments = {e.experiment_id: e.name for e in client.search_experiments()
                    if experiment is None or e.name == experiment}
     if not experiments:
@@ -56,7 +58,7 @@ def recent_jobs(uri: str, experiment: str | None, limit: int) -> list[JobRow]:
         rows.append(JobRow(
             started=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
             experiment=experiments.get(run.info.experiment_id, "?"),
-            name=run.info.run_name or "", kind=kind, status=run.info.status, trials=trials,
+            job_id=tags.get("runyard.sweep_id", run.info.run_name or ""), kind=kind, status=run.info.status, trials=trials,
             best=best, duration=f"{(end - run.info.start_time) / 1000:.0f}s",
             run_id=run.info.run_id,
         ))
@@ -64,18 +66,20 @@ def recent_jobs(uri: str, experiment: str | None, limit: int) -> list[JobRow]:
 
 
 def render_jobs(console: Console, rows: list[JobRow], uri: str) -> None:
+    if not console.is_terminal:
+        console = Console(width=240)  # piped: whole ids, never cut to a terminal's width
     if not rows:
         console.print(f"no runs yet in {uri}; start one with: runyard run jobs/digits_linear.yaml",
                       highlight=False)
         return
     table = Table(title=f"recent jobs in {uri}", title_justify="left", box=None,
                   header_style="bold")
-    for column in ("started", "experiment", "name", "kind", "status", "trials", "best",
-                   "duration", "run id"):
-        table.add_column(column, no_wrap=column in ("run id", "started"))
+    for column in ("started", "experiment", "job id", "kind", "status", "trials", "best",
+                   "duration", "MLflow run id"):
+        table.add_column(column, no_wrap=True)
     colors = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}
     for row in rows:
         status = f"[{colors.get(row.status, 'white')}]{row.status}[/]"
-        table.add_row(row.started, row.experiment, row.name, row.kind, status, row.trials,
+        table.add_row(row.started, row.experiment, row.job_id, row.kind, status, row.trials,
                       row.best, row.duration, row.run_id)
     console.print(table)

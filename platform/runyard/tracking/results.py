@@ -74,12 +74,84 @@ def config_summaries(results: list[TrialResult], mode: str) -> list[dict[str, An
             "label": first.label.rsplit(",seed=", 1)[0] if "," in first.label else first.label,
             "value": statistics.fmean(values),
             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "ci": confidence_interval(values), "seeds": len(values),
+            "ci": confidence_interval(values), "seeds": len(values), "values": values,
             "params": first.params,
         })
     return sorted(rows, key=lambda row: row["value"], reverse=(mode == "max"))
 
 
+def sensitivity(rows: list[dict[str, Any]], space: dict[str, str]) -> list[dict[str, Any]]:
+    """Which hyperparameters matter, from a random search's configs: the Spearman rank
+    correlation of each numeric dimension with the objective (over log values for loguniform
+    ones), and the range it spans among the best quarter of configs (the good region)."""
+    report = []
+    top = rows[: max(1, len(rows) // 4)]
+    for key, kind in space.items():
+        param = f"{key}"
+        values = [_number(row["params"].get(param)) for row in rows]
+        if kind in ("choice", "grid") or any(v is None for v in values) or len(rows) < 3:
+            best_values = sorted({row["params"].get(param) for row in top})
+            report.append({"parameter": key, "rho": None, "p": None, "good": ", ".join(best_values)})
+            continue
+        x = [math.log(v) if kind == "loguniform" else v for v in values]
+        rho, p = stats.spearmanr(x, [row["value"] for row in rows])
+        good = [_number(row["params"][param]) for row in top]
+        report.append({"parameter": key, "rho": float(rho), "p": float(p),
+                       "good": f"{min(good):.3g} .. {max(good):.3g}"})
+    return sorted(report, key=lambda r: -abs(r["rho"]) if r["rho"] is not None and
+                  math.isfinite(r["rho"]) else 0.0)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
 def best_config(results: list[TrialResult], mode: str) -> dict[str, Any] | None:
     rows = config_summaries(results, mode)
     return rows[0] if rows else None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    metric: str
+    names: tuple[str, str]
+    means: tuple[float, float]
+    counts: tuple[int, int]
+    difference: float  # mean A - mean B
+    standard_error: float  # of the difference (Welch)
+    t: float | None
+    p: float | None
+    effect_size: float | None  # Hedges' g
+
+    def sentence(self, mode: str) -> str:
+        a, b = self.names
+        better = (self.difference > 0) == (mode == "max")
+        winner, loser = (a, b) if better else (b, a)
+        counts = (f"{self.counts[0]} each" if self.counts[0] == self.counts[1]
+                  else f"{self.counts[0]} and {self.counts[1]}")
+        gap = f"{abs(self.difference):.4g} ± {self.standard_error:.2g}"
+        if self.p is None:
+            return (f"{winner} scores higher than {loser} on {self.metric} by {gap}, but with "
+                    f"{counts} values there is no test of significance (at least 2 each needed)")
+        verdict = "better than" if self.p < 0.05 else "not significantly different from"
+        return (f"{winner} is {verdict} {loser} on {self.metric} by {gap}, p = {self.p:.3g} "
+                f"(Welch's t-test), Hedges' g = {self.effect_size:.2f}, {counts}")
+
+
+def welch(metric: str, names: tuple[str, str], a: list[float], b: list[float]) -> Comparison:
+    """Welch's unequal-variance t-test of mean(a) - mean(b), with Hedges' g."""
+    mean_a, mean_b = statistics.fmean(a), statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return Comparison(metric, names, (mean_a, mean_b), (len(a), len(b)), mean_a - mean_b,
+                          float("nan"), None, None, None)
+    var_a, var_b = statistics.variance(a), statistics.variance(b)
+    test = stats.ttest_ind(a, b, equal_var=False)
+    pooled = math.sqrt(((len(a) - 1) * var_a + (len(b) - 1) * var_b) / (len(a) + len(b) - 2))
+    correction = 1 - 3 / (4 * (len(a) + len(b)) - 9)  # small-sample bias of Cohen's d
+    g = (mean_a - mean_b) / pooled * correction if pooled > 0 else float("inf")
+    return Comparison(metric, names, (mean_a, mean_b), (len(a), len(b)), mean_a - mean_b,
+                      math.sqrt(var_a / len(a) + var_b / len(b)), float(test.statistic),
+                      float(test.pvalue), g)

@@ -27,6 +27,9 @@ class QuadraticConfig(WorkloadConfig):
     noise: float = Field(0.0, ge=0, description="std of Gaussian noise added to each score")
     sleep_s: float = Field(0.0, ge=0, description="seconds each step sleeps (simulated work)")
     fail_at_iteration: int | None = Field(None, ge=1, description="raise at this iteration")
+    fail_while_exists: str | None = Field(
+        None, description="fail at fail_at_iteration only while this file exists (a transient "
+                          "failure: remove the file and the trial can succeed)")
 
 
 class Quadratic(Workload):
@@ -42,7 +45,8 @@ class Quadratic(Workload):
         if self.config.sleep_s:
             time.sleep(self.config.sleep_s)
         self.iteration += 1
-        if self.config.fail_at_iteration == self.iteration:
+        planted = self.config.fail_while_exists is None or Path(self.config.fail_while_exists).exists()
+        if self.config.fail_at_iteration == self.iteration and planted:
             raise RuntimeError(f"toy.quadratic: planted failure at iteration {self.iteration}")
         limit = 1.0 - (self.config.x - BEST_X) ** 2
         score = (1.0 - self.config.decay**self.iteration) * limit

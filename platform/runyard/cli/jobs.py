@@ -1,0 +1,251 @@
+"""Commands that start, continue and list jobs: validate, run, resume, rerun-failed, extend,
+ls, ui."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from runyard.errors import EXIT_INVALID, EXIT_OK, UserError
+
+if TYPE_CHECKING:
+    from runyard.cli.main import Commands
+
+EPILOG_RUN = """\
+examples:
+  runyard run jobs/digits_linear.yaml
+  runyard run jobs/digits_linear_sweep.yaml --set sweep.samples=4
+  runyard run jobs/digits_linear.yaml --set config.lr=3e-3 --set seed=1
+  runyard run jobs/digits_linear.yaml --address 127.0.0.1:6379   # join a running Ray cluster
+
+A spec with a `sweep:` block runs as a sweep: a parent MLflow run with one child run per
+trial. Runs are tracked in .runyard/mlflow.db unless --tracking-uri or MLFLOW_TRACKING_URI
+says otherwise; `runyard ls` lists them and `runyard ui` opens them in the MLflow UI.
+The job id it prints is what `runyard resume`, `rerun-failed`, `extend`, `best` and
+`promote` take (the MLflow run id works too).
+"""
+
+EPILOG_VALIDATE = """\
+examples:
+  runyard validate jobs/*.yaml
+  runyard validate jobs/digits_linear_sweep.yaml --show        # the spec after extends/--set
+  runyard validate jobs/digits_linear.yaml --set config.lr=1e-2
+
+Every problem is reported at once, as FILE:LINE: FIELD: what was found; what was expected.
+Validation starts nothing: no Ray, no MLflow run.
+"""
+
+EPILOG_RESUME = """\
+examples:
+  runyard resume digits-linear-sweep-20261123-030516
+  runyard resume 1fd447c0a1b04c80963c4db66bbf207f        # the sweep's MLflow run id
+
+Continues a job whose driver died (killed, machine lost, Ctrl-C): every unfinished trial goes
+on from its last checkpoint (set checkpoint.every in the spec), writing to the MLflow run it
+already has. Finished trials are not run again.
+"""
+
+
+def add_commands(commands: Commands) -> None:
+    validate = commands.add("validate", "check job specs without running anything",
+                            EPILOG_VALIDATE, cmd_validate)
+    validate.add_argument("specs", nargs="+", metavar="SPEC", help="job spec YAML files")
+    add_set(validate)
+    validate.add_argument("--show", action="store_true",
+                          help="print each resolved spec (after extends: and --set) as YAML")
+
+    run = commands.add("run", "run a job or a sweep", EPILOG_RUN, cmd_run)
+    run.add_argument("spec", metavar="SPEC", help="job spec YAML file")
+    add_set(run)
+    run.add_argument("--id", dest="job_id", help="job id (default: NAME-YYYYMMDD-HHMMSS)")
+    add_cluster(run)
+
+    resume = commands.add("resume", "continue a job whose driver died", EPILOG_RESUME, cmd_resume)
+    resume.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
+    add_cluster(resume)
+
+    rerun = commands.add("rerun-failed", "run again only the trials of a job that failed",
+                         "examples:\n  runyard rerun-failed digits-linear-sweep-20261123-030516\n\n"
+                         "Each failed trial continues from its last checkpoint (or starts over "
+                         "if it had none)\nin the MLflow run it already has; nothing else runs.\n",
+                         cmd_rerun_failed)
+    rerun.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
+    add_cluster(rerun)
+
+    extend = commands.add("extend", "add trials to a finished sweep, under the same parent run",
+                          "examples:\n  runyard extend digits-linear-sweep-20261123-030516 "
+                          "--samples 16\n\nNew configs are drawn after the existing ones: "
+                          "the sweep's first trials never change.\n", cmd_extend)
+    extend.add_argument("job", metavar="SWEEP", help="sweep id, or its MLflow parent run id")
+    extend.add_argument("--samples", type=int, required=True, help="configs to add")
+    add_cluster(extend)
+
+    ls = commands.add("ls", "list recent jobs and sweeps from MLflow",
+                      "examples:\n  runyard ls\n  runyard ls --experiment digits --limit 5\n\n"
+                      "Runs whose driver process is gone are marked FAILED on the way.\n", cmd_ls)
+    ls.add_argument("--experiment", help="only this MLflow experiment")
+    ls.add_argument("--limit", type=int, default=20, help="how many (default: 20)")
+    add_tracking(ls)
+
+    ui = commands.add("ui", "open the MLflow UI on runyard's tracking store",
+                      "examples:\n  runyard ui\n  runyard ui --port 5001\n", cmd_ui)
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    add_tracking(ui)
+
+
+def add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a spec field by dotted key, e.g. --set config.lr=3e-4 "
+                             "(repeatable; values are read as YAML)")
+
+
+def add_tracking(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                                               "MLFLOW_TRACKING_URI, else .runyard/mlflow.db)")
+
+
+def add_cluster(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, "
+                                          "else start an embedded Ray in this process)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    add_tracking(parser)
+
+
+# ------------------------------------------------------------------------------- commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from runyard.plan import expand
+    from runyard.spec import SpecError, load_spec
+
+    failures = 0
+    for path in args.specs:
+        try:
+            spec = load_spec(path, args.overrides)
+        except SpecError as error:
+            failures += 1
+            print(error, file=sys.stderr)
+            continue
+        trials = len(expand(spec))
+        print(f"ok  {path}: {spec.name} ({spec.workload}, {trials} trial"
+              f"{'s' if trials != 1 else ''}, spec hash {spec.hash})")
+        if args.show:
+            print(yaml.safe_dump(spec.as_plain(), sort_keys=False))
+    return EXIT_INVALID if failures else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from runyard import workloads
+    from runyard.execute import run_job
+    from runyard.launch import ray_session
+    from runyard.plan import check_feasible, expand
+    from runyard.spec import load_spec, workload_context
+    from runyard.tracking.store import resolve_tracking_uri
+
+    spec = load_spec(args.spec, args.overrides)
+    trials = expand(spec)
+    workload_cls = workloads.get(spec.workload)
+    config = workload_cls.Config.model_validate(spec.config)
+    problems = workload_cls.check_inputs(config, workload_context(spec))
+    if problems:
+        raise UserError(f"{args.spec}: cannot run here:\n" + "\n".join(f"  {p}" for p in problems))
+    workdir = Path.cwd()
+    uri = resolve_tracking_uri(args.tracking_uri, workdir)
+    console = Console()
+    with ray_session(args.address, num_cpus=args.num_cpus) as session:
+        check_feasible(spec, trials, session.nodes)
+        outcome = run_job(spec, trials, uri, workdir, console, job_id=args.job_id,
+                          spec_path=Path(args.spec))
+    print_outcome(console, spec, outcome)
+    return outcome.exit_code
+
+
+def _continue(args: argparse.Namespace, action: str) -> int:
+    """resume, rerun-failed and extend: find the job, reconcile, rejoin Ray, go on."""
+    from runyard.execute import extend_job, load_ledger_spec, resume_job
+    from runyard.execute.ledger import Ledger
+    from runyard.launch import ray_session
+    from runyard.plan import check_feasible, expand
+    from runyard.tracking.reconcile import reconcile
+    from runyard.tracking.store import client_for
+
+    ledger = Ledger.find(Path.cwd(), args.job)
+    spec = load_ledger_spec(ledger)
+    if action == "extend" and args.samples < 1:
+        raise UserError("--samples must be at least 1")
+    reconcile(client_for(ledger.tracking_uri))
+    console = Console()
+    with ray_session(args.address, num_cpus=args.num_cpus) as session:
+        check_feasible(spec, expand(spec), session.nodes)
+        if action == "extend":
+            outcome = extend_job(ledger, args.samples, console)
+        else:
+            outcome = resume_job(ledger, console, errored_only=(action == "rerun-failed"))
+    print_outcome(console, spec, outcome)
+    return outcome.exit_code
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _continue(args, "resume")
+
+
+def cmd_rerun_failed(args: argparse.Namespace) -> int:
+    return _continue(args, "rerun-failed")
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    return _continue(args, "extend")
+
+
+def print_outcome(console: Console, spec, outcome) -> None:
+    style = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow"}[outcome.status]
+    console.print(f"[{style}]{outcome.status}[/]  job {outcome.sweep_id}  "
+                  f"(MLflow run {outcome.run_id})", highlight=False)
+    if outcome.best:
+        best = outcome.best
+        spread = f" ± {best['std']:.3g} over {best['seeds']} seeds" if best["seeds"] > 1 else ""
+        console.print(f"best: {spec.sweep.metric}={best['value']:.4g}{spread}  "
+                      f"{best['label']}  ({best['trial_id']})", highlight=False)
+    if outcome.failed_trials:
+        console.print(f"failed trials: {', '.join(outcome.failed_trials)} (tracebacks: each "
+                      f"run's error.txt); retry them: runyard rerun-failed {outcome.sweep_id}",
+                      highlight=False)
+    if outcome.status == "KILLED":
+        console.print(f"continue it: runyard resume {outcome.sweep_id}", highlight=False)
+    console.print("see it: runyard ui", highlight=False)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from runyard.tracking.listing import recent_jobs, render_jobs
+    from runyard.tracking.store import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    rows = recent_jobs(uri, args.experiment, args.limit)
+    render_jobs(Console(), rows, uri)
+    return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from runyard.tracking.store import artifact_root, is_embedded, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    if not is_embedded(uri):
+        raise UserError(f"{uri} is a tracking server already: open it in a browser")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--default-artifact-root", artifact_root(uri),
+               "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on {uri}\n  http://{args.host}:{args.port}   (Ctrl-C to stop)", flush=True)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,209 @@
+"""Sweeps you can trust: resume after a SIGKILL, re-run of failed trials, extend, ASHA,
+promote and the queue — each against a real embedded Ray and a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import RUNYARD, run_cli, tracking_uri
+from runyard.execute.ledger import Ledger
+from runyard.spec import load_spec
+
+pytestmark = pytest.mark.slow
+
+TOY_SWEEP = """\
+name: {name}
+workload: toy.quadratic
+config: {{sleep_s: {sleep}}}
+stop: {{iterations: {iterations}}}
+checkpoint: {{every: {every}, keep: 2}}
+tracking: {{experiment: toy}}
+sweep:
+  samples: {samples}
+  metric: score
+  max_concurrent: {concurrent}
+  space:
+    config.x: {{uniform: [0.0, 1.0]}}
+"""
+
+
+def write_toy(directory: Path, name: str = "toy", sleep: float = 0.0, iterations: int = 3,
+              every: int = 1, samples: int = 2, concurrent: int = 2, extra: str = "") -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(TOY_SWEEP.format(name=name, sleep=sleep, iterations=iterations, every=every,
+                                     samples=samples, concurrent=concurrent) + extra)
+    return path
+
+
+def children_of(client: MlflowClient, parent_id: str) -> list:
+    parent = client.get_run(parent_id)
+    return client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def steps(client: MlflowClient, run_id: str, metric: str = "score") -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, metric))
+
+
+def test_resume_after_sigkill_continues_every_trial_in_its_own_run(workdir: Path):
+    spec = write_toy(workdir, "killed", sleep=0.6, iterations=8, every=2, samples=4)
+    driver = subprocess.Popen([str(RUNYARD), "run", str(spec), "--id", "killed"], cwd=workdir,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    # Wait until some trial has checkpointed at least twice, then kill the driver and every
+    # process of its session (Ray's too): what a lost machine looks like.
+    results = workdir / ".runyard" / "ray_results" / "killed"
+    deadline = time.monotonic() + 300
+    while not list(results.glob("t*/checkpoint_000001")):
+        assert driver.poll() is None, "the sweep ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+    client = MlflowClient(tracking_uri(workdir))
+    ledger = Ledger.find(workdir, "killed")
+    before = children_of(client, ledger.run_id)
+    assert any(run.info.status == "RUNNING" for run in before)
+
+    # `ls` looks at them: the runs of the dead driver are marked FAILED, with the reason.
+    listing = run_cli("ls", cwd=workdir)
+    assert listing.returncode == 0
+    reconciled = client.get_run(ledger.run_id)
+    assert reconciled.info.status == "FAILED"
+    assert "is gone" in reconciled.data.tags["runyard.error"]
+
+    result = run_cli("resume", "killed", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    after = children_of(client, ledger.run_id)
+    assert len(after) == 4
+    assert sorted(r.data.tags["runyard.trial_id"] for r in after) == ["t0000", "t0001", "t0002", "t0003"]
+    assert all(r.info.status == "FINISHED" for r in after)
+    assert client.get_run(ledger.run_id).info.status == "FINISHED"
+    for run in after:
+        history = steps(client, run.info.run_id)
+        assert history[-1] == 8
+        # Continued from a checkpoint, never from iteration 0: step 1 was written once.
+        assert history.count(1) == 1, history
+
+
+def test_rerun_failed_reruns_exactly_the_failed_trials(workdir: Path):
+    marker = workdir / "still-broken"
+    marker.write_text("remove me to let the trials succeed")
+    extra = (f"    config.fail_at_iteration: {{grid: [null, 2]}}\n"
+             f"config: {{fail_while_exists: {marker}}}\n")
+    spec = write_toy(workdir, "flaky", iterations=3, samples=2, extra="")
+    spec.write_text(spec.read_text().replace("config: {sleep_s: 0.0}",
+                                             f"config: {{sleep_s: 0.0, fail_while_exists: {marker}}}")
+                    + extra.splitlines()[0] + "\n")
+    first = run_cli("run", str(spec), "--id", "flaky", cwd=workdir)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "rerun-failed flaky" in first.stdout
+
+    client = MlflowClient(tracking_uri(workdir))
+    ledger = Ledger.find(workdir, "flaky")
+    runs = {r.data.tags["runyard.trial_id"]: r for r in children_of(client, ledger.run_id)}
+    failed = sorted(t for t, r in runs.items() if r.info.status == "FAILED")
+    finished = sorted(t for t, r in runs.items() if r.info.status == "FINISHED")
+    assert len(failed) == 2 and len(finished) == 2
+    assert "planted failure" in runs[failed[0]].data.tags["runyard.error"]
+    end_times = {t: runs[t].info.end_time for t in finished}
+
+    marker.unlink()
+    second = run_cli("rerun-failed", ledger.run_id, cwd=workdir)  # by MLflow run id
+    assert second.returncode == 0, second.stdout + second.stderr
+
+    rerun = {r.data.tags["runyard.trial_id"]: r for r in children_of(client, ledger.run_id)}
+    assert sorted(rerun) == sorted(runs)  # no new runs
+    assert all(r.info.status == "FINISHED" for r in rerun.values())
+    for trial_id in finished:  # untouched
+        assert rerun[trial_id].info.end_time == end_times[trial_id]
+    for trial_id in failed:
+        assert steps(client, rerun[trial_id].info.run_id)[-1] == 3
+
+
+def test_extend_adds_trials_under_the_same_parent_and_promote_writes_the_best(workdir: Path):
+    spec = write_toy(workdir, "grow", iterations=2, samples=2)
+    assert run_cli("run", str(spec), "--id", "grow", cwd=workdir).returncode == 0
+    result = run_cli("extend", "grow", "--samples", "3", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    client = MlflowClient(tracking_uri(workdir))
+    ledger = Ledger.find(workdir, "grow")
+    children = children_of(client, ledger.run_id)
+    assert sorted(r.data.tags["runyard.trial_id"] for r in children) == [
+        "t0000", "t0001", "t0002", "t0003", "t0004"]
+    assert all(r.info.status == "FINISHED" for r in children)
+
+    best = run_cli("best", "grow", cwd=workdir)
+    assert best.returncode == 0 and "which hyperparameters matter" in best.stdout
+    scores = {r.data.tags["runyard.trial_id"]: r.data.metrics["score"] for r in children}
+    winner = max(scores, key=scores.get)
+
+    target = workdir / "jobs" / "grow_best.yaml"
+    promoted = run_cli("promote", "grow", "--to", str(target), cwd=workdir)
+    assert promoted.returncode == 0, promoted.stderr
+    text = target.read_text()
+    assert "grow" in text and f"trial {winner}" in text and "extends: ../grow.yaml" in text
+    spec_back = load_spec(target)
+    winner_run = next(r for r in children if r.data.tags["runyard.trial_id"] == winner)
+    assert spec_back.sweep is None
+    assert spec_back.config["x"] == pytest.approx(float(winner_run.data.params["config.x"]))
+    assert run_cli("promote", "grow", "--to", str(target), cwd=workdir).returncode == 2
+
+
+def test_asha_stops_poor_trials_early(workdir: Path):
+    spec = write_toy(workdir, "asha", iterations=9, samples=9, concurrent=3,
+                     extra="  scheduler: {asha: {grace: 1, max_t: 9, reduction_factor: 3}}\n")
+    spec.write_text(spec.read_text().replace("{uniform: [0.0, 1.0]}", "{grid: [0.0, 0.05, 0.1, "
+                                             "0.15, 0.2, 0.25, 0.3, 0.9, 1.0]}")
+                    .replace("samples: 9", "samples: 1"))
+    result = run_cli("run", str(spec), "--id", "asha", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri(workdir))
+    ledger = Ledger.find(workdir, "asha")
+    iterations = {float(r.data.params["config.x"]): int(r.data.metrics["training_iteration"])
+                  for r in children_of(client, ledger.run_id)}
+    assert iterations[0.3] == 9  # the best config is never stopped
+    assert min(iterations[0.9], iterations[1.0]) < 9  # the worst are stopped early
+    assert sum(iterations.values()) < 9 * 9
+
+
+def test_queue_runs_by_priority_and_resumes_after_its_process_is_killed(workdir: Path):
+    low = write_toy(workdir, "low", iterations=2, samples=1)
+    high = write_toy(workdir, "high", sleep=0.5, iterations=12, every=2, samples=1)
+    mid = write_toy(workdir, "mid", iterations=2, samples=1)
+    for spec, priority in ((low, 0), (high, 10), (mid, 5)):
+        assert run_cli("queue", "add", str(spec), "--priority", str(priority), cwd=workdir).returncode == 0
+
+    runner = subprocess.Popen([str(RUNYARD), "queue", "run"], cwd=workdir,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list((workdir / ".runyard" / "ray_results").glob("high-*/t0000/checkpoint_000001")):
+        assert runner.poll() is None and time.monotonic() < deadline
+        time.sleep(0.5)
+    os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait()
+
+    result = run_cli("queue", "run", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"resuming #2 high-", result.stdout)
+    order = re.findall(r"(?:starting|resuming) #\d+ (\w+)-", result.stdout)
+    assert order == ["high", "mid", "low"]
+
+    listing = run_cli("queue", "ls", cwd=workdir).stdout
+    assert listing.count("done") == 3
+    client = MlflowClient(tracking_uri(workdir))
+    ledger = next(Ledger.load(p) for p in Ledger.folder(workdir).glob("high-*.json"))
+    (child,) = children_of(client, ledger.run_id)
+    assert child.info.status == "FINISHED" and steps(client, child.info.run_id).count(1) == 1
