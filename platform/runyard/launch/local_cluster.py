@@ -107,6 +107,8 @@ class LocalCluster:
             if key not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")
         }
         env.update(
+            # Job entrypoints (`python ...`, `runyard run ...`) resolve to this interpreter's env.
+            PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN_PATH=self.token_path,
             RAY_USAGE_STATS_ENABLED="0",
