@@ -2,7 +2,7 @@
 
 runyard never starts an open tracking server. `serve` runs
 
-    mlflow server --app-name basic-auth --backend-store-uri <sqlite|postgresql>
+    mlflow server --app-name basic-auth          (MLFLOW_BACKEND_STORE_URI=<sqlite|postgresql>)
                   --artifacts-destination <dir|s3://...> --serve-artifacts
                   --host 127.0.0.1 --port <free port> --allowed-hosts <host:port,...>
 
@@ -105,12 +105,18 @@ def admin_credentials(username: str | None = None, password: str | None = None) 
 
 
 def check_backend_uri(backend_uri: str) -> str:
+    """The backend URI to hand MLflow; PostgreSQL goes through psycopg2 explicitly.
+
+    SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; runyard depends on psycopg2-binary.
+    """
     if not backend_uri.startswith(SUPPORTED_BACKENDS):
         raise UserError(
             f"--backend: {redacted_uri(backend_uri)!r} is not supported. Use "
             "sqlite:////abs/path/mlflow.db for one machine or "
             "postgresql://USER:PASSWORD@HOST:PORT/DB for a cluster head node."
         )
+    if backend_uri.startswith("postgresql://"):
+        return "postgresql+psycopg2://" + backend_uri[len("postgresql://"):]
     return backend_uri
 
 
@@ -181,7 +187,7 @@ def serve(
     Returns a TrackingServer; `.stop()` ends it, `.wait()` blocks on it.
     """
     username, password = admin_credentials(username, password)
-    check_backend_uri(backend_uri)
+    backend_uri = check_backend_uri(backend_uri)
     if host not in LOOPBACK_HOSTS and not allowed_hosts:
         raise UserError(
             f"--host {host}: a server reachable beyond this machine needs --allowed-hosts "
@@ -200,7 +206,6 @@ def serve(
     command = [
         sys.executable, "-m", "mlflow", "server",
         "--app-name", "basic-auth",
-        "--backend-store-uri", backend_uri,
         "--artifacts-destination", artifacts,
         "--serve-artifacts",
         "--host", host,
@@ -214,6 +219,9 @@ def serve(
         if key not in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_URI")
     }
     env.update(
+        # Through the environment, not argv: a PostgreSQL URI carries a password, and every
+        # local user can read a command line.
+        MLFLOW_BACKEND_STORE_URI=backend_uri,
         MLFLOW_AUTH_CONFIG_PATH=str(config_path),
         MLFLOW_AUTH_ADMIN_USERNAME=username,
         MLFLOW_AUTH_ADMIN_PASSWORD=password,
