@@ -17,7 +17,9 @@ import argparse
 import datetime as dt
 import functools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -240,7 +242,13 @@ def _add_tracking(subparsers) -> None:
             "                         --artifacts s3://my-lab-mlflow/artifacts --port 5000\n"
         ),
     )
-    serve.add_argument("--backend", default=None, metavar="URI", help="sqlite:////abs/path.db or postgresql://... (default SQLite in --state-dir)")
+    serve.add_argument(
+        "--backend",
+        default=os.environ.get("RUNYARD_TRACKING_BACKEND"),
+        metavar="URI",
+        help="sqlite:////abs/path.db or postgresql://... (default: $RUNYARD_TRACKING_BACKEND, which keeps "
+        "a DB password off the command line, else SQLite in --state-dir)",
+    )
     serve.add_argument("--artifacts", default=None, help="artifact store: a folder or s3://bucket/prefix (default <state-dir>/artifacts)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
@@ -259,11 +267,15 @@ def _tracking_serve(args) -> int:
     server = serve(backend, artifacts, args.host, args.port, state_dir=state_dir, allowed_hosts=allowed)
     print(f"MLflow tracking server at {server.uri} (basic-auth); log: {server.log_path}")
     print("clients: export MLFLOW_TRACKING_URI=" + server.uri + " and the same MLFLOW_TRACKING_USERNAME/PASSWORD")
+    # The server runs in its own process group; a SIGTERM to this command (kill, systemd, the
+    # cluster's restart) must take it down too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         code = server.wait()
-    except KeyboardInterrupt:
-        server.stop()
+    except (KeyboardInterrupt, SystemExit):
         return EXIT_OK
+    finally:
+        server.stop()
     return EXIT_OK if code == 0 else EXIT_FAILED
 
 
