@@ -95,8 +95,9 @@ class LocalCluster:
     nodes: list[NodeRecord] = field(default_factory=list)
 
     @property
-    def dashboard_url(self) -> str:
-        return self.jobs_address
+    def prometheus_service_discovery(self) -> str:
+        """Ray's file listing every node's metrics endpoint (Prometheus file_sd_configs)."""
+        return os.path.join(self.ray_temp_root, "head", "prom_metrics_service_discovery.json")
 
     def node_env(self) -> dict[str, str]:
         """Environment of every process started for this cluster (never printed: it holds the
@@ -302,7 +303,7 @@ def _start_tracking(cluster: LocalCluster, backend: str | None, echo) -> None:
 
 
 def _start_head(cluster: LocalCluster, num_cpus: int, timeout_s: float, echo) -> None:
-    gcs, dashboard, client, *node_ports = free_ports(3 + NODE_PORTS)
+    gcs, dashboard, client, autoscaler_metrics, dashboard_metrics, *node_ports = free_ports(5 + NODE_PORTS)
     temp_dir = os.path.join(cluster.ray_temp_root, "head")
     command = [
         RAY_BIN, "start", "--head", "--block",
@@ -321,7 +322,10 @@ def _start_head(cluster: LocalCluster, num_cpus: int, timeout_s: float, echo) ->
     ]
     cluster.gcs_address = f"127.0.0.1:{gcs}"
     cluster.jobs_address = f"http://127.0.0.1:{dashboard}"
-    node = _launch_node(cluster, "head", command, num_cpus, {"head_node": 1}, temp_dir, node_ports[0])
+    # The autoscaler's and dashboard's own metrics ports are fixed (44217, 44227) unless set
+    # through these variables; two clusters on one machine would fight over them.
+    ports_env = {"AUTOSCALER_METRIC_PORT": str(autoscaler_metrics), "DASHBOARD_METRIC_PORT": str(dashboard_metrics)}
+    node = _launch_node(cluster, "head", command, num_cpus, {"head_node": 1}, temp_dir, node_ports[0], ports_env)
     cluster.save()
     _wait_for_jobs_api(cluster, node, timeout_s)
 
@@ -362,11 +366,11 @@ def _node_port_flags(ports: list[int]) -> list[str]:
     ]
 
 
-def _launch_node(cluster, name, command, num_cpus, resources, temp_dir, metrics_port) -> NodeRecord:
+def _launch_node(cluster, name, command, num_cpus, resources, temp_dir, metrics_port, extra_env=None) -> NodeRecord:
     log = Path(cluster.state_dir) / "logs" / f"{name}.out"
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            command, env=cluster.node_env(), stdout=out, stderr=subprocess.STDOUT,
+            command, env={**cluster.node_env(), **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, cwd=cluster.state_dir,
         )
     node = NodeRecord(name, process.pid, num_cpus, resources, temp_dir, str(log), metrics_port)
