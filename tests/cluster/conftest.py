@@ -1,7 +1,8 @@
 """Fixtures: one real local Ray cluster per session, and throwaway PostgreSQL servers.
 
-`local_cluster` starts a head + 2 workers + the basic-auth MLflow server through runyard's own
-`up()` and stops them with `down()` (about 40 s up, 5 s down on 2 cores). `postgres` starts a
+`local_ray_cluster` starts a head + 2 workers + the basic-auth MLflow server through runyard's
+own `up()`, stops them with `down()` and then checks that no process of theirs is left (about
+40-60 s up, 5 s down on 2 shared cores). `postgres` starts a
 PostgreSQL server on a free port in a temp dir (initdb + pg_ctl from the Debian package
 `postgresql`; as root they run as the `postgres` user) and removes it afterwards.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from runyard.launch import local_cluster
+from runyard.tracking.server import processes_in_group
 
 
 @dataclass
@@ -45,6 +47,13 @@ def local_ray_cluster(tmp_path_factory) -> ClusterUnderTest:
         yield ClusterUnderTest(cluster, "\n".join(printed))
     finally:
         local_cluster.down(state_dir, echo=lambda _: None)
+    # `down` leaves no process behind (checked here, on the full 3-node + MLflow cluster, rather
+    # than on a second cluster: a teardown failure fails the run just the same).
+    groups = [node.pid for node in cluster.nodes] + [cluster.tracking_pid]
+    assert [p for group in groups for p, state in processes_in_group(group) if state != "Z"] == []
+    assert local_cluster.processes_with_marker(cluster.cluster_id) == []
+    assert not Path(cluster.ray_temp_root).exists()
+    assert not (state_dir / local_cluster.STATE_FILE).exists()
 
 
 @dataclass

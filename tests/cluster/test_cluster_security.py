@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -98,24 +96,6 @@ def test_serve_refuses_weak_admin_passwords_before_starting(tmp_path, monkeypatc
     with pytest.raises(UserError, match=message):
         serve(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"), state_dir=tmp_path, password=password)
     assert not (tmp_path / "server.log").exists(), "nothing may start on a refused password"
-
-
-def test_installed_mlflow_itself_refuses_the_default_admin_password(tmp_path):
-    # Defense in depth: even started by hand, this MLflow will not create admin/password1234.
-    env = {**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": LEGACY_DEFAULT_ADMIN_PASSWORD,
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    ini = tmp_path / "basic_auth.ini"
-    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path}/auth.db\nadmin_username = admin\n")
-    env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
-    port = str(__import__("runyard.launch.local_cluster", fromlist=["free_ports"]).free_ports(1)[0])
-    result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", port,
-         "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--workers", "1"],
-        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )
-    assert result.returncode != 0
-    assert "insecure default password" in result.stdout + result.stderr
 
 
 def test_token_never_printed_or_logged(local_ray_cluster, tmp_path, capsys):
