@@ -86,3 +86,4 @@ def test_status_logs_stop_on_the_local_cluster(local_ray_cluster, tmp_path, caps
     assert "already finished" in capsys.readouterr().out
     assert run_cli("logs", "raysubmit_nope", *common) == 2
     assert "not known" in capsys.readouterr().err
+
