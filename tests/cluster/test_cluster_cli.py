@@ -87,3 +87,7 @@ def test_status_logs_stop_on_the_local_cluster(local_ray_cluster, tmp_path, caps
     assert run_cli("logs", "raysubmit_nope", *common) == 2
     assert "not known" in capsys.readouterr().err
 
+    assert run_cli("cluster", "local", "status", "--state-dir", cluster.state_dir) == 0
+    shown = capsys.readouterr().out
+    assert "nodes alive: 3 of 3" in shown and cluster.jobs_address in shown
+

@@ -289,7 +289,8 @@ def _add_job_commands(subparsers) -> None:
         help="jobs on the cluster, or one job's details",
         formatter_class=_RAW,
         description=(
-            "List the cluster's jobs (id, state, start, duration, entrypoint), or show one job.\n"
+            "List the cluster's jobs (id, state, start, duration, entrypoint), or show one job\n"
+            "(exit code 1 when that job FAILED, so scripts can wait on it).\n"
             "The Ray token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, the local cluster's\n"
             "state dir or ~/.ray/auth_token.\n\n"
             "examples:\n"
