@@ -1,0 +1,420 @@
+"""CLI: clusters (local and cloud), the tracking server, and jobs on a cluster.
+
+    runyard cluster local up [--workers N] [--resources JSON]   a secured Ray cluster on this machine
+    runyard cluster local down | status
+    runyard cluster up | down | status [--config cluster.yaml]  the cloud cluster (ray up/down)
+    runyard tracking serve [--backend URI]                      basic-auth MLflow server (foreground)
+    runyard status [JOB] | logs JOB [-f] | stop JOB             jobs on a cluster (Ray Jobs API)
+
+`add_cluster_commands(subparsers)` adds these to the main argparse parser. Every subcommand
+sets `func(args) -> int`: 0 ok, 2 invalid input (runyard.errors.UserError, message on stderr),
+1 failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, RunFailed, UserError
+
+DEFAULT_STATE_DIR = ".runyard/cluster"
+DEFAULT_CLUSTER_CONFIG = "cluster.yaml"
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def add_cluster_commands(subparsers: argparse._SubParsersAction) -> None:
+    _add_cluster(subparsers)
+    _add_tracking(subparsers)
+    _add_job_commands(subparsers)
+
+
+# ---------------------------------------------------------------- runyard cluster ...
+
+
+def _add_cluster(subparsers) -> None:
+    cluster = subparsers.add_parser(
+        "cluster",
+        help="start/stop a Ray cluster: local (this machine) or cloud (cluster.yaml)",
+        formatter_class=_RAW,
+        description=(
+            "Ray clusters for runyard jobs, secured by default: Ray token authentication on every\n"
+            "node, the dashboard and MLflow reachable only through 127.0.0.1 / port forwarding.\n\n"
+            "examples:\n"
+            "  runyard cluster local up --workers 2          # try cluster jobs on your laptop\n"
+            "  runyard cluster up                            # cloud GPU cluster from ./cluster.yaml\n"
+            "  runyard cluster status\n"
+            "  runyard cluster down\n"
+        ),
+    )
+    verbs = cluster.add_subparsers(dest="cluster_command", metavar="{local,up,down,status}", required=True)
+
+    local = verbs.add_parser(
+        "local",
+        help="a real multi-node Ray cluster on this machine (development, tests)",
+        formatter_class=_RAW,
+        description=(
+            "A head node and N worker nodes on this machine, plus a basic-auth MLflow server.\n"
+            "Workers carry custom resources that stand in for node types, so a spec asking for\n"
+            "resources.custom: {gpu_node: 1} is placed as it would be on a GPU node.\n\n"
+            "examples:\n"
+            "  runyard cluster local up --workers 2\n"
+            "  runyard cluster local up --resources '[{\"gpu_node\": 1}, {\"cpu_node\": 1}]' --workers 2\n"
+            "  runyard cluster local status\n"
+            "  runyard cluster local down\n"
+        ),
+    )
+    local_verbs = local.add_subparsers(dest="local_command", metavar="{up,down,status}", required=True)
+    up = local_verbs.add_parser(
+        "up",
+        help="start the local cluster",
+        formatter_class=_RAW,
+        description=(
+            "Start Ray (token auth) and MLflow (basic-auth) on 127.0.0.1, on free ports.\n"
+            "The Ray token is written 0600 to <state-dir>/auth_token and never printed; runyard\n"
+            "status/logs/stop find it there. The MLflow admin is MLFLOW_TRACKING_USERNAME /\n"
+            "MLFLOW_TRACKING_PASSWORD when set, else 'admin' with a random password kept 0600\n"
+            "in <state-dir>/tracking_password. Jobs on the cluster log to this server.\n\n"
+            "examples:\n"
+            "  runyard cluster local up\n"
+            "  runyard cluster local up --workers 3 --resources '{\"gpu_node\": 1}'\n"
+            "  runyard cluster local up --tracking-backend postgresql://mlflow:PW@127.0.0.1:5432/mlflow\n"
+        ),
+    )
+    up.add_argument("--workers", type=int, default=2, help="worker nodes besides the head (default 2)")
+    up.add_argument(
+        "--resources",
+        default=None,
+        metavar="JSON",
+        help='custom resources per worker: one object for all ({"gpu_node": 1}, the default) or a list, one per worker',
+    )
+    up.add_argument("--head-cpus", type=int, default=2, help="logical CPUs of the head node (default 2)")
+    up.add_argument("--worker-cpus", type=int, default=1, help="logical CPUs of each worker (default 1)")
+    up.add_argument("--tracking-backend", default=None, metavar="URI", help="MLflow backend (default SQLite in the state dir)")
+    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"where state, secrets and logs live (default {DEFAULT_STATE_DIR})")
+    up.set_defaults(func=_exit_codes(_local_up))
+
+    down = local_verbs.add_parser(
+        "down",
+        help="stop everything `local up` started",
+        formatter_class=_RAW,
+        description=(
+            "Stop exactly the processes recorded in <state-dir>/state.json (never `ray stop`,\n"
+            "which would also stop other people's Ray on a shared machine).\n\n"
+            "example:\n  runyard cluster local down\n"
+        ),
+    )
+    down.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    down.set_defaults(func=_exit_codes(_local_down))
+
+    status = local_verbs.add_parser("status", help="addresses and live nodes of the local cluster")
+    status.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    status.set_defaults(func=_exit_codes(_local_status))
+
+    for verb, ray_verb, text in (
+        ("up", "up", "launch or update the cloud cluster (ray up)"),
+        ("down", "down", "terminate the cloud cluster's nodes (ray down)"),
+        ("status", "get-head-ip", "the head node's address and how to reach its dashboard"),
+    ):
+        command = verbs.add_parser(
+            verb,
+            help=text,
+            formatter_class=_RAW,
+            description=(
+                f"{text[0].upper() + text[1:]}, from the Ray cluster launcher config.\n"
+                "The dashboard (Jobs API) and MLflow listen only on the head node's localhost;\n"
+                "`ray dashboard cluster.yaml` forwards 8265 to http://127.0.0.1:8265, and\n"
+                "`ray attach cluster.yaml -p 5000` forwards MLflow.\n\n"
+                "examples:\n"
+                f"  runyard cluster {verb}\n"
+                f"  runyard cluster {verb} --config configs/aws-us-west-2.yaml\n"
+            ),
+        )
+        command.add_argument("--config", default=DEFAULT_CLUSTER_CONFIG, help="cluster launcher YAML (default ./cluster.yaml)")
+        if verb in ("up", "down"):
+            command.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+        command.set_defaults(func=_exit_codes(functools.partial(_ray_launcher, ray_verb)))
+
+
+def _local_up(args) -> int:
+    from runyard.launch import local_cluster
+
+    local_cluster.up(
+        workers=args.workers,
+        resources=_parse_resources(args.resources),
+        state_dir=args.state_dir,
+        head_cpus=args.head_cpus,
+        worker_cpus=args.worker_cpus,
+        tracking_backend=args.tracking_backend,
+    )
+    return EXIT_OK
+
+
+def _local_down(args) -> int:
+    from runyard.launch import local_cluster
+
+    local_cluster.down(args.state_dir)
+    return EXIT_OK
+
+
+def _local_status(args) -> int:
+    from runyard.launch import local_cluster
+
+    cluster = local_cluster.LocalCluster.load(args.state_dir)
+    print(f"Jobs API / dashboard: {cluster.jobs_address}")
+    print(f"MLflow tracking URI:  {cluster.tracking_uri or '-'}")
+    print(f"Ray token file:       {cluster.token_path}")
+    try:
+        alive = local_cluster.count_alive_nodes(cluster)
+    except OSError as error:
+        print(f"nodes: cannot reach the head ({error})", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"nodes alive: {alive} of {len(cluster.nodes)}")
+    for node in cluster.nodes:
+        print(f"  {node.name:10s} cpus={node.num_cpus} resources={json.dumps(node.resources)}")
+    return EXIT_OK if alive == len(cluster.nodes) else EXIT_FAILED
+
+
+def _parse_resources(text: str | None):
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UserError(f'--resources: not JSON ({error.msg}); e.g. --resources \'{{"gpu_node": 1}}\'.') from None
+    if not isinstance(value, (dict, list)):
+        raise UserError('--resources: expected a JSON object like {"gpu_node": 1} or a list of them.')
+    return value
+
+
+def _ray_launcher(ray_verb: str, args) -> int:
+    config = Path(args.config)
+    if not config.is_file():
+        raise UserError(
+            f"--config: {config} not found. runyard ships a commented cluster.yaml at the project "
+            "root; copy it, set your region, bucket and key name, and pass it with --config."
+        )
+    ray = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    command = [ray, ray_verb, str(config)]
+    if getattr(args, "yes", False):
+        command.append("-y")
+    completed = subprocess.run(command)
+    if completed.returncode != 0:
+        return EXIT_FAILED
+    if ray_verb == "get-head-ip":
+        print("dashboard / Jobs API: run `ray dashboard " + str(config) + "`, then use --address http://127.0.0.1:8265")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- runyard tracking serve
+
+
+def _add_tracking(subparsers) -> None:
+    tracking = subparsers.add_parser(
+        "tracking",
+        help="the shared MLflow tracking server",
+        formatter_class=_RAW,
+        description="The MLflow tracking server runs jobs log to (basic-auth, allowed hosts).",
+    )
+    verbs = tracking.add_subparsers(dest="tracking_command", metavar="{serve}", required=True)
+    serve = verbs.add_parser(
+        "serve",
+        help="run the basic-auth MLflow server in the foreground",
+        formatter_class=_RAW,
+        description=(
+            "Run `mlflow server --app-name basic-auth` until Ctrl-C. The admin is\n"
+            "MLFLOW_TRACKING_USERNAME (default admin) / MLFLOW_TRACKING_PASSWORD, which must be\n"
+            "set, at least 12 characters, and not MLflow's old default 'password1234'.\n"
+            "Clients use the same two variables. Binds 127.0.0.1 unless told otherwise; reach it\n"
+            "from your laptop through SSH port forwarding rather than opening the port.\n\n"
+            "examples:\n"
+            "  export MLFLOW_TRACKING_PASSWORD=$(openssl rand -hex 16)\n"
+            "  runyard tracking serve                                  # SQLite under .runyard/tracking\n"
+            "  runyard tracking serve --backend postgresql://mlflow:PW@127.0.0.1:5432/mlflow \\\n"
+            "                         --artifacts s3://my-lab-mlflow/artifacts --port 5000\n"
+        ),
+    )
+    serve.add_argument(
+        "--backend",
+        default=os.environ.get("RUNYARD_TRACKING_BACKEND"),
+        metavar="URI",
+        help="sqlite:////abs/path.db or postgresql://... (default: $RUNYARD_TRACKING_BACKEND, which keeps "
+        "a DB password off the command line, else SQLite in --state-dir)",
+    )
+    serve.add_argument("--artifacts", default=None, help="artifact store: a folder or s3://bucket/prefix (default <state-dir>/artifacts)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
+    serve.add_argument("--allowed-hosts", default="", metavar="H1,H2", help="extra host[:port] names clients use (needed for a non-loopback --host)")
+    serve.add_argument("--state-dir", default=".runyard/tracking", help="auth config, logs and the default SQLite store")
+    serve.set_defaults(func=_exit_codes(_tracking_serve))
+
+
+def _tracking_serve(args) -> int:
+    from runyard.tracking.server import serve
+
+    state_dir = Path(args.state_dir).resolve()
+    backend = args.backend or f"sqlite:///{state_dir / 'mlflow.db'}"
+    artifacts = args.artifacts or str(state_dir / "artifacts")
+    allowed = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
+    server = serve(backend, artifacts, args.host, args.port, state_dir=state_dir, allowed_hosts=allowed)
+    print(f"MLflow tracking server at {server.uri} (basic-auth); log: {server.log_path}")
+    print("clients: export MLFLOW_TRACKING_URI=" + server.uri + " and the same MLFLOW_TRACKING_USERNAME/PASSWORD")
+    # The server runs in its own process group; a SIGTERM to this command (kill, systemd, the
+    # cluster's restart) must take it down too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        code = server.wait()
+    except (KeyboardInterrupt, SystemExit):
+        return EXIT_OK
+    finally:
+        server.stop()
+    return EXIT_OK if code == 0 else EXIT_FAILED
+
+
+# ---------------------------------------------------------------- runyard status / logs / stop
+
+
+def _add_job_commands(subparsers) -> None:
+    address_help = "Jobs API URL (default: RAY_ADDRESS if http, else the local cluster)"
+    status = subparsers.add_parser(
+        "status",
+        help="jobs on the cluster, or one job's details",
+        formatter_class=_RAW,
+        description=(
+            "List the cluster's jobs (id, state, start, duration, entrypoint), or show one job\n"
+            "(exit code 1 when that job FAILED, so scripts can wait on it).\n"
+            "The Ray token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, the local cluster's\n"
+            "state dir or ~/.ray/auth_token.\n\n"
+            "examples:\n"
+            "  runyard status\n"
+            "  runyard status raysubmit_AqiBy7SYEjj1Li8B\n"
+            "  runyard status --address http://127.0.0.1:8265      # after `ray dashboard cluster.yaml`\n"
+        ),
+    )
+    status.add_argument("job", nargs="?", metavar="JOB", help="a job id (from `runyard status`)")
+    status.add_argument("--address", default=None, help=address_help)
+    status.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
+    status.set_defaults(func=_exit_codes(_status))
+
+    logs = subparsers.add_parser(
+        "logs",
+        help="a job's driver output",
+        formatter_class=_RAW,
+        description=(
+            "Print a job's driver output; -f follows it until the job ends (Ctrl-C detaches,\n"
+            "the job keeps running).\n\n"
+            "examples:\n"
+            "  runyard logs raysubmit_AqiBy7SYEjj1Li8B\n"
+            "  runyard logs raysubmit_AqiBy7SYEjj1Li8B -f\n"
+        ),
+    )
+    logs.add_argument("job", metavar="JOB")
+    logs.add_argument("-f", "--follow", action="store_true", help="stream until the job ends")
+    logs.add_argument("--address", default=None, help=address_help)
+    logs.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
+    logs.set_defaults(func=_exit_codes(_logs))
+
+    stop = subparsers.add_parser(
+        "stop",
+        help="stop a running job",
+        formatter_class=_RAW,
+        description="Stop a job (its driver gets SIGTERM, then SIGKILL).\n\nexample:\n  runyard stop raysubmit_AqiBy7SYEjj1Li8B\n",
+    )
+    stop.add_argument("job", metavar="JOB")
+    stop.add_argument("--address", default=None, help=address_help)
+    stop.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
+    stop.set_defaults(func=_exit_codes(_stop))
+
+
+def _status(args) -> int:
+    from runyard.launch import jobs_api
+    from runyard.tracking.redact import redact
+
+    if args.job:
+        info = jobs_api.status(args.job, args.address, state_dir=args.state_dir)
+        print(f"job:        {info.submission_id}")
+        print(f"status:     {info.status.value}")
+        print(f"entrypoint: {info.entrypoint}")
+        print(f"started:    {_when(info.start_time)}   ended: {_when(info.end_time)}   took: {_duration(info.start_time, info.end_time)}")
+        if info.message:
+            print(f"message:    {info.message}")
+        env_vars = (info.runtime_env or {}).get("env_vars")
+        if env_vars:
+            print(f"env_vars:   {json.dumps(redact(env_vars))}")
+        return EXIT_OK if str(info.status.value) != "FAILED" else EXIT_FAILED
+    jobs = jobs_api.list_jobs(args.address, state_dir=args.state_dir)
+    if not jobs:
+        print("no jobs on this cluster yet")
+        return EXIT_OK
+    print(f"{'JOB':30s} {'STATUS':10s} {'STARTED':19s} {'TOOK':>8s}  ENTRYPOINT")
+    for job in jobs:
+        entrypoint = job.entrypoint if len(job.entrypoint) <= 60 else job.entrypoint[:57] + "..."
+        print(f"{job.submission_id or job.job_id or '-':30s} {job.status.value:10s} {_when(job.start_time):19s} "
+              f"{_duration(job.start_time, job.end_time):>8s}  {entrypoint}")
+    return EXIT_OK
+
+
+def _logs(args) -> int:
+    from runyard.launch import jobs_api
+
+    try:
+        for chunk in jobs_api.logs(args.job, args.address, follow=args.follow, state_dir=args.state_dir):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        print(f"\n(detached; the job keeps running. `runyard stop {args.job}` stops it)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _stop(args) -> int:
+    from runyard.launch import jobs_api
+
+    if jobs_api.stop(args.job, args.address, state_dir=args.state_dir):
+        print(f"stop requested for {args.job}")
+    else:
+        print(f"{args.job} had already finished")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _exit_codes(func):
+    """Map runyard's errors to exit codes, printing one clear line instead of a traceback."""
+
+    @functools.wraps(func)
+    def run(args) -> int:
+        try:
+            return func(args)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_INVALID
+        except RunFailed as error:
+            print(f"failed: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        except (RuntimeError, OSError) as error:
+            print(f"failed: {error}", file=sys.stderr)
+            return EXIT_FAILED
+
+    return run
+
+
+def _when(millis: int | None) -> str:
+    if not millis:
+        return "-"
+    return dt.datetime.fromtimestamp(millis / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(start: int | None, end: int | None) -> str:
+    if not start:
+        return "-"
+    seconds = ((end or dt.datetime.now().timestamp() * 1000) - start) / 1000
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m"

@@ -1,0 +1,113 @@
+"""Fixtures: one real local Ray cluster per session, and throwaway PostgreSQL servers.
+
+`local_ray_cluster` starts a head + 2 workers + the basic-auth MLflow server through runyard's
+own `up()`, stops them with `down()` and then checks that no process of theirs is left (about
+40-60 s up, 5 s down on 2 shared cores). `postgres` starts a
+PostgreSQL server on a free port in a temp dir (initdb + pg_ctl from the Debian package
+`postgresql`; as root they run as the `postgres` user) and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runyard.launch import local_cluster
+from runyard.tracking.server import processes_in_group
+
+
+@dataclass
+class ClusterUnderTest:
+    cluster: local_cluster.LocalCluster
+    up_output: str
+
+    @property
+    def token(self) -> str:
+        return Path(self.cluster.token_path).read_text().strip()
+
+    @property
+    def tracking_password(self) -> str:
+        return Path(self.cluster.tracking_password_path).read_text().strip()
+
+
+@pytest.fixture(scope="session")
+def local_ray_cluster(tmp_path_factory) -> ClusterUnderTest:
+    state_dir = tmp_path_factory.mktemp("cluster")
+    printed: list[str] = []
+    cluster = local_cluster.up(workers=2, resources={"gpu_node": 1}, state_dir=state_dir, echo=printed.append)
+    try:
+        yield ClusterUnderTest(cluster, "\n".join(printed))
+    finally:
+        local_cluster.down(state_dir, echo=lambda _: None)
+    # `down` leaves no process behind (checked here, on the full 3-node + MLflow cluster, rather
+    # than on a second cluster: a teardown failure fails the run just the same).
+    groups = [node.pid for node in cluster.nodes] + [cluster.tracking_pid]
+    assert [p for group in groups for p, state in processes_in_group(group) if state != "Z"] == []
+    assert local_cluster.processes_with_marker(cluster.cluster_id) == []
+    assert not Path(cluster.ray_temp_root).exists()
+    assert not (state_dir / local_cluster.STATE_FILE).exists()
+
+
+@dataclass
+class Postgres:
+    uri: str
+    port: int
+    data_dir: Path
+
+
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+def _as_postgres_user(command: list[str]) -> list[str]:
+    # initdb and the server refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture
+def postgres() -> Postgres:
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="ry-pg-"))
+    data_dir, socket_dir = root / "data", root / "sock"
+    socket_dir.mkdir()
+    password = secrets.token_hex(16)
+    password_file = root / "pw"
+    password_file.write_text(password)
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(socket_dir, "postgres")
+        shutil.chown(password_file, "postgres")
+    port = local_cluster.free_ports(1)[0]
+    subprocess.run(
+        _as_postgres_user([initdb, "-D", str(data_dir), "-U", "runyard", "-A", "scram-sha-256",
+                           f"--pwfile={password_file}", "--no-sync", "-E", "UTF8"]),
+        check=True, capture_output=True,
+    )
+    password_file.unlink()
+    server_options = f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        _as_postgres_user([pg_ctl, "-D", str(data_dir), "-o", server_options, "-l", str(root / "server.log"), "-w", "start"]),
+        check=True, capture_output=True,
+    )
+    try:
+        import psycopg2
+
+        admin = psycopg2.connect(host="127.0.0.1", port=port, user="runyard", password=password, dbname="postgres")
+        admin.autocommit = True
+        admin.cursor().execute("CREATE DATABASE mlflow")
+        admin.close()
+        yield Postgres(uri=f"postgresql://runyard:{password}@127.0.0.1:{port}/mlflow", port=port, data_dir=data_dir)
+    finally:
+        subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data_dir), "-m", "immediate", "-w", "stop"]), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
