@@ -4,6 +4,7 @@ ls, ui."""
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,20 @@ Every problem is reported at once, as FILE:LINE: FIELD: what was found; what was
 Validation starts nothing: no Ray, no MLflow run.
 """
 
+EPILOG_SUBMIT = """\
+examples:
+  runyard cluster local up --workers 2                 # a real multi-node cluster here
+  runyard submit jobs/digits_linear_sweep.yaml
+  runyard status digits-linear-sweep-20261123-030516
+  runyard logs digits-linear-sweep-20261123-030516 -f
+  runyard stop digits-linear-sweep-20261123-030516
+
+The spec is validated and planned here first; then the project (minus .runyard/, .venv/,
+data/ and large files) travels as the job's working dir and `runyard run SPEC` runs as its
+driver on the head node, tracking into the cluster's MLflow server. The token comes from
+RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token and is never printed.
+"""
+
 EPILOG_RESUME = """\
 examples:
   runyard resume digits-linear-sweep-20261123-030516
@@ -64,6 +79,16 @@ def add_commands(commands: Commands) -> None:
     add_set(run)
     run.add_argument("--id", dest="job_id", help="job id (default: NAME-YYYYMMDD-HHMMSS)")
     add_cluster(run)
+
+    submit = commands.add("submit", "run a job on a Ray cluster, through the Jobs API",
+                          EPILOG_SUBMIT, cmd_submit)
+    submit.add_argument("spec", metavar="SPEC", help="job spec YAML file, inside this project")
+    add_set(submit)
+    submit.add_argument("--address", help="Jobs API address, e.g. http://127.0.0.1:8265 "
+                                          "(default: RAY_ADDRESS, else `cluster local up`'s)")
+    submit.add_argument("--id", dest="job_id", help="job id (default: NAME-YYYYMMDD-HHMMSS)")
+    submit.add_argument("--tracking-uri", help="tracking URI the driver uses (default: the "
+                                               "cluster's own MLflow server)")
 
     resume = commands.add("resume", "continue a job whose driver died", EPILOG_RESUME, cmd_resume)
     resume.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
@@ -144,6 +169,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_INVALID if failures else EXIT_OK
 
 
+def stop_on_sigterm() -> None:
+    """`runyard stop`, the Jobs API and schedulers end a driver with SIGTERM: treat it like
+    Ctrl-C, so the job's runs end KILLED instead of staying RUNNING."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from runyard import workloads
     from runyard.execute import run_job
@@ -163,11 +197,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri, workdir)
     console = Console()
     with ray_session(args.address, num_cpus=args.num_cpus) as session:
+        stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
         check_feasible(spec, trials, session.nodes)
         outcome = run_job(spec, trials, uri, workdir, console, job_id=args.job_id,
                           spec_path=Path(args.spec))
     print_outcome(console, spec, outcome)
     return outcome.exit_code
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import shlex
+
+    from runyard.execute.job import new_job_id
+    from runyard.launch import jobs_api
+    from runyard.plan import expand
+    from runyard.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides)
+    trials = expand(spec)
+    project = Path.cwd().resolve()
+    try:
+        relative = Path(args.spec).resolve().relative_to(project)
+    except ValueError:
+        raise UserError(f"{args.spec} is outside this project ({project}); only the project "
+                        "travels to the cluster: move the spec under it") from None
+    job_id = args.job_id or new_job_id(spec)
+    command = ["runyard", "run", str(relative), "--id", job_id]
+    command += [item for o in args.overrides for item in ("--set", o)]
+    if args.tracking_uri:
+        command += ["--tracking-uri", args.tracking_uri]
+    # `runyard stop` sends the driver SIGTERM; it then needs a few seconds to end its runs
+    # KILLED and flush their metrics before Ray's default 3 s grace turns into SIGKILL.
+    grace = {"RAY_JOB_STOP_WAIT_TIME_S": "30"}
+    submitted = jobs_api.submit(shlex.join(command), args.address, project, grace,
+                                submission_id=job_id,
+                                metadata={"runyard_spec": str(relative), "runyard_trials": str(len(trials))})
+    print(f"submitted {job_id}: {spec.name} ({len(trials)} trial{'s' if len(trials) != 1 else ''}) "
+          f"to {submitted.address}")
+    if submitted.skipped_large_files:
+        print(f"left behind (over the size limit): {', '.join(submitted.skipped_large_files)}")
+    print(f"follow it: runyard logs {job_id} -f    status: runyard status {job_id}")
+    return EXIT_OK
 
 
 def _continue(args: argparse.Namespace, action: str) -> int:
@@ -186,6 +256,7 @@ def _continue(args: argparse.Namespace, action: str) -> int:
     reconcile(client_for(ledger.tracking_uri))
     console = Console()
     with ray_session(args.address, num_cpus=args.num_cpus) as session:
+        stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
         check_feasible(spec, expand(spec), session.nodes)
         if action == "extend":
             outcome = extend_job(ledger, args.samples, console)

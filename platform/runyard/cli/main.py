@@ -12,7 +12,7 @@ import sys
 from typing import Callable
 
 from runyard import __version__
-from runyard.cli import jobs, queue, sweeps
+from runyard.cli import cluster, jobs, queue, sweeps
 from runyard.errors import EXIT_INVALID, RunFailed, UserError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
     for module in (jobs, sweeps, queue):
         module.add_commands(commands)
+    cluster.add_cluster_commands(commands.subparsers)
     return parser
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from runyard.tracking.redact import redact
 from runyard.tracking.writer import RunRef, TrackingWriter
 
 TAG = "runyard."  # prefix of every tag runyard sets
@@ -76,8 +77,8 @@ class JobTracking:
 
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any],
                   parent: RunRef | None = None) -> RunRef:
-        return self.writer.create_run(self.experiment_id, name, tags,
-                                      {k: _param_text(v) for k, v in params.items()}, parent)
+        params = redact({k: _param_text(v) for k, v in params.items()})
+        return self.writer.create_run(self.experiment_id, name, redact(tags), params, parent)
 
     def close(self) -> None:
         self.writer.close()
