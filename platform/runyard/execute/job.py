@@ -25,6 +25,7 @@ from rich.console import Console
 from runyard import workloads
 from runyard.errors import EXIT_FAILED, EXIT_OK, UserError
 from runyard.execute.ledger import Ledger, Segment
+from runyard.execute.metrics import MetricsCallback
 from runyard.execute.progress import ProgressCallback
 from runyard.execute.tracking_callback import TrackingCallback
 from runyard.execute.trainable import WorkloadTrainable
@@ -223,7 +224,7 @@ class _JobSession:
             run_config=tune.RunConfig(
                 name=path.name,
                 storage_path=str(path.parent),
-                callbacks=[tracker, progress],
+                callbacks=[tracker, progress, *self.extra_callbacks()],
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=spec.checkpoint.keep,
@@ -236,6 +237,9 @@ class _JobSession:
         )
         return self._fit([tuner], tracker, progress)
 
+    def extra_callbacks(self) -> list[Any]:
+        return [MetricsCallback(self.spec.experiment, self.tracking.writer.backlog)]
+
     def fit_restored(self, errored_only: bool) -> JobOutcome:
         trials = planned_trials(self.ledger)
         tracker, progress = self.callbacks(trials)
@@ -246,7 +250,8 @@ class _JobSession:
                                        resume_errored=errored_only)
             # The restored experiment carries the callbacks pickled by the driver that
             # started it; this driver's own take their place (Tune has no public setter).
-            tuner._local_tuner.get_run_config().callbacks = [tracker, progress]
+            tuner._local_tuner.get_run_config().callbacks = [tracker, progress,
+                                                             *self.extra_callbacks()]
             tuners.append(tuner)
         return self._fit(tuners, tracker, progress)
 

@@ -24,7 +24,10 @@ Exported names (Prometheus), all tagged with `experiment`:
 
 from __future__ import annotations
 
-from typing import Mapping
+import time
+from typing import Any, Callable, Mapping
+
+from ray import tune
 
 # Ray Tune's trial states; each is set on every call so a state that empties drops to 0.
 TRIAL_STATES = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")
@@ -98,3 +101,35 @@ def _metric(name: str):
         cls = Counter if kind == "counter" else Gauge
         _instances[name] = cls(name, description=description, tag_keys=tag_keys)
     return _instances[name]
+
+
+
+class MetricsCallback(tune.Callback):
+    """Feeds the gauges above from the driver's view of the trials, at most once a second."""
+
+    def __init__(self, experiment: str, backlog: Callable[[], int] | None):
+        self.experiment = experiment
+        self.backlog = backlog
+        self.last = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks; the backlog probe belongs to the driver that made it.
+        return {**self.__dict__, "backlog": None}
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self.last < 1.0:
+            return
+        self.last = now
+        counts: dict[str, int] = {}
+        for trial in trials:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+        record_trial_states(counts, self.experiment)
+        if self.backlog is not None:
+            record_tracking_backlog(self.backlog(), self.experiment)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        record_throughput(trial.config["trial"]["trial_id"], experiment=self.experiment,
+                          env_steps_per_s=result.get("env_steps_per_s"),
+                          images_per_s=result.get("images_per_s"))
