@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.runyard-installed
 TORCH_CPU := torch==2.13.0
 
-.PHONY: install demo test test-fast benchmarks clean
+.PHONY: install system-deps demo test test-fast benchmarks clean
 
 install: $(STAMP)
 
@@ -20,6 +20,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The cluster tests start a throwaway PostgreSQL (the cluster's tracking backend): Debian's
+# package, installed here when missing (as root, as on CI; otherwise say what to run).
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else echo "The tests need PostgreSQL: sudo apt-get install postgresql"; exit 1; fi; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/runyard validate jobs/*.yaml
 	$(BIN)/runyard run jobs/digits_linear.yaml
@@ -28,7 +37,7 @@ demo: $(STAMP)
 	@echo
 	@echo "Open these runs in the MLflow UI:  $(BIN)/runyard ui   (then http://127.0.0.1:5000)"
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
