@@ -73,13 +73,14 @@ def flat_params(module: torch.nn.Module) -> torch.Tensor:
 
 def set_flat_params(module: torch.nn.Module, flat: torch.Tensor) -> None:
     """Inverse of flat_params: write the vector back, parameter by parameter, in order."""
+    params = list(module.parameters())
+    total = sum(p.numel() for p in params)
+    if total != flat.numel():
+        raise ValueError(f"flat vector has {flat.numel()} entries, the module {total}")
     offset = 0
-    for p in module.parameters():
-        n = p.numel()
-        p.data.copy_(flat[offset : offset + n].view_as(p))
-        offset += n
-    if offset != flat.numel():
-        raise ValueError(f"flat vector has {flat.numel()} entries, the module {offset}")
+    for p in params:
+        p.data.copy_(flat[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()
 
 
 def flat_grad(output: torch.Tensor, module: torch.nn.Module, **kwargs) -> torch.Tensor:

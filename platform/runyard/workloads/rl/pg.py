@@ -79,7 +79,7 @@ class PolicyGradient(RLWorkload):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        metrics = {"entropy": float(dist.entropy().mean())}
+        metrics = {"entropy": float(dist.entropy().mean().detach())}
 
         if self.value is not None:
             target = torch.as_tensor(returns, dtype=torch.float32)

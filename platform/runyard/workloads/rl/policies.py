@@ -71,11 +71,15 @@ class Bernoulli:
     def mode(self) -> torch.Tensor:
         return (self.logits > 0).long()
 
+    def detached(self) -> "Bernoulli":
+        return Bernoulli(self.logits.detach().clone())
+
 
 class Categorical:
     """n actions; π(a) = softmax(l)_a."""
 
     def __init__(self, logits: torch.Tensor):
+        self.logits = logits
         self.log_pi = F.log_softmax(logits, dim=-1)
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
@@ -92,6 +96,9 @@ class Categorical:
 
     def mode(self) -> torch.Tensor:
         return self.log_pi.argmax(-1)
+
+    def detached(self) -> "Categorical":
+        return Categorical(self.logits.detach().clone())
 
 
 class DiagGaussian:
@@ -122,7 +129,12 @@ class DiagGaussian:
     def mode(self) -> torch.Tensor:
         return self.mean
 
+    def detached(self) -> "DiagGaussian":
+        return DiagGaussian(self.mean.detach().clone(), self.log_std.detach().clone())
 
+
+# Each distribution may hold views of the policy's parameters (the Gaussian's log σ);
+# `detached()` is a frozen copy, for a π_old that must not move when θ is updated in place.
 Distribution = Bernoulli | Categorical | DiagGaussian
 
 

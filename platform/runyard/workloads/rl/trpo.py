@@ -96,7 +96,7 @@ class TRPO(RLWorkload):
 
         # 3. The trust-region step.
         with torch.no_grad():
-            old_dist = self.policy.distribution(obs)
+            old_dist = self.policy.distribution(obs).detached()
             old_logp = old_dist.log_prob(actions)
 
         def surrogate() -> torch.Tensor:

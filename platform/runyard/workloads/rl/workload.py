@@ -114,6 +114,9 @@ class RLWorkload(Workload):
 
     def setup(self, config: RLConfig, context: WorkloadContext) -> None:
         self.config, self.context = config, context
+        # Small nets on a busy machine: intra-op threads beyond the trial's CPUs cost more in
+        # contention than they save (10x on a shared 2-core box), so use exactly those CPUs.
+        torch.set_num_threads(max(1, int(context.resources.get("cpus_per_trial") or 1)))
         self.env_spec = env_block(context.env)
         self.observation_space, self.action_space = env_spaces(self.env_spec)
         with torch.random.fork_rng():
