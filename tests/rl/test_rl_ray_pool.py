@@ -52,19 +52,20 @@ def test_same_seed_same_batches_locally_and_on_actors(local_ray, weights):
         remote.close()
 
 
+@pytest.mark.slow
 def test_a_killed_actor_is_replaced_and_its_share_resampled(local_ray, weights):
     reference = LocalRolloutPool(CARTPOLE, SPEC.model_dump(), seed=3, workers=2, envs_per_worker=1)
-    expected = reference.sample(weights, num_steps=30000)
+    expected = reference.sample(weights, num_steps=16000)
     reference.close()
 
     pool = RayRolloutPool(CARTPOLE, SPEC.model_dump(), seed=3, workers=2, envs_per_worker=1)
     victim = pool.actors[0]
     ray.get(victim.__ray_ready__.remote())  # both actors up before the clock starts
     ray.get(pool.actors[1].__ray_ready__.remote())
-    killer = threading.Timer(0.5, ray.kill, [victim])  # mid-iteration: each share takes seconds
+    killer = threading.Timer(0.3, ray.kill, [victim])  # mid-iteration: each share takes seconds
     killer.start()
     try:
-        batch = pool.sample(weights, num_steps=30000)
+        batch = pool.sample(weights, num_steps=16000)
     finally:
         killer.cancel()
     assert pool.replaced_actors == 1 and pool.actors[0] is not victim

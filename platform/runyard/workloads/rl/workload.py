@@ -49,6 +49,26 @@ def env_block(env: dict[str, Any] | None) -> dict[str, Any]:
     return {"kwargs": {}, "max_episode_steps": None} | dict(env or {})
 
 
+def check_env_id(env: dict[str, Any] | None) -> list[str]:
+    """`env.id` is given and registered with gymnasium (ALE ids registered on demand)."""
+    env_id = (env or {}).get("id")
+    if not env_id:
+        return ["env.id: required for RL workloads, e.g. env: {id: CartPole-v1}"]
+    if env_id.startswith("ALE/"):
+        from runyard.workloads.rl.atari import register_ale
+
+        register_ale()
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        return [
+            f"env.id: unknown gymnasium environment {env_id!r} ({err}). List the registered ids with "
+            "`python -c 'import gymnasium, ale_py; gymnasium.register_envs(ale_py); gymnasium.pprint_registry()'`; "
+            "Atari games are ALE/<Game>-v5; register your own env with gymnasium.register(id=..., entry_point=...)"
+        ]
+    return []
+
+
 class RLWorkload(Workload):
     """Base of the runyard RL algorithms. Subclasses implement `setup_algorithm` and `iterate`."""
 
@@ -68,21 +88,10 @@ class RLWorkload(Workload):
                     f"the rollout pool needs at least one worker stepping at least one env"
                 )
         env = context.env or {}
-        env_id = env.get("id")
-        if not env_id:
-            return problems + ["env.id: required for RL workloads, e.g. env: {id: CartPole-v1}"]
-        if env_id.startswith("ALE/"):
-            from runyard.workloads.rl.atari import register_ale
-
-            register_ale()
-        try:
-            gym.spec(env_id)
-        except gym.error.Error as err:
-            return problems + [
-                f"env.id: unknown gymnasium environment {env_id!r} ({err}). List the registered ids with "
-                "`python -c 'import gymnasium, ale_py; gymnasium.register_envs(ale_py); gymnasium.pprint_registry()'`; "
-                "Atari games are ALE/<Game>-v5; register your own env with gymnasium.register(id=..., entry_point=...)"
-            ]
+        env_problems = check_env_id(env)
+        if env_problems:
+            return problems + env_problems
+        env_id = env["id"]
         try:
             obs_space, action_space = env_spaces(env_block(env))
         except Exception as err:  # the env's own constructor rejected the kwargs
