@@ -27,7 +27,7 @@ def register_ale() -> None:
 def preprocess_frame(frame: np.ndarray) -> np.ndarray:
     """210x160x3 uint8 frame -> 80x80 int8 of {0, 1}: crop, downsample, erase background, binarize."""
     field = frame[35:195:2, ::2, 0]
-    binary = ~np.isin(field, BACKGROUND_RED) & (field != 0)
+    binary = (field != 0) & (field != BACKGROUND_RED[0]) & (field != BACKGROUND_RED[1])
     return binary.astype(np.int8)
 
 

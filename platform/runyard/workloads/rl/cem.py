@@ -63,7 +63,7 @@ class CrossEntropyMethod(RLWorkload):
         scores = np.array([b["episode_returns"].mean() for b in batches[:-1]])
         mean_batch = batches[-1]
         # 3. Refit the Gaussian to the elite.
-        (elite_scores, Z), learn_time = self.timed(self.refit, population, scores)
+        elite_scores, learn_time = self.timed(self.refit, population, scores)
         set_flat_params(self.policy, torch.as_tensor(self.mean, dtype=torch.float32))
         self.policy.obs_norm.update(mean_batch["obs"])
         return mean_batch, {
@@ -73,7 +73,7 @@ class CrossEntropyMethod(RLWorkload):
             "learn_time_s": learn_time,
         }
 
-    def refit(self, population: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, float]:
+    def refit(self, population: np.ndarray, scores: np.ndarray) -> np.ndarray:
         c: CEMConfig = self.config
         n_elite = max(1, int(round(c.elite_frac * c.population)))
         elite = np.argsort(scores)[::-1][:n_elite]
@@ -81,7 +81,7 @@ class CrossEntropyMethod(RLWorkload):
         extra = c.extra_noise * max(0.0, 1.0 - self.iteration / c.noise_decay_iters)
         self.mean = population[elite].mean(0)
         self.std = np.sqrt(population[elite].var(0) + extra)
-        return scores[elite], extra
+        return scores[elite]
 
     def algorithm_state(self) -> dict[str, Any]:
         return {"mean": self.mean.copy(), "std": self.std.copy()}
