@@ -115,12 +115,14 @@ class RLlibBaseline(Workload):
     def setup(self, config: RLlibConfig, context: WorkloadContext) -> None:
         import ray
 
-        torch.set_num_threads(max(1, int(context.resources.get("cpus_per_trial") or 1)))
+        # The local learner gets the trial's CPUs that its env runner actors do not use.
+        runners = int(config.env_runners.get("num_env_runners", 0) or 0)
+        cpus = int(context.resources.get("cpus_per_trial") or 1)
+        torch.set_num_threads(max(1, cpus - runners))
         # RLlib starts Ray on its own if none is running, with a dashboard; standalone, start a
         # private one without it, and stop it again in close().
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            runners = int(config.env_runners.get("num_env_runners", 0) or 0)
             ray.init(num_cpus=1 + runners, include_dashboard=False, log_to_driver=False)
         env = context.env or {}
         env_config = dict(env.get("kwargs") or {})
