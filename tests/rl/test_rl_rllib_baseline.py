@@ -27,6 +27,9 @@ def test_config_sections_are_checked_against_the_algorithm():
     assert problem.startswith("config.training.lrr:") and "lr," in problem
     assert get("rllib.DQN").check_spec(get("rllib.DQN").Config(training={"clip_param": 0.2}), CARTPOLE)
     assert ppo.check_spec(good, WorkloadContext(env={"id": "NoSuchEnv-v0"}))[0].startswith("env.id:")
+    dqn = get("rllib.DQN")
+    [problem] = dqn.check_spec(dqn.Config(), WorkloadContext(env={"id": "Pendulum-v1"}))
+    assert problem.startswith("env.id:") and "Box" in problem and "supports Discrete" in problem
     with pytest.raises(ValueError):
         ppo.Config(trainig={"lr": 1e-3})  # an unknown section is a config error
 

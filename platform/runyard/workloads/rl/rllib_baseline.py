@@ -21,11 +21,16 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import gymnasium as gym
 import torch
 from pydantic import ConfigDict
 
 from runyard.workloads.base import Direction, Workload, WorkloadConfig, WorkloadContext
-from runyard.workloads.rl.workload import check_env_id
+from runyard.workloads.rl.rollout import env_spaces
+from runyard.workloads.rl.workload import check_env_id, env_block
+
+# Algorithms whose RLlib implementation only handles discrete actions (Q-learning over a finite set).
+DISCRETE_ACTIONS_ONLY = {"DQN"}
 
 # The AlgorithmConfig methods a spec may call, in the order they are applied.
 SECTIONS = (
@@ -99,6 +104,13 @@ class RLlibBaseline(Workload):
     @classmethod
     def check_spec(cls, config: RLlibConfig, context: WorkloadContext) -> list[str]:
         problems = check_env_id(context.env)
+        if not problems and cls.algorithm in DISCRETE_ACTIONS_ONLY:
+            _, action_space = env_spaces(env_block(context.env))
+            if not isinstance(action_space, gym.spaces.Discrete):
+                problems.append(
+                    f"env.id: rllib.{cls.algorithm} does not support {context.env['id']}'s action space "
+                    f"{action_space}; it supports Discrete action spaces (for continuous ones use rllib.SAC or rllib.PPO)"
+                )
         algo_config = default_config(cls.algorithm)
         for section in SECTIONS:
             accepted = accepted_arguments(type(algo_config), section)
