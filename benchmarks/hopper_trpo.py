@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ JOB = Path(__file__).resolve().parents[1] / "jobs" / "hopper_trpo.yaml"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--env-steps", type=int, default=1_000_000)
-    parser.add_argument("--out", type=Path, default=Path("hopper_trpo_out"))
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "runyard_hopper_trpo")
     args = parser.parse_args()
     spec = yaml.safe_load(JOB.read_text())
     cls = get(spec["workload"])
