@@ -31,7 +31,14 @@ def available() -> list[str]:
 
 
 def get(name: str) -> type[Workload]:
-    """The workload class registered as `name`; KeyError if there is none."""
+    """The workload class registered as `name`; KeyError if there is none.
+
+    `rllib.<ALGO>` (rllib.PPO, rllib.IMPALA, rllib.DQN ...) is RLlib's algorithm ALGO, run as a
+    baseline workload (runyard.workloads.rl.rllib_baseline)."""
+    if name.startswith("rllib."):
+        from runyard.workloads.rl.rllib_baseline import workload_for
+
+        return workload_for(name.removeprefix("rllib."))
     if name not in available():
         raise KeyError(name)
     module_name, class_name = REGISTRY[name].split(":")

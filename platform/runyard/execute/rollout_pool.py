@@ -1,0 +1,84 @@
+"""RayRolloutPool: the rollout pool of the RL workloads on Ray actors.
+
+Same constructor and interface as runyard.workloads.rl.rollout.LocalRolloutPool, so the
+executor can hand `RayRolloutPool` (or a functools.partial of it) to a workload as
+context.parallel["rollout_pool"]. Ray core only: actors, the object store, ray.wait.
+
+- W actors, each wrapping one RolloutWorker (a vector env of K envs and a policy copy).
+- Policy weights are put into the object store once per call (ray.put) and every actor
+  reads them from there; trajectories come back as numpy arrays.
+- Task i runs on actor i mod W. Tasks carry their own seeds, so which process runs a task
+  does not change its result: an actor that dies mid-iteration is replaced and its tasks
+  are resubmitted, and the iteration completes with the same batch it would have had.
+"""
+
+from __future__ import annotations
+
+import ray
+import torch
+
+from runyard.workloads.rl.rollout import Batch, RolloutPool, RolloutWorker, Task
+
+
+class RolloutActor:
+    """The remote side: one RolloutWorker, one torch thread (parallelism is across actors)."""
+
+    def __init__(self, env_spec: dict, policy_spec: dict, envs_per_worker: int):
+        torch.set_num_threads(1)
+        self.worker = RolloutWorker(env_spec, policy_spec, envs_per_worker)
+
+    def run(self, weights, seed, num_steps, num_episodes, greedy) -> Batch:
+        return self.worker.run(weights, seed, num_steps, num_episodes, greedy)
+
+
+class RayRolloutPool(RolloutPool):
+    """W Ray actors. `num_cpus_per_actor` is the logical CPU each actor reserves."""
+
+    max_attempts = 3  # per task: a task whose actor died this many times fails the call
+
+    def __init__(self, env_spec: dict, policy_spec: dict, seed: int, workers: int, envs_per_worker: int,
+                 *, num_cpus_per_actor: float = 1.0):
+        super().__init__(env_spec, policy_spec, seed, workers, envs_per_worker)
+        self._actor_class = ray.remote(num_cpus=num_cpus_per_actor, max_restarts=0)(RolloutActor)
+        self.actors = [self._start_actor() for _ in range(workers)]
+        self.replaced_actors = 0
+
+    def _start_actor(self):
+        return self._actor_class.remote(self.env_spec, self.policy_spec, self.envs_per_worker)
+
+    def put_weights(self, weights):
+        return ray.put(weights)
+
+    def _submit(self, task: Task, slot: int):
+        actor = self.actors[slot]
+        ref = actor.run.remote(task.weights, task.seed, task.num_steps, task.num_episodes, task.greedy)
+        return ref, actor
+
+    def run_tasks(self, tasks: list[Task]) -> list[Batch]:
+        results: list[Batch | None] = [None] * len(tasks)
+        attempts = [1] * len(tasks)
+        pending = {}  # object ref -> (task index, the actor it was sent to)
+        for i, task in enumerate(tasks):
+            ref, actor = self._submit(task, i % self.workers)
+            pending[ref] = (i, actor)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i, actor = pending.pop(ready[0])
+            try:
+                results[i] = ray.get(ready[0])
+            except ray.exceptions.RayActorError:
+                if attempts[i] >= self.max_attempts:
+                    raise
+                slot = i % self.workers
+                if self.actors[slot] is actor:  # the first of its failed tasks replaces it
+                    self.actors[slot] = self._start_actor()
+                    self.replaced_actors += 1
+                attempts[i] += 1
+                ref, new_actor = self._submit(tasks[i], slot)
+                pending[ref] = (i, new_actor)
+        return results
+
+    def close(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []

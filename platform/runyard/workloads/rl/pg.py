@@ -1,0 +1,104 @@
+"""rl.pg — REINFORCE (Williams 1992), as in "Deep Reinforcement Learning: Pong from Pixels".
+
+One iteration: sample a batch of whole episodes with the current stochastic policy, then
+take one gradient step on
+
+    ∇J(θ) ≈ 1/N Σ_t ∇_θ log π_θ(a_t | s_t) · Â_t                 (Williams 1992, eq. 11)
+
+where Â_t is the discounted return-to-go G_t = Σ_k γ^k r_{t+k}, standardized over the batch
+(the seed's variance control), or G_t − V(s_t) standardized when a learned value baseline is
+on. For Pong, `reset_returns_at_reward` restarts G at every point, as the seed does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from runyard.workloads.rl.common import discounted_returns, next_state_values, standardize
+from runyard.workloads.rl.policies import PolicySpec, ValueFunction
+from runyard.workloads.rl.rollout import Batch
+from runyard.workloads.rl.workload import RLConfig, RLWorkload
+
+
+class PGConfig(RLConfig):
+    policy: PolicySpec = PolicySpec(hidden=(32,))
+    lr: float = Field(0.01, gt=0, description="policy learning rate")
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    rmsprop_decay: float = Field(0.99, gt=0, lt=1, description="RMSProp's running-average decay")
+    batch_episodes: int = Field(16, ge=1, description="whole episodes per update")
+    reset_returns_at_reward: bool = Field(False, description="Pong: restart the return at each point")
+    baseline: bool = Field(False, description="subtract a learned V(s) before standardizing")
+    value_hidden: tuple[int, ...] = (64,)
+    value_lr: float = Field(1e-2, gt=0)
+    value_iters: int = Field(20, ge=1, description="full-batch Adam steps on the value loss per update")
+
+
+class PolicyGradient(RLWorkload):
+    Config = PGConfig
+
+    def setup_algorithm(self) -> None:
+        c: PGConfig = self.config
+        if c.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
+        else:
+            self.optimizer = torch.optim.RMSprop(self.policy.parameters(), lr=c.lr, alpha=c.rmsprop_decay)
+        self.value = None
+        if c.baseline:
+            self.value = ValueFunction(
+                self.policy.obs_norm, self.observation_space.shape, c.value_hidden, c.policy.activation
+            )
+            self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=c.value_lr)
+
+    def iterate(self) -> tuple[Batch, dict[str, float]]:
+        batch = self.pool.sample(self.weights(), num_episodes=self.config.batch_episodes)
+        own, learn_time = self.timed(self.update, batch)
+        return batch, own | {"learn_time_s": learn_time}
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        c: PGConfig = self.config
+        obs = torch.as_tensor(batch["obs"])
+        actions = torch.as_tensor(batch["actions"])
+        bootstrap = None
+        if self.value is not None:
+            # Episodes cut by a time limit continue in V(final obs) rather than in zero.
+            with torch.no_grad():
+                values = self.value(obs).numpy()
+                final_values = self.value(torch.as_tensor(batch["final_obs"])).numpy()
+            bootstrap = next_state_values(values, final_values, batch["ends"], batch["terminated"])
+        returns = discounted_returns(
+            batch["rewards"], batch["ends"], c.gamma, bootstrap, c.reset_returns_at_reward
+        )
+        advantages = standardize(returns - values if self.value is not None else returns)
+
+        dist = self.policy.distribution(obs)
+        loss = -(dist.log_prob(actions) * torch.as_tensor(advantages, dtype=torch.float32)).mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        metrics = {"entropy": float(dist.entropy().mean().detach())}
+
+        if self.value is not None:
+            target = torch.as_tensor(returns, dtype=torch.float32)
+            for _ in range(c.value_iters):
+                self.value_optimizer.zero_grad()
+                value_loss = (self.value(obs) - target).pow(2).mean()
+                value_loss.backward()
+                self.value_optimizer.step()
+        self.policy.obs_norm.update(batch["obs"])
+        return metrics
+
+    def algorithm_state(self) -> dict[str, Any]:
+        state = {"optimizer": self.optimizer.state_dict()}
+        if self.value is not None:
+            state |= {"value": self.value.state_dict(), "value_optimizer": self.value_optimizer.state_dict()}
+        return state
+
+    def load_algorithm_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.value is not None:
+            self.value.load_state_dict(state["value"])
+            self.value_optimizer.load_state_dict(state["value_optimizer"])

@@ -1,0 +1,241 @@
+"""What rl.pg, rl.trpo and rl.cem share: spec checks, env/policy/pool setup, episode metrics,
+checkpoints and end-of-trial artifacts. Each algorithm file keeps only its own math.
+
+The spec blocks an RL workload reads:
+  env:     {id, kwargs: {}, max_episode_steps: null, preprocess: null | pong}
+  rollout: {workers: W >= 1, envs_per_worker: K >= 1}   (default 1 and 1)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import Field
+
+from runyard.workloads.base import Direction, Workload, WorkloadConfig, WorkloadContext
+from runyard.workloads.rl.policies import Policy, PolicySpec, resolve_head, weights_of
+from runyard.workloads.rl.rollout import Batch, LocalRolloutPool, env_spaces, make_env, preprocessing
+
+EPISODE_METRICS: dict[str, Direction] = {
+    "episode_return_mean": "max",
+    "episode_return_min": "max",
+    "episode_return_max": "max",
+    "episode_len_mean": "max",
+    "env_steps_total": "max",
+    "env_steps_per_s": "max",
+    "sample_time_s": "min",
+    "learn_time_s": "min",
+    "entropy": "max",
+}
+
+
+class RLConfig(WorkloadConfig):
+    policy: PolicySpec = PolicySpec()
+    gamma: float = Field(0.99, gt=0, le=1, description="discount factor γ")
+
+
+def rollout_shape(rollout: dict[str, Any] | None) -> tuple[Any, Any]:
+    rollout = rollout or {}
+    return rollout.get("workers", 1), rollout.get("envs_per_worker", 1)
+
+
+def env_block(env: dict[str, Any] | None) -> dict[str, Any]:
+    """The env block with its optional keys filled in."""
+    return {"kwargs": {}, "max_episode_steps": None} | dict(env or {})
+
+
+def check_env_id(env: dict[str, Any] | None) -> list[str]:
+    """`env.id` is given and registered with gymnasium (ALE ids registered on demand)."""
+    env_id = (env or {}).get("id")
+    if not env_id:
+        return ["env.id: required for RL workloads, e.g. env: {id: CartPole-v1}"]
+    if env_id.startswith("ALE/"):
+        from runyard.workloads.rl.atari import register_ale
+
+        register_ale()
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        return [
+            f"env.id: unknown gymnasium environment {env_id!r} ({err}). List the registered ids with "
+            "`python -c 'import gymnasium, ale_py; gymnasium.register_envs(ale_py); gymnasium.pprint_registry()'`; "
+            "Atari games are ALE/<Game>-v5; register your own env with gymnasium.register(id=..., entry_point=...)"
+        ]
+    return []
+
+
+class RLWorkload(Workload):
+    """Base of the runyard RL algorithms. Subclasses implement `setup_algorithm` and `iterate`."""
+
+    Config: ClassVar[type[RLConfig]] = RLConfig
+    metrics: ClassVar[dict[str, Direction]] = dict(EPISODE_METRICS)
+
+    # ---------------------------------------------------------------- checks before anything runs
+
+    @classmethod
+    def check_spec(cls, config: RLConfig, context: WorkloadContext) -> list[str]:
+        problems = []
+        workers, envs = rollout_shape(context.rollout)
+        for name, value in (("workers", workers), ("envs_per_worker", envs)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(
+                    f"rollout.{name}: must be an integer >= 1 (got {value!r}); "
+                    f"the rollout pool needs at least one worker stepping at least one env"
+                )
+        env = context.env or {}
+        env_problems = check_env_id(env)
+        if env_problems:
+            return problems + env_problems
+        env_id = env["id"]
+        try:
+            obs_space, action_space = env_spaces(env_block(env))
+        except Exception as err:  # the env's own constructor rejected the kwargs
+            return problems + [f"env: could not build {env_id!r}: {type(err).__name__}: {err}"]
+        supported = "Discrete, Box (1-D, continuous)"
+        if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)) or (
+            isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1
+        ):
+            problems.append(
+                f"env.id: {cls.__name__} does not support {env_id}'s action space {action_space}; "
+                f"it supports {supported} action spaces"
+            )
+            return problems
+        if not isinstance(obs_space, gym.spaces.Box):
+            problems.append(f"env.id: {cls.__name__} needs Box observations; {env_id} has {obs_space}")
+            return problems
+        if config.policy.torso == "conv" and len(obs_space.shape) not in (2, 3):
+            problems.append(
+                f"config.policy.torso: a conv torso needs image observations (H, W) or (C, H, W); "
+                f"{env_id} has vector observations of shape {obs_space.shape}; use torso: mlp"
+            )
+        try:
+            resolve_head(config.policy, action_space)
+        except ValueError as err:
+            problems.append(f"config.policy.head: {err} ({env_id})")
+        return problems
+
+    # ---------------------------------------------------------------- setup
+
+    def setup(self, config: RLConfig, context: WorkloadContext) -> None:
+        self.config, self.context = config, context
+        # Small nets on a busy machine: intra-op threads beyond the trial's CPUs cost more in
+        # contention than they save (10x on a shared 2-core box), so use exactly those CPUs.
+        torch.set_num_threads(max(1, int(context.resources.get("cpus_per_trial") or 1)))
+        self.env_spec = env_block(context.env)
+        self.observation_space, self.action_space = env_spaces(self.env_spec)
+        with torch.random.fork_rng():
+            torch.manual_seed(context.seed)
+            self.policy = Policy(config.policy, self.observation_space, self.action_space)
+            self.setup_algorithm()
+        # Learner-side randomness (CEM's candidates, minibatch order) comes from these two.
+        self.rng = np.random.default_rng(context.seed)
+        self.torch_rng = torch.Generator().manual_seed(context.seed)
+        workers, envs = rollout_shape(context.rollout)
+        pool_factory = context.parallel.get("rollout_pool", LocalRolloutPool)
+        self.pool = pool_factory(self.env_spec, config.policy.model_dump(), context.seed, workers, envs)
+        self.iteration = 0
+        self.env_steps_total = 0
+        self.history: list[dict[str, float]] = []
+
+    def setup_algorithm(self) -> None:
+        """Build the algorithm's own modules and optimizers (under the trial's torch seed)."""
+
+    # ---------------------------------------------------------------- one iteration
+
+    def iterate(self) -> tuple[Batch, dict[str, float]]:
+        """Sample and learn once; return the batch whose episodes to report, and the
+        algorithm's own metrics (learn_time_s, entropy, ...)."""
+        raise NotImplementedError
+
+    def step(self) -> dict[str, float]:
+        batch, own = self.iterate()
+        stats = self.pool.last_stats
+        self.env_steps_total += int(stats["env_steps"])
+        self.iteration += 1
+        metrics = {
+            "env_steps_total": float(self.env_steps_total),
+            "env_steps_per_s": float(stats["env_steps_per_s"]),
+            "sample_time_s": float(stats["sample_time_s"]),
+        }
+        returns, lengths = batch["episode_returns"], batch["episode_lengths"]
+        if len(returns):  # a step-based batch may complete no episode; then none are reported
+            metrics |= {
+                "episode_return_mean": float(returns.mean()),
+                "episode_return_min": float(returns.min()),
+                "episode_return_max": float(returns.max()),
+                "episode_len_mean": float(lengths.mean()),
+            }
+        metrics |= {k: float(v) for k, v in own.items()}
+        self.history.append(metrics | {"iteration": float(self.iteration)})
+        return metrics
+
+    def timed(self, fn, *args, **kwargs):
+        """(fn(*args, **kwargs), seconds it took)."""
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        return result, time.perf_counter() - start
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return weights_of(self.policy)
+
+    @torch.no_grad()
+    def mean_entropy(self, obs: np.ndarray) -> float:
+        return float(self.policy.distribution(torch.as_tensor(obs)).entropy().mean())
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def algorithm_state(self) -> dict[str, Any]:
+        """The algorithm's own state (optimizers, search distribution ...)."""
+        return {}
+
+    def load_algorithm_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def save(self, directory: Path) -> None:
+        state = {
+            "policy": self.policy.state_dict(),  # includes the observation normalizer
+            "pool": self.pool.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": self.torch_rng.get_state(),
+            "iteration": self.iteration,
+            "env_steps_total": self.env_steps_total,
+            "history": self.history,
+            "algorithm": self.algorithm_state(),
+        }
+        torch.save(state, Path(directory) / "rl_state.pt")
+
+    def restore(self, directory: Path) -> None:
+        state = torch.load(Path(directory) / "rl_state.pt", weights_only=False)
+        self.policy.load_state_dict(state["policy"])
+        self.pool.load_state_dict(state["pool"])
+        self.rng.bit_generator.state = state["rng"]
+        self.torch_rng.set_state(state["torch_rng"])
+        self.iteration = state["iteration"]
+        self.env_steps_total = state["env_steps_total"]
+        self.history = state["history"]
+        self.load_algorithm_state(state["algorithm"])
+
+    # ---------------------------------------------------------------- artifacts
+
+    def artifacts(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        from runyard.workloads.rl import visualize
+
+        visualize.learning_curve(self.history, directory / "learning_curve.png", title=self.env_spec["id"])
+        if preprocessing(self.env_spec) == "pong":
+            visualize.first_layer_weights(self.policy, directory / "first_layer_weights.png")
+            visualize.greedy_episode_gif(
+                lambda: make_env(self.env_spec), self.policy, directory / "greedy_episode.gif",
+                seed=self.context.seed,
+            )
+
+    def close(self) -> None:
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.close()

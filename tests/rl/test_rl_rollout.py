@@ -1,0 +1,93 @@
+"""RolloutWorker and LocalRolloutPool on real gymnasium envs."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from runyard.workloads.rl.policies import Policy, PolicySpec, weights_of
+from runyard.workloads.rl.rollout import LocalRolloutPool, RolloutWorker, make_env
+
+CARTPOLE = {"id": "CartPole-v1", "kwargs": {}, "max_episode_steps": None}
+SPEC = PolicySpec(hidden=(16,)).model_dump()
+
+
+def cartpole_weights(seed=0):
+    env = make_env(CARTPOLE)
+    torch.manual_seed(seed)
+    return weights_of(Policy(PolicySpec(hidden=(16,)), env.observation_space, env.action_space))
+
+
+def test_episode_batches_are_whole_episodes_laid_out_by_segment():
+    worker = RolloutWorker(CARTPOLE, SPEC, envs_per_worker=3)
+    batch = worker.run(cartpole_weights(), seed=1, num_episodes=7)
+    worker.close()
+    assert len(batch["episode_returns"]) == 7
+    n = len(batch["rewards"])
+    assert batch["obs"].shape == (n, 4) and batch["actions"].shape == (n,) and batch["logp"].shape == (n,)
+    assert batch["ends"].sum() == 7 == len(batch["final_obs"])
+    assert batch["ends"][-1]
+    assert n == batch["episode_lengths"].sum()
+    # every episode's rewards add up to its reported return, in segment order
+    segment_sums = np.add.reduceat(batch["rewards"], np.r_[0, np.flatnonzero(batch["ends"])[:-1] + 1])
+    np.testing.assert_allclose(np.sort(segment_sums), np.sort(batch["episode_returns"]))
+    assert np.all(batch["terminated"] | batch["truncated"] == batch["ends"])
+    assert batch["env_steps"] >= n
+
+
+def test_step_batches_cut_segments_with_their_next_observation():
+    worker = RolloutWorker(CARTPOLE, SPEC, envs_per_worker=2)
+    batch = worker.run(cartpole_weights(), seed=3, num_steps=101)
+    worker.close()
+    assert len(batch["rewards"]) == 101
+    assert batch["ends"].sum() == len(batch["final_obs"])
+    cut = batch["ends"] & ~batch["terminated"] & ~batch["truncated"]
+    assert cut.sum() == 2  # each env's last step ends its segment without ending the episode
+    # the logp the worker recorded is the policy's log-probability of the action it took
+    policy = Policy(PolicySpec(hidden=(16,)), worker.envs.single_observation_space, worker.envs.single_action_space)
+    policy.load_state_dict({k: torch.as_tensor(v) for k, v in cartpole_weights().items()})
+    with torch.no_grad():
+        logp_recomputed = policy.distribution(torch.as_tensor(batch["obs"])).log_prob(torch.as_tensor(batch["actions"]))
+    np.testing.assert_allclose(logp_recomputed.numpy(), batch["logp"], rtol=1e-5, atol=1e-6)
+
+
+def test_pool_is_reproducible_from_the_job_seed():
+    weights = cartpole_weights()
+    batches = []
+    for seed in (5, 5, 6):
+        pool = LocalRolloutPool(CARTPOLE, SPEC, seed=seed, workers=2, envs_per_worker=2)
+        batches.append(pool.sample(weights, num_episodes=6))
+        batches.append(pool.sample(weights, num_episodes=6))
+        assert pool.last_stats["env_steps"] > 0 and pool.last_stats["env_steps_per_s"] > 0
+        pool.close()
+    for key in ("obs", "actions", "rewards", "episode_returns"):
+        np.testing.assert_array_equal(batches[0][key], batches[2][key])
+        np.testing.assert_array_equal(batches[1][key], batches[3][key])
+    assert not np.array_equal(batches[0]["obs"][:5], batches[1]["obs"][:5])  # a new call, new seeds
+    assert not np.array_equal(batches[0]["obs"][:5], batches[4]["obs"][:5])
+
+
+def test_pool_splits_work_and_evaluates_candidates():
+    pool = LocalRolloutPool(CARTPOLE, SPEC, seed=0, workers=3, envs_per_worker=1)
+    batch = pool.sample(cartpole_weights(), num_steps=100)
+    assert len(batch["rewards"]) == 100
+    results = pool.evaluate([cartpole_weights(1), cartpole_weights(2)], episodes=2)
+    assert [len(r["episode_returns"]) for r in results] == [2, 2]
+    pool.close()
+
+
+def test_zero_workers_is_an_error():
+    with pytest.raises(ValueError, match="workers >= 1"):
+        LocalRolloutPool(CARTPOLE, SPEC, seed=0, workers=0, envs_per_worker=1)
+
+
+def test_continuous_actions_on_mujoco():
+    env_spec = {"id": "Hopper-v5"}
+    spec = PolicySpec(hidden=(8,), normalize_obs=True)
+    env = make_env(env_spec)
+    weights = weights_of(Policy(spec, env.observation_space, env.action_space))
+    worker = RolloutWorker(env_spec, spec.model_dump(), envs_per_worker=2)
+    batch = worker.run(weights, seed=0, num_steps=50)
+    worker.close()
+    assert batch["actions"].shape == (50, 3) and batch["obs"].shape == (50, 11)
+    assert isinstance(env.action_space, gym.spaces.Box)

@@ -1,0 +1,128 @@
+"""rl.pg, rl.trpo, rl.cem as workloads: registry, metrics, checkpoints, artifacts, spec checks."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from runyard.workloads import get
+from runyard.workloads.base import WorkloadContext
+
+CARTPOLE = {"id": "CartPole-v1"}
+ROLLOUT = {"workers": 2, "envs_per_worker": 2}
+SMALL = {
+    "rl.pg": {"batch_episodes": 4},
+    "rl.trpo": {"steps_per_iter": 400, "value_iters": 5},
+    "rl.cem": {"population": 6, "episodes_per_candidate": 1},
+}
+TIMING = {"env_steps_per_s", "sample_time_s", "learn_time_s"}
+
+
+def make(name, seed=0, env=CARTPOLE, rollout=ROLLOUT, tmp_path=None, **config):
+    cls = get(name)
+    workload = cls()
+    context = WorkloadContext(seed=seed, env=env, rollout=rollout)
+    workload.setup(cls.Config(**(SMALL[name] | config)), context)
+    return workload
+
+
+@pytest.mark.parametrize("name", ["rl.pg", "rl.trpo", "rl.cem"])
+def test_metrics_are_declared(name):
+    workload = make(name)
+    metrics = workload.step()
+    workload.close()
+    assert set(metrics) <= set(workload.metrics)
+    assert {"env_steps_total", "env_steps_per_s", "sample_time_s", "learn_time_s", "entropy"} <= set(metrics)
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+@pytest.mark.parametrize("name", ["rl.pg", "rl.trpo", "rl.cem"])
+def test_restore_continues_exactly(name, tmp_path):
+    config = {"policy": {"normalize_obs": True, "hidden": (8,)}}
+    if name == "rl.pg":
+        config["baseline"] = True
+    uninterrupted = make(name, seed=3, **config)
+    for _ in range(2):
+        uninterrupted.step()
+    uninterrupted.save(tmp_path)
+    expected = [uninterrupted.step() for _ in range(2)]
+    uninterrupted.close()
+
+    restored = make(name, seed=3, **config)
+    restored.restore(tmp_path)
+    got = [restored.step() for _ in range(2)]
+    restored.close()
+    for want, have in zip(expected, got):
+        assert want.keys() == have.keys()
+        for key in want.keys() - TIMING:
+            assert have[key] == want[key], key
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    runs = []
+    for seed in (1, 1, 2):
+        workload = make("rl.pg", seed=seed)
+        runs.append([workload.step()["episode_return_mean"] for _ in range(2)])
+        workload.close()
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_learning_curve_artifact(tmp_path):
+    workload = make("rl.cem")
+    workload.step()
+    workload.step()
+    workload.artifacts(tmp_path)
+    workload.close()
+    png = (tmp_path / "learning_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+class MultiDiscreteEnv(gym.Env):
+    observation_space = gym.spaces.Box(-1, 1, (3,))
+    action_space = gym.spaces.MultiDiscrete([2, 3])
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, True, False, {}
+
+
+gym.register("RunyardTestMultiDiscrete-v0", entry_point=MultiDiscreteEnv)
+
+
+def problems(name, env=CARTPOLE, rollout=ROLLOUT, **config):
+    cls = get(name)
+    return cls.check_spec(cls.Config(**config), WorkloadContext(env=env, rollout=rollout))
+
+
+@pytest.mark.parametrize("name", ["rl.pg", "rl.trpo", "rl.cem"])
+def test_a_good_spec_has_no_problems(name):
+    assert problems(name) == []
+    assert problems(name, env={"id": "ALE/Pong-v5"}, policy={"torso": "conv", "head": "bernoulli"}) == []
+
+
+def test_unknown_env_says_how_to_list_and_register():
+    [problem] = problems("rl.pg", env={"id": "CartPol-v1"})
+    assert problem.startswith("env.id:") and "pprint_registry" in problem and "gymnasium.register" in problem
+
+
+def test_unsupported_action_space_names_the_supported_ones():
+    [problem] = problems("rl.trpo", env={"id": "RunyardTestMultiDiscrete-v0"})
+    assert problem.startswith("env.id:") and "MultiDiscrete" in problem and "Discrete, Box" in problem
+
+
+def test_conv_policy_on_vector_observations():
+    [problem] = problems("rl.pg", policy={"torso": "conv"})
+    assert problem.startswith("config.policy.torso:") and "(4,)" in problem and "mlp" in problem
+
+
+def test_zero_workers_and_bad_head():
+    found = problems("rl.cem", rollout={"workers": 0, "envs_per_worker": 2}, policy={"head": "gaussian"})
+    assert any(p.startswith("rollout.workers:") for p in found)
+    assert any(p.startswith("config.policy.head:") for p in found)
+    assert problems("rl.pg", env={"id": "Acrobot-v1"}, policy={"head": "bernoulli"})[0].startswith(
+        "config.policy.head: a bernoulli head needs 2 actions")
+
+
+def test_missing_env_id():
+    assert problems("rl.pg", env={})[0].startswith("env.id: required")
