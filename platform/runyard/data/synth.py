@@ -3,8 +3,9 @@
 Class k is a sinusoidal grating at orientation pi*k/K (and, past 8 classes, one of two spatial
 frequencies), with a random phase, a random colour tint, random contrast and pixel noise.
 Every class has the same mean image and the same colour statistics, because the phase is
-uniform: a linear classifier on pixels sits near chance, while a ConvNet, whose filters
-respond to orientation wherever the stripes fall, separates the classes. The photos have
+uniform: a linear classifier on pixels can only carve out arcs of each class's phase circle
+and stays far from perfect, while a ConvNet, whose filters respond to orientation wherever
+the stripes fall, separates the classes. The photos have
 varied non-square sizes, so resizing and center-cropping are exercised as on real ImageNet.
 """
 

@@ -13,6 +13,7 @@ from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
 
 REGISTRY: dict[str, str] = {
     "sl.linear": "runyard.workloads.sl.linear:LinearClassifier",
+    "sl.convnet": "runyard.workloads.sl.convnet:ConvNetClassifier",
     "rl.pg": "runyard.workloads.rl.pg:PolicyGradient",
     "rl.trpo": "runyard.workloads.rl.trpo:TRPO",
     "rl.cem": "runyard.workloads.rl.cem:CrossEntropyMethod",
