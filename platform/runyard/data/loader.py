@@ -65,6 +65,7 @@ def plan_epoch(shard_counts: list[int], *, batch_size: int, seed: int, epoch: in
 def _reservoir_shuffle(count: int, capacity: int, rng: np.random.Generator, chunk: int = 1024) -> np.ndarray:
     """Emission order of a shuffle buffer of `capacity` slots over positions 0..count-1."""
     capacity = max(1, min(capacity, count))
+    chunk = min(chunk, capacity)  # a chunk evicts distinct slots
     buffer = np.arange(capacity)
     out = [np.zeros(0, np.int64)]
     for start in range(capacity, count, chunk):

@@ -168,29 +168,34 @@ class ConvNetClassifier(Workload):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self.model(self.inputs(images)).float()
 
-    def step(self) -> dict[str, float]:
+    def train_batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer update on a batch of uint8 images; returns (loss * n, correct) as
+        device tensors, so the caller decides when to synchronise with the host."""
         c = self.config
+        lr = self.lr_at(self.updates)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = self.inputs(images), labels.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            scores = self.trained(x)
+        loss = F.cross_entropy(scores.float(), y, label_smoothing=c.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.updates += 1
+        return loss.detach() * len(y), (scores.detach().argmax(1) == y).sum()
+
+    def step(self) -> dict[str, float]:
         self.trained.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.float64, device=self.device)
         seen, batches = 0, 0
         start = time.perf_counter()
-        for images, labels in self.cursor.take(c.batches_per_step):
-            lr = self.lr_at(self.updates)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            x, y = self.inputs(images), labels.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                scores = self.trained(x)
-            loss = F.cross_entropy(scores.float(), y, label_smoothing=c.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.updates += 1
-            # Accumulate on the device: no host sync per batch.
-            loss_sum += loss.detach() * len(y)
-            correct += (scores.detach().argmax(1) == y).sum()
-            seen += len(y)
+        for images, labels in self.cursor.take(self.config.batches_per_step):
+            batch_loss, batch_correct = self.train_batch(images, labels)
+            loss_sum += batch_loss  # accumulated on the device: no host sync per batch
+            correct += batch_correct
+            seen += len(labels)
             batches += 1
         totals = training.all_reduce_sum([loss_sum.item(), correct.item(), float(seen)], self.device)
         elapsed = time.perf_counter() - start

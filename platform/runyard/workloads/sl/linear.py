@@ -123,6 +123,16 @@ class LinearClassifier(Workload):
         data_loss = F.cross_entropy(self.trained(x), y)
         return data_loss + 0.5 * self.config.weight_decay * self.model.weight.pow(2).sum()
 
+    def train_batch(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        """One update on a batch of model inputs; returns (loss * n, correct)."""
+        self.optimizer.zero_grad()
+        loss = self.loss(inputs, labels)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            correct = (self.scores(inputs).argmax(1) == labels).sum().item()
+        return loss.item() * len(labels), correct
+
     def step(self) -> dict[str, float]:
         start = time.perf_counter()
         if self.sharded:
@@ -134,13 +144,9 @@ class LinearClassifier(Workload):
             batches = ((x[batch], y[batch]) for batch in order.split(self.config.batch_size))
         total_loss, correct, seen, batch_count = 0.0, 0.0, 0.0, 0
         for inputs, labels in batches:
-            self.optimizer.zero_grad()
-            loss = self.loss(inputs, labels)
-            loss.backward()
-            self.optimizer.step()
-            total_loss += loss.item() * len(labels)
-            with torch.no_grad():
-                correct += (self.scores(inputs).argmax(1) == labels).sum().item()
+            batch_loss, batch_correct = self.train_batch(inputs, labels)
+            total_loss += batch_loss
+            correct += batch_correct
             seen += len(labels)
             batch_count += 1
         elapsed = time.perf_counter() - start
