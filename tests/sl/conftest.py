@@ -22,3 +22,15 @@ def synth_shards(synth_tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "shards32"
     prepare_imagenet(synth_tree, out, size=32, workers=1, images_per_shard=100)
     return out
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These tests run many tiny steps; on a busy 2-core machine OpenMP threads spinning on
+    each other cost more than they give, so every test here runs on one thread."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
