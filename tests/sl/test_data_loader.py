@@ -71,3 +71,18 @@ def test_normalizer_uses_manifest_statistics(synth_shards):
     assert x.shape == (len(images), 3, 32, 32)
     assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=0.05)
     assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3), atol=0.05)
+
+
+def test_shards_are_memory_mapped_and_equal_pyarrows_decoding(synth_shards):
+    import pyarrow.parquet as pq
+
+    from runyard.data.shards import _mapped_pixels
+
+    manifest = load_manifest(synth_shards)
+    for shard in manifest["splits"]["train"]["shards"]:
+        path = synth_shards / shard["file"]
+        mapped = _mapped_pixels(path, pq.ParquetFile(path).metadata, (32, 32, 3))
+        assert mapped is not None, "prepared shards should be readable without decoding"
+        column = pq.read_table(path).column("image").to_pylist()
+        decoded = np.frombuffer(b"".join(column), np.uint8).reshape(-1, 32, 32, 3)
+        np.testing.assert_array_equal(mapped, decoded)

@@ -11,14 +11,19 @@ A prepared dataset is a directory:
 
 Every shard is written to a temporary name and renamed into place, then its receipt likewise,
 so an interrupted preparation leaves only whole shards behind; a rerun skips every shard that
-has a receipt and writes the rest. Images are stored uncompressed: decoded pixels barely
-compress, and uncompressed pages let the loader read a shard at memory speed.
+has a receipt and writes the rest.
+
+Images are stored uncompressed, PLAIN-encoded, one row group and one data page per shard:
+decoded pixels barely compress, and in that layout the Parquet page body *is* the N x H x W x 3
+pixel array, byte for byte. `read_shard` then maps it straight from the file (no decoding,
+no copy; the page cache serves it) and falls back to pyarrow's decoder for any other layout.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +50,8 @@ def shard_schema(height: int, width: int) -> pa.Schema:
 
 
 def rows_per_shard(height: int, width: int, shard_mb: float) -> int:
-    """How many images make a shard of about `shard_mb` megabytes."""
-    return max(1, int(shard_mb * 2**20) // (height * width * 3))
+    """How many images make a shard of about `shard_mb` megabytes (at most 1.5 GiB)."""
+    return max(1, int(min(shard_mb, 1536) * 2**20) // (height * width * 3))
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
@@ -92,7 +97,11 @@ def write_shard(out_dir: Path, file: str, split: str, images: np.ndarray, labels
         schema=shard_schema(height, width))
     path = out_dir / file
     tmp = path.with_name(f".{file}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="none", row_group_size=max(1, min(count, 4096)),
+    pixel_bytes = count * height * width * 3
+    if pixel_bytes >= 2**31 - 2**20:
+        raise ValueError(f"shard of {pixel_bytes} bytes: a Parquet page holds less than 2 GiB")
+    pq.write_table(table, tmp, compression="none", row_group_size=max(1, count),
+                   data_page_size=pixel_bytes + 2**20, data_page_version="1.0",
                    use_dictionary=False, write_statistics=False)
     os.replace(tmp, path)
     pixels = images.reshape(-1, 3).astype(np.float64)
@@ -223,14 +232,71 @@ def load_manifest(directory: str | Path, verify_checksums: bool = False) -> dict
 
 
 def read_shard(path: str | Path, image_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """One shard as (N x H x W x 3 uint8, N int64). The image array is a view of the
-    Arrow buffer pyarrow decoded from the memory-mapped file (no further copy)."""
-    table = pq.read_table(path, memory_map=True)
-    column = table.column("image").combine_chunks()
-    count = len(column)
-    row_bytes = int(np.prod(image_shape))
-    buffer = column.buffers()[1]
-    images = np.frombuffer(buffer, dtype=np.uint8, count=count * row_bytes,
-                           offset=column.offset * row_bytes)
-    labels = table.column("label").to_numpy().astype(np.int64)
-    return images.reshape(count, *image_shape), labels
+    """One shard as (N x H x W x 3 uint8, read-only; N int64 labels).
+
+    Shards written by `write_shard` are memory-mapped: the array is a view of the page cache.
+    Other layouts (several pages, compression, a dictionary) are decoded by pyarrow."""
+    parquet = pq.ParquetFile(path, memory_map=True)
+    labels = parquet.read(columns=["label"]).column("label").to_numpy().astype(np.int64)
+    images = _mapped_pixels(Path(path), parquet.metadata, image_shape)
+    if images is None:
+        column = parquet.read(columns=["image"]).column("image").combine_chunks()
+        row_bytes = int(np.prod(image_shape))
+        images = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=len(column) * row_bytes,
+                               offset=column.offset * row_bytes).reshape(-1, *image_shape)
+    return images, labels
+
+
+def _mapped_pixels(path: Path, metadata: pq.FileMetaData,
+                   image_shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The image column's values as a view of the file, if they lie there contiguously:
+    one row group whose image chunk is one uncompressed PLAIN data page with no levels
+    (a required column), so the page body is exactly N * H*W*3 bytes."""
+    count = metadata.num_rows
+    if metadata.num_row_groups != 1 or count == 0:
+        return None
+    chunk = metadata.row_group(0).column(0)
+    schema_column = metadata.schema.column(0)
+    if (chunk.path_in_schema != "image" or chunk.compression != "UNCOMPRESSED"
+            or chunk.has_dictionary_page or schema_column.max_definition_level != 0
+            or schema_column.max_repetition_level != 0 or "PLAIN" not in chunk.encodings):
+        return None
+    values = count * int(np.prod(image_shape))
+    with open(path, "rb") as handle:
+        handle.seek(chunk.data_page_offset)
+        header = handle.read(64)
+        # MAP_POPULATE maps every page up front (from the page cache, or reading ahead from
+        # disk) instead of taking a page fault per 4 KiB on first touch during gathers.
+        populate = getattr(mmap, "MAP_POPULATE", 0)
+        mapped = mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_SHARED | populate,
+                           prot=mmap.PROT_READ)
+    page_type, body_bytes = _page_type_and_size(header)
+    chunk_end = chunk.data_page_offset + chunk.total_compressed_size
+    # One page only: its body ends the chunk and holds every value.
+    if page_type != 0 or body_bytes != values or chunk.total_compressed_size - body_bytes > 64:
+        return None
+    return np.frombuffer(mapped, dtype=np.uint8, count=values,
+                         offset=chunk_end - values).reshape(count, *image_shape)
+
+
+def _page_type_and_size(header: bytes) -> tuple[int, int]:
+    """(type, compressed_page_size) from a Thrift-compact PageHeader: fields 1 (type),
+    2 (uncompressed size) and 3 (compressed size) are i32 zigzag varints."""
+    fields: dict[int, int] = {}
+    position, field_id = 0, 0
+    while len(fields) < 3 and position < len(header):
+        byte = header[position]
+        position += 1
+        if byte & 0x0F != 5:  # not an i32 field: not a layout we read
+            return -1, -1
+        field_id = field_id + (byte >> 4) if byte >> 4 else field_id
+        value, shift = 0, 0
+        while position < len(header):
+            part = header[position]
+            position += 1
+            value |= (part & 0x7F) << shift
+            shift += 7
+            if not part & 0x80:
+                break
+        fields[field_id] = (value >> 1) ^ -(value & 1)
+    return fields.get(1, -1), fields.get(3, -1)
