@@ -54,7 +54,8 @@ def test_convnet_beats_linear_where_spatial_structure_matters(synth_shards, tmp_
 
 @pytest.mark.parametrize("workload_cls,config", [
     pytest.param(ConvNetClassifier, dict(TINY_WRN, batches_per_step=3, schedule="cosine", epochs=2,
-                             warmup_epochs=0.3, label_smoothing=0.1, dropout=0.1),
+                             warmup_epochs=0.3, label_smoothing=0.1, dropout=0.1,
+                             augment="flip_crop"),
                  marks=pytest.mark.slow),
     (LinearClassifier, dict(batch_size=32, batches_per_step=3, preprocess="center",
                             lr=1e-7, init_std=1e-4, weight_decay=100.0)),
@@ -93,6 +94,19 @@ def test_learning_rate_schedules_and_linear_scaling(synth_shards):
     cosine.setup(ConvNetClassifier.Config(**dict(TINY_WRN, schedule="cosine", epochs=2)), context)
     assert cosine.lr_at(per_epoch) == pytest.approx(0.025)  # half way: half the rate
     assert cosine.lr_at(2 * per_epoch) == pytest.approx(0.0)
+
+
+def test_flip_crop_augmentation_moves_pixels_but_keeps_them(synth_shards):
+    workload = ConvNetClassifier()
+    workload.setup(ConvNetClassifier.Config(**dict(TINY_WRN, augment="flip_crop")),
+                   WorkloadContext(seed=0, data={"path": str(synth_shards)}))
+    images, _ = next(workload.data.train.batches(0))
+    x = workload.inputs(images)
+    augmented = workload.augmented(x)
+    assert augmented.shape == x.shape and not torch.equal(augmented, x)
+    # A crop of a reflect-padded image only reuses the image's own pixel values.
+    for original, moved in zip(x[:4], augmented[:4]):
+        assert torch.isin(moved.flatten(), original.flatten()).all()
 
 
 def test_spec_and_input_problems_name_the_field(tmp_path):

@@ -7,6 +7,8 @@ One `step()` trains one epoch (or `batches_per_step` batches) and evaluates on t
 split. What happens per batch:
 
     x = (uint8 pixels - mean) / std            on the device (channels-last on GPU)
+    x = augment(x)                             optional: random horizontal flip, and a
+                                               random crop of the image padded by 1/8
     loss = CE(f(x), y) with label smoothing    under bf16 autocast on GPU
     SGD with momentum (or Adam/AdamW), weight decay on conv/linear weights only
 
@@ -55,6 +57,9 @@ class ConvNetConfig(WorkloadConfig):
     nesterov: bool = False
     weight_decay: float = Field(5e-4, ge=0, description="on conv/linear weights, not BN or biases")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: Literal["none", "flip", "flip_crop"] = Field(
+        "none", description="training-batch augmentation on the device (the shards hold "
+                            "center crops only)")
     schedule: Literal["constant", "cosine", "step"] = "constant"
     epochs: float = Field(90, gt=0, description="schedule horizon (cosine reaches 0 here)")
     warmup_epochs: float = Field(0.0, ge=0)
@@ -127,6 +132,7 @@ class ConvNetClassifier(Workload):
             self.optimizer = torch.optim.Adam(groups, lr=self.peak_lr)
         else:
             self.optimizer = torch.optim.AdamW(groups, lr=self.peak_lr)
+        self.augment_rng = torch.Generator(self.device).manual_seed(context.seed + 2)
         self.updates = 0  # optimizer steps so far: the schedule's clock
         self.steps = 0
         fixed_images, fixed_labels = next(self.data.val.batches(0))
@@ -162,6 +168,28 @@ class ConvNetClassifier(Workload):
         return x.contiguous(memory_format=torch.channels_last if self.channels_last
                             else torch.contiguous_format)
 
+    def augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """Random horizontal flips, and random crops of the image padded by 1/8 of its side
+        with reflection (Krizhevsky et al. 2012; He et al. 2016), per example."""
+        if self.config.augment == "none":
+            return x
+        n, _, height, width = x.shape
+        flip = torch.rand(n, generator=self.augment_rng, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        if self.config.augment == "flip_crop":
+            pad = max(1, height // 8)
+            padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+            dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=self.augment_rng,
+                                   device=x.device)
+            rows = (dy + torch.arange(height, device=x.device))[:, None, :, None]
+            cols = (dx + torch.arange(width, device=x.device))[:, None, None, :]
+            batch = torch.arange(n, device=x.device)[:, None, None, None]
+            channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+            x = padded[batch, channel, rows, cols]
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         """Evaluation-mode class scores for uint8 images."""
         self.model.eval()
@@ -175,7 +203,7 @@ class ConvNetClassifier(Workload):
         lr = self.lr_at(self.updates)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = self.inputs(images), labels.to(self.device, non_blocking=True)
+        x, y = self.augmented(self.inputs(images)), labels.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             scores = self.trained(x)
         loss = F.cross_entropy(scores.float(), y, label_smoothing=c.label_smoothing)
@@ -224,6 +252,7 @@ class ConvNetClassifier(Workload):
             "steps": self.steps,
             "dynamics": self.dynamics.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "augment_rng": self.augment_rng.get_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }, Path(directory) / "convnet.pt")
 
@@ -235,6 +264,7 @@ class ConvNetClassifier(Workload):
         self.updates, self.steps = state["updates"], state["steps"]
         self.dynamics.load_state_dict(state["dynamics"])
         torch.set_rng_state(state["torch_rng"].cpu())
+        self.augment_rng.set_state(state["augment_rng"].cpu())
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
