@@ -107,7 +107,7 @@ class ConvNetClassifier(Workload):
 
     def setup(self, config: ConvNetConfig, context: WorkloadContext) -> None:
         self.config = config
-        self.device = training.training_device()
+        self.device = training.training_device(context.parallel)
         on_gpu = self.device.type == "cuda"
         self.bf16 = config.precision == "bf16" or (config.precision == "auto" and on_gpu)
         self.channels_last = on_gpu if config.channels_last is None else config.channels_last

@@ -87,7 +87,7 @@ class LinearClassifier(Workload):
         self.shuffle_rng = torch.Generator().manual_seed(context.seed + 1)
         self.sharded = "path" in (context.data or {})
         if self.sharded:
-            self.device = training.training_device()
+            self.device = training.training_device(context.parallel)
             self.shards = training.ShardData(context.data, context.seed, config.batch_size,
                                              self.device, center_only=config.preprocess == "center")
             self.cursor = training.BatchCursor(self.shards.train)

@@ -32,11 +32,22 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def training_device() -> torch.device:
-    """This rank's GPU (LOCAL_RANK under torchrun/Ray Train) if there is one, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
-    return torch.device("cpu")
+def training_device(parallel: dict[str, Any] | None = None) -> torch.device:
+    """This rank's device. The executor may decide it: context.parallel["device"], a device
+    or a function returning one (under Ray Train: ray.train.torch.get_device). Otherwise
+    the GPU numbered LOCAL_RANK (torchrun) if it is visible, else the current GPU, else CPU."""
+    chosen = (parallel or {}).get("device")
+    if chosen is not None:
+        device = torch.device(chosen() if callable(chosen) else chosen)
+    elif torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", -1))
+        index = local_rank if 0 <= local_rank < torch.cuda.device_count() else torch.cuda.current_device()
+        device = torch.device("cuda", index)
+    else:
+        device = torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # so NCCL and bare .cuda() calls use this rank's GPU
+    return device
 
 
 def wrap_distributed(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
