@@ -86,3 +86,11 @@ def test_shards_are_memory_mapped_and_equal_pyarrows_decoding(synth_shards):
         column = pq.read_table(path).column("image").to_pylist()
         decoded = np.frombuffer(b"".join(column), np.uint8).reshape(-1, 32, 32, 3)
         np.testing.assert_array_equal(mapped, decoded)
+
+
+def test_counts_match_the_plan_for_every_rank(synth_shards):
+    for shuffle in (True, False):
+        for rank in range(3):
+            loader = ShardLoader(synth_shards, "train", 24, shuffle=shuffle, rank=rank, world_size=3)
+            assert loader.num_examples == len(loader._plan(0)[0])
+            assert len(loader) == len(list(loader.batches(0)))

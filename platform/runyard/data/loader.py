@@ -118,8 +118,11 @@ class ShardLoader:
 
     @property
     def num_examples(self) -> int:
-        """Examples this rank sees per epoch."""
-        return len(self._plan(0)[0])
+        """Examples this rank sees per epoch (what plan_epoch keeps, without planning)."""
+        total = sum(self.counts)
+        if self.drop_last:
+            return total // self.world_size // self.batch_size * self.batch_size
+        return (self.rank + 1) * total // self.world_size - self.rank * total // self.world_size
 
     @property
     def num_batches(self) -> int:
