@@ -1,7 +1,12 @@
-"""In-memory datasets for the supervised workloads, selected by the spec's `data:` block.
+"""Datasets for the supervised workloads, selected by the spec's `data:` block.
 
 `data: {source: digits}` is scikit-learn's 8x8 handwritten digits (1,797 real images that ship
-with scikit-learn), split into train and validation by a seeded permutation.
+with scikit-learn), split into train and validation by a seeded permutation, held in memory.
+
+`data: {path: DIR, resident: false, shuffle_buffer: 65536, val_batches: null}` is a dataset
+prepared by `runyard data prepare` (Parquet shards + manifest.json), read by
+runyard.data.ShardLoader (see training.ShardData). resident: keep the whole split in
+(GPU) memory; val_batches: evaluate on only that many validation batches per step.
 """
 
 from __future__ import annotations
@@ -26,9 +31,14 @@ class ArrayDataset:
     class_names: list[str]
 
 
+SHARD_KEYS = {"path", "resident", "shuffle_buffer", "val_batches"}
+
+
 def check_data(data: dict[str, Any] | None) -> list[str]:
     """Spec problems with a `data:` block, as `field: message` strings."""
     data = data or {}
+    if "path" in data:
+        return _check_shard_data(data)
     source = data.get("source", "digits")
     problems = []
     if source not in SOURCES:
@@ -37,6 +47,38 @@ def check_data(data: dict[str, Any] | None) -> list[str]:
     if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         problems.append(f"data.val_fraction: expected a number between 0 and 1, found {fraction!r}")
     return problems
+
+
+def _check_shard_data(data: dict[str, Any]) -> list[str]:
+    problems = [f"data.{key}: unknown key for a prepared dataset; expected one of "
+                f"{', '.join(sorted(SHARD_KEYS))}" for key in data if key not in SHARD_KEYS]
+    if not isinstance(data["path"], str) or not data["path"]:
+        problems.append(f"data.path: expected the folder written by `runyard data prepare`, "
+                        f"found {data['path']!r}")
+    if not isinstance(data.get("resident", False), bool):
+        problems.append(f"data.resident: expected true or false, found {data['resident']!r}")
+    buffer = data.get("shuffle_buffer", 65536)
+    if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 1:
+        problems.append(f"data.shuffle_buffer: expected a positive number of images, found {buffer!r}")
+    val_batches = data.get("val_batches")
+    if val_batches is not None and (not isinstance(val_batches, int) or val_batches < 1):
+        problems.append(f"data.val_batches: expected a positive integer or null, found {val_batches!r}")
+    return problems
+
+
+def check_data_inputs(data: dict[str, Any] | None) -> list[str]:
+    """Machine-dependent problems: a prepared-data path that is missing or broken here."""
+    data = data or {}
+    if "path" not in data:
+        return []
+    from runyard.data import load_manifest
+    from runyard.errors import UserError
+
+    try:
+        load_manifest(data["path"])
+    except UserError as error:
+        return [f"data.path: {error}"]
+    return []
 
 
 def load_dataset(data: dict[str, Any] | None, seed: int) -> ArrayDataset:

@@ -2,15 +2,20 @@
 
 The classifier of "Breaking linear classifiers on ImageNet": one weight template per class.
 Its defaults suit a small dataset; the seed's ImageNet settings (init std 1e-4, lr ~1e-7,
-weight decay ~100) are ordinary config values.
+weight decay ~100, on mean-centred 0..255 pixels: `preprocess: center`) are ordinary config
+values (jobs/imagenet64_linear.yaml).
 
-One `step()` is one pass over the training set in shuffled minibatches, followed by an
-evaluation on the validation set. All randomness (init, shuffling) comes from generators
-seeded by the trial seed and saved in checkpoints, so a restored run continues bit for bit.
+Data: `data: {source: digits}` (in memory) or `data: {path: DIR}` (shards prepared by
+`runyard data prepare`, streamed or resident, sharded over DDP ranks when
+torch.distributed is initialized). On digits one `step()` is one pass over the training
+set; on shards it is one epoch or `batches_per_step` batches. Each step ends with an
+evaluation on the validation set. All randomness (init, shuffling) derives from the trial
+seed and is saved in checkpoints, so a restored run continues bit for bit.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -20,16 +25,33 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
-from runyard.workloads.sl.datasets import ArrayDataset, load_dataset
+from runyard.workloads.sl.datasets import ArrayDataset, check_data, check_data_inputs, load_dataset
 
 
 class LinearConfig(WorkloadConfig):
     lr: float = Field(0.1, gt=0, description="learning rate")
     weight_decay: float = Field(1e-4, ge=0, description="L2 strength λ: the loss adds λ/2·‖W‖²")
     init_std: float = Field(1e-2, ge=0, description="std of the Gaussian that initialises W")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="global batch (split over DDP ranks)")
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adam)")
+    preprocess: Literal["standardize", "center"] = Field(
+        "standardize", description="shards: (x-mean)/std per channel, or only x-mean on the "
+                                   "0..255 scale (the seed's setting, for lr ~1e-7)")
+    batches_per_step: int | None = Field(None, ge=1, description="shards: batches per step "
+                                                                 "(null: one epoch)")
+
+
+class LinearModel(torch.nn.Module):
+    """s = W x + b over the flattened input; W is classes x features (a template per row)."""
+
+    def __init__(self, features: int, classes: int, init_std: float, generator: torch.Generator):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(classes, features, generator=generator) * init_std)
+        self.bias = torch.nn.Parameter(torch.zeros(classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T + self.bias
 
 
 class LinearClassifier(Workload):
@@ -41,66 +63,121 @@ class LinearClassifier(Workload):
         "val_top1": "max",
         "val_top5": "max",
         "epoch": "max",
+        "images_per_s": "max",
+        "epoch_time_s": "min",
     }
 
     @classmethod
     def check_spec(cls, config: LinearConfig, context: WorkloadContext) -> list[str]:
-        from runyard.workloads.sl.datasets import check_data
+        problems = check_data(context.data)
+        if config.batches_per_step is not None and "path" not in (context.data or {}):
+            problems.append("config.batches_per_step: only applies to prepared shards "
+                            "(data: {path: ...}); digits steps are whole epochs")
+        return problems
 
-        return check_data(context.data)
+    @classmethod
+    def check_inputs(cls, config: LinearConfig, context: WorkloadContext) -> list[str]:
+        return check_data_inputs(context.data)
 
     def setup(self, config: LinearConfig, context: WorkloadContext) -> None:
-        self.config = config
-        self.data: ArrayDataset = load_dataset(context.data, seed=context.seed)
-        features = int(np.prod(self.data.x_train.shape[1:]))
-        classes = self.data.num_classes
+        from runyard.workloads.sl import training
 
+        self.config = config
         self.init_rng = torch.Generator().manual_seed(context.seed)
         self.shuffle_rng = torch.Generator().manual_seed(context.seed + 1)
-        self.weight = (torch.randn(classes, features, generator=self.init_rng) * config.init_std)
-        self.weight.requires_grad_(True)
-        self.bias = torch.zeros(classes, requires_grad=True)
-        params = [self.weight, self.bias]
+        self.sharded = "path" in (context.data or {})
+        if self.sharded:
+            self.device = training.training_device(context.parallel)
+            self.shards = training.ShardData(context.data, context.seed, config.batch_size,
+                                             self.device, center_only=config.preprocess == "center")
+            self.cursor = training.BatchCursor(self.shards.train)
+            classes, self.image_shape = self.shards.num_classes, self.shards.image_shape
+            self.class_names = self.shards.class_names
+            fixed_images, fixed_labels = next(self.shards.val.batches(0))
+            self.dynamics = training.PredictionDynamics(fixed_images[:16], fixed_labels[:16])
+        else:
+            self.device = torch.device("cpu")
+            self.data: ArrayDataset = load_dataset(context.data, seed=context.seed)
+            classes, self.image_shape = self.data.num_classes, self.data.image_shape
+            self.class_names = self.data.class_names
+        features = int(np.prod(self.image_shape))
+        self.model = LinearModel(features, classes, config.init_std, self.init_rng).to(self.device)
+        self.trained = training.wrap_distributed(self.model, self.device)
+        params = [self.model.weight, self.model.bias]
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
         else:
             self.optimizer = torch.optim.Adam(params, lr=config.lr)
         self.epoch = 0
+        self.steps = 0
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """Shards: uint8 N x H x W x 3 -> normalised floats in the same pixel order."""
+        return self.shards.normalize.hwc(images.to(self.device)) if self.sharded else images
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) @ self.weight.T + self.bias  # s = W x + b
+        return self.model(x)  # s = W x + b
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # Softmax cross-entropy plus λ/2·‖W‖² (the bias is not regularised).
-        data_loss = F.cross_entropy(self.scores(x), y)
-        return data_loss + 0.5 * self.config.weight_decay * self.weight.pow(2).sum()
+        data_loss = F.cross_entropy(self.trained(x), y)
+        return data_loss + 0.5 * self.config.weight_decay * self.model.weight.pow(2).sum()
+
+    def train_batch(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+        """One update on a batch of model inputs; returns (loss * n, correct)."""
+        self.optimizer.zero_grad()
+        loss = self.loss(inputs, labels)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            correct = (self.scores(inputs).argmax(1) == labels).sum().item()
+        return loss.item() * len(labels), correct
 
     def step(self) -> dict[str, float]:
-        x, y = self.data.x_train, self.data.y_train
-        order = torch.randperm(len(y), generator=self.shuffle_rng)
-        total_loss, correct = 0.0, 0
-        for start in range(0, len(y), self.config.batch_size):
-            batch = order[start : start + self.config.batch_size]
-            self.optimizer.zero_grad()
-            loss = self.loss(x[batch], y[batch])
-            loss.backward()
-            self.optimizer.step()
-            total_loss += loss.item() * len(batch)
+        start = time.perf_counter()
+        if self.sharded:
+            batches = ((self.inputs(images), labels.to(self.device))
+                       for images, labels in self.cursor.take(self.config.batches_per_step))
+        else:
+            x, y = self.data.x_train, self.data.y_train
+            order = torch.randperm(len(y), generator=self.shuffle_rng)
+            batches = ((x[batch], y[batch]) for batch in order.split(self.config.batch_size))
+        total_loss, correct, seen, batch_count = 0.0, 0.0, 0.0, 0
+        for inputs, labels in batches:
+            batch_loss, batch_correct = self.train_batch(inputs, labels)
+            total_loss += batch_loss
+            correct += batch_correct
+            seen += len(labels)
+            batch_count += 1
+        elapsed = time.perf_counter() - start
+        self.steps += 1
+        if self.sharded:
+            from runyard.workloads.sl import training
+
+            total_loss, correct, seen = training.all_reduce_sum([total_loss, correct, seen], self.device)
+            val = training.evaluate(lambda images: self.scores(self.inputs(images)),
+                                    self.shards.val, self.device, self.shards.val_batches)
+            self.epoch = self.cursor.epochs_done
+            epoch_time = elapsed * len(self.shards.train) / max(batch_count, 1)
             with torch.no_grad():
-                correct += (self.scores(x[batch]).argmax(1) == y[batch]).sum().item()
-        self.epoch += 1
+                self.dynamics.record(self.steps, self.scores(self.inputs(self.dynamics.images)))
+        else:
+            val = self.evaluate(self.data.x_val, self.data.y_val)
+            self.epoch += 1
+            epoch_time = elapsed
         if not np.isfinite(total_loss):
             raise FloatingPointError(
                 f"training loss is not finite after epoch {self.epoch} (lr={self.config.lr}); "
                 "lower config.lr or config.init_std")
-        val = self.evaluate(self.data.x_val, self.data.y_val)
         return {
-            "train_loss": total_loss / len(y),
-            "train_top1": correct / len(y),
+            "train_loss": total_loss / seen,
+            "train_top1": correct / seen,
             "val_loss": val["loss"],
             "val_top1": val["top1"],
             "val_top5": val["top5"],
             "epoch": float(self.epoch),
+            "images_per_s": seen / elapsed,
+            "epoch_time_s": epoch_time,
         }
 
     @torch.no_grad()
@@ -114,31 +191,65 @@ class LinearClassifier(Workload):
         }
 
     def save(self, directory: Path) -> None:
-        torch.save(
-            {
-                "weight": self.weight.detach().clone(),
-                "bias": self.bias.detach().clone(),
-                "optimizer": self.optimizer.state_dict(),
-                "shuffle_rng": self.shuffle_rng.get_state(),
-                "epoch": self.epoch,
-            },
-            Path(directory) / "linear.pt",
-        )
+        state = {
+            "weight": self.model.weight.detach().cpu().clone(),
+            "bias": self.model.bias.detach().cpu().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "shuffle_rng": self.shuffle_rng.get_state(),
+            "epoch": self.epoch,
+            "steps": self.steps,
+        }
+        if self.sharded:
+            state["cursor"] = self.cursor.state_dict()
+            state["dynamics"] = self.dynamics.state_dict()
+        torch.save(state, Path(directory) / "linear.pt")
 
     def restore(self, directory: Path) -> None:
-        state = torch.load(Path(directory) / "linear.pt", weights_only=True)
+        state = torch.load(Path(directory) / "linear.pt", weights_only=True, map_location=self.device)
         with torch.no_grad():
-            self.weight.copy_(state["weight"])
-            self.bias.copy_(state["bias"])
+            self.model.weight.copy_(state["weight"])
+            self.model.bias.copy_(state["bias"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.shuffle_rng.set_state(state["shuffle_rng"])
+        self.shuffle_rng.set_state(state["shuffle_rng"].cpu())
         self.epoch = state["epoch"]
+        self.steps = state.get("steps", int(self.epoch))
+        if self.sharded:
+            self.cursor.load_state_dict(state["cursor"])
+            self.dynamics.load_state_dict(state["dynamics"])
 
     def artifacts(self, directory: Path) -> None:
-        """The learned weights as images: one template per class (the seed's figure)."""
+        """The learned weights as images: one template per class (the seed's figure); on
+        shards also the prediction dynamics and a grid of misclassified validation images."""
         from runyard.workloads.sl.templates import save_template_grid
 
-        save_template_grid(
-            self.weight.detach().numpy(), self.data.image_shape, self.data.class_names,
-            Path(directory) / "templates.png",
-        )
+        directory = Path(directory)
+        save_template_grid(self.model.weight.detach().cpu().numpy(), self.image_shape,
+                           self.class_names, directory / "templates.png")
+        if self.sharded:
+            from runyard.workloads.sl import training
+
+            self.dynamics.save(directory, self.class_names)
+            training.save_misclassified_grid(lambda images: self.scores(self.inputs(images)),
+                                             self.shards.val, self.device, self.class_names,
+                                             directory / "misclassified.png")
+
+    def preflight(self, batch_size: int = 32) -> list:
+        """The Recipe's checks on this model and a batch of this trial's training data."""
+        from runyard.workloads.sl.preflight import run_preflight
+
+        if self.sharded:
+            images, labels = next(self.shards.train.batches(0))
+            inputs, labels = self.inputs(images), labels.to(self.device)
+            held_out = next(self.shards.val.batches(0))
+            held_inputs, held_labels = self.inputs(held_out[0]), held_out[1].to(self.device)
+        else:
+            inputs, labels = self.data.x_train, self.data.y_train
+            held_inputs, held_labels = self.data.x_val, self.data.y_val
+        classes, features = self.model.weight.shape
+
+        def make_model(seed: int) -> torch.nn.Module:
+            generator = torch.Generator().manual_seed(seed)
+            return LinearModel(features, classes, self.config.init_std, generator).to(self.device)
+
+        return run_preflight(make_model, inputs[:batch_size * 8], labels[:batch_size * 8],
+                             held_inputs, held_labels, classes, batch_size=batch_size)
