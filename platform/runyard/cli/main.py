@@ -12,7 +12,7 @@ import sys
 from typing import Callable
 
 from runyard import __version__
-from runyard.cli import cluster, jobs, queue, sweeps
+from runyard.cli import cluster, data, jobs, queue, sweeps
 from runyard.errors import EXIT_INVALID, RunFailed, UserError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (jobs, sweeps, queue):
         module.add_commands(commands)
     cluster.add_cluster_commands(commands.subparsers)
+    data.add_data_commands(commands.subparsers)
     return parser
 
 

@@ -9,6 +9,7 @@ trial through `reset_config`, so short trials do not pay for a process start eac
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from typing import Any
 from ray import tune
 
 from runyard import workloads
+from runyard.execute.rollout_pool import RayRolloutPool
 from runyard.workloads.base import Workload, WorkloadContext
 
 STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
@@ -91,12 +93,10 @@ class WorkloadTrainable(tune.Trainable):
 
 
 def _parallel_factories(trial: dict[str, Any]) -> dict[str, Any]:
-    """Parallel resources the executor offers this trial (a Ray rollout pool for RL)."""
+    """Parallel resources the executor offers this trial: Ray rollout actors for RL, placed
+    in the bundles the trial's placement group reserved for them (plan.trial_bundles)."""
     rollout = trial.get("rollout") or {}
     if rollout and rollout.get("backend", "ray") == "ray":
-        try:
-            from runyard.execute.rollout_pool import RayRolloutPool
-        except ImportError:
-            return {}
-        return {"rollout_pool": RayRolloutPool}
+        cpus = float(rollout.get("cpus_per_worker", 1))
+        return {"rollout_pool": functools.partial(RayRolloutPool, num_cpus_per_actor=cpus)}
     return {}

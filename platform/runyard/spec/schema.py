@@ -23,6 +23,9 @@ class EnvSpec(Strict):
     id: str = Field(description="a registered gymnasium env id, e.g. CartPole-v1 or ALE/Pong-v5")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to gymnasium.make")
     max_episode_steps: int | None = Field(None, ge=1)
+    preprocess: Literal["pong"] | None = Field(
+        None, description="observation preprocessing: pong = the Pong-from-pixels 80x80 "
+                          "difference frames (the default for ALE/Pong ids)")
 
 
 class RolloutSpec(BaseModel):

@@ -13,11 +13,8 @@ from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
 
 REGISTRY: dict[str, str] = {
     "sl.linear": "runyard.workloads.sl.linear:LinearClassifier",
-<<<<<<< HEAD
-    "toy.quadratic": "runyard.workloads.toy:Quadratic",
-=======
     "sl.convnet": "runyard.workloads.sl.convnet:ConvNetClassifier",
->>>>>>> sl
+    "toy.quadratic": "runyard.workloads.toy:Quadratic",
     "rl.pg": "runyard.workloads.rl.pg:PolicyGradient",
     "rl.trpo": "runyard.workloads.rl.trpo:TRPO",
     "rl.cem": "runyard.workloads.rl.cem:CrossEntropyMethod",
