@@ -196,7 +196,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     workdir = Path.cwd()
     uri = resolve_tracking_uri(args.tracking_uri, workdir)
     console = Console()
-    with ray_session(args.address, num_cpus=args.num_cpus) as session:
+    with ray_session(args.address, num_cpus=args.num_cpus,
+                     dashboard=spec.resources.workers > 1) as session:
         stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
         check_feasible(spec, trials, session.nodes)
         outcome = run_job(spec, trials, uri, workdir, console, job_id=args.job_id,
@@ -255,7 +256,8 @@ def _continue(args: argparse.Namespace, action: str) -> int:
         raise UserError("--samples must be at least 1")
     reconcile(client_for(ledger.tracking_uri))
     console = Console()
-    with ray_session(args.address, num_cpus=args.num_cpus) as session:
+    with ray_session(args.address, num_cpus=args.num_cpus,
+                     dashboard=spec.resources.workers > 1) as session:
         stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
         check_feasible(spec, expand(spec), session.nodes)
         if action == "extend":
