@@ -91,6 +91,12 @@ class Workload(abc.ABC):
     def restore(self, directory: Path) -> None:
         """Load what `save` wrote; the next `step()` must equal the uninterrupted one."""
 
+    def preflight(self) -> list[Any] | None:
+        """The Recipe's sanity checks on this workload after `setup` (loss at init, overfit
+        one batch, ...), each an object with name, passed, measured, expected, explanation;
+        None for a workload that has none. Run by `runyard preflight` and before sweeps."""
+        return None
+
     def artifacts(self, directory: Path) -> None:
         """Write end-of-trial artifacts (plots, images) into `directory`. Default: none."""
 
