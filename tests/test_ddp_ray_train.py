@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli, tracking_uri
+from runyard_testing import run_cli, tracking_uri
 from runyard.data.imagenet import prepare_imagenet
 from runyard.data.synth import write_synthetic_imagenet
 

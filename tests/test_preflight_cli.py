@@ -8,7 +8,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from conftest import JOBS, tracking_uri
+from runyard_testing import JOBS, tracking_uri
 from runyard.cli.main import main
 
 pytestmark = pytest.mark.slow
