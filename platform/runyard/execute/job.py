@@ -32,6 +32,7 @@ from runyard.execute.progress import ProgressCallback
 from runyard.execute.tracking_callback import TrackingCallback
 from runyard.execute.trainable import WorkloadTrainable
 from runyard.plan import Trial, expand, trial_bundles
+from runyard.plan.trials import grid_size
 from runyard.spec import JobSpec, set_dotted
 from runyard.spec.loader import validate_data
 from runyard.spec.yamlpos import Origin
@@ -106,22 +107,14 @@ def load_ledger_spec(ledger: Ledger) -> JobSpec:
 def planned_trials(ledger: Ledger) -> list[Trial]:
     """Every trial the job has, across its segments."""
     spec = load_ledger_spec(ledger)
+    if spec.sweep is None:
+        return expand(spec)
     trials = []
     for segment in ledger.segments:
-        if spec.sweep is None:
-            return expand(spec)
         sized = spec.model_copy(update={"sweep": spec.sweep.model_copy(
-            update={"samples": segment.samples // _grid_size(spec)})})
+            update={"samples": segment.samples // grid_size(spec)})})
         trials += expand(sized, first_sample=segment.first_sample)
     return trials
-
-
-def _grid_size(spec: JobSpec) -> int:
-    size = 1
-    for distribution in spec.sweep.space.values():
-        if distribution.kind == "grid" or (spec.sweep.search == "grid" and distribution.kind == "choice"):
-            size *= len(distribution.args)
-    return size
 
 
 class _JobSession:
