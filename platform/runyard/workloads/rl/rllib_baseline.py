@@ -27,7 +27,7 @@ from pydantic import ConfigDict
 
 from runyard.workloads.base import Direction, Workload, WorkloadConfig, WorkloadContext
 from runyard.workloads.rl.rollout import env_spaces
-from runyard.workloads.rl.workload import check_env_id, env_block
+from runyard.workloads.rl.workload import EPISODE_METRICS, check_env_id, env_block
 
 # Algorithms whose RLlib implementation only handles discrete actions (Q-learning over a finite set).
 DISCRETE_ACTIONS_ONLY = {"DQN"}
@@ -89,17 +89,7 @@ class RLlibBaseline(Workload):
 
     algorithm: ClassVar[str] = ""
     Config = RLlibConfig
-    metrics: ClassVar[dict[str, Direction]] = {
-        "episode_return_mean": "max",
-        "episode_return_min": "max",
-        "episode_return_max": "max",
-        "episode_len_mean": "max",
-        "env_steps_total": "max",
-        "env_steps_per_s": "max",
-        "sample_time_s": "min",
-        "learn_time_s": "min",
-        "entropy": "max",
-    }
+    metrics: ClassVar[dict[str, Direction]] = EPISODE_METRICS
 
     @classmethod
     def check_spec(cls, config: RLlibConfig, context: WorkloadContext) -> list[str]:
