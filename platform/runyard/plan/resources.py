@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runyard import workloads
 from runyard.errors import UserError
 from runyard.plan.trials import Trial
 from runyard.spec import JobSpec
@@ -36,6 +37,8 @@ def trial_bundles(spec: JobSpec) -> list[Bundle]:
     if res.workers > 1:
         return [dict(DDP_DRIVER_BUNDLE)] + [dict(head) for _ in range(res.workers)]
     bundles = [head]
+    workload_cls = workloads.get(spec.workload)
+    bundles += workload_cls.helper_bundles(workload_cls.Config.model_validate(spec.config))
     if spec.rollout is not None and spec.rollout.model_extra.get("backend", "ray") == "ray":
         cpus = float(spec.rollout.model_extra.get("cpus_per_worker", 1))
         bundles += [{"CPU": cpus} for _ in range(spec.rollout.workers)]

@@ -75,6 +75,13 @@ class Workload(abc.ABC):
         cluster still validates on a laptop. Same `field: message` form. Default: none."""
         return []
 
+    @classmethod
+    def helper_bundles(cls, config: WorkloadConfig) -> list[dict[str, float]]:
+        """Resources of the processes this workload starts by itself (RLlib's env runners),
+        one Ray placement-group bundle each, in the order it will use them; the trial
+        reserves them after its own. Default: none."""
+        return []
+
     @abc.abstractmethod
     def setup(self, config: WorkloadConfig, context: WorkloadContext) -> None:
         """Build model, optimizer, data or environments. Called once per trial."""
