@@ -108,7 +108,7 @@ def with_runyard_writer(uri: str, experiment: str, args) -> tuple[float, list[st
     tracking = JobTracking(uri, experiment)
     runs = [tracking.start_run(f"trial-{i}", {}, {}) for i in range(args.writers)]
     for run in runs:
-        run.id  # created before the clock starts, like runs made at trial start  # noqa: B018
+        run.id  # noqa: B018 — wait until created: trials' runs exist before they report
 
     def write(index: int) -> None:
         for step in range(args.steps_batched):
@@ -146,7 +146,7 @@ def with_per_value_calls(uri: str, experiment: str, args) -> tuple[float, list[s
 def check_delivered(uri: str, run_ids: list[str], steps: int, metrics: int) -> None:
     client = MlflowClient(uri)
     for run_id in run_ids:
-        for key in (f"metric_0", f"metric_{metrics - 1}"):
+        for key in ("metric_0", f"metric_{metrics - 1}"):
             got = sorted(m.step for m in client.get_metric_history(run_id, key))
             if got != list(range(steps)):
                 raise AssertionError(f"run {run_id} {key}: {len(got)} of {steps} steps arrived")
