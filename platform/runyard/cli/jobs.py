@@ -208,15 +208,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     workdir = Path.cwd()
     uri = resolve_tracking_uri(args.tracking_uri, workdir)
     console = Console()
-    if spec.sweep is not None and not args.skip_preflight and has_preflight(spec):
-        if not preflight_passes(spec, uri, console):
-            console.print("the sweep did not start: a preflight check failed (see above). Fix "
-                          "it, or start anyway with --skip-preflight.", highlight=False)
-            return EXIT_FAILED
     with ray_session(args.address, num_cpus=args.num_cpus,
                      dashboard=spec.resources.workers > 1) as session:
         stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
         check_feasible(spec, trials, session.nodes)
+        if spec.sweep is not None and not args.skip_preflight and has_preflight(spec):
+            if not preflight_passes(spec, uri, console):
+                console.print("the sweep did not start: a preflight check failed (see above). "
+                              "Fix it, or start anyway with --skip-preflight.", highlight=False)
+                return EXIT_FAILED
         outcome = run_job(spec, trials, uri, workdir, console, job_id=args.job_id,
                           spec_path=Path(args.spec))
     print_outcome(console, spec, outcome)
