@@ -100,9 +100,11 @@ def cluster_view(address: str) -> ClusterView:
         nodes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
         pending_groups = sum(1 for group in placement_group_table().values()
                              if group.get("state") in ("PENDING", "RESCHEDULING"))
-        view = ClusterView(ray.get_runtime_context().gcs_address, ray.cluster_resources(),
-                           ray.available_resources(), nodes, pending_groups)
-        view.autoscaler = _autoscaler_launches(view.address)
+        total = ray.cluster_resources()
+        # Ray leaves out what is fully used: a resource with nothing free is listed at 0.
+        available = {name: ray.available_resources().get(name, 0.0) for name in total}
+        view = ClusterView(address, total, available, nodes, pending_groups)
+        view.autoscaler = _autoscaler_launches(ray.get_runtime_context().gcs_address)
         return view
     finally:
         ray.shutdown()
