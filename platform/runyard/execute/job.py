@@ -35,7 +35,6 @@ from runyard.spec import JobSpec, set_dotted
 from runyard.spec.loader import validate_data
 from runyard.spec.yamlpos import Origin
 from runyard.tracking import provenance
-from runyard.tracking.plots import sweep_plots
 from runyard.tracking.results import TrialResult, best_config, config_summaries, trial_results
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.writer import RunRef
@@ -303,6 +302,8 @@ class _JobSession:
     def _log_plots(self, results: list[TrialResult], top: int = 5) -> None:
         """The sweep's pictures (tracking.plots) as artifacts of its parent run, under plots/.
         A picture is a nicety: failing to draw one never fails the sweep."""
+        from runyard.tracking.plots import sweep_plots  # matplotlib: only when a sweep ends
+
         sweep, client = self.spec.sweep, self.tracking.client
         try:
             rows = config_summaries(results, sweep.mode)
