@@ -42,7 +42,7 @@ class SeedMeanScheduler(FIFOScheduler):
         # Tune trial id -> {iteration: metric value}; and per sample, its trials by id.
         self.history: dict[str, dict[int, float]] = {}
         self.members: dict[int, dict[str, Trial]] = {}
-        self.ended: dict[str, int] = {}  # trial id -> last iteration, for trials that ended
+        self.ended: set[str] = set()  # trials that ended (finished, failed or removed)
         self.judged: dict[int, int] = {}  # sample -> last iteration handed to the inner rule
         self.stopped: set[int] = set()  # samples the inner rule stopped
         self.representative: dict[int, Trial] = {}  # the trial standing for its config inside
@@ -126,8 +126,7 @@ class SeedMeanScheduler(FIFOScheduler):
         return action
 
     def _end(self, tune_controller: Any, trial: Trial, result: dict) -> None:
-        history = self.history.get(trial.trial_id, {})
-        self.ended[trial.trial_id] = max(history, default=0)
+        self.ended.add(trial.trial_id)
         sample = sample_of(trial)
         if sample not in self.stopped and sample in self.members:
             # A seed that ended early may complete iterations its siblings were waiting on.
