@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUNYARD, run_cli
+from runyard_testing import RUNYARD, run_cli
 from runyard.cli.main import main
 from runyard.tracking.store import JobTracking
 

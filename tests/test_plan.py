@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import JOBS
+from runyard_testing import JOBS
 from runyard.errors import UserError
 from runyard.plan import check_feasible, expand, trial_bundles
 from runyard.spec import load_spec

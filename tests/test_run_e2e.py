@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import JOBS, run_cli, tracking_uri
+from runyard_testing import JOBS, run_cli, tracking_uri
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import JOBS
+from runyard_testing import JOBS
 from runyard.plan import expand
 from runyard.spec import SpecError, load_spec
 from runyard.cli.main import main

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import RUNYARD, run_cli, tracking_uri
+from runyard_testing import RUNYARD, run_cli, tracking_uri
 from runyard.execute.ledger import Ledger
 from runyard.spec import load_spec
 

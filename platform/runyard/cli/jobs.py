@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from runyard.errors import EXIT_INVALID, EXIT_OK, UserError
+from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UserError
+from runyard.plan.preflight import has_preflight, run_preflight
 
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
@@ -78,7 +79,23 @@ def add_commands(commands: Commands) -> None:
     run.add_argument("spec", metavar="SPEC", help="job spec YAML file")
     add_set(run)
     run.add_argument("--id", dest="job_id", help="job id (default: NAME-YYYYMMDD-HHMMSS)")
+    run.add_argument("--skip-preflight", action="store_true",
+                     help="start a sweep even if its preflight checks fail")
     add_cluster(run)
+
+    preflight = commands.add(
+        "preflight", "the Recipe's sanity checks on a spec's model and data, in seconds",
+        "examples:\n  runyard preflight jobs/synth_convnet.yaml\n"
+        "  runyard preflight jobs/imagenet64_linear.yaml --set config.init_std=1.0\n\n"
+        "Checks: loss at init vs -log(1/classes), overfitting one small batch, an input-"
+        "independent\nbaseline, that example i's gradient reaches input i only, and that one "
+        "seed gives one set\nof numbers. The results are a table here and an MLflow run. "
+        "`runyard run` runs them\nbefore every sweep of a workload that has them and does "
+        "not start on a failure\n(--skip-preflight to start anyway). Exit 1 when a check fails.\n",
+        cmd_preflight)
+    preflight.add_argument("spec", metavar="SPEC")
+    add_set(preflight)
+    add_tracking(preflight)
 
     submit = commands.add("submit", "run a job on a Ray cluster, through the Jobs API",
                           EPILOG_SUBMIT, cmd_submit)
@@ -179,24 +196,25 @@ def stop_on_sigterm() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runyard import workloads
     from runyard.execute import run_job
     from runyard.launch import ray_session
     from runyard.plan import check_feasible, expand
-    from runyard.spec import load_spec, workload_context
+    from runyard.spec import load_spec
     from runyard.tracking.store import resolve_tracking_uri
 
     spec = load_spec(args.spec, args.overrides)
     trials = expand(spec)
-    workload_cls = workloads.get(spec.workload)
-    config = workload_cls.Config.model_validate(spec.config)
-    problems = workload_cls.check_inputs(config, workload_context(spec))
-    if problems:
-        raise UserError(f"{args.spec}: cannot run here:\n" + "\n".join(f"  {p}" for p in problems))
+    _check_inputs(spec, args.spec)
     workdir = Path.cwd()
     uri = resolve_tracking_uri(args.tracking_uri, workdir)
     console = Console()
-    with ray_session(args.address, num_cpus=args.num_cpus) as session:
+    if spec.sweep is not None and not args.skip_preflight and has_preflight(spec):
+        if not preflight_passes(spec, uri, console):
+            console.print("the sweep did not start: a preflight check failed (see above). Fix "
+                          "it, or start anyway with --skip-preflight.", highlight=False)
+            return EXIT_FAILED
+    with ray_session(args.address, num_cpus=args.num_cpus,
+                     dashboard=spec.resources.workers > 1) as session:
         stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
         check_feasible(spec, trials, session.nodes)
         outcome = run_job(spec, trials, uri, workdir, console, job_id=args.job_id,
@@ -240,6 +258,64 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from runyard.spec import load_spec
+    from runyard.tracking.store import resolve_tracking_uri
+
+    spec = load_spec(args.spec, args.overrides)
+    if not has_preflight(spec):
+        raise UserError(f"{spec.workload} has no preflight checks (the supervised workloads "
+                        "sl.linear and sl.convnet have them)")
+    _check_inputs(spec, args.spec)
+    uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    return EXIT_OK if preflight_passes(spec, uri, Console()) else EXIT_FAILED
+
+
+def preflight_passes(spec, uri: str, console: Console) -> bool:
+    """Run the spec's preflight, show it as a table, record it as an MLflow run."""
+    from rich.table import Table
+
+    from runyard.tracking.store import JobTracking
+
+    console.print(f"preflight of {spec.name} ({spec.workload}) ...", highlight=False)
+    results = run_preflight(spec)
+    table = Table(title=f"preflight: {spec.name}", title_justify="left", header_style="bold")
+    for column in ("check", "result", "measured", "expected", "explanation"):
+        table.add_column(column, overflow="fold")
+    for check in results:
+        verdict = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
+        table.add_row(check.name, verdict, f"{check.measured:.4g}", check.expected,
+                      "" if check.passed else check.explanation)
+    console.print(table)
+    passed = all(check.passed for check in results)
+    tracking = JobTracking(uri, spec.experiment)
+    run = tracking.start_run(f"{spec.name}-preflight",
+                             {"runyard.kind": "preflight", "runyard.spec_name": spec.name,
+                              "runyard.spec_hash": spec.hash, "runyard.workload": spec.workload},
+                             {"workload": spec.workload})
+    tracking.writer.log_metrics(run, {f"preflight_{c.name}": c.measured for c in results}, step=0)
+    tracking.writer.set_tags(run, {f"runyard.preflight.{c.name}": "pass" if c.passed else "FAIL"
+                                   for c in results})
+    report = "\n".join(f"{c.name}\t{'pass' if c.passed else 'FAIL'}\t{c.measured:.6g}\t"
+                       f"{c.expected}\t{c.explanation}" for c in results)
+    tracking.writer.log_text(run, "check\tresult\tmeasured\texpected\texplanation\n" + report,
+                             "preflight.tsv")
+    tracking.writer.end_run(run, "FINISHED" if passed else "FAILED")
+    tracking.close()
+    return passed
+
+
+def _check_inputs(spec, spec_path: str) -> None:
+    from runyard import workloads
+    from runyard.spec import workload_context
+
+    workload_cls = workloads.get(spec.workload)
+    config = workload_cls.Config.model_validate(spec.config)
+    problems = workload_cls.check_inputs(config, workload_context(spec))
+    if problems:
+        raise UserError(f"{spec_path}: cannot run here:\n" + "\n".join(f"  {p}" for p in problems))
+
+
 def _continue(args: argparse.Namespace, action: str) -> int:
     """resume, rerun-failed and extend: find the job, reconcile, rejoin Ray, go on."""
     from runyard.execute import extend_job, load_ledger_spec, resume_job
@@ -255,7 +331,8 @@ def _continue(args: argparse.Namespace, action: str) -> int:
         raise UserError("--samples must be at least 1")
     reconcile(client_for(ledger.tracking_uri))
     console = Console()
-    with ray_session(args.address, num_cpus=args.num_cpus) as session:
+    with ray_session(args.address, num_cpus=args.num_cpus,
+                     dashboard=spec.resources.workers > 1) as session:
         stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
         check_feasible(spec, expand(spec), session.nodes)
         if action == "extend":

@@ -14,6 +14,7 @@ import os
 import socket
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,15 @@ from ray import tune
 from rich.console import Console
 
 from runyard import workloads
-from runyard.errors import EXIT_FAILED, EXIT_OK, UserError
+from runyard.errors import EXIT_FAILED, EXIT_OK, RunFailed, UserError
+from runyard.execute.ddp import run_ddp_trial
 from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
 from runyard.execute.progress import ProgressCallback
 from runyard.execute.tracking_callback import TrackingCallback
 from runyard.execute.trainable import WorkloadTrainable
 from runyard.plan import Trial, expand, trial_bundles
+from runyard.plan.trials import grid_size
 from runyard.spec import JobSpec, set_dotted
 from runyard.spec.loader import validate_data
 from runyard.spec.yamlpos import Origin
@@ -105,22 +108,14 @@ def load_ledger_spec(ledger: Ledger) -> JobSpec:
 def planned_trials(ledger: Ledger) -> list[Trial]:
     """Every trial the job has, across its segments."""
     spec = load_ledger_spec(ledger)
+    if spec.sweep is None:
+        return expand(spec)
     trials = []
     for segment in ledger.segments:
-        if spec.sweep is None:
-            return expand(spec)
         sized = spec.model_copy(update={"sweep": spec.sweep.model_copy(
-            update={"samples": segment.samples // _grid_size(spec)})})
+            update={"samples": segment.samples // grid_size(spec)})})
         trials += expand(sized, first_sample=segment.first_sample)
     return trials
-
-
-def _grid_size(spec: JobSpec) -> int:
-    size = 1
-    for distribution in spec.sweep.space.values():
-        if distribution.kind == "grid" or (spec.sweep.search == "grid" and distribution.kind == "choice"):
-            size *= len(distribution.args)
-    return size
 
 
 class _JobSession:
@@ -201,8 +196,11 @@ class _JobSession:
         return tracker, progress
 
     def trainable(self) -> Any:
-        bundles = tune.PlacementGroupFactory(trial_bundles(self.spec))
-        return tune.with_resources(WorkloadTrainable, bundles)
+        bundles = trial_bundles(self.spec)
+        if self.spec.resources.workers > 1:
+            # Ray Train places the DDP workers itself; the trial holds only its driver bundle.
+            return tune.with_resources(run_ddp_trial, tune.PlacementGroupFactory(bundles[:1]))
+        return tune.with_resources(WorkloadTrainable, tune.PlacementGroupFactory(bundles))
 
     def fit_new(self, segment: Segment, trials: list[Trial]) -> JobOutcome:
         self.ledger.segments.append(segment)
@@ -212,7 +210,7 @@ class _JobSession:
         path = Path(segment.tune_path)
         tuner = tune.Tuner(
             self.trainable(),
-            param_space={"trial": tune.grid_search([_trial_payload(spec, t, self.workdir)
+            param_space={"trial": tune.grid_search([_trial_payload(spec, t, self.workdir, path)
                                                     for t in trials])},
             tune_config=tune.TuneConfig(
                 num_samples=1,
@@ -227,16 +225,19 @@ class _JobSession:
                 storage_path=str(path.parent),
                 callbacks=[tracker, progress, *self.extra_callbacks()],
                 verbose=0,
-                checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=spec.checkpoint.keep,
-                    checkpoint_frequency=spec.checkpoint.every,
-                    checkpoint_at_end=True,
-                ),
+                checkpoint_config=self.checkpoint_config(),
                 failure_config=tune.FailureConfig(
                     max_failures=spec.sweep.max_failures if spec.sweep else 0),
             ),
         )
         return self._fit([tuner], tracker, progress)
+
+    def checkpoint_config(self) -> tune.CheckpointConfig:
+        keep = self.spec.checkpoint.keep
+        if self.spec.resources.workers > 1:
+            return tune.CheckpointConfig(num_to_keep=keep)  # the DDP loop checkpoints itself
+        return tune.CheckpointConfig(num_to_keep=keep, checkpoint_at_end=True,
+                                     checkpoint_frequency=self.spec.checkpoint.every)
 
     def extra_callbacks(self) -> list[Any]:
         return [MetricsCallback(self.spec.experiment, self.tracking.writer.backlog)]
@@ -258,19 +259,31 @@ class _JobSession:
 
     def _fit(self, tuners: list[tune.Tuner], tracker: TrackingCallback,
              progress: ProgressCallback) -> JobOutcome:
-        interrupted = False
+        interrupted, driver_error = False, None
         try:
             for tuner in tuners:
                 tuner.fit()
         except KeyboardInterrupt:
             interrupted = True
+        except Exception as error:  # noqa: BLE001 — recorded on the runs, then raised
+            driver_error = error
         finally:
             progress.close()
-            interrupted = bool(tracker.end_unfinished("KILLED")) or interrupted
-        return self._finish(interrupted, tracker)
+            ended = tracker.end_unfinished("FAILED" if driver_error else "KILLED")
+            interrupted = (bool(ended) and driver_error is None) or interrupted
+        outcome = self._finish(interrupted, tracker, driver_error)
+        if driver_error is not None:
+            raise RunFailed(f"the driver failed: {driver_error!r}; job {self.ledger.sweep_id} "
+                            f"is marked FAILED (traceback: its run's driver-error.txt)") from driver_error
+        return outcome
 
-    def _finish(self, interrupted: bool, tracker: TrackingCallback) -> JobOutcome:
+    def _finish(self, interrupted: bool, tracker: TrackingCallback,
+                driver_error: Exception | None = None) -> JobOutcome:
         spec, writer = self.spec, self.tracking.writer
+        if driver_error is not None:
+            text = "".join(traceback.format_exception(driver_error))
+            writer.log_text(self.job_run, text, "driver-error.txt")
+            writer.set_tags(self.job_run, {"runyard.error": repr(driver_error)[:5000]})
         writer.flush()  # results are read back from MLflow below
         results = (trial_results(self.tracking.client, self.ledger.run_id, spec.sweep.metric)
                    if spec.sweep else [])
@@ -283,7 +296,7 @@ class _JobSession:
             status = self.tracking.client.get_run(self.ledger.run_id).info.status
             failed = ["t0000"] if status == "FAILED" else []
         best = best_config(results, spec.sweep.mode) if spec.sweep else None
-        status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
+        status = "KILLED" if interrupted else ("FAILED" if failed or driver_error else "FINISHED")
         if spec.sweep is not None:
             tags = {"runyard.failed_trials": ",".join(failed) or "none"}
             if best is not None:
@@ -334,7 +347,7 @@ def _quiet_tune() -> None:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
-def _trial_payload(spec: JobSpec, trial: Trial, workdir: Path) -> dict[str, Any]:
+def _trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) -> dict[str, Any]:
     """Everything a trial process needs, as plain data (it crosses to another process)."""
     return {
         "trial_id": trial.trial_id,
@@ -351,6 +364,9 @@ def _trial_payload(spec: JobSpec, trial: Trial, workdir: Path) -> dict[str, Any]
         "stop": {"iterations": spec.stop.iterations, "time_s": spec.stop.time_s,
                  "thresholds": spec.stop.thresholds},
         "workdir": str(workdir),
+        "checkpoint_every": spec.checkpoint.every,
+        "checkpoint_keep": spec.checkpoint.keep,
+        "storage": str(storage),  # where a data-parallel trial's Ray Train run keeps its state
     }
 
 

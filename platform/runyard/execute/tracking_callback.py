@@ -30,6 +30,7 @@ class TrackingCallback(tune.Callback):
         self.metric_names = metric_names
         self.runs: dict[str, RunRef] = dict(existing)
         self.status: dict[str, str] = {}  # final status of trials that ran under this driver
+        self.checkpoint_paths: dict[str, str] = {}  # data-parallel trials report them as results
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the live MLflow writer (a
@@ -67,14 +68,16 @@ class TrackingCallback(tune.Callback):
         metrics["time_total_s"] = result.get("time_total_s", 0.0)
         metrics["training_iteration"] = result["training_iteration"]
         self.tracking.writer.log_metrics(self.run_of(trial), metrics, result["training_iteration"])
+        if result.get("checkpoint_path"):
+            self.checkpoint_paths[trial.config["trial"]["trial_id"]] = result["checkpoint_path"]
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self.run_of(trial)
-        checkpoint = trial.checkpoint
-        if checkpoint is not None:
-            self.tracking.writer.log_artifacts(run, str(Path(checkpoint.path) / STATE_DIR),
-                                               "checkpoint")
-            artifacts = Path(checkpoint.path) / ARTIFACTS_DIR
+        path = trial.checkpoint.path if trial.checkpoint is not None else \
+            self.checkpoint_paths.get(trial.config["trial"]["trial_id"])
+        if path is not None:
+            self.tracking.writer.log_artifacts(run, str(Path(path) / STATE_DIR), "checkpoint")
+            artifacts = Path(path) / ARTIFACTS_DIR
             if artifacts.is_dir():
                 self.tracking.writer.log_artifacts(run, str(artifacts))
         self._end(trial, "FINISHED")

@@ -42,24 +42,29 @@ def stop_reached(stop: dict[str, Any], directions: dict[str, str], iteration: in
     return False
 
 
+def build_workload(trial: dict[str, Any], parallel: dict[str, Any]) -> Workload:
+    """The trial's workload, set up, in this process."""
+    cls = workloads.get(trial["workload"])
+    if "torch" in sys.modules:
+        # Concurrent trials each get their share of the cores, not all of them each.
+        sys.modules["torch"].set_num_threads(max(1, int(trial["resources"]["cpus_per_trial"])))
+    workload = cls()
+    context = WorkloadContext(
+        seed=trial["seed"], env=trial["env"], data=trial["data"], rollout=trial["rollout"],
+        resources=trial["resources"], workdir=Path(trial["workdir"]), parallel=parallel,
+    )
+    workload.setup(cls.Config.model_validate(trial["config"]), context)
+    return workload
+
+
 class WorkloadTrainable(tune.Trainable):
     def setup(self, config: dict[str, Any]) -> None:
         self._build(config["trial"])
 
     def _build(self, trial: dict[str, Any]) -> None:
         self.trial = trial
-        cls = workloads.get(trial["workload"])
-        if "torch" in sys.modules:
-            # Concurrent trials each get their share of the cores, not all of them each.
-            sys.modules["torch"].set_num_threads(max(1, int(trial["resources"]["cpus_per_trial"])))
-        self.workload: Workload = cls()
+        self.workload = build_workload(trial, _parallel_factories(trial))
         self.artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
-        context = WorkloadContext(
-            seed=trial["seed"], env=trial["env"], data=trial["data"], rollout=trial["rollout"],
-            resources=trial["resources"], workdir=Path(trial["workdir"]),
-            parallel=_parallel_factories(trial),
-        )
-        self.workload.setup(cls.Config.model_validate(trial["config"]), context)
 
     def step(self) -> dict[str, Any]:
         started = time.time()

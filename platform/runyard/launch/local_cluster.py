@@ -233,6 +233,26 @@ def down(state_dir: str | Path = DEFAULT_STATE_DIR, *, echo: Callable[[str], Non
     return ended
 
 
+def add_worker(cluster: LocalCluster, resources: Mapping[str, float] | None = None, *,
+               num_cpus: int = 1, timeout_s: float = 180.0) -> NodeRecord:
+    """Start one more worker node (e.g. to replace one that died) and wait until it joined.
+
+    It is recorded in state.json like the others, so `down()` stops it too.
+    """
+    node_resources = _check_up_arguments(1, None if resources is None else [dict(resources)], 1, num_cpus)[0]
+    known = alive_node_ids(cluster)
+    _start_worker(cluster, len(cluster.nodes), num_cpus, node_resources)
+    node = cluster.nodes[-1]
+    deadline = time.monotonic() + timeout_s
+    while not alive_node_ids(cluster) - known:
+        if not _group_running(node.pid):
+            raise RuntimeError(f"Ray node {node.name} exited during start; see {node.log}:\n{tail(Path(node.log))}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Ray node {node.name} did not join within {timeout_s:.0f} s; see {node.log}")
+        time.sleep(1)
+    return node
+
+
 def processes_with_marker(cluster_id: str) -> list[int]:
     """PIDs of live processes whose environment says they belong to this cluster."""
     marker = f"{MARKER_ENV}={cluster_id}".encode()
@@ -413,9 +433,13 @@ def _wait_for_nodes(cluster: LocalCluster, expected: int, timeout_s: float) -> N
 
 def count_alive_nodes(cluster: LocalCluster) -> int:
     """Alive nodes as the GCS sees them (dashboard state API, authenticated)."""
+    return len(alive_node_ids(cluster))
+
+
+def alive_node_ids(cluster: LocalCluster) -> set[str]:
+    """Ray node ids of the nodes the GCS sees alive."""
     answer = _get_json(cluster, "/api/v0/nodes?limit=100&detail=false")
-    rows = answer["data"]["result"]["result"]
-    return sum(1 for row in rows if row.get("state") == "ALIVE")
+    return {row["node_id"] for row in answer["data"]["result"]["result"] if row.get("state") == "ALIVE"}
 
 
 def _get_json(cluster: LocalCluster, path: str):

@@ -24,7 +24,9 @@ class RaySession:
 
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None,
-                num_gpus: int | None = None) -> Iterator[RaySession]:
+                num_gpus: int | None = None, dashboard: bool = False) -> Iterator[RaySession]:
+    """`dashboard`: start the embedded Ray's dashboard, which serves the State API that Ray
+    Train uses to watch its workers (data-parallel trials need it)."""
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -38,7 +40,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
     )
     if embedded:
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
-                 include_dashboard=False, **kwargs)
+                 include_dashboard=dashboard, **kwargs)
     else:
         ray.init(address=address, **kwargs)
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runyard import workloads
 from runyard.errors import UserError
 from runyard.plan.trials import Trial
 from runyard.spec import JobSpec
@@ -17,8 +18,15 @@ Bundle = dict[str, float]
 GIB = 1024**3
 
 
+# A data-parallel trial's own process only waits on its Ray Train workers.
+DDP_DRIVER_BUNDLE: Bundle = {"CPU": 0.01}
+
+
 def trial_bundles(spec: JobSpec) -> list[Bundle]:
-    """The placement-group bundles of one trial of this spec."""
+    """What one trial of this spec holds: its process's bundle (CPUs, GPUs, memory, custom
+    resources), one bundle per rollout worker, or with `resources.workers` > 1 one bundle
+    per data-parallel worker (each holding cpus_per_trial and gpus_per_trial) after a small
+    bundle for the process that drives them."""
     res = spec.resources
     head: Bundle = {"CPU": res.cpus_per_trial}
     if res.gpus_per_trial:
@@ -26,7 +34,11 @@ def trial_bundles(spec: JobSpec) -> list[Bundle]:
     if res.memory_gb:
         head["memory"] = res.memory_gb * GIB
     head.update(res.custom)
+    if res.workers > 1:
+        return [dict(DDP_DRIVER_BUNDLE)] + [dict(head) for _ in range(res.workers)]
     bundles = [head]
+    workload_cls = workloads.get(spec.workload)
+    bundles += workload_cls.helper_bundles(workload_cls.Config.model_validate(spec.config))
     if spec.rollout is not None and spec.rollout.model_extra.get("backend", "ray") == "ray":
         cpus = float(spec.rollout.model_extra.get("cpus_per_worker", 1))
         bundles += [{"CPU": cpus} for _ in range(spec.rollout.workers)]

@@ -47,8 +47,7 @@ def expand(spec: JobSpec, first_sample: int = 0) -> list[Trial]:
     if spec.sweep is None:
         return [Trial(0, "t0000", spec.seed, 0, {}, dict(spec.config))]
     sweep = spec.sweep
-    grid_keys = [k for k, d in sweep.space.items() if d.kind == "grid" or
-                 (sweep.search == "grid" and d.kind == "choice")]
+    grid_keys = _grid_keys(spec)
     random_keys = [k for k in sweep.space if k not in grid_keys]
     grid_points = list(itertools.product(*(sweep.space[k].args for k in grid_keys)))
     trials: list[Trial] = []
@@ -68,6 +67,18 @@ def expand(spec: JobSpec, first_sample: int = 0) -> list[Trial]:
                                     ordered, config))
             sample += 1
     return trials
+
+
+def _grid_keys(spec: JobSpec) -> list[str]:
+    """Dimensions enumerated rather than sampled: grid ones (and choice ones in a grid search)."""
+    sweep = spec.sweep
+    return [key for key, d in sweep.space.items()
+            if d.kind == "grid" or (sweep.search == "grid" and d.kind == "choice")]
+
+
+def grid_size(spec: JobSpec) -> int:
+    """How many grid points each sample is run at (1 without grid dimensions)."""
+    return math.prod(len(spec.sweep.space[key].args) for key in _grid_keys(spec))
 
 
 def draw(distribution: Distribution, rng: np.random.Generator) -> Any:

@@ -4,7 +4,10 @@ Trials report metrics at whatever rate they like; the writer batches them (up to
 `log_batch`) and flushes every `flush_s` seconds, so tracking costs a request per batch
 instead of a request per value (~50 ms each against a server), and never blocks the caller.
 Calls are executed in the order they were made, so a run's metrics are always written
-before the run is ended.
+before the run is ended. When the tracking server cannot be reached (restarting, network
+gone) for longer than MLflow's own HTTP retries last (~2 min), the writer keeps retrying the
+call it is on, with backoff, and everything after it waits in order: nothing is dropped.
+Errors the server answers with (a bad request) still fail that call at once.
 """
 
 from __future__ import annotations
@@ -16,13 +19,28 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable
 
+import requests
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
 METRICS_PER_BATCH = 1000
 PARAMS_PER_BATCH = 100
+# mlflow.utils.rest_utils wraps a connection that failed after all its retries (refused,
+# reset, timed out, 5xx retries used up) in an MlflowException with these words; a request
+# the server answered and refused is a RestException instead.
+UNREACHABLE_MESSAGES = ("failed with exception", "failed with timeout exception")
+
+
+def server_unreachable(error: BaseException) -> bool:
+    """Whether a tracking call failed because no server answered (worth retrying as is)."""
+    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return True
+    return (isinstance(error, MlflowException) and not isinstance(error, RestException)
+            and str(error.message).startswith("API request to")
+            and any(words in str(error.message) for words in UNREACHABLE_MESSAGES))
 
 
 class RunRef:
@@ -48,9 +66,10 @@ class RunRef:
 
 
 class TrackingWriter:
-    def __init__(self, client: MlflowClient, flush_s: float = 1.0):
+    def __init__(self, client: MlflowClient, flush_s: float = 1.0, max_retry_delay_s: float = 30.0):
         self.client = client
         self.flush_s = flush_s
+        self.max_retry_delay_s = max_retry_delay_s
         self._tasks: queue.Queue[tuple[Callable[[], Any], Future] | None] = queue.Queue()
         self._pending: dict[str, list[Metric]] = {}
         self._last_flush = time.monotonic()
@@ -67,13 +86,16 @@ class TrackingWriter:
 
     def create_run(self, experiment_id: str, name: str, tags: dict[str, str],
                    params: dict[str, str], parent: RunRef | None = None) -> RunRef:
+        created: list[str] = []  # a retried create() must not make a second run
+
         def create() -> str:
-            all_tags = dict(tags)
-            if parent is not None:
-                all_tags["mlflow.parentRunId"] = parent.id
-            run = self.client.create_run(experiment_id, run_name=name, tags=all_tags)
-            self._log_params(run.info.run_id, params)
-            return run.info.run_id
+            if not created:
+                all_tags = dict(tags)
+                if parent is not None:
+                    all_tags["mlflow.parentRunId"] = parent.id
+                created.append(self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id)
+            self._log_params(created[0], params)
+            return created[0]
 
         return RunRef(self.submit(create))
 
@@ -130,12 +152,26 @@ class TrackingWriter:
             if task:
                 fn, future = task
                 try:
-                    future.set_result(fn())
+                    future.set_result(self._until_reachable(fn))
                 except Exception as error:  # noqa: BLE001 — reported to whoever waits on it
                     log.warning("tracking call failed: %s", error)
                     future.set_exception(error)
             if time.monotonic() - self._last_flush >= self.flush_s:
                 self._flush_all()
+
+    def _until_reachable(self, fn: Callable[[], Any]) -> Any:
+        """fn(), retried with backoff for as long as the server cannot be reached."""
+        delay = 1.0
+        while True:
+            try:
+                return fn()
+            except Exception as error:
+                if not server_unreachable(error):
+                    raise
+                log.warning("tracking server unreachable (%s); retrying in %.0f s, %d calls waiting",
+                            error, delay, self._tasks.qsize())
+                time.sleep(delay)
+                delay = min(2 * delay, self.max_retry_delay_s)
 
     def _flush_all(self) -> None:
         for run_id in list(self._pending):

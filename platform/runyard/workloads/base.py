@@ -75,6 +75,13 @@ class Workload(abc.ABC):
         cluster still validates on a laptop. Same `field: message` form. Default: none."""
         return []
 
+    @classmethod
+    def helper_bundles(cls, config: WorkloadConfig) -> list[dict[str, float]]:
+        """Resources of the processes this workload starts by itself (RLlib's env runners),
+        one Ray placement-group bundle each, in the order it will use them; the trial
+        reserves them after its own. Default: none."""
+        return []
+
     @abc.abstractmethod
     def setup(self, config: WorkloadConfig, context: WorkloadContext) -> None:
         """Build model, optimizer, data or environments. Called once per trial."""
@@ -90,6 +97,12 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def restore(self, directory: Path) -> None:
         """Load what `save` wrote; the next `step()` must equal the uninterrupted one."""
+
+    def preflight(self) -> list[Any] | None:
+        """The Recipe's sanity checks on this workload after `setup` (loss at init, overfit
+        one batch, ...), each an object with name, passed, measured, expected, explanation;
+        None for a workload that has none. Run by `runyard preflight` and before sweeps."""
+        return None
 
     def artifacts(self, directory: Path) -> None:
         """Write end-of-trial artifacts (plots, images) into `directory`. Default: none."""

@@ -296,4 +296,5 @@ def weights_of(module: nn.Module) -> dict[str, np.ndarray]:
 
 
 def load_weights(module: nn.Module, weights: dict[str, np.ndarray]) -> None:
-    module.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+    # torch.tensor copies: arrays from Ray's object store are read-only views.
+    module.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})

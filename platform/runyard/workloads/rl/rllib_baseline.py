@@ -27,7 +27,7 @@ from pydantic import ConfigDict
 
 from runyard.workloads.base import Direction, Workload, WorkloadConfig, WorkloadContext
 from runyard.workloads.rl.rollout import env_spaces
-from runyard.workloads.rl.workload import check_env_id, env_block
+from runyard.workloads.rl.workload import EPISODE_METRICS, check_env_id, env_block
 
 # Algorithms whose RLlib implementation only handles discrete actions (Q-learning over a finite set).
 DISCRETE_ACTIONS_ONLY = {"DQN"}
@@ -89,17 +89,7 @@ class RLlibBaseline(Workload):
 
     algorithm: ClassVar[str] = ""
     Config = RLlibConfig
-    metrics: ClassVar[dict[str, Direction]] = {
-        "episode_return_mean": "max",
-        "episode_return_min": "max",
-        "episode_return_max": "max",
-        "episode_len_mean": "max",
-        "env_steps_total": "max",
-        "env_steps_per_s": "max",
-        "sample_time_s": "min",
-        "learn_time_s": "min",
-        "entropy": "max",
-    }
+    metrics: ClassVar[dict[str, Direction]] = EPISODE_METRICS
 
     @classmethod
     def check_spec(cls, config: RLlibConfig, context: WorkloadContext) -> list[str]:
@@ -124,6 +114,26 @@ class RLlibBaseline(Workload):
             problems.append("config.environment.env: set the env in the spec's env block (env.id), not here")
         return problems
 
+    @classmethod
+    def algorithm_config(cls, config: RLlibConfig) -> Any:
+        """RLlib's AlgorithmConfig with the spec's sections applied."""
+        algo_config = default_config(cls.algorithm)
+        for section in SECTIONS:
+            kwargs = getattr(config, section)
+            if kwargs:
+                algo_config = getattr(algo_config, section)(**kwargs)
+        return algo_config
+
+    @classmethod
+    def helper_bundles(cls, config: RLlibConfig) -> list[dict[str, float]]:
+        # Inside a trial's placement group RLlib puts its env runners (and remote learners)
+        # in the bundles after the first, as its own resource request lays them out.
+        from ray.rllib.algorithms.registry import ALGORITHMS
+
+        algo_class, _ = ALGORITHMS[cls.algorithm]()
+        request = algo_class.default_resource_request(cls.algorithm_config(config))
+        return [dict(bundle) for bundle in request.bundles[1:]]
+
     def setup(self, config: RLlibConfig, context: WorkloadContext) -> None:
         import ray
 
@@ -140,13 +150,8 @@ class RLlibBaseline(Workload):
         env_config = dict(env.get("kwargs") or {})
         if env.get("max_episode_steps") is not None:
             env_config["max_episode_steps"] = int(env["max_episode_steps"])
-        algo_config = default_config(self.algorithm).environment(env=env["id"], env_config=env_config)
-        algo_config = algo_config.debugging(seed=context.seed)
-        for section in SECTIONS:
-            kwargs = getattr(config, section)
-            if kwargs:
-                algo_config = getattr(algo_config, section)(**kwargs)
-        self.algo = algo_config.build_algo()
+        algo_config = self.algorithm_config(config).environment(env=env["id"], env_config=env_config)
+        self.algo = algo_config.debugging(seed=context.seed).build_algo()
         self.env_steps_total = 0
 
     def step(self) -> dict[str, float]:

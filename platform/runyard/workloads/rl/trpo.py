@@ -91,8 +91,7 @@ class TRPO(RLWorkload):
         next_values = next_state_values(values, final_values, batch["ends"], batch["terminated"])
         advantages = generalized_advantages(batch["rewards"], values, next_values, batch["ends"], c.gamma, c.lam)
         advantages = torch.as_tensor(standardize(advantages), dtype=torch.float32)
-        bootstrap = next_state_values(values, final_values, batch["ends"], batch["terminated"])
-        returns = discounted_returns(batch["rewards"], batch["ends"], c.gamma, bootstrap)
+        returns = discounted_returns(batch["rewards"], batch["ends"], c.gamma, bootstrap=next_values)
 
         # 3. The trust-region step.
         with torch.no_grad():

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
+from runyard.workloads.sl.training import CLASSIFIER_METRICS
 from runyard.workloads.sl import training
 from runyard.workloads.sl.datasets import check_data, check_data_inputs
 from runyard.workloads.sl.nets import build_convnet, check_arch
@@ -74,17 +75,7 @@ class ConvNetConfig(WorkloadConfig):
 
 class ConvNetClassifier(Workload):
     Config = ConvNetConfig
-    metrics = {
-        "train_loss": "min",
-        "train_top1": "max",
-        "val_loss": "min",
-        "val_top1": "max",
-        "val_top5": "max",
-        "epoch": "max",
-        "images_per_s": "max",
-        "epoch_time_s": "min",
-        "lr": "min",
-    }
+    metrics = {**CLASSIFIER_METRICS, "lr": "min"}
 
     @classmethod
     def check_spec(cls, config: ConvNetConfig, context: WorkloadContext) -> list[str]:

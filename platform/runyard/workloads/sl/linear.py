@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
+from runyard.workloads.sl.training import CLASSIFIER_METRICS
 from runyard.workloads.sl.datasets import ArrayDataset, check_data, check_data_inputs, load_dataset
 
 
@@ -56,16 +57,7 @@ class LinearModel(torch.nn.Module):
 
 class LinearClassifier(Workload):
     Config = LinearConfig
-    metrics = {
-        "train_loss": "min",
-        "train_top1": "max",
-        "val_loss": "min",
-        "val_top1": "max",
-        "val_top5": "max",
-        "epoch": "max",
-        "images_per_s": "max",
-        "epoch_time_s": "min",
-    }
+    metrics = CLASSIFIER_METRICS
 
     @classmethod
     def check_spec(cls, config: LinearConfig, context: WorkloadContext) -> list[str]:

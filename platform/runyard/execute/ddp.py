@@ -1,0 +1,97 @@
+"""A trial of `resources.workers` > 1: the workload trains on Ray Train (TorchTrainer, DDP).
+
+The Tune trial is a small function that runs a TorchTrainer; each of its workers runs the
+same loop as WorkloadTrainable (setup, step, stop conditions, checkpoints) on one DDP rank —
+gloo on CPUs, NCCL on GPUs. The workload notices torch.distributed is initialised and shards
+its data and averages its gradients (runyard.workloads.sl.training); rank 0's metrics (which
+the workload has already reduced over ranks) and checkpoints go back to Tune and MLflow.
+With workers > 1, `cpus_per_trial` and `gpus_per_trial` are what each worker holds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray.train
+from ray.train.torch import TorchTrainer, get_device
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR, build_workload, stop_reached
+
+PROGRESS_FILE = "progress.json"
+
+
+def run_ddp_trial(config: dict[str, Any]) -> None:
+    """The Tune function trainable: one Ray Train run per trial."""
+    trial = config["trial"]
+    resources = trial["resources"]
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={"trial": trial},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources["workers"],
+            use_gpu=resources["gpus_per_trial"] > 0,
+            resources_per_worker=_worker_resources(resources),
+        ),
+        # Same name and storage on a retry: Ray Train resumes from its latest checkpoint.
+        run_config=ray.train.RunConfig(
+            name=f"{trial['trial_id']}-ddp",
+            storage_path=trial["storage"],
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=trial["checkpoint_keep"]),
+        ),
+    )
+    trainer.fit()
+
+
+def _worker_resources(resources: dict[str, Any]) -> dict[str, float]:
+    per_worker = {"CPU": float(resources["cpus_per_trial"])}
+    if resources["gpus_per_trial"]:
+        per_worker["GPU"] = float(resources["gpus_per_trial"])
+    if resources.get("memory_gb"):
+        per_worker["memory"] = resources["memory_gb"] * 1024**3
+    per_worker.update(resources.get("custom") or {})
+    return per_worker
+
+
+def _worker_loop(loop_config: dict[str, Any]) -> None:
+    """One DDP rank: the WorkloadTrainable loop, reporting through Ray Train."""
+    trial = loop_config["trial"]
+    rank = ray.train.get_context().get_world_rank()
+    artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
+    workload = build_workload(trial, {"device": get_device()})
+    iteration, elapsed = 0, 0.0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            workload.restore(Path(directory) / STATE_DIR)
+            progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
+            iteration, elapsed = progress["iteration"], progress["elapsed_s"]
+    every = trial["checkpoint_every"]
+    while True:
+        started = time.time()
+        metrics = {name: float(value) for name, value in workload.step().items()}
+        iteration += 1
+        elapsed += time.time() - started
+        done = stop_reached(trial["stop"], type(workload).metrics, iteration, elapsed, metrics)
+        if done and rank == 0:
+            workload.artifacts(artifacts_dir)
+        with tempfile.TemporaryDirectory() as directory:
+            saved = None
+            if rank == 0 and (done or (every and iteration % every == 0)):
+                (Path(directory) / STATE_DIR).mkdir()
+                workload.save(Path(directory) / STATE_DIR)
+                (Path(directory) / PROGRESS_FILE).write_text(
+                    json.dumps({"iteration": iteration, "elapsed_s": elapsed}))
+                if done and any(artifacts_dir.iterdir()):
+                    shutil.copytree(artifacts_dir, Path(directory) / ARTIFACTS_DIR)
+                saved = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report({**metrics, "done": done}, checkpoint=saved)
+        if done:
+            break
+    workload.close()
