@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RUNYARD, run_cli
+from runyard_testing import RUNYARD, run_cli
 from runyard.launch.local_cluster import free_ports
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli, tracking_uri
+from runyard_testing import run_cli, tracking_uri
 from runyard.execute.ledger import Ledger
 from runyard.tracking.plots import CURVES_FILE, OBJECTIVE_FILE, PARALLEL_FILE
 
