@@ -147,12 +147,12 @@ def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
     request, bundles = request_of(spec)
     running = sum(1 for s in states.values() if s == "RUNNING")
     pending = [PendingTrial(trial_id, labels.get(trial_id, ""), request,
-                            _reason(spec, bundles, request, running, cluster))
+                            pending_reason(spec, bundles, request, running, cluster))
                for trial_id, status in sorted(states.items()) if status == "PENDING"]
     return Explanation(ledger.sweep_id, states, pending, cluster, notes)
 
 
-def _reason(spec: JobSpec, bundles: list[dict[str, float]], request: dict[str, float],
+def pending_reason(spec: JobSpec, bundles: list[dict[str, float]], request: dict[str, float],
             running: int, cluster: ClusterView | None) -> str:
     limit = spec.sweep.max_concurrent if spec.sweep else None
     if cluster is not None:
