@@ -115,5 +115,11 @@ def test_explain_says_pending_trials_wait_for_cpus_held_by_running_ones(workdir:
         local = run_cli("explain", "busy", cwd=workdir, env=env)
         assert local.returncode == 0 and "PENDING" in local.stdout
         assert "embedded Ray" in local.stdout
+        # A driver that died (SIGKILL, a lost machine): explain says nothing runs, and how to go on.
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        gone = run_cli("explain", "busy", cwd=workdir, env=env)
+        assert gone.returncode == 0 and "is gone" in gone.stdout, gone.stdout + gone.stderr
+        assert "runyard resume busy" in gone.stdout
     finally:
         stop_group(driver, 60)

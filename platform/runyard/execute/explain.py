@@ -17,6 +17,7 @@ pending trial waits for one of (checked in this order):
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from runyard.execute.ledger import Ledger
 from runyard.plan import trial_bundles
 from runyard.plan.resources import describe
 from runyard.spec import JobSpec
+from runyard.tracking.reconcile import driver_alive
 from runyard.tracking.results import trial_results
 from runyard.tracking.store import client_for
 
@@ -90,8 +92,6 @@ def request_of(spec: JobSpec) -> tuple[dict[str, float], list[dict[str, float]]]
 
 def cluster_view(address: str) -> ClusterView:
     """Join the cluster as a passive driver (it asks for no resources), read, leave."""
-    import logging
-
     import ray
     from ray.util import placement_group_table
 
@@ -126,24 +126,29 @@ def _autoscaler_launches(gcs_address: str) -> list[str]:
 
 def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
     notes: list[str] = []
-    states = {trial_id: status for trial_id, (status, _) in tune_states(ledger).items()}
-    labels = {trial_id: label for trial_id, (_, label) in tune_states(ledger).items()}
+    known = tune_states(ledger)
+    states = {trial_id: status for trial_id, (status, _) in known.items()}
+    labels = {trial_id: label for trial_id, (_, label) in known.items()}
     if not states:
         notes.append("Tune has not written this job's experiment state yet (the driver writes "
                      "it a few seconds after it starts)")
+    client = client_for(ledger.tracking_uri)
     # Runs that exist in MLflow have started, whatever the last written Tune state says.
-    started = {r.trial_id: r.status for r in trial_results(client_for(ledger.tracking_uri),
-                                                          ledger.run_id, None)}
-    for trial_id, status in started.items():
-        if states.get(trial_id) in ("PENDING", None) and status == "RUNNING":
-            states[trial_id] = "RUNNING"
-    cluster = None
-    if address:
-        cluster = cluster_view(address)
-    else:
-        notes.append("the job runs on an embedded Ray inside its driver process, which no other "
-                     "process can join (or it is gone with the driver): give --address for a "
-                     "cluster; cluster resources are not shown")
+    for result in trial_results(client, ledger.run_id, None):
+        if states.get(result.trial_id) in ("PENDING", None) and result.status == "RUNNING":
+            states[result.trial_id] = "RUNNING"
+    active = any(state in ACTIVE for state in states.values())
+    tags = client.get_run(ledger.run_id).data.tags
+    alive = driver_alive(tags.get("runyard.driver", ""), tags.get("runyard.driver_started"))
+    if active and alive is False:
+        notes.append(f"its driver ({tags['runyard.driver']}) is gone, and with it an embedded "
+                     f"Ray or the job's trials on a cluster: nothing of this job runs now; "
+                     f"`runyard resume {ledger.sweep_id}` continues it")
+    elif active and not address:
+        notes.append("without --address (or RAY_ADDRESS) the job runs on an embedded Ray inside "
+                     "its driver process, which no other process can join: cluster resources "
+                     "are not shown")
+    cluster = cluster_view(address) if address else None
     request, bundles = request_of(spec)
     running = sum(1 for s in states.values() if s == "RUNNING")
     pending = [PendingTrial(trial_id, labels.get(trial_id, ""), request,
@@ -153,7 +158,7 @@ def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
 
 
 def pending_reason(spec: JobSpec, bundles: list[dict[str, float]], request: dict[str, float],
-            running: int, cluster: ClusterView | None) -> str:
+                   running: int, cluster: ClusterView | None) -> str:
     limit = spec.sweep.max_concurrent if spec.sweep else None
     if cluster is not None:
         largest = max(bundles, key=lambda b: sum(b.values()))
