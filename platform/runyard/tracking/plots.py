@@ -11,7 +11,6 @@ fetched from the network, so it opens anywhere, offline, as an MLflow artifact.
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -171,9 +170,8 @@ def parallel_coordinates(rows: list[dict[str, Any]], space: dict[str, str], metr
             f"{html.escape(metric)}: parallel coordinates</title><style>"
             "polyline.config:hover{stroke-width:4;stroke-opacity:1}</style></head><body>"
             + "".join(parts)
-            + "<script>const configs = " + json.dumps(
-                [{"label": r["label"], "value": r["value"]} for r in rows]).replace("</", "<\\/")
-            + ";document.querySelectorAll('polyline.config').forEach(function (line) {"
+            # Hovering a line raises it above the others (SVG paints in document order).
+            + "<script>document.querySelectorAll('polyline.config').forEach(function (line) {"
               "line.addEventListener('mouseenter', function () {"
               "line.parentNode.appendChild(line); });});</script></body></html>")
     path.write_text(page)
