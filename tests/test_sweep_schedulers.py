@@ -105,3 +105,19 @@ def test_a_config_is_judged_only_when_every_live_seed_reached_the_iteration(tmp_
     expected = (scores[first.trial_id][0] + scores[second.trial_id][0]) / 2
     assert scheduler.seed_mean(0, 1) == expected
     assert scheduler.judged[0] == 1
+
+
+def test_after_a_resume_judging_goes_on_from_where_the_seeds_are(tmp_path: Path):
+    """A resumed experiment brings a fresh scheduler: ended seeds are re-added as TERMINATED
+    and running ones report from their checkpoints on (iteration 3 here)."""
+    trials, scores = sweep_trials(tmp_path)
+    scheduler = SeedMeanScheduler(asha(), SEEDS, "score", "max", max_t=ITERATIONS)
+    first, second, third = trials[:SEEDS]
+    first.set_status(Trial.TERMINATED)
+    for trial in (first, second, third):
+        scheduler.on_trial_add(None, trial)
+    for trial in (second, third):
+        scheduler.on_trial_result(None, trial, {"training_iteration": 3,
+                                                "score": scores[trial.trial_id][2]})
+    assert scheduler.judged[0] == 3
+    assert scheduler.seed_mean(0, 3) == (scores[second.trial_id][2] + scores[third.trial_id][2]) / 2

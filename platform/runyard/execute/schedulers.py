@@ -55,6 +55,10 @@ class SeedMeanScheduler(FIFOScheduler):
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
         self.members.setdefault(sample_of(trial), {})[trial.trial_id] = trial
         self.history.setdefault(trial.trial_id, {})
+        if trial.status in (Trial.TERMINATED, Trial.ERROR):
+            # A resumed experiment re-adds its ended trials; their results are not replayed,
+            # so they drop out of their config's means.
+            self.ended.add(trial.trial_id)
         self.inner.on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
@@ -105,9 +109,13 @@ class SeedMeanScheduler(FIFOScheduler):
     def _judge(self, tune_controller: Any, sample: int, result: dict) -> str:
         """Hand the inner rule every iteration of this config that is now complete, in order."""
         action = TrialScheduler.CONTINUE
-        reached = max((max(h) for tid in self.members[sample] if (h := self.history[tid])),
-                      default=0)
-        iteration = self.judged.get(sample, 0) + 1
+        histories = [self.history[tid] for tid in self.members[sample] if self.history[tid]]
+        reached = max((max(h) for h in histories), default=0)
+        # Resumed seeds report from where their checkpoints were: the first iteration every
+        # seed has a value for is where judging can start again.
+        live = [self.history[tid] for tid in self.members[sample] if tid not in self.ended]
+        common = max((min(h) for h in live if h), default=1)
+        iteration = max(self.judged.get(sample, 0) + 1, common)
         while iteration <= reached:
             mean = self.seed_mean(sample, iteration)
             if mean is None:
