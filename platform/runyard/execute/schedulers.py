@@ -10,7 +10,7 @@ feeds it one series per config instead:
 reported to the inner rule once every seed of the config that can still reach t has reached
 it (a seed that ended or failed earlier drops out of the mean). Until then the seeds that are
 ahead simply continue. When the inner rule stops a config, all its seeds stop: running ones
-at their next result, pending or paused ones at once.
+at their next result, paused ones (the median rule yields slots) at once.
 """
 
 from __future__ import annotations
