@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from runyard.spec import JobSpec, set_dotted
 from runyard.spec.loader import validate_data
 from runyard.spec.yamlpos import Origin
 from runyard.tracking import provenance
-from runyard.tracking.results import best_config, trial_results
+from runyard.tracking.results import TrialResult, best_config, config_summaries, trial_results
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.writer import RunRef
 
@@ -305,10 +306,32 @@ class _JobSession:
                 writer.log_metrics(self.job_run, {f"best_{spec.sweep.metric}": best["value"]},
                                    step=len(results))
             writer.set_tags(self.job_run, tags)
+            self._log_plots(results)
             writer.end_run(self.job_run, status)
         self.tracking.close()
         exit_code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if failed else EXIT_OK)
         return JobOutcome(status, self.ledger.run_id, self.ledger.sweep_id, failed, best, exit_code)
+
+    def _log_plots(self, results: list[TrialResult], top: int = 5) -> None:
+        """The sweep's pictures (tracking.plots) as artifacts of its parent run, under plots/.
+        A picture is a nicety: failing to draw one never fails the sweep."""
+        from runyard.tracking.plots import sweep_plots  # matplotlib: only when a sweep ends
+
+        sweep, client = self.spec.sweep, self.tracking.client
+        try:
+            rows = config_summaries(results, sweep.mode)
+            curves = {}
+            for row in rows[:top]:
+                seeds = [r for r in results if r.sample == row["sample"] and r.status == "FINISHED"]
+                curves[row["label"]] = [
+                    sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, sweep.metric))
+                    for r in seeds]
+            space = {key: d.kind for key, d in sweep.space.items()}
+            with tempfile.TemporaryDirectory(prefix="runyard-plots-") as folder:
+                if sweep_plots(rows, space, sweep.metric, sweep.mode, curves, Path(folder)):
+                    self.tracking.writer.log_artifacts(self.job_run, folder, "plots").result()
+        except Exception as error:  # noqa: BLE001 — see the docstring
+            logging.getLogger(__name__).warning("could not plot the sweep: %s", error)
 
 
 def _trial_name(trial: Any) -> str:
@@ -369,11 +392,19 @@ def _scheduler(spec: JobSpec) -> Any:
         return None
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
+    from runyard.execute.schedulers import SeedMeanScheduler
+
     sweep = spec.sweep
+    max_t = None
     if sweep.scheduler.asha is not None:
         asha = sweep.scheduler.asha
-        return ASHAScheduler(time_attr="training_iteration", metric=sweep.metric, mode=sweep.mode,
+        max_t = asha.max_t
+        rule = ASHAScheduler(time_attr="training_iteration", metric=sweep.metric, mode=sweep.mode,
                              grace_period=asha.grace, max_t=asha.max_t,
                              reduction_factor=asha.reduction_factor)
-    return MedianStoppingRule(time_attr="training_iteration", metric=sweep.metric,
-                              mode=sweep.mode, grace_period=sweep.scheduler.median.grace)
+    else:
+        rule = MedianStoppingRule(time_attr="training_iteration", metric=sweep.metric,
+                                  mode=sweep.mode, grace_period=sweep.scheduler.median.grace)
+    if sweep.seeds > 1:  # judge each config by its seed mean, and stop its seeds together
+        return SeedMeanScheduler(rule, sweep.seeds, sweep.metric, sweep.mode, max_t=max_t)
+    return rule
