@@ -33,7 +33,9 @@ sweep:
 
 
 def cli(project: Path, cluster, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_TOKEN_PATH": str(cluster.token_path)}
+    env = {**os.environ, "RAY_AUTH_TOKEN_PATH": str(cluster.token_path),
+           "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
+           "MLFLOW_TRACKING_PASSWORD": Path(cluster.tracking_password_path).read_text().strip()}
     env.pop("RAY_ADDRESS", None)
     return subprocess.run([str(RUNYARD), *args], cwd=project, env=env, capture_output=True,
                           text=True, timeout=300)
@@ -99,3 +101,10 @@ def test_submit_follow_and_stop(local_ray_cluster, tmp_path, monkeypatch):
                                              "".join(jobs_api.logs("long-1", cluster.jobs_address))[-3000:])
         time.sleep(1)
     assert {r.info.status for r in runs_of(client, "long-1")} == {"KILLED"}
+
+    listing = cli(project, cluster, "ls", "--cluster", *address,
+                  "--tracking-uri", cluster.tracking_uri)
+    assert listing.returncode == 0, listing.stderr
+    lines = {line.split()[0]: line for line in listing.stdout.splitlines() if line.strip()}
+    assert "SUCCEEDED" in lines["quick-1"] and "FINISHED" in lines["quick-1"] and "2/2" in lines["quick-1"]
+    assert "STOPPED" in lines["long-1"] and "KILLED" in lines["long-1"]

@@ -132,6 +132,10 @@ def add_commands(commands: Commands) -> None:
                       "Runs whose driver process is gone are marked FAILED on the way.\n", cmd_ls)
     ls.add_argument("--experiment", help="only this MLflow experiment")
     ls.add_argument("--limit", type=int, default=20, help="how many (default: 20)")
+    ls.add_argument("--cluster", action="store_true",
+                    help="jobs on a Ray cluster (Jobs API), each with its MLflow runs")
+    ls.add_argument("--address", help="with --cluster: Jobs API address (default: RAY_ADDRESS, "
+                                      "else `cluster local up`'s)")
     add_tracking(ls)
 
     ui = commands.add("ui", "open the MLflow UI on runyard's tracking store",
@@ -377,9 +381,46 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from runyard.tracking.listing import recent_jobs, render_jobs
     from runyard.tracking.store import resolve_tracking_uri
 
+    if args.cluster:
+        return _ls_cluster(args)
     uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
     rows = recent_jobs(uri, args.experiment, args.limit)
     render_jobs(Console(), rows, uri)
+    return EXIT_OK
+
+
+def _ls_cluster(args: argparse.Namespace) -> int:
+    """Jobs the cluster knows, joined with the runs they wrote to the cluster's MLflow."""
+    import os
+
+    from rich.table import Table
+
+    from runyard.launch import jobs_api, local_cluster
+    from runyard.tracking.listing import job_runs
+
+    jobs = jobs_api.list_jobs(args.address)[-args.limit:]
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    state = Path(local_cluster.DEFAULT_STATE_DIR)
+    if uri is None and (state / local_cluster.STATE_FILE).exists():
+        cluster = local_cluster.LocalCluster.load(state)
+        uri = cluster.tracking_uri or None
+        if uri:  # this process only: the credentials of the local cluster's server
+            os.environ.setdefault("MLFLOW_TRACKING_USERNAME", cluster.tracking_username)
+            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD",
+                                  Path(cluster.tracking_password_path).read_text().strip())
+    runs = job_runs(uri, [job.submission_id for job in jobs if job.submission_id]) if uri else {}
+    table = Table(title="jobs on the cluster" + (f", runs in {uri}" if uri else
+                                                 " (no tracking URI: give --tracking-uri)"),
+                  title_justify="left", box=None, header_style="bold")
+    for column in ("job id", "job status", "run status", "kind", "trials", "best", "MLflow run id"):
+        table.add_column(column, no_wrap=True)
+    for job in reversed(jobs):
+        row = runs.get(job.submission_id)
+        table.add_row(job.submission_id or job.job_id or "-", job.status.value,
+                      *(("", "", "", "", "") if row is None else
+                        (row.status, row.kind, row.trials, row.best, row.run_id)))
+    console = Console() if Console().is_terminal else Console(width=240)
+    console.print(table if jobs else "no jobs on this cluster yet")
     return EXIT_OK
 
 

@@ -39,30 +39,45 @@ def recent_jobs(uri: str, experiment: str | None, limit: int) -> list[JobRow]:
     runs = client.search_runs(list(experiments), filter_string="tags.`runyard.kind` != 'trial'",
                               run_view_type=ViewType.ACTIVE_ONLY, max_results=limit,
                               order_by=["attributes.start_time DESC"])
-    rows = []
-    for run in runs:
-        if PARENT in run.data.tags:
-            continue
-        tags = run.data.tags
-        kind = tags.get("runyard.kind", "-")
-        trials = "1"
-        if kind == "sweep":
-            children = client.search_runs(
-                [run.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{run.info.run_id}'",
-                max_results=10000)
-            finished = sum(c.info.status == "FINISHED" for c in children)
-            trials = f"{finished}/{len(children)}"
-        best = next((f"{k.removeprefix('best_')}={v:.4g}" for k, v in run.data.metrics.items()
-                     if k.startswith("best_")), "")
-        end = run.info.end_time or int(time.time() * 1000)
-        rows.append(JobRow(
-            started=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
-            experiment=experiments.get(run.info.experiment_id, "?"),
-            job_id=tags.get("runyard.sweep_id", run.info.run_name or ""), kind=kind, status=run.info.status, trials=trials,
-            best=best, duration=f"{(end - run.info.start_time) / 1000:.0f}s",
-            run_id=run.info.run_id,
-        ))
-    return rows
+    return [_row(client, run, experiments) for run in runs if PARENT not in run.data.tags]
+
+
+def job_runs(uri: str, job_ids: list[str]) -> dict[str, JobRow]:
+    """The MLflow run of each runyard job id (a plain job's run, or a sweep's parent)."""
+    client = client_for(uri)
+    experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    found = {}
+    for job_id in job_ids if experiments else []:
+        runs = client.search_runs(list(experiments),
+                                  filter_string=f"tags.`runyard.sweep_id` = '{job_id}'",
+                                  max_results=10000)
+        top = [r for r in runs if r.data.tags.get("runyard.kind") in ("run", "sweep")]
+        if top:
+            found[job_id] = _row(client, top[0], experiments)
+    return found
+
+
+def _row(client, run, experiments: dict[str, str]) -> JobRow:
+    tags = run.data.tags
+    kind = tags.get("runyard.kind", "-")
+    trials = "1"
+    if kind == "sweep":
+        children = client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{run.info.run_id}'",
+            max_results=10000)
+        finished = sum(c.info.status == "FINISHED" for c in children)
+        trials = f"{finished}/{len(children)}"
+    best = next((f"{k.removeprefix('best_')}={v:.4g}" for k, v in run.data.metrics.items()
+                 if k.startswith("best_")), "")
+    end = run.info.end_time or int(time.time() * 1000)
+    return JobRow(
+        started=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
+        experiment=experiments.get(run.info.experiment_id, "?"),
+        job_id=tags.get("runyard.sweep_id", run.info.run_name or ""), kind=kind,
+        status=run.info.status, trials=trials,
+        best=best, duration=f"{(end - run.info.start_time) / 1000:.0f}s",
+        run_id=run.info.run_id,
+    )
 
 
 def render_jobs(console: Console, rows: list[JobRow], uri: str) -> None:
