@@ -52,6 +52,12 @@ class SleepOnce(tune.Trainable):
         self.x = new_config["x"]
         return True
 
+    def save_checkpoint(self, checkpoint_dir):
+        return {"x": self.x}
+
+    def load_checkpoint(self, checkpoint):
+        self.x = checkpoint["x"]
+
 
 def bare_tune(trials: int, storage: Path) -> float:
     started = time.perf_counter()

@@ -113,7 +113,7 @@ class ProgressCallback(tune.Callback):
         if self.live:
             self.live.console.print(f"{stamp} {line}", highlight=False)
         else:
-            print(f"{stamp} {line}", flush=True)
+            print(f"{stamp} {line}", file=self.console.file, flush=True)
 
     def _refresh(self) -> None:
         if not self.live:
