@@ -20,7 +20,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from runyard.execute.ledger import Ledger
 from runyard.plan import trial_bundles
