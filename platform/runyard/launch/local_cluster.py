@@ -48,6 +48,7 @@ from runyard.tracking.server import (
     serve,
     tail,
     terminate_process_group,
+    write_private,
 )
 
 DEFAULT_STATE_DIR = Path(".runyard/cluster")
@@ -179,7 +180,7 @@ def up(
         state_dir=str(state_dir),
         # Short on purpose: Ray puts unix sockets under it (107-byte path limit).
         ray_temp_root=tempfile.mkdtemp(prefix="ry-", dir="/tmp"),
-        token_path=str(_write_secret(state_dir / TOKEN_FILE, secrets.token_hex(32))),
+        token_path=str(write_private(state_dir / TOKEN_FILE, secrets.token_hex(32))),
     )
     cluster.save()
     try:
@@ -308,7 +309,7 @@ def _start_tracking(cluster: LocalCluster, backend: str | None, echo) -> None:
     password_path = state_dir / TRACKING_PASSWORD_FILE
     if not password:
         password = password_path.read_text().strip() if password_path.exists() else secrets.token_urlsafe(24)
-    _write_secret(password_path, password)
+    write_private(password_path, password)
     cluster.tracking_username = username
     cluster.tracking_password_path = str(password_path)
     server = serve(
@@ -473,13 +474,3 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
-
-
-def _write_secret(path: Path, value: str) -> Path:
-    """Write a secret readable by its owner only (created 0600, never world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
-    os.chmod(path, 0o600)
-    return path

@@ -1,7 +1,7 @@
 """Layer 2 — plan: a JobSpec → its trials, each checked against the target cluster before any
 of them starts."""
 
-from runyard.plan.resources import check_feasible, trial_bundles
+from runyard.plan.resources import check_feasible, fits, trial_bundles, trial_request
 from runyard.plan.trials import Trial, expand
 
-__all__ = ["Trial", "check_feasible", "expand", "trial_bundles"]
+__all__ = ["Trial", "check_feasible", "expand", "fits", "trial_bundles", "trial_request"]

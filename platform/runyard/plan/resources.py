@@ -45,6 +45,15 @@ def trial_bundles(spec: JobSpec) -> list[Bundle]:
     return bundles
 
 
+def trial_request(spec: JobSpec) -> Bundle:
+    """Everything one trial of this spec holds, its bundles added up."""
+    total: Bundle = {}
+    for bundle in trial_bundles(spec):
+        for name, amount in bundle.items():
+            total[name] = total.get(name, 0) + amount
+    return total
+
+
 def describe(resources: dict[str, float]) -> str:
     shown = []
     for name, amount in sorted(resources.items()):
@@ -64,19 +73,16 @@ def check_feasible(spec: JobSpec, trials: list[Trial], nodes: list[dict[str, flo
     bundles = trial_bundles(spec)
     largest = max(nodes, key=lambda node: (node.get("GPU", 0), node.get("CPU", 0)))
     for bundle in bundles:
-        if not any(_fits(bundle, node) for node in nodes):
+        if not any(fits(bundle, node) for node in nodes):
             raise UserError(_explain(spec, trials, bundle, largest, len(nodes), "no node can hold"))
-    total: dict[str, float] = {}
-    for bundle in bundles:
-        for name, amount in bundle.items():
-            total[name] = total.get(name, 0) + amount
+    total = trial_request(spec)
     cluster = {name: sum(node.get(name, 0) for node in nodes) for name in total}
-    if not _fits(total, cluster):
+    if not fits(total, cluster):
         raise UserError(_explain(spec, trials, total, cluster, len(nodes),
                                  "the whole cluster together cannot hold"))
 
 
-def _fits(request: dict[str, float], available: dict[str, Any]) -> bool:
+def fits(request: dict[str, float], available: dict[str, Any]) -> bool:
     return all(available.get(name, 0) + 1e-9 >= amount for name, amount in request.items())
 
 

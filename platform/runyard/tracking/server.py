@@ -134,7 +134,6 @@ def auth_db_uri_for(backend_uri: str) -> str:
 
 def write_auth_config(path: Path, auth_db_uri: str, username: str) -> Path:
     """Write the basic_auth.ini that MLFLOW_AUTH_CONFIG_PATH names (0600: it holds the DB URI)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = (
         "[mlflow]\n"
         f"default_permission = {DEFAULT_PERMISSION}\n"
@@ -143,6 +142,13 @@ def write_auth_config(path: Path, auth_db_uri: str, username: str) -> Path:
         "# admin_password comes from MLFLOW_AUTH_ADMIN_PASSWORD in the server's environment.\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
+    return write_private(path, text)
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write a file only its owner can read (created 0600, never world-readable): tokens,
+    passwords, configs that hold them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
