@@ -207,3 +207,31 @@ def test_queue_runs_by_priority_and_resumes_after_its_process_is_killed(workdir:
     ledger = next(Ledger.load(p) for p in Ledger.folder(workdir).glob("high-*.json"))
     (child,) = children_of(client, ledger.run_id)
     assert child.info.status == "FINISHED" and steps(client, child.info.run_id).count(1) == 1
+
+
+def test_queue_starts_the_next_sweep_as_soon_as_the_cluster_has_room(workdir: Path):
+    # On 2 CPUs: `long` holds one CPU for ~20 s, so `side` (one CPU) has room beside it and
+    # starts while it runs; `wide` asks for both CPUs and waits until both have ended.
+    long = write_toy(workdir, "long", sleep=0.5, iterations=40, samples=1)
+    side = write_toy(workdir, "side", sleep=0.5, iterations=4, samples=1)
+    wide = write_toy(workdir, "wide", iterations=2, samples=1,
+                     extra="resources: {cpus_per_trial: 2}\n")
+    for spec, priority in ((wide, 0), (long, 10), (side, 5)):
+        assert run_cli("queue", "add", str(spec), "--priority", str(priority), cwd=workdir).returncode == 0
+
+    result = run_cli("queue", "run", "--num-cpus", "2", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.findall(r"starting #\d+ (\w+)-", result.stdout) == ["long", "side", "wide"]
+    for name in ("long", "side", "wide"):  # each sweep's own output, in its own log
+        (log,) = (workdir / ".runyard" / "queue").glob(f"{name}-*.log")
+        assert name in log.read_text()
+
+    client = MlflowClient(tracking_uri(workdir))
+    trial = {}
+    for path in Ledger.folder(workdir).glob("*.json"):
+        ledger = Ledger.load(path)
+        (child,) = children_of(client, ledger.run_id)
+        assert child.info.status == "FINISHED"
+        trial[ledger.sweep_id.split("-")[0]] = child.info
+    assert trial["side"].start_time < trial["long"].end_time  # side by side
+    assert trial["wide"].start_time >= max(trial["long"].end_time, trial["side"].end_time)

@@ -1,8 +1,10 @@
-"""`runyard queue ...`: schedule sweeps to run one after another, by priority."""
+"""`runyard queue ...`: schedule sweeps; the runner drains them by priority, side by side
+as the cluster has room."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,21 +17,34 @@ from runyard.errors import EXIT_FAILED, EXIT_OK
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
 
+RUNNER_FOLDER = Path(".runyard/queue")  # the runner's Ray token and each sweep's log
+
 EPILOG = """\
 examples:
   runyard queue add jobs/digits_linear_sweep.yaml --priority 10
   runyard queue add jobs/cartpole_pg_sweep.yaml --after digits-linear-sweep-q1
   runyard queue ls
   runyard queue run                 # drain it: highest priority first, --after respected
+  runyard queue run --num-cpus 8    # ... on an embedded Ray of 8 CPUs
+  runyard queue run --address 10.0.0.5:6379   # ... on a running Ray cluster
   runyard queue rm 3
+
+`queue run` starts the highest-priority ready sweep as soon as the cluster has room for one
+of its trials: when a sweep is down to its last few trials, the next one fills the free
+slots instead of waiting for them. Sweeps share one Ray: an embedded one the runner starts
+(token auth on), or the cluster at --address / RAY_ADDRESS. Each sweep's output goes to
+.runyard/queue/<job id>.log; the runner prints when each starts and ends.
 
 The queue lives in .runyard/queue.db. Each entry's job id is fixed when it is queued, so a
 `queue run` that was killed picks up where it stopped: a sweep that was mid-run is resumed.
+Ctrl-C (or SIGTERM) stops the running sweeps, their runs end KILLED, and they go back in
+the queue.
 """
 
 
 def add_commands(commands: Commands) -> None:
-    queue = commands.add("queue", "schedule sweeps to run one after another", EPILOG, None)
+    queue = commands.add("queue", "schedule sweeps; run them by priority as the cluster has room",
+                         EPILOG, None)
     actions = queue.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
 
     add = actions.add_parser("add", help="queue a spec", description="queue a spec")
@@ -47,7 +62,9 @@ def add_commands(commands: Commands) -> None:
     rm.set_defaults(func=cmd_rm)
 
     run = actions.add_parser("run", help="drain the queue", description="drain the queue")
-    run.add_argument("--address", help="Ray cluster every sweep joins (default: embedded Ray)")
+    run.add_argument("--address", help="Ray cluster every sweep joins (default: RAY_ADDRESS, "
+                                       "else an embedded Ray started here)")
+    run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
     run.set_defaults(func=cmd_run)
 
 
@@ -91,9 +108,23 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runyard.execute.queue import SweepQueue, runyard_command
+    from runyard.launch import ray_session
+    from runyard.launch.ray_session import shared_local_ray
 
-    extra = ["--address", args.address] if args.address else []
-    failures = SweepQueue(Path.cwd()).run(runyard_command(), extra,
-                                          lambda line: print(f"queue: {line}", flush=True))
+    def say(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} queue: {line}", flush=True)
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    # Ray is not imported yet: the embedded Ray's token auth must be set up before it is.
+    cluster = ray_session(address) if address else shared_local_ray(RUNNER_FOLDER, args.num_cpus)
+    with cluster as session:
+        from runyard.cli.jobs import stop_on_sigterm
+        from runyard.execute.queue import ClusterRoom, SweepQueue, runyard_command
+
+        stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
+        cpus = sum(node.get("CPU", 0) for node in session.nodes)
+        where = f"the Ray cluster at {address}" if address else "an embedded Ray (token auth)"
+        say(f"sweeps run on {where}: {len(session.nodes)} node(s), {cpus:g} CPUs")
+        failures = SweepQueue(Path.cwd()).run(runyard_command(), session.address, ClusterRoom(),
+                                              RUNNER_FOLDER, say)
     return EXIT_FAILED if failures else EXIT_OK

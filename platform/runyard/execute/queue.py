@@ -2,19 +2,22 @@
 
 `runyard queue run` drains it: the highest priority entry whose `--after` job has finished
 runs next, each as its own `runyard run` process (a crashing sweep cannot take the queue
-down with it), one at a time on the machine or cluster it was given. Every entry gets its
-job id when it is queued, so a queue runner that was killed finds, on restart, which job
-each entry became: a job that was mid-run is resumed, not started again.
+down with it), all joining one Ray cluster, side by side: the next sweep starts as soon as
+the cluster has room for one of its trials. Every entry gets its job id when it is queued,
+so a queue runner that was killed finds, on restart, which job each entry became: a job
+that was mid-run is resumed, not started again.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +27,9 @@ from runyard.errors import UserError
 from runyard.execute.ledger import Ledger
 
 QUEUED, RUNNING, DONE, FAILED, BLOCKED = "queued", "running", "done", "failed", "blocked"
+SETTLE_S = 120.0  # longest wait for a started sweep to take its room
+STOP_GRACE_S = 60.0  # a stopped sweep's time to end its runs KILLED
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -128,31 +134,151 @@ class SweepQueue:
                 wait(entry.pid)
             self._set(entry.id, status=QUEUED, pid=None)
 
-    def run(self, runyard: list[str], extra_args: list[str], say: Callable[[str], None]) -> int:
-        """Drain the queue; returns how many entries failed."""
+    def run(self, runyard: list[str], address: str, room: ClusterRoom, logs: Path,
+            say: Callable[[str], None], poll_s: float = 1.0) -> int:
+        """Drain the queue onto the cluster at `address`, each sweep's output in the folder
+        `logs`; returns how many entries failed or stayed blocked. The next ready entry starts as soon as `room` says the cluster can
+        hold one of its trials, so a sweep's stragglers never leave the cluster idle while
+        the next sweep waits. Priority is strict: a lower entry never overtakes a ready
+        higher one that does not fit yet. After each start the runner lets that sweep take
+        its room before judging room again, so two sweeps are not started into one slot."""
+        self.logs = self.workdir / logs  # for log_path, while this runs
         self.recover(lambda pid: _wait_for(pid, say))
+        running: dict[int, subprocess.Popen] = {}
+        settling: _Settling | None = None
         failures = 0
-        while (entry := self.next_ready()) is not None:
-            resuming = (Ledger.folder(self.workdir) / f"{entry.job_id}.json").exists()
-            if resuming:
-                command = [*runyard, "resume", entry.job_id, *extra_args]
-            else:
-                sets = [item for o in entry.overrides for item in ("--set", o)]
-                command = [*runyard, "run", entry.spec, *sets, "--id", entry.job_id, *extra_args]
-            say(f"{'resuming' if resuming else 'starting'} #{entry.id} {entry.job_id} "
-                f"(priority {entry.priority})")
-            process = subprocess.Popen(command, cwd=self.workdir)
-            self._set(entry.id, status=RUNNING, pid=process.pid, started=time.time())
-            code = process.wait()
-            status = DONE if code == 0 else FAILED
-            failures += status == FAILED
-            self._set(entry.id, status=status, pid=None, finished=time.time(), exit_code=code)
-            say(f"#{entry.id} {entry.job_id}: {status} (exit {code})")
+        try:
+            while True:
+                for entry_id, process in list(running.items()):
+                    if (code := process.poll()) is not None:
+                        del running[entry_id]
+                        failures += self._ended(entry_id, code, say)
+                if settling is not None and settling.over(room):
+                    settling = None
+                entry = self.next_ready()
+                if entry is None and not running:
+                    break
+                if entry is not None and settling is None:
+                    request = room.request_of(entry)
+                    if request is None or room.admits(request):
+                        process = self._start(entry, runyard, address, say)
+                        running[entry.id] = process
+                        settling = _Settling(process, request or {}, room.available())
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            self._stop(running, say)
+            raise
         blocked = [e for e in self.entries() if e.status in (QUEUED, BLOCKED)]
         for entry in blocked:
             self._set(entry.id, status=BLOCKED)
             say(f"#{entry.id} {entry.job_id} is blocked: it runs after {entry.after}, which did not finish")
         return failures + len(blocked)
+
+    def _start(self, entry: Entry, runyard: list[str], address: str,
+               say: Callable[[str], None]) -> subprocess.Popen:
+        """The entry's job as its own `runyard run` (or `resume`) process, its output in a log
+        file: sweeps side by side would garble one terminal."""
+        resuming = (Ledger.folder(self.workdir) / f"{entry.job_id}.json").exists()
+        if resuming:
+            command = [*runyard, "resume", entry.job_id, "--address", address]
+        else:
+            sets = [item for o in entry.overrides for item in ("--set", o)]
+            command = [*runyard, "run", entry.spec, *sets, "--id", entry.job_id, "--address", address]
+        log = self.log_path(entry)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as output:
+            # Its own session: a Ctrl-C at the terminal reaches the runner alone, which then
+            # stops each sweep once (_stop). Should the runner die, the sweep gets SIGTERM.
+            process = subprocess.Popen(command, cwd=self.workdir, stdout=output,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True, preexec_fn=_end_with_parent)
+        self._set(entry.id, status=RUNNING, pid=process.pid, started=time.time())
+        say(f"{'resuming' if resuming else 'starting'} #{entry.id} {entry.job_id} "
+            f"(priority {entry.priority}); output: {log.relative_to(self.workdir)}")
+        return process
+
+    def log_path(self, entry: Entry) -> Path:
+        return self.logs / f"{entry.job_id}.log"
+
+    def _ended(self, entry_id: int, code: int, say: Callable[[str], None]) -> int:
+        status = DONE if code == 0 else FAILED
+        self._set(entry_id, status=status, pid=None, finished=time.time(), exit_code=code)
+        entry = self.get(entry_id)
+        say(f"#{entry.id} {entry.job_id}: {status} (exit {code})"
+            + ("" if status == DONE else f"; see {self.log_path(entry).relative_to(self.workdir)}"))
+        return status == FAILED
+
+    def _stop(self, running: dict[int, subprocess.Popen], say: Callable[[str], None]) -> None:
+        """The runner is stopping (Ctrl-C, SIGTERM): stop its sweeps the way `runyard stop`
+        does, so their runs end KILLED, and put them back in the queue; the next `queue run`
+        resumes them from their checkpoints."""
+        for process in running.values():
+            if process.poll() is None:
+                process.terminate()
+        for entry_id, process in running.items():
+            try:
+                process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            self._set(entry_id, status=QUEUED, pid=None)
+            entry = self.get(entry_id)
+            say(f"#{entry.id} {entry.job_id}: stopped; `runyard queue run` resumes it")
+
+
+class ClusterRoom:
+    """The free resources of the Ray cluster this process is connected to, against what one
+    trial of a queued spec holds (plan.trial_request).
+
+    Free resources are the cluster's totals, not one node's: the sweep's own placement
+    decides which node. A request the cluster could never hold is admitted, so that the
+    sweep's `runyard run` fails at once with its own explanation instead of waiting here."""
+
+    def __init__(self) -> None:
+        self.requests: dict[int, dict[str, float] | None] = {}  # entry id -> its request
+
+    def request_of(self, entry: Entry) -> dict[str, float] | None:
+        """What one trial of the entry holds; None if its spec no longer loads (its
+        `runyard run` then reports why)."""
+        from runyard.plan import trial_request
+        from runyard.spec import SpecError, load_spec
+
+        if entry.id not in self.requests:
+            try:
+                self.requests[entry.id] = trial_request(load_spec(entry.spec, entry.overrides))
+            except (SpecError, UserError):
+                self.requests[entry.id] = None
+        return self.requests[entry.id]
+
+    def available(self) -> dict[str, float]:
+        import ray
+
+        return ray.available_resources()
+
+    def admits(self, request: dict[str, float]) -> bool:
+        import ray
+
+        from runyard.plan import fits
+
+        return fits(request, self.available()) or not fits(request, ray.cluster_resources())
+
+
+@dataclass
+class _Settling:
+    """A sweep just started, until it has taken the room it was started into (some resource
+    it asks for is down by its request), has exited, or SETTLE_S passed (another sweep may
+    have freed as much as it took)."""
+    process: subprocess.Popen
+    request: dict[str, float]
+    before: dict[str, float]
+    since: float = field(default_factory=time.monotonic)
+
+    def over(self, room: ClusterRoom) -> bool:
+        if self.process.poll() is not None or time.monotonic() - self.since > SETTLE_S:
+            return True
+        now = room.available()
+        return any(now.get(name, 0) <= self.before.get(name, 0) - amount + 1e-9
+                   for name, amount in self.request.items() if amount > 0)
 
 
 def _entry(row: tuple) -> Entry:
@@ -174,6 +300,14 @@ def _job_state(workdir: Path, job_id: str) -> str:
 
     status = client_for(ledger.tracking_uri).get_run(ledger.run_id).info.status
     return {"FINISHED": DONE, "FAILED": FAILED}.get(status, QUEUED)
+
+
+def _end_with_parent() -> None:
+    """In a child, before it runs: have the kernel send it SIGTERM when its parent dies
+    (Linux's PR_SET_PDEATHSIG; elsewhere a child outlives a killed runner, and the next
+    runner waits for it)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_for(pid: int, say: Callable[[str], None]) -> None:

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
+
+from runyard.tracking.server import write_private
 
 
 @dataclass(frozen=True)
@@ -49,3 +54,22 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         yield RaySession(address=context.gcs_address, embedded=embedded, nodes=nodes)
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def shared_local_ray(state_dir: Path, num_cpus: int | None = None) -> Iterator[RaySession]:
+    """An embedded Ray that other runyard processes on this machine join with `--address`
+    (the sweeps a queue runs side by side), with token authentication on like every cluster
+    runyard starts: a fresh token, kept 0600 in `state_dir`, reaches Ray and every process
+    started from here through RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH. Its dashboard runs, for
+    the State API that data-parallel trials need.
+
+    Ray reads RAY_AUTH_MODE once, when it is imported: call this before anything imports
+    ray in this process."""
+    if "ray" in sys.modules:
+        raise RuntimeError("shared_local_ray() must come before `import ray`, which fixes "
+                           "Ray's auth mode for the process")
+    token = write_private(Path(state_dir).resolve() / "ray_auth_token", secrets.token_hex(32))
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    with ray_session(num_cpus=num_cpus, dashboard=True) as session:
+        yield session
