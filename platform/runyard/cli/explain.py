@@ -37,8 +37,8 @@ def add_commands(commands: Commands) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from runyard.execute import load_ledger_spec
     from runyard.execute.explain import explain
+    from runyard.execute.job import load_ledger_spec
     from runyard.execute.ledger import Ledger
     from runyard.plan.resources import describe
 

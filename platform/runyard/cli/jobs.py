@@ -200,7 +200,7 @@ def stop_on_sigterm() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runyard.execute import run_job
+    from runyard.execute.job import run_job
     from runyard.launch import ray_session
     from runyard.plan import check_feasible, expand
     from runyard.spec import load_spec
@@ -322,7 +322,7 @@ def _check_inputs(spec, spec_path: str) -> None:
 
 def _continue(args: argparse.Namespace, action: str) -> int:
     """resume, rerun-failed and extend: find the job, reconcile, rejoin Ray, go on."""
-    from runyard.execute import extend_job, load_ledger_spec, resume_job
+    from runyard.execute.job import extend_job, load_ledger_spec, resume_job
     from runyard.execute.ledger import Ledger
     from runyard.launch import ray_session
     from runyard.plan import check_feasible, expand

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from runyard.errors import EXIT_FAILED, EXIT_OK
+from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
@@ -125,6 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         cpus = sum(node.get("CPU", 0) for node in session.nodes)
         where = f"the Ray cluster at {address}" if address else "an embedded Ray (token auth)"
         say(f"sweeps run on {where}: {len(session.nodes)} node(s), {cpus:g} CPUs")
-        failures = SweepQueue(Path.cwd()).run(runyard_command(), session.address, ClusterRoom(),
-                                              RUNNER_FOLDER, say)
+        try:
+            failures = SweepQueue(Path.cwd()).run(runyard_command(), session.address,
+                                                  ClusterRoom(), RUNNER_FOLDER, say)
+        except KeyboardInterrupt:
+            say("stopped")
+            return EXIT_INTERRUPTED
     return EXIT_FAILED if failures else EXIT_OK

@@ -67,7 +67,7 @@ class _Sweep:
 
 def _load_sweep(key: str, metric: str | None = None) -> _Sweep:
     from runyard import workloads
-    from runyard.execute import load_ledger_spec
+    from runyard.execute.job import load_ledger_spec
     from runyard.execute.ledger import Ledger
     from runyard.tracking.reconcile import reconcile
     from runyard.tracking.results import config_summaries, trial_results
@@ -187,7 +187,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from runyard.execute import planned_trials
+    from runyard.execute.job import planned_trials
     from runyard.spec import load_spec
 
     sweep = _load_sweep(args.job)

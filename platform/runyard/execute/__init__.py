@@ -1,7 +1,6 @@
-"""Layer 4 — execute: planned trials → a Ray Tune run, tracked by the driver."""
+"""Layer 4 — execute: planned trials → a Ray Tune run, tracked by the driver.
 
-from runyard.execute.job import (JobOutcome, extend_job, load_ledger_spec, planned_trials,
-                                 resume_job, run_job)
-
-__all__ = ["JobOutcome", "extend_job", "load_ledger_spec", "planned_trials", "resume_job",
-           "run_job"]
+Import what you need from its modules (runyard.execute.job for the driver's side). This
+package's own import stays empty on purpose: every trial process imports
+runyard.execute.trainable, and must not pay for MLflow, SciPy and Ray Train on the way.
+"""

@@ -20,7 +20,6 @@ from typing import Any
 from ray import tune
 
 from runyard import workloads
-from runyard.execute.rollout_pool import RayRolloutPool
 from runyard.workloads.base import Workload, WorkloadContext
 
 STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
@@ -102,6 +101,9 @@ def _parallel_factories(trial: dict[str, Any]) -> dict[str, Any]:
     in the bundles the trial's placement group reserved for them (plan.trial_bundles)."""
     rollout = trial.get("rollout") or {}
     if rollout and rollout.get("backend", "ray") == "ray":
+        # Imported here: the pool brings torch, which trials without rollouts never need.
+        from runyard.execute.rollout_pool import RayRolloutPool
+
         cpus = float(rollout.get("cpus_per_worker", 1))
         return {"rollout_pool": functools.partial(RayRolloutPool, num_cpus_per_actor=cpus)}
     return {}
