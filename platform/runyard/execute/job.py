@@ -9,10 +9,12 @@ twice.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from ray import tune
 from rich.console import Console
 
 from runyard import workloads
-from runyard.errors import EXIT_FAILED, EXIT_OK, RunFailed, UserError
+from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RunFailed, UserError
 from runyard.execute.ddp import run_ddp_trial
 from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
@@ -41,8 +43,6 @@ from runyard.tracking import provenance
 from runyard.tracking.results import TrialResult, best_config, config_summaries, trial_results
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.writer import RunRef
-
-EXIT_INTERRUPTED = 130
 
 
 @dataclass
@@ -140,6 +140,11 @@ class _JobSession:
         self.base_params = {"workload": spec.workload, **_frame_params(spec)}
         self.job_run: RunRef | None = None
         self.trial_runs: dict[str, RunRef] = {}
+        if spec.sweep is not None:
+            # A sweep ends by drawing its plots; matplotlib's import (~0.6 s) is paid now, in
+            # the background, while Tune runs, instead of after the last trial.
+            threading.Thread(target=importlib.import_module, args=("runyard.tracking.plots",),
+                             name="runyard-import-plots", daemon=True).start()
 
     # ------------------------------------------------------------------------ MLflow runs
 
@@ -315,7 +320,7 @@ class _JobSession:
     def _log_plots(self, results: list[TrialResult], top: int = 5) -> None:
         """The sweep's pictures (tracking.plots) as artifacts of its parent run, under plots/.
         A picture is a nicety: failing to draw one never fails the sweep."""
-        from runyard.tracking.plots import sweep_plots  # matplotlib: only when a sweep ends
+        from runyard.tracking.plots import sweep_plots  # imported early by __init__
 
         sweep, client = self.spec.sweep, self.tracking.client
         try:
