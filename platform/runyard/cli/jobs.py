@@ -372,6 +372,10 @@ def print_outcome(console: Console, spec, outcome) -> None:
         console.print(f"failed trials: {', '.join(outcome.failed_trials)} (tracebacks: each "
                       f"run's error.txt); retry them: runyard rerun-failed {outcome.sweep_id}",
                       highlight=False)
+    if outcome.not_started:
+        console.print(f"the time budget ({spec.sweep.time_budget_s:g} s) ran out: "
+                      f"{outcome.not_started} trial(s) never started; add more with: "
+                      f"runyard extend {outcome.sweep_id} --samples N", highlight=False)
     if outcome.status == "KILLED":
         console.print(f"continue it: runyard resume {outcome.sweep_id}", highlight=False)
     console.print("see it: runyard ui", highlight=False)

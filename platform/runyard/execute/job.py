@@ -52,6 +52,7 @@ class JobOutcome:
     sweep_id: str
     failed_trials: list[str] = field(default_factory=list)
     best: dict[str, Any] | None = None  # for sweeps: see tracking.results.best_config
+    not_started: int = 0  # trials the sweep's time budget left unstarted
     exit_code: int = EXIT_OK
 
 
@@ -193,7 +194,8 @@ class _JobSession:
         tracker = TrackingCallback(
             self.tracking, self.job_run if spec.sweep else None,
             {**self.base_tags, **self.driver_tags()}, self.base_params, trial_files,
-            set(metrics), existing=self.trial_runs)
+            set(metrics), existing=self.trial_runs,
+            time_budget_s=spec.sweep.time_budget_s if spec.sweep else None)
         metric = spec.sweep.metric if spec.sweep else next(iter(metrics))
         mode = spec.sweep.mode if spec.sweep else metrics[metric]
         shown = [metric] + [m for m in metrics if m != metric][:3]
@@ -220,6 +222,7 @@ class _JobSession:
             tune_config=tune.TuneConfig(
                 num_samples=1,
                 max_concurrent_trials=spec.sweep.max_concurrent if spec.sweep else None,
+                time_budget_s=spec.sweep.time_budget_s if spec.sweep else None,
                 scheduler=_scheduler(spec),
                 reuse_actors=True,
                 trial_name_creator=_trial_name,
@@ -302,8 +305,12 @@ class _JobSession:
             failed = ["t0000"] if status == "FAILED" else []
         best = best_config(results, spec.sweep.mode) if spec.sweep else None
         status = "KILLED" if interrupted else ("FAILED" if failed or driver_error else "FINISHED")
+        not_started = 0
         if spec.sweep is not None:
             tags = {"runyard.failed_trials": ",".join(failed) or "none"}
+            if spec.sweep.time_budget_s is not None and not interrupted:
+                not_started = len(planned_trials(self.ledger)) - len(results)
+                tags["runyard.not_started"] = str(not_started)
             if best is not None:
                 tags.update({"runyard.best_trial_id": best["trial_id"],
                              "runyard.best_run_id": best["run_id"],
@@ -315,7 +322,8 @@ class _JobSession:
             writer.end_run(self.job_run, status)
         self.tracking.close()
         exit_code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if failed else EXIT_OK)
-        return JobOutcome(status, self.ledger.run_id, self.ledger.sweep_id, failed, best, exit_code)
+        return JobOutcome(status, self.ledger.run_id, self.ledger.sweep_id, failed, best,
+                          exit_code=exit_code, not_started=not_started)
 
     def _log_plots(self, results: list[TrialResult], top: int = 5) -> None:
         """The sweep's pictures (tracking.plots) as artifacts of its parent run, under plots/.

@@ -8,6 +8,7 @@ or re-run keeps writing to the one run it has.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from runyard.tracking.writer import RunRef
 class TrackingCallback(tune.Callback):
     def __init__(self, tracking: JobTracking, parent: RunRef | None, base_tags: dict[str, str],
                  base_params: dict[str, Any], trial_files: dict[str, dict[str, str]],
-                 metric_names: set[str], existing: dict[str, RunRef]):
+                 metric_names: set[str], existing: dict[str, RunRef],
+                 time_budget_s: float | None = None):
         self.tracking = tracking
         self.parent = parent
         self.base_tags = base_tags
@@ -31,11 +33,16 @@ class TrackingCallback(tune.Callback):
         self.runs: dict[str, RunRef] = dict(existing)
         self.status: dict[str, str] = {}  # final status of trials that ran under this driver
         self.checkpoint_paths: dict[str, str] = {}  # data-parallel trials report them as results
+        self.time_budget_s = time_budget_s
+        self.started = time.monotonic()
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the live MLflow writer (a
         # thread) stays with this driver, and a resuming driver brings its own callbacks.
         return {**self.__dict__, "tracking": None}
+
+    def setup(self, **info: Any) -> None:
+        self.started = time.monotonic()  # Tune starts the sweep's time budget now too
 
     def run_of(self, trial: Any) -> RunRef:
         info = trial.config["trial"]
@@ -89,6 +96,20 @@ class TrackingCallback(tune.Callback):
         self.tracking.writer.set_tags(run, {"runyard.error": last_line[:5000]})
         self.tracking.writer.log_text(run, traceback, "error.txt")
         self._end(trial, "FAILED")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """When the sweep's time budget runs out, Tune stops the running trials without a
+        completion event. They ended as the spec asked, where they were: FINISHED, with
+        their last checkpoint, and a tag that says why they stopped early. (Ctrl-C also
+        stops trials this way, before the budget is spent; those are ended KILLED later.)"""
+        if self.time_budget_s is None or time.monotonic() - self.started < self.time_budget_s:
+            return
+        for trial in trials:
+            trial_id = trial.config["trial"]["trial_id"]
+            if self.status.get(trial_id) == "RUNNING" and trial.status == "TERMINATED":
+                self.tracking.writer.set_tags(self.run_of(trial),
+                                              {"runyard.stopped_by": "time budget"})
+                self.on_trial_complete(0, trials, trial)
 
     def _end(self, trial: Any, status: str) -> None:
         trial_id = trial.config["trial"]["trial_id"]

@@ -157,6 +157,9 @@ class SweepSpec(Strict):
     scheduler: SchedulerSpec | None = None
     max_concurrent: int | None = Field(None, ge=1)
     max_failures: int = Field(0, ge=0, description="retries of a failed trial from its checkpoint")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="the sweep's time budget: when it runs out, running trials end "
+                                "where they are (FINISHED) and trials not yet started never start")
 
     @field_validator("space")
     @classmethod
