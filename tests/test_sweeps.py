@@ -235,3 +235,50 @@ def test_queue_starts_the_next_sweep_as_soon_as_the_cluster_has_room(workdir: Pa
         trial[ledger.sweep_id.split("-")[0]] = child.info
     assert trial["side"].start_time < trial["long"].end_time  # side by side
     assert trial["wide"].start_time >= max(trial["long"].end_time, trial["side"].end_time)
+
+
+def test_stopping_the_queue_runner_stops_its_sweeps_and_requeues_them(workdir: Path):
+    spec = write_toy(workdir, "stopped", sleep=0.5, iterations=12, every=2, samples=1)
+    assert run_cli("queue", "add", str(spec), cwd=workdir).returncode == 0
+    runner = subprocess.Popen([str(RUNYARD), "queue", "run"], cwd=workdir, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list((workdir / ".runyard" / "ray_results").glob("stopped-*/t0000/checkpoint_000001")):
+        assert runner.poll() is None and time.monotonic() < deadline
+        time.sleep(0.5)
+    runner.send_signal(signal.SIGTERM)  # the runner alone, as a scheduler would stop it
+    output, _ = runner.communicate(timeout=120)
+    assert runner.returncode != 0
+    assert "stopped; `runyard queue run` resumes it" in output, output
+
+    client = MlflowClient(tracking_uri(workdir))
+    ledger = next(Ledger.load(p) for p in Ledger.folder(workdir).glob("stopped-*.json"))
+    (child,) = children_of(client, ledger.run_id)
+    assert child.info.status == "KILLED"
+    assert client.get_run(ledger.run_id).info.status == "KILLED"
+    assert "queued" in run_cli("queue", "ls", cwd=workdir).stdout
+
+    result = run_cli("queue", "run", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"resuming #1 stopped-", result.stdout)
+    (child,) = children_of(client, ledger.run_id)
+    assert child.info.status == "FINISHED" and steps(client, child.info.run_id).count(1) == 1
+
+
+def test_time_budget_ends_running_trials_where_they_are_and_starts_no_more(workdir: Path):
+    # Three 30-s trials, one at a time, on a 15-s budget: the first is stopped mid-way.
+    spec = write_toy(workdir, "budget", sleep=0.1, iterations=300, every=5, samples=3,
+                     concurrent=1, extra="  time_budget_s: 15\n")
+    result = run_cli("run", str(spec), "--id", "budget", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 trial(s) never started" in result.stdout
+
+    client = MlflowClient(tracking_uri(workdir))
+    parent = client.get_run(Ledger.load(Ledger.folder(workdir) / "budget.json").run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["runyard.not_started"] == "2"
+    (child,) = children_of(client, parent.info.run_id)
+    assert child.info.status == "FINISHED"
+    assert child.data.tags["runyard.stopped_by"] == "time budget"
+    assert 0 < max(steps(client, child.info.run_id)) < 300
+    assert "checkpoint" in {a.path for a in client.list_artifacts(child.info.run_id)}

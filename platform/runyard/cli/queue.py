@@ -65,7 +65,16 @@ def add_commands(commands: Commands) -> None:
     run.add_argument("--address", help="Ray cluster every sweep joins (default: RAY_ADDRESS, "
                                        "else an embedded Ray started here)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    run.add_argument("--max-running", type=at_least_one, metavar="N",
+                     help="run at most N sweeps at once (default: as many as the cluster has "
+                          "room for; 1 runs them one after another)")
     run.set_defaults(func=cmd_run)
+
+
+def at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}")
+    return int(text)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -127,7 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(f"sweeps run on {where}: {len(session.nodes)} node(s), {cpus:g} CPUs")
         try:
             failures = SweepQueue(Path.cwd()).run(runyard_command(), session.address,
-                                                  ClusterRoom(), RUNNER_FOLDER, say)
+                                                  ClusterRoom(), RUNNER_FOLDER, say,
+                                                  args.max_running)
         except KeyboardInterrupt:
             say("stopped")
             return EXIT_INTERRUPTED

@@ -25,6 +25,9 @@ import psutil
 
 from runyard.errors import UserError
 from runyard.execute.ledger import Ledger
+from runyard.plan import fits, trial_request
+from runyard.plan.resources import describe
+from runyard.spec import SpecError, load_spec
 
 QUEUED, RUNNING, DONE, FAILED, BLOCKED = "queued", "running", "done", "failed", "blocked"
 SETTLE_S = 120.0  # longest wait for a started sweep to take its room
@@ -135,17 +138,22 @@ class SweepQueue:
             self._set(entry.id, status=QUEUED, pid=None)
 
     def run(self, runyard: list[str], address: str, room: ClusterRoom, logs: Path,
-            say: Callable[[str], None], poll_s: float = 1.0) -> int:
+            say: Callable[[str], None], max_running: int | None = None,
+            poll_s: float = 1.0) -> int:
         """Drain the queue onto the cluster at `address`, each sweep's output in the folder
-        `logs`; returns how many entries failed or stayed blocked. The next ready entry starts as soon as `room` says the cluster can
-        hold one of its trials, so a sweep's stragglers never leave the cluster idle while
-        the next sweep waits. Priority is strict: a lower entry never overtakes a ready
-        higher one that does not fit yet. After each start the runner lets that sweep take
-        its room before judging room again, so two sweeps are not started into one slot."""
+        `logs`; returns how many entries failed or stayed blocked.
+
+        The next ready entry starts as soon as `room` says the cluster can hold one of its
+        trials, so a sweep's stragglers never leave the cluster idle while the next sweep
+        waits. Priority is strict: a lower entry never overtakes a ready higher one that
+        does not fit yet. After each start the runner lets that sweep take its room before
+        judging room again, so two sweeps are not started into one slot. `max_running`
+        caps how many sweeps run at once (1: one after another)."""
         self.logs = self.workdir / logs  # for log_path, while this runs
         self.recover(lambda pid: _wait_for(pid, say))
         running: dict[int, subprocess.Popen] = {}
         settling: _Settling | None = None
+        waiting_for: int | None = None  # the entry last reported as waiting for room
         failures = 0
         try:
             while True:
@@ -158,12 +166,19 @@ class SweepQueue:
                 entry = self.next_ready()
                 if entry is None and not running:
                     break
-                if entry is not None and settling is None:
+                has_slot = max_running is None or len(running) < max_running
+                if entry is not None and settling is None and has_slot:
                     request = room.request_of(entry)
                     if request is None or room.admits(request):
                         process = self._start(entry, runyard, address, say)
                         running[entry.id] = process
                         settling = _Settling(process, request or {}, room.available())
+                    elif waiting_for != entry.id:
+                        waiting_for = entry.id
+                        free = room.available()
+                        say(f"#{entry.id} {entry.job_id} waits for room: a trial holds "
+                            f"{describe(request)}; free now: "
+                            f"{describe({name: free.get(name, 0) for name in request})}")
                 time.sleep(poll_s)
         except KeyboardInterrupt:
             self._stop(running, say)
@@ -183,7 +198,8 @@ class SweepQueue:
             command = [*runyard, "resume", entry.job_id, "--address", address]
         else:
             sets = [item for o in entry.overrides for item in ("--set", o)]
-            command = [*runyard, "run", entry.spec, *sets, "--id", entry.job_id, "--address", address]
+            command = [*runyard, "run", entry.spec, *sets, "--id", entry.job_id,
+                       "--address", address]
         log = self.log_path(entry)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as output:
@@ -240,9 +256,6 @@ class ClusterRoom:
     def request_of(self, entry: Entry) -> dict[str, float] | None:
         """What one trial of the entry holds; None if its spec no longer loads (its
         `runyard run` then reports why)."""
-        from runyard.plan import trial_request
-        from runyard.spec import SpecError, load_spec
-
         if entry.id not in self.requests:
             try:
                 self.requests[entry.id] = trial_request(load_spec(entry.spec, entry.overrides))
@@ -257,8 +270,6 @@ class ClusterRoom:
 
     def admits(self, request: dict[str, float]) -> bool:
         import ray
-
-        from runyard.plan import fits
 
         return fits(request, self.available()) or not fits(request, ray.cluster_resources())
 
