@@ -53,6 +53,16 @@ def steps(client: MlflowClient, run_id: str, metric: str = "score") -> list[int]
     return sorted(m.step for m in client.get_metric_history(run_id, metric))
 
 
+def wait_for_checkpoint(process: subprocess.Popen, results: Path, pattern: str) -> None:
+    """Wait, while `process` runs, until a path under `results` matches `pattern`
+    (checkpoint_000001 exists once a trial has saved twice)."""
+    deadline = time.monotonic() + 300
+    while not list(results.glob(pattern)):
+        assert process.poll() is None, "it ended before the checkpoint it was waited for"
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+
 def test_resume_after_sigkill_continues_every_trial_in_its_own_run(workdir: Path):
     spec = write_toy(workdir, "killed", sleep=0.6, iterations=8, every=2, samples=4)
     driver = subprocess.Popen([str(RUNYARD), "run", str(spec), "--id", "killed"], cwd=workdir,
@@ -60,12 +70,7 @@ def test_resume_after_sigkill_continues_every_trial_in_its_own_run(workdir: Path
                               start_new_session=True)
     # Wait until some trial has checkpointed at least twice, then kill the driver and every
     # process of its session (Ray's too): what a lost machine looks like.
-    results = workdir / ".runyard" / "ray_results" / "killed"
-    deadline = time.monotonic() + 300
-    while not list(results.glob("t*/checkpoint_000001")):
-        assert driver.poll() is None, "the sweep ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    wait_for_checkpoint(driver, workdir / ".runyard" / "ray_results", "killed/t*/checkpoint_000001")
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
 
@@ -188,10 +193,7 @@ def test_queue_runs_by_priority_and_resumes_after_its_process_is_killed(workdir:
     runner = subprocess.Popen([str(RUNYARD), "queue", "run"], cwd=workdir,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not list((workdir / ".runyard" / "ray_results").glob("high-*/t0000/checkpoint_000001")):
-        assert runner.poll() is None and time.monotonic() < deadline
-        time.sleep(0.5)
+    wait_for_checkpoint(runner, workdir / ".runyard" / "ray_results", "high-*/t0000/checkpoint_000001")
     os.killpg(runner.pid, signal.SIGKILL)
     runner.wait()
 
@@ -243,10 +245,8 @@ def test_stopping_the_queue_runner_stops_its_sweeps_and_requeues_them(workdir: P
     runner = subprocess.Popen([str(RUNYARD), "queue", "run"], cwd=workdir, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not list((workdir / ".runyard" / "ray_results").glob("stopped-*/t0000/checkpoint_000001")):
-        assert runner.poll() is None and time.monotonic() < deadline
-        time.sleep(0.5)
+    wait_for_checkpoint(runner, workdir / ".runyard" / "ray_results",
+                        "stopped-*/t0000/checkpoint_000001")
     runner.send_signal(signal.SIGTERM)  # the runner alone, as a scheduler would stop it
     output, _ = runner.communicate(timeout=120)
     assert runner.returncode != 0
