@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runyard_testing import RUNYARD, run_cli
+from runyard_testing import REPO, RUNYARD, run_cli
 from runyard.cli.main import main
 from runyard.tracking.store import JobTracking
 
@@ -72,3 +72,13 @@ def test_ui_serves_the_embedded_store(workdir: Path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_submit_refuses_a_request_no_node_type_of_the_cluster_config_can_hold():
+    # Checked before anything is sent: the address is never contacted (nothing listens there).
+    result = run_cli("submit", "jobs/digits_linear_sweep.yaml",
+                     "--set", "resources.gpus_per_trial=16", "--cluster-config", "cluster.yaml",
+                     "--address", "http://127.0.0.1:9", cwd=REPO)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "asks for {CPU=1, GPU=16}" in result.stderr and "short of: GPU" in result.stderr
+    assert "submitted" not in result.stdout

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from runyard_testing import JOBS
 from runyard.errors import UserError
-from runyard.plan import check_feasible, expand, trial_bundles
+from runyard.plan import check_feasible, cluster_config_nodes, expand, trial_bundles
 from runyard.spec import load_spec
 
 GIB = 1024**3
@@ -45,3 +47,29 @@ def test_rollout_workers_are_bundles_of_their_own(tmp_path):
     # Each bundle fits a node, but the four together need 7 CPUs: a 4-CPU cluster refuses.
     with pytest.raises(UserError, match="whole cluster together"):
         check_feasible(spec, expand(spec), [{"CPU": 4.0}])
+
+
+def test_cluster_yaml_node_types_are_what_an_autoscaling_cluster_can_hold():
+    nodes = cluster_config_nodes(JOBS.parent / "cluster.yaml")
+    # The head once (no CPUs for trials), each worker type max_workers times.
+    assert sum(1 for n in nodes if n.get("GPU") == 8) == 2
+    assert sum(1 for n in nodes if n.get("gpu_node")) == 8
+    assert sum(n["CPU"] for n in nodes) == 0 + 2 * 96 + 8 * 8 + 12 * 64
+    check_feasible(*plan("resources.gpus_per_trial=8", "resources.custom={multi_gpu_node: 1}"),
+                   nodes)
+    with pytest.raises(UserError, match=r"short of: GPU"):
+        check_feasible(*plan("resources.gpus_per_trial=16"), nodes)
+
+
+@pytest.mark.parametrize("text, field", [
+    ("head_node_type: head\n", "available_node_types: missing"),
+    ("available_node_types:\n  head: {resources: {head_node: 1}}\n",
+     "available_node_types.head.resources"),
+    ("available_node_types: [\n", "not valid YAML"),
+])
+def test_a_cluster_config_without_node_resources_names_the_field(tmp_path, text, field):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=re.escape(field)) as error:
+        cluster_config_nodes(path)
+    assert str(path) in str(error.value)

@@ -40,7 +40,7 @@ def test_an_invalid_change_is_caught_by_the_same_validation(config):
 def test_node_types_cover_training_trials_and_rollouts(config):
     types = config["available_node_types"]
     assert types["train_8gpu"]["node_config"]["InstanceType"] == "p4d.24xlarge"  # 8 GPUs
-    assert types["trial_1gpu"]["resources"] == {"gpu_node": 1}  # same name as the local cluster
+    assert types["trial_1gpu"]["resources"]["gpu_node"] == 1  # same name as the local cluster
     assert "rollout_node" in types["rollout_cpu"]["resources"]
     for name, node_type in types.items():
         if name != config["head_node_type"]:

@@ -49,8 +49,11 @@ examples:
   runyard status digits-linear-sweep-20261123-030516
   runyard logs digits-linear-sweep-20261123-030516 -f
   runyard stop digits-linear-sweep-20261123-030516
+  runyard submit jobs/imagenet_convnet.yaml --cluster-config cluster.yaml   # autoscaling
 
-The spec is validated and planned here first; then the project (minus .runyard/, .venv/,
+The spec is validated and planned here first; with --cluster-config, every trial's request
+is also checked against the node types the cluster can grow to, so a request none of them
+can hold fails here, in seconds, before anything is submitted. Then then the project (minus .runyard/, .venv/,
 data/ and large files) travels as the job's working dir and `runyard run SPEC` runs as its
 driver on the head node, tracking into the cluster's MLflow server. The token comes from
 RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token and is never printed.
@@ -82,6 +85,7 @@ def add_commands(commands: Commands) -> None:
     run.add_argument("--skip-preflight", action="store_true",
                      help="start a sweep even if its preflight checks fail")
     add_cluster(run)
+    add_cluster_config(run)
 
     preflight = commands.add(
         "preflight", "the Recipe's sanity checks on a spec's model and data, in seconds",
@@ -106,6 +110,7 @@ def add_commands(commands: Commands) -> None:
     submit.add_argument("--id", dest="job_id", help="job id (default: NAME-YYYYMMDD-HHMMSS)")
     submit.add_argument("--tracking-uri", help="tracking URI the driver uses (default: the "
                                                "cluster's own MLflow server)")
+    add_cluster_config(submit)
 
     resume = commands.add("resume", "continue a job whose driver died", EPILOG_RESUME, cmd_resume)
     resume.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
@@ -158,6 +163,12 @@ def add_tracking(parser: argparse.ArgumentParser) -> None:
                                                "MLFLOW_TRACKING_URI, else .runyard/mlflow.db)")
 
 
+def add_cluster_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster-config", metavar="YAML",
+                        help="a Ray cluster launcher config (e.g. cluster.yaml): check trials "
+                             "against the node types it can start too, not only live nodes")
+
+
 def add_cluster(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, "
                                           "else start an embedded Ray in this process)")
@@ -202,20 +213,21 @@ def stop_on_sigterm() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from runyard.execute.job import run_job
     from runyard.launch import ray_session
-    from runyard.plan import check_feasible, expand
+    from runyard.plan import check_feasible, cluster_config_nodes, expand
     from runyard.spec import load_spec
     from runyard.tracking.store import resolve_tracking_uri
 
     spec = load_spec(args.spec, args.overrides)
     trials = expand(spec)
     _check_inputs(spec, args.spec)
+    growth = cluster_config_nodes(args.cluster_config) if args.cluster_config else []
     workdir = Path.cwd()
     uri = resolve_tracking_uri(args.tracking_uri, workdir)
     console = Console()
     with ray_session(args.address, num_cpus=args.num_cpus,
                      dashboard=spec.resources.workers > 1) as session:
         stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
-        check_feasible(spec, trials, session.nodes)
+        check_feasible(spec, trials, session.nodes + growth)
         if spec.sweep is not None and not args.skip_preflight and has_preflight(spec):
             if not preflight_passes(spec, uri, console):
                 console.print("the sweep did not start: a preflight check failed (see above). "
@@ -232,22 +244,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from runyard.execute.job import new_job_id
     from runyard.launch import jobs_api
-    from runyard.plan import expand
+    from runyard.plan import check_feasible, cluster_config_nodes, expand
     from runyard.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     trials = expand(spec)
     project = Path.cwd().resolve()
-    try:
-        relative = Path(args.spec).resolve().relative_to(project)
-    except ValueError:
-        raise UserError(f"{args.spec} is outside this project ({project}); only the project "
-                        "travels to the cluster: move the spec under it") from None
+    relative = _in_project(args.spec, project)
     job_id = args.job_id or new_job_id(spec)
     command = ["runyard", "run", str(relative), "--id", job_id]
     command += [item for o in args.overrides for item in ("--set", o)]
     if args.tracking_uri:
         command += ["--tracking-uri", args.tracking_uri]
+    if args.cluster_config:
+        # Refused here, before anything is submitted; the driver checks again, live nodes
+        # and node types together, once it runs on the cluster.
+        check_feasible(spec, trials, cluster_config_nodes(args.cluster_config))
+        command += ["--cluster-config", str(_in_project(args.cluster_config, project))]
     # `runyard stop` sends the driver SIGTERM; it then needs a few seconds to end its runs
     # KILLED and flush their metrics before Ray's default 3 s grace turns into SIGKILL.
     grace = {"RAY_JOB_STOP_WAIT_TIME_S": "30"}
@@ -260,6 +273,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"left behind (over the size limit): {', '.join(submitted.skipped_large_files)}")
     print(f"follow it: runyard logs {job_id} -f    status: runyard status {job_id}")
     return EXIT_OK
+
+
+def _in_project(path: str, project: Path) -> Path:
+    """`path` relative to the project folder, which is all that travels to the cluster."""
+    try:
+        return Path(path).resolve().relative_to(project)
+    except ValueError:
+        raise UserError(f"{path} is outside this project ({project}); only the project "
+                        "travels to the cluster: move it under the project") from None
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:

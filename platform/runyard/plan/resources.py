@@ -7,7 +7,10 @@ node can hold PENDING forever; runyard refuses it up front and says which node c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from runyard import workloads
 from runyard.errors import UserError
@@ -64,6 +67,34 @@ def describe(resources: dict[str, float]) -> str:
         else:
             shown.append(f"{name}={amount:g}")
     return "{" + ", ".join(shown) + "}"
+
+
+def cluster_config_nodes(path: str | Path) -> list[dict[str, float]]:
+    """Every node a Ray cluster launcher config (cluster.yaml) can grow to: each entry of
+    `available_node_types`, its `resources`, once for the head and `max_workers` times for
+    the others. What an autoscaling cluster can hold, before any of it is running."""
+    path = Path(path)
+    fix = ("give every node type its resources, e.g. resources: {CPU: 8, GPU: 1} "
+           "(the autoscaler accepts them as written)")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the cluster config: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML: {error}") from None
+    node_types = config.get("available_node_types") if isinstance(config, dict) else None
+    if not isinstance(node_types, dict) or not node_types:
+        raise UserError(f"{path}: available_node_types: missing; expected a Ray cluster "
+                        "launcher config that names its node types")
+    nodes = []
+    for name, node_type in node_types.items():
+        resources = (node_type or {}).get("resources")
+        if not isinstance(resources, dict) or "CPU" not in resources:
+            raise UserError(f"{path}: available_node_types.{name}.resources: found "
+                            f"{resources!r}; expected the node's CPU count at least: {fix}")
+        count = 1 if name == config.get("head_node_type") else int(node_type.get("max_workers", 0))
+        nodes += [{key: float(amount) for key, amount in resources.items()}] * count
+    return nodes
 
 
 def check_feasible(spec: JobSpec, trials: list[Trial], nodes: list[dict[str, float]]) -> None:
