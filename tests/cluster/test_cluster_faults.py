@@ -18,6 +18,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -70,9 +72,11 @@ def mlflow_client(cluster, monkeypatch) -> MlflowClient:
     return MlflowClient(cluster.tracking_uri)
 
 
-def start_driver(cluster, project: Path, spec: str, job_id: str) -> tuple[subprocess.Popen, Path]:
+@contextmanager
+def driver_running(cluster, project: Path, spec: str, job_id: str) -> Iterator[tuple[subprocess.Popen, Path]]:
     """`runyard run` joined to the cluster, with the environment its nodes have (Ray token,
-    tracking URI and credentials, the cluster's ownership marker)."""
+    tracking URI and credentials, the cluster's ownership marker); killed on the way out if
+    a failed assertion left it running."""
     (project / "jobs").mkdir(parents=True, exist_ok=True)
     (project / "jobs" / f"{job_id}.yaml").write_text(spec)
     log = project / f"{job_id}.log"
@@ -81,7 +85,12 @@ def start_driver(cluster, project: Path, spec: str, job_id: str) -> tuple[subpro
             [str(RUNYARD), "run", f"jobs/{job_id}.yaml", "--id", job_id, "--address", cluster.gcs_address],
             cwd=project, env=cluster.node_env(), stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL)
-    return process, log
+    try:
+        yield process, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def trial_runs(client: MlflowClient, job_id: str) -> list:
@@ -108,13 +117,15 @@ def wait_for(condition, timeout_s: float, what: str, driver: subprocess.Popen, l
         time.sleep(0.5)
 
 
-def finish(driver: subprocess.Popen, log: Path, timeout_s: float) -> int:
+def succeeded(driver: subprocess.Popen, log: Path, timeout_s: float) -> str:
+    """The driver's output, once it has exited 0 within `timeout_s`."""
     try:
-        return driver.wait(timeout=timeout_s)
+        code = driver.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        driver.kill()
-        driver.wait()
         pytest.fail(f"the driver did not finish within {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
+    output = log.read_text()
+    assert code == 0, output[-4000:]
+    return output
 
 
 def raylet_pid(node: local_cluster.NodeRecord) -> int:
@@ -157,8 +168,8 @@ def test_worker_raylet_killed_mid_sweep_trials_resume_from_checkpoints(local_ray
     iterations = 30
     # Two trials, each needing the one gpu_node of a worker: both workers are busy, so the
     # killed node always takes a running trial with it.
-    driver, log = start_driver(cluster, tmp_path, NODE_KILL_SPEC.replace("ITERATIONS", str(iterations)), "node-kill")
-    try:
+    spec = NODE_KILL_SPEC.replace("ITERATIONS", str(iterations))
+    with driver_running(cluster, tmp_path, spec, "node-kill") as (driver, log):
         wait_for(lambda: all(checkpointed_iterations(tmp_path, "node-kill", t) >= 3 for t in ("t0000", "t0001")),
                  180, "both trials to checkpoint iteration 3", driver, log)
         victim = next(node for node in cluster.nodes if node.name.startswith("worker") and processes_in_group(node.pid))
@@ -166,13 +177,7 @@ def test_worker_raylet_killed_mid_sweep_trials_resume_from_checkpoints(local_ray
         # A replacement node, as an operator (or an autoscaler) would bring; it also leaves the
         # session cluster at full size for the tests after this one.
         local_cluster.add_worker(cluster, {"gpu_node": 1})
-        code = finish(driver, log, 240)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-    output = log.read_text()
-    assert code == 0, output[-4000:]
+        output = succeeded(driver, log, 240)
 
     failures = failures_recorded(tmp_path, "node-kill")
     killed = [trial_id for trial_id, count in failures.items() if count]
@@ -212,22 +217,15 @@ def test_tracking_server_restart_mid_sweep_loses_no_metric(local_ray_cluster, tm
     cluster = local_ray_cluster.cluster
     client = mlflow_client(cluster, monkeypatch)
     iterations = 30  # ~8 s per trial, 3 trials one after another: the outage spans trial ends and starts
-    driver, log = start_driver(cluster, tmp_path, TRACKING_RESTART_SPEC.replace("ITERATIONS", str(iterations)),
-                               "tracking-restart")
-    try:
+    spec = TRACKING_RESTART_SPEC.replace("ITERATIONS", str(iterations))
+    with driver_running(cluster, tmp_path, spec, "tracking-restart") as (driver, log):
         wait_for(lambda: (lambda runs: runs and len(score_steps(client, runs[0].info.run_id)) >= 5)(
             trial_runs(client, "tracking-restart")), 180, "the first trial to report", driver, log)
         outage_start = time.time()
         restart_tracking_server(cluster)
         outage_end = time.time()
         assert driver.poll() is None, "the job ended before the tracking server came back"
-        code = finish(driver, log, 240)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-    output = log.read_text()
-    assert code == 0, output[-4000:]
+        succeeded(driver, log, 240)
 
     experiment = client.get_experiment_by_name("faults")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`runyard.sweep_id` = 'tracking-restart'")
