@@ -17,8 +17,6 @@ from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
 
-RUNNER_FOLDER = Path(".runyard/queue")  # the runner's Ray token and each sweep's log
-
 EPILOG = """\
 examples:
   runyard queue add jobs/digits_linear_sweep.yaml --priority 10
@@ -117,27 +115,26 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from runyard.cli.jobs import stop_on_sigterm
+    from runyard.execute.queue import ClusterRoom, SweepQueue, runyard_command
     from runyard.launch import ray_session
     from runyard.launch.ray_session import shared_local_ray
 
     def say(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} queue: {line}", flush=True)
 
+    queue = SweepQueue(Path.cwd())
     address = args.address or os.environ.get("RAY_ADDRESS")
-    # Ray is not imported yet: the embedded Ray's token auth must be set up before it is.
-    cluster = ray_session(address) if address else shared_local_ray(RUNNER_FOLDER, args.num_cpus)
+    # Nothing above imports ray: the embedded Ray's token auth must be set up before that.
+    cluster = ray_session(address) if address else shared_local_ray(queue.folder, args.num_cpus)
     with cluster as session:
-        from runyard.cli.jobs import stop_on_sigterm
-        from runyard.execute.queue import ClusterRoom, SweepQueue, runyard_command
-
         stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
         cpus = sum(node.get("CPU", 0) for node in session.nodes)
         where = f"the Ray cluster at {address}" if address else "an embedded Ray (token auth)"
         say(f"sweeps run on {where}: {len(session.nodes)} node(s), {cpus:g} CPUs")
         try:
-            failures = SweepQueue(Path.cwd()).run(runyard_command(), session.address,
-                                                  ClusterRoom(), RUNNER_FOLDER, say,
-                                                  args.max_running)
+            failures = queue.run(runyard_command(), session.address, ClusterRoom(), say,
+                                 args.max_running)
         except KeyboardInterrupt:
             say("stopped")
             return EXIT_INTERRUPTED

@@ -71,6 +71,7 @@ class Entry:
 class SweepQueue:
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
+        self.folder = self.workdir / ".runyard" / "queue"  # each sweep's log; the runner's Ray token
         path = self.workdir / ".runyard" / "queue.db"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -137,11 +138,11 @@ class SweepQueue:
                 wait(entry.pid)
             self._set(entry.id, status=QUEUED, pid=None)
 
-    def run(self, runyard: list[str], address: str, room: ClusterRoom, logs: Path,
+    def run(self, runyard: list[str], address: str, room: ClusterRoom,
             say: Callable[[str], None], max_running: int | None = None,
             poll_s: float = 1.0) -> int:
-        """Drain the queue onto the cluster at `address`, each sweep's output in the folder
-        `logs`; returns how many entries failed or stayed blocked.
+        """Drain the queue onto the cluster at `address`, each sweep's output in
+        <folder>/<job id>.log; returns how many entries failed or stayed blocked.
 
         The next ready entry starts as soon as `room` says the cluster can hold one of its
         trials, so a sweep's stragglers never leave the cluster idle while the next sweep
@@ -149,7 +150,6 @@ class SweepQueue:
         does not fit yet. After each start the runner lets that sweep take its room before
         judging room again, so two sweeps are not started into one slot. `max_running`
         caps how many sweeps run at once (1: one after another)."""
-        self.logs = self.workdir / logs  # for log_path, while this runs
         self.recover(lambda pid: _wait_for(pid, say))
         running: dict[int, subprocess.Popen] = {}
         settling: _Settling | None = None
@@ -214,7 +214,7 @@ class SweepQueue:
         return process
 
     def log_path(self, entry: Entry) -> Path:
-        return self.logs / f"{entry.job_id}.log"
+        return self.folder / f"{entry.job_id}.log"
 
     def _ended(self, entry_id: int, code: int, say: Callable[[str], None]) -> int:
         status = DONE if code == 0 else FAILED
