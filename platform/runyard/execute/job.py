@@ -17,7 +17,6 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RunFailed, Us
 from runyard.execute.ddp import run_ddp_trial
 from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
+from runyard.execute.outcome import JobOutcome
 from runyard.execute.progress import ProgressCallback
 from runyard.execute.tracking_callback import TrackingCallback
 from runyard.execute.trainable import WorkloadTrainable
@@ -43,17 +43,6 @@ from runyard.tracking import provenance
 from runyard.tracking.results import TrialResult, best_config, config_summaries, trial_results
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.writer import RunRef
-
-
-@dataclass
-class JobOutcome:
-    status: str  # FINISHED | FAILED | KILLED
-    run_id: str  # the job's run: the single run, or the sweep's parent
-    sweep_id: str
-    failed_trials: list[str] = field(default_factory=list)
-    best: dict[str, Any] | None = None  # for sweeps: see tracking.results.best_config
-    not_started: int = 0  # trials the sweep's time budget left unstarted
-    exit_code: int = EXIT_OK
 
 
 def run_job(spec: JobSpec, trials: list[Trial], tracking_uri: str, workdir: Path,
@@ -312,18 +301,21 @@ class _JobSession:
                 not_started = len(planned_trials(self.ledger)) - len(results)
                 tags["runyard.not_started"] = str(not_started)
             if best is not None:
-                tags.update({"runyard.best_trial_id": best["trial_id"],
-                             "runyard.best_run_id": best["run_id"],
-                             "runyard.best_config": best["label"]})
-                writer.log_metrics(self.job_run, {f"best_{spec.sweep.metric}": best["value"]},
+                tags.update({"runyard.best_trial_id": best.trial_id,
+                             "runyard.best_run_id": best.run_id,
+                             "runyard.best_config": best.label})
+                writer.log_metrics(self.job_run, {f"best_{spec.sweep.metric}": best.value},
                                    step=len(results))
             writer.set_tags(self.job_run, tags)
             self._log_plots(results)
             writer.end_run(self.job_run, status)
         self.tracking.close()
         exit_code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if failed else EXIT_OK)
-        return JobOutcome(status, self.ledger.run_id, self.ledger.sweep_id, failed, best,
-                          exit_code=exit_code, not_started=not_started)
+        trial_runs = {trial_id: run.id for trial_id, run in tracker.runs.items()}
+        return JobOutcome(status, self.ledger.run_id, self.ledger.sweep_id, trial_runs, failed,
+                          metric=spec.sweep.metric if spec.sweep else None, best=best,
+                          time_budget_s=spec.sweep.time_budget_s if spec.sweep else None,
+                          not_started=not_started, exit_code=exit_code)
 
     def _log_plots(self, results: list[TrialResult], top: int = 5) -> None:
         """The sweep's pictures (tracking.plots) as artifacts of its parent run, under plots/.
@@ -335,8 +327,8 @@ class _JobSession:
             rows = config_summaries(results, sweep.mode)
             curves = {}
             for row in rows[:top]:
-                seeds = [r for r in results if r.sample == row["sample"] and r.status == "FINISHED"]
-                curves[row["label"]] = [
+                seeds = [r for r in results if r.sample == row.sample and r.status == "FINISHED"]
+                curves[row.label] = [
                     sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, sweep.metric))
                     for r in seeds]
             space = {key: d.kind for key, d in sweep.space.items()}
