@@ -31,9 +31,11 @@ from runyard.execute.ddp import run_ddp_trial
 from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
 from runyard.execute.outcome import JobOutcome
+from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload
 from runyard.execute.progress import ProgressCallback
 from runyard.execute.tracking_callback import TrackingCallback
 from runyard.execute.trainable import WorkloadTrainable
+from runyard.execute.tune_compat import replace_callbacks
 from runyard.plan import Trial, expand, trial_bundles
 from runyard.plan.trials import grid_size
 from runyard.spec import JobSpec, set_dotted
@@ -43,6 +45,7 @@ from runyard.tracking import provenance
 from runyard.tracking.results import TrialResult, best_config, config_summaries, trial_results
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.writer import RunRef
+from runyard.tracking.tags import BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIVER, DRIVER_STARTED, ERROR, FAILED_TRIALS, GIT_COMMIT, JOB_ID, KIND, NOT_STARTED, SAMPLE, SEED, SPEC_HASH, SPEC_NAME, TRIAL_ID, VERSION, WORKLOAD
 
 
 def run_job(spec: JobSpec, trials: list[Trial], tracking_uri: str, workdir: Path,
@@ -121,10 +124,10 @@ class _JobSession:
         self.tracking = JobTracking(ledger.tracking_uri, ledger.experiment)
         self.freeze = provenance.pip_freeze()
         self.base_tags = {
-            "runyard.spec_name": spec.name, "runyard.spec_hash": spec.hash,
-            "runyard.sweep_id": ledger.sweep_id, "runyard.workload": spec.workload,
-            "runyard.git_commit": provenance.git_commit(self.workdir),
-            "runyard.version": provenance.runyard_version(),
+            SPEC_NAME: spec.name, SPEC_HASH: spec.hash,
+            JOB_ID: ledger.sweep_id, WORKLOAD: spec.workload,
+            GIT_COMMIT: provenance.git_commit(self.workdir),
+            VERSION: provenance.runyard_version(),
             **spec.tracking.tags,
         }
         self.base_params = {"workload": spec.workload, **_frame_params(spec)}
@@ -141,16 +144,16 @@ class _JobSession:
     def driver_tags(self) -> dict[str, str]:
         """Who is writing this job now, so a reconciler can tell when that driver is gone."""
         process = psutil.Process()
-        return {"runyard.driver": f"{socket.gethostname()}:{process.pid}",
-                "runyard.driver_started": f"{process.create_time():.3f}"}
+        return {DRIVER: f"{socket.gethostname()}:{process.pid}",
+                DRIVER_STARTED: f"{process.create_time():.3f}"}
 
     def open(self) -> None:
         spec = self.spec
         tags = {**self.base_tags, **self.driver_tags(),
-                "runyard.kind": "sweep" if spec.sweep else "run"}
+                KIND: "sweep" if spec.sweep else "run"}
         if spec.sweep is None:
-            tags.update({"runyard.trial_id": "t0000", "runyard.seed": str(spec.seed),
-                         "runyard.sample": "0"})
+            tags.update({TRIAL_ID: "t0000", SEED: str(spec.seed),
+                         SAMPLE: "0"})
         params = {**self.base_params, **flatten({"config": spec.config}), "seed": spec.seed}
         if spec.sweep is not None:
             params["sweep.space"] = "; ".join(f"{k}: {d.kind} {d.args}"
@@ -206,8 +209,9 @@ class _JobSession:
         path = Path(segment.tune_path)
         tuner = tune.Tuner(
             self.trainable(),
-            param_space={"trial": tune.grid_search([_trial_payload(spec, t, self.workdir, path)
-                                                    for t in trials])},
+            param_space={CONFIG_KEY: tune.grid_search(
+                [_trial_payload(spec, t, self.workdir, path).as_config()[CONFIG_KEY]
+                 for t in trials])},
             tune_config=tune.TuneConfig(
                 num_samples=1,
                 max_concurrent_trials=spec.sweep.max_concurrent if spec.sweep else None,
@@ -247,10 +251,7 @@ class _JobSession:
             tuner = tune.Tuner.restore(segment.tune_path, self.trainable(),
                                        resume_unfinished=not errored_only,
                                        resume_errored=errored_only)
-            # The restored experiment carries the callbacks pickled by the driver that
-            # started it; this driver's own take their place (Tune has no public setter).
-            tuner._local_tuner.get_run_config().callbacks = [tracker, progress,
-                                                             *self.extra_callbacks()]
+            replace_callbacks(tuner, [tracker, progress, *self.extra_callbacks()])
             tuners.append(tuner)
         return self._fit(tuners, tracker, progress)
 
@@ -280,7 +281,7 @@ class _JobSession:
         if driver_error is not None:
             text = "".join(traceback.format_exception(driver_error))
             writer.log_text(self.job_run, text, "driver-error.txt")
-            writer.set_tags(self.job_run, {"runyard.error": repr(driver_error)[:5000]})
+            writer.set_tags(self.job_run, {ERROR: repr(driver_error)[:5000]})
         writer.flush()  # results are read back from MLflow below
         results = (trial_results(self.tracking.client, self.ledger.run_id, spec.sweep.metric)
                    if spec.sweep else [])
@@ -296,14 +297,14 @@ class _JobSession:
         status = "KILLED" if interrupted else ("FAILED" if failed or driver_error else "FINISHED")
         not_started = 0
         if spec.sweep is not None:
-            tags = {"runyard.failed_trials": ",".join(failed) or "none"}
+            tags = {FAILED_TRIALS: ",".join(failed) or "none"}
             if spec.sweep.time_budget_s is not None and not interrupted:
                 not_started = len(planned_trials(self.ledger)) - len(results)
-                tags["runyard.not_started"] = str(not_started)
+                tags[NOT_STARTED] = str(not_started)
             if best is not None:
-                tags.update({"runyard.best_trial_id": best.trial_id,
-                             "runyard.best_run_id": best.run_id,
-                             "runyard.best_config": best.label})
+                tags.update({BEST_TRIAL_ID: best.trial_id,
+                             BEST_RUN_ID: best.run_id,
+                             BEST_CONFIG: best.label})
                 writer.log_metrics(self.job_run, {f"best_{spec.sweep.metric}": best.value},
                                    step=len(results))
             writer.set_tags(self.job_run, tags)
@@ -340,7 +341,7 @@ class _JobSession:
 
 
 def _trial_name(trial: Any) -> str:
-    return trial.config["trial"]["trial_id"]
+    return TrialPayload.of(trial.config).trial_id
 
 
 def _quiet_tune() -> None:
@@ -352,27 +353,18 @@ def _quiet_tune() -> None:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
-def _trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) -> dict[str, Any]:
-    """Everything a trial process needs, as plain data (it crosses to another process)."""
-    return {
-        "trial_id": trial.trial_id,
-        "index": trial.index,
-        "sample": trial.sample,
-        "label": trial.label,
-        "seed": trial.seed,
-        "workload": spec.workload,
-        "config": trial.config,
-        "env": spec.env.model_dump(mode="json") if spec.env else None,
-        "data": dict(spec.data) if spec.data else None,
-        "rollout": spec.rollout.model_dump(mode="json") if spec.rollout else None,
-        "resources": spec.resources.model_dump(mode="json"),
-        "stop": {"iterations": spec.stop.iterations, "time_s": spec.stop.time_s,
-                 "thresholds": spec.stop.thresholds},
-        "workdir": str(workdir),
-        "checkpoint_every": spec.checkpoint.every,
-        "checkpoint_keep": spec.checkpoint.keep,
-        "storage": str(storage),  # where a data-parallel trial's Ray Train run keeps its state
-    }
+def _trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) -> TrialPayload:
+    """Everything a trial process needs (it crosses to another process)."""
+    return TrialPayload(
+        trial_id=trial.trial_id, index=trial.index, sample=trial.sample, label=trial.label,
+        seed=trial.seed, workload=spec.workload, config=trial.config,
+        env=spec.env.model_dump(mode="json") if spec.env else None,
+        data=dict(spec.data) if spec.data else None,
+        rollout=spec.rollout.model_dump(mode="json") if spec.rollout else None,
+        resources=spec.resources.model_dump(mode="json"),
+        stop=StopConditions(spec.stop.iterations, spec.stop.time_s, dict(spec.stop.thresholds)),
+        workdir=str(workdir), checkpoint_every=spec.checkpoint.every,
+        checkpoint_keep=spec.checkpoint.keep, storage=str(storage))
 
 
 def _trial_yaml(spec: JobSpec, trial: Trial) -> str:

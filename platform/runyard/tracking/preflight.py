@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from runyard.tracking.store import JobTracking
+from runyard.tracking.tags import KIND, PREFLIGHT_CHECK, SPEC_HASH, SPEC_NAME, WORKLOAD
 
 
 def record_preflight(uri: str, spec: Any, checks: list[Any]) -> str:
@@ -13,12 +14,12 @@ def record_preflight(uri: str, spec: Any, checks: list[Any]) -> str:
     FINISHED when every check passed, FAILED otherwise."""
     tracking = JobTracking(uri, spec.experiment)
     run = tracking.start_run(f"{spec.name}-preflight",
-                             {"runyard.kind": "preflight", "runyard.spec_name": spec.name,
-                              "runyard.spec_hash": spec.hash, "runyard.workload": spec.workload},
+                             {KIND: "preflight", SPEC_NAME: spec.name,
+                              SPEC_HASH: spec.hash, WORKLOAD: spec.workload},
                              {"workload": spec.workload})
     writer = tracking.writer
     writer.log_metrics(run, {f"preflight_{c.name}": c.measured for c in checks}, step=0)
-    writer.set_tags(run, {f"runyard.preflight.{c.name}": "pass" if c.passed else "FAIL"
+    writer.set_tags(run, {PREFLIGHT_CHECK.format(check=c.name): "pass" if c.passed else "FAIL"
                           for c in checks})
     report = "\n".join(f"{c.name}\t{'pass' if c.passed else 'FAIL'}\t{c.measured:.6g}\t"
                        f"{c.expected}\t{c.explanation}" for c in checks)

@@ -15,6 +15,7 @@ import time
 import psutil
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
+from runyard.tracking.tags import DRIVER, DRIVER_STARTED, ERROR
 
 
 def driver_alive(driver: str, started: str | None) -> bool | None:
@@ -39,12 +40,12 @@ def reconcile(client: MlflowClient, experiment_ids: list[str] | None = None) -> 
                                  max_results=50000)
     marked = []
     for run in running:
-        driver = run.data.tags.get("runyard.driver")
-        if driver is None or driver_alive(driver, run.data.tags.get("runyard.driver_started")) is not False:
+        driver = run.data.tags.get(DRIVER)
+        if driver is None or driver_alive(driver, run.data.tags.get(DRIVER_STARTED)) is not False:
             continue
         reason = (f"driver {driver} is gone (found by runyard at "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}); `runyard resume` continues the job")
-        client.set_tag(run.info.run_id, "runyard.error", reason)
+        client.set_tag(run.info.run_id, ERROR, reason)
         client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
         marked.append(run.info.run_id)
     return marked

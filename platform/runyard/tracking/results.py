@@ -15,7 +15,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from runyard.tracking.store import PARENT
+from runyard.tracking.tags import PARENT, SAMPLE, SEED, TRIAL_ID
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,11 @@ def trial_results(client: MlflowClient, parent_run_id: str, metric: str | None) 
     results = []
     for run in runs:
         tags = run.data.tags
-        if "runyard.trial_id" not in tags:
+        if TRIAL_ID not in tags:
             continue
         results.append(TrialResult(
-            trial_id=tags["runyard.trial_id"], run_id=run.info.run_id, status=run.info.status,
-            seed=int(tags.get("runyard.seed", 0)), sample=int(tags.get("runyard.sample", 0)),
+            trial_id=tags[TRIAL_ID], run_id=run.info.run_id, status=run.info.status,
+            seed=int(tags.get(SEED, 0)), sample=int(tags.get(SAMPLE, 0)),
             label=run.info.run_name or "", value=run.data.metrics.get(metric) if metric else None,
             iterations=int(run.data.metrics.get("training_iteration", 0)),
             params=run.data.params,
