@@ -108,3 +108,37 @@ def test_submit_follow_and_stop(local_ray_cluster, tmp_path, monkeypatch):
     lines = {line.split()[0]: line for line in listing.stdout.splitlines() if line.strip()}
     assert "SUCCEEDED" in lines["quick-1"] and "FINISHED" in lines["quick-1"] and "2/2" in lines["quick-1"]
     assert "STOPPED" in lines["long-1"] and "KILLED" in lines["long-1"]
+
+
+def test_runs_of_a_dead_cluster_driver_are_failed_from_the_laptop_with_the_jobs_message(
+        local_ray_cluster, tmp_path, monkeypatch):
+    """A driver killed outright ends nothing itself. The laptop never sees its process: it
+    asks the Jobs API, and the job's own message becomes the runs' reason."""
+    cluster = local_ray_cluster.cluster
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(cluster.token_path))
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "long.yaml").write_text(TOY.format(name="doomed", sleep=1.0, iterations=600))
+    address = ["--address", cluster.jobs_address]
+    submitted = cli(project, cluster, "submit", "jobs/long.yaml", "--id", "doomed-1", *address)
+    assert submitted.returncode == 0, submitted.stderr
+
+    client = mlflow_client(cluster, monkeypatch)
+    deadline = time.monotonic() + 240
+    while not [r for r in runs_of(client, "doomed-1") if r.data.tags.get("runyard.kind") == "trial"]:
+        assert time.monotonic() < deadline, "the sweep never started a trial"
+        time.sleep(1)
+    (parent,) = [r for r in runs_of(client, "doomed-1") if r.data.tags["runyard.kind"] == "sweep"]
+    assert parent.data.tags["runyard.ray_job"] == "doomed-1"
+    os.kill(int(parent.data.tags["runyard.driver"].rpartition(":")[2]), 9)  # SIGKILL
+    assert jobs_api.wait("doomed-1", cluster.jobs_address, timeout_s=120) == "FAILED"
+    message = jobs_api.status("doomed-1", cluster.jobs_address).message.strip().splitlines()[0][:500]
+    assert {r.info.status for r in runs_of(client, "doomed-1")} == {"RUNNING"}
+
+    listing = cli(project, cluster, "ls", "--cluster", *address, "--tracking-uri", cluster.tracking_uri)
+    assert listing.returncode == 0, listing.stderr
+    runs = runs_of(client, "doomed-1")
+    assert {r.info.status for r in runs} == {"FAILED"}
+    for run in runs:
+        reason = run.data.tags["runyard.error"]
+        assert reason.startswith("its driver, cluster job doomed-1, is FAILED: ") and message in reason

@@ -7,19 +7,35 @@ flags into these calls and renders what they return; the queue and notebooks cal
     outcome = api.run("jobs/digits_linear_sweep.yaml", ["sweep.samples=4"])
     api.best_trial(outcome.job_id).config
 
-Importing it is cheap: Ray, MLflow and torch load only when a function needs them.
+Names load on first use (PEP 562), so `from runyard import api` costs nothing: the CLI's
+--help does not pay for the spec schemas, and `validate` does not pay for Ray or MLflow.
 """
 
-from runyard.api import queue
-from runyard.api.jobs import (ClusterJob, Plan, PreflightFailed, PreflightReport, Submission,
-                              cluster_jobs, continue_job, explain, extend, find_job, plan, preflight, rerun_failed, resume,
-                              run, submit, validate)
-from runyard.api.requests import ContinueRequest, RunRequest
-from runyard.api.sweeps import (BestTrial, Promoted, SweepReport, best, best_trial, compare,
-                                promote)
-from runyard.execute.outcome import JobOutcome
+from __future__ import annotations
 
-__all__ = ["BestTrial", "ClusterJob", "ContinueRequest", "cluster_jobs", "JobOutcome", "Plan", "PreflightFailed",
-           "PreflightReport", "Promoted", "RunRequest", "Submission", "SweepReport", "best",
-           "best_trial", "compare", "continue_job", "explain", "extend", "find_job", "plan",
-           "preflight", "promote", "queue", "rerun_failed", "resume", "run", "submit", "validate"]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "runyard.api.jobs": ["ClusterJob", "Plan", "PreflightFailed", "PreflightReport", "Submission",
+                         "cluster_jobs", "continue_job", "explain", "extend", "find_job", "plan",
+                         "preflight", "rerun_failed", "resume", "run", "submit", "validate"],
+    "runyard.api.requests": ["ContinueRequest", "RunRequest"],
+    "runyard.api.sweeps": ["BestTrial", "Promoted", "SweepReport", "best", "best_trial",
+                           "compare", "promote"],
+    "runyard.execute.outcome": ["JobOutcome"],
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+_SUBMODULES = ("jobs", "queue", "requests", "sweeps")
+
+__all__ = sorted([*_MODULE_OF, *_SUBMODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

@@ -222,6 +222,7 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, address: str | No
     import shlex
 
     from runyard.execute.job import new_job_id
+    from runyard.execute.records import SUBMISSION_ENV
     from runyard.launch import jobs_api
 
     planned = validate(spec, overrides)
@@ -239,7 +240,8 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, address: str | No
         cluster_config=str(in_project(cluster_config, project)) if cluster_config else None)
     # `runyard stop` sends the driver SIGTERM; it then needs a few seconds to end its runs
     # KILLED and flush their metrics before Ray's default 3 s grace turns into SIGKILL.
-    grace = {"RAY_JOB_STOP_WAIT_TIME_S": "30"}
+    # The driver tags its runs with its submission id, by which the laptop judges them.
+    grace = {"RAY_JOB_STOP_WAIT_TIME_S": "30", SUBMISSION_ENV: job_id}
     submitted = jobs_api.submit(shlex.join(["runyard", *driver.argv()]), address, project, grace,
                                 submission_id=job_id,
                                 metadata={"runyard_spec": str(relative),
@@ -262,8 +264,11 @@ def cluster_jobs(address: str | None = None, tracking_uri: str | None = None, li
 
     from runyard.launch import jobs_api, local_cluster
     from runyard.tracking.listing import job_runs
+    from runyard.tracking.reconcile import reconcile
+    from runyard.tracking.store import client_for
 
-    jobs = jobs_api.list_jobs(address)[-limit:]
+    known = jobs_api.list_jobs(address)
+    jobs = known[-limit:]
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     credentials: dict[str, str] = {}
     state = Path(local_cluster.DEFAULT_STATE_DIR)
@@ -275,7 +280,10 @@ def cluster_jobs(address: str | None = None, tracking_uri: str | None = None, li
                 "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
                 "MLFLOW_TRACKING_PASSWORD": Path(cluster.tracking_password_path).read_text().strip()}
     ids = [job.submission_id for job in jobs if job.submission_id]
+    states = {job.submission_id: (job.status.value, job.message or "") for job in known}
     with _environment(credentials):
+        if uri:  # runs whose driver job died stay RUNNING until someone asks the Jobs API
+            reconcile(client_for(uri), job_state=states.get)
         runs = job_runs(uri, ids) if uri else {}
     return uri, [ClusterJob(job.submission_id or job.job_id or "-", job.status.value,
                             runs.get(job.submission_id)) for job in reversed(jobs)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import socket
 import tempfile
 import threading
@@ -33,11 +34,12 @@ from runyard.tracking.results import TrialResult, best_config, config_summaries,
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import (BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIVER,
                                    DRIVER_STARTED, ERROR, FAILED_TRIALS, GIT_COMMIT, JOB_ID, KIND,
-                                   NOT_STARTED, SAMPLE, SEED, SPEC_HASH, SPEC_NAME, TRIAL_ID,
+                                   NOT_STARTED, RAY_JOB, SAMPLE, SEED, SPEC_HASH, SPEC_NAME, TRIAL_ID,
                                    VERSION, WORKLOAD)
 from runyard.tracking.writer import RunRef
 
 PLAIN_TRIAL = "t0000"  # a plain job's one trial
+SUBMISSION_ENV = "RUNYARD_SUBMISSION_ID"  # set by `runyard submit` for the job's driver
 
 
 class JobRecords:
@@ -69,8 +71,11 @@ class JobRecords:
     def driver_tags(self) -> dict[str, str]:
         """Who is writing this job now, so a reconciler can tell when that driver is gone."""
         process = psutil.Process()
-        return {DRIVER: f"{socket.gethostname()}:{process.pid}",
+        tags = {DRIVER: f"{socket.gethostname()}:{process.pid}",
                 DRIVER_STARTED: f"{process.create_time():.3f}"}
+        if os.environ.get(SUBMISSION_ENV):  # a cluster job: the laptop judges it by its job
+            tags[RAY_JOB] = os.environ[SUBMISSION_ENV]
+        return tags
 
     def open(self) -> None:
         """The job's run, for a job that is new."""

@@ -21,6 +21,7 @@ VERSION = "runyard.version"
 # Who writes the job now (the reconciler marks runs of a dead driver FAILED)
 DRIVER = "runyard.driver"  # host:pid
 DRIVER_STARTED = "runyard.driver_started"  # the process's start time, against pid reuse
+RAY_JOB = "runyard.ray_job"  # the Jobs API submission whose driver writes the job, if any
 
 # How it ended
 ERROR = "runyard.error"  # the last line of the traceback
