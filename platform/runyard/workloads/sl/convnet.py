@@ -76,6 +76,7 @@ class ConvNetConfig(WorkloadConfig):
 class ConvNetClassifier(Workload):
     Config = ConvNetConfig
     metrics = {**CLASSIFIER_METRICS, "lr": "min"}
+    blocks = ("data",)
 
     @classmethod
     def check_spec(cls, config: ConvNetConfig, context: WorkloadContext) -> list[str]:

@@ -58,6 +58,7 @@ class LinearModel(torch.nn.Module):
 class LinearClassifier(Workload):
     Config = LinearConfig
     metrics = CLASSIFIER_METRICS
+    blocks = ("data",)
 
     @classmethod
     def check_spec(cls, config: LinearConfig, context: WorkloadContext) -> list[str]:
