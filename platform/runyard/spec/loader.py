@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from runyard import workloads
 from runyard.errors import UserError
 from runyard.spec.schema import JobSpec
-from runyard.spec.yamlpos import Origin, YamlProblem, parse_value, parse_yaml
+from runyard.spec.yamlpos import MAX_SPEC_BYTES, Origin, YamlProblem, parse_value, parse_yaml, too_long
 from runyard.workloads.base import Workload, WorkloadContext
 from runyard.workloads.blocks import DATA_FORMS
 
@@ -114,6 +114,9 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any
         source = str(chain[-1]) if chain else str(path)
         raise SpecError([Problem(Origin(source), "extends" if chain else "",
                                  f"file not found: {path} ({hint})")])
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:  # refused before it is read into memory
+        raise SpecError([Problem(Origin(str(path)), "", too_long(size))])
     try:
         data, origins, dup_problems = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     except YamlProblem as problem:
