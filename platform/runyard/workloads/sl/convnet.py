@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
-from runyard.workloads.sl.training import CLASSIFIER_METRICS
+from runyard.workloads.sl.metrics import CLASSIFIER_METRICS
 from runyard.workloads.sl import training
 from runyard.workloads.sl.datasets import check_data, check_data_inputs
 from runyard.workloads.sl.nets import build_convnet, check_arch

@@ -17,6 +17,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+class LinearModel(nn.Module):
+    """sl.linear's model: s = W x + b over the flattened input; W is classes x features (a
+    template per row)."""
+
+    def __init__(self, features: int, classes: int, init_std: float, generator: torch.Generator):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, features, generator=generator) * init_std)
+        self.bias = nn.Parameter(torch.zeros(classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T + self.bias
+
+
 RESNET_BLOCKS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
                  50: ("bottleneck", [3, 4, 6, 3]), 101: ("bottleneck", [3, 4, 23, 3]),
                  152: ("bottleneck", [3, 8, 36, 3])}
