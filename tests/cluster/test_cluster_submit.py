@@ -142,3 +142,35 @@ def test_runs_of_a_dead_cluster_driver_are_failed_from_the_laptop_with_the_jobs_
     for run in runs:
         reason = run.data.tags["runyard.error"]
         assert reason.startswith("its driver, cluster job doomed-1, is FAILED: ") and message in reason
+
+
+def test_the_submitted_runyard_runs_on_the_cluster_not_the_installed_one(
+        local_ray_cluster, tmp_path, monkeypatch):
+    """A researcher's edit to a workload reaches every trial: the laptop's runyard travels
+    with the job (the nodes have another one installed)."""
+    import shutil
+
+    import runyard
+
+    cluster = local_ray_cluster.cluster
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(cluster.token_path))
+    edited = tmp_path / "laptop" / "runyard"
+    shutil.copytree(Path(runyard.__file__).parent, edited,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    toy = edited / "workloads" / "toy.py"
+    source = toy.read_text()
+    assert "        return {\"score\": score," in source
+    toy.write_text(source.replace("        return {\"score\": score,",
+                                  "        return {\"score\": score + 1000.0,"))
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "quick.yaml").write_text(TOY.format(name="edited", sleep=0.1, iterations=2))
+    monkeypatch.setenv("PYTHONPATH", str(edited.parent))  # the laptop runs the edited copy
+    submitted = cli(project, cluster, "submit", "jobs/quick.yaml", "--id", "edited-1",
+                    "--address", cluster.jobs_address)
+    assert submitted.returncode == 0, submitted.stderr
+    state = jobs_api.wait("edited-1", cluster.jobs_address, timeout_s=300)
+    assert state == "SUCCEEDED", "".join(jobs_api.logs("edited-1", cluster.jobs_address))[-3000:]
+    trials = [r for r in runs_of(mlflow_client(cluster, monkeypatch), "edited-1")
+              if r.data.tags["runyard.kind"] == "trial"]
+    assert len(trials) == 2 and all(r.data.metrics["score"] > 999 for r in trials)

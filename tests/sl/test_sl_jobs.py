@@ -21,7 +21,7 @@ def test_job_spec_passes_the_workload_checks(name):
     # The spec parser checks config, data block, stop metrics and every sweep dimension
     # against the workload; data paths are checked only when a job runs (check_inputs).
     spec = load_spec(JOBS / name)
-    assert spec.workload in ("sl.linear", "sl.convnet") and spec.data["path"]
+    assert spec.workload in ("sl.linear", "sl.convnet") and spec.data.path
 
 
 def test_laptop_job_trains(synth_shards):
@@ -29,6 +29,6 @@ def test_laptop_job_trains(synth_shards):
     workload_cls = get(spec.workload)
     workload = workload_cls()
     workload.setup(workload_cls.Config(**spec.config),
-                   WorkloadContext(seed=0, data={**spec.data, "path": str(synth_shards)}))
+                   WorkloadContext(seed=0, data={**spec.data.model_dump(), "path": str(synth_shards)}))
     history = [workload.step() for _ in range(3)]  # 5 updates per epoch on 320 images
     assert history[-1]["val_top1"] > 0.8, history

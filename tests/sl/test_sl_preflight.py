@@ -7,7 +7,8 @@ import torch
 
 from runyard.workloads.base import WorkloadContext
 from runyard.workloads.sl.convnet import ConvNetClassifier
-from runyard.workloads.sl.linear import LinearClassifier, LinearModel
+from runyard.workloads.sl.linear import LinearClassifier
+from runyard.workloads.sl.nets import LinearModel
 from runyard.workloads.sl.preflight import preflight_workload, run_preflight
 
 CHECKS = {"init_loss", "overfit_one_batch", "input_independent_baseline", "batch_independence",

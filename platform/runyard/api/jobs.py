@@ -218,8 +218,12 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, address: str | No
            job_id: str | None = None, tracking_uri: str | None = None,
            cluster_config: str | None = None) -> Submission:
     """Plan the job here, then run it on a Ray cluster through the Jobs API: the project
-    travels as the job's working dir and `runyard run` is its driver on the head node."""
+    travels as the job's working dir, this runyard travels with it (so the driver and every
+    trial run the code that was submitted, not what a node has installed), and `runyard run`
+    is its driver on the head node."""
     import shlex
+
+    import runyard
 
     from runyard.execute.job import new_job_id
     from runyard.execute.records import SUBMISSION_ENV
@@ -242,7 +246,9 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, address: str | No
     # KILLED and flush their metrics before Ray's default 3 s grace turns into SIGKILL.
     # The driver tags its runs with its submission id, by which the laptop judges them.
     grace = {"RAY_JOB_STOP_WAIT_TIME_S": "30", SUBMISSION_ENV: job_id}
-    submitted = jobs_api.submit(shlex.join(["runyard", *driver.argv()]), address, project, grace,
+    entrypoint = shlex.join(["python", "-m", "runyard.cli.main", *driver.argv()])
+    shipped = (Path(runyard.__file__).parent,)
+    submitted = jobs_api.submit(entrypoint, address, project, grace, py_modules=shipped,
                                 submission_id=job_id,
                                 metadata={"runyard_spec": str(relative),
                                           "runyard_trials": str(len(planned.trials))})

@@ -27,8 +27,9 @@ STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
 
 
 def build_workload(trial: TrialPayload, parallel: dict[str, Any]) -> Workload:
-    """The trial's workload, set up, in this process."""
-    cls = workloads.get(trial.workload)
+    """The trial's workload, set up, in this process. A workload given as an import path is
+    looked up in the job's project directory first, as the driver did."""
+    cls = workloads.get(trial.workload, project_dir=trial.workdir)
     if "torch" in sys.modules:
         # Concurrent trials each get their share of the cores, not all of them each.
         sys.modules["torch"].set_num_threads(max(1, int(trial.resources["cpus_per_trial"])))

@@ -42,9 +42,8 @@ def trial_bundles(spec: JobSpec) -> list[Bundle]:
     bundles = [head]
     workload_cls = workloads.get(spec.workload)
     bundles += workload_cls.helper_bundles(workload_cls.Config.model_validate(spec.config))
-    if spec.rollout is not None and spec.rollout.model_extra.get("backend", "ray") == "ray":
-        cpus = float(spec.rollout.model_extra.get("cpus_per_worker", 1))
-        bundles += [{"CPU": cpus} for _ in range(spec.rollout.workers)]
+    if spec.rollout is not None and spec.rollout.backend == "ray":
+        bundles += [{"CPU": spec.rollout.cpus_per_worker} for _ in range(spec.rollout.workers)]
     return bundles
 
 

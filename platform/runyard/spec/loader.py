@@ -18,10 +18,13 @@ from pydantic import BaseModel, ValidationError
 from runyard import workloads
 from runyard.errors import UserError
 from runyard.spec.schema import JobSpec
-from runyard.spec.yamlpos import Origin, YamlProblem, parse_value, parse_yaml
+from runyard.spec.yamlpos import MAX_SPEC_BYTES, Origin, YamlProblem, parse_value, parse_yaml, too_long
 from runyard.workloads.base import Workload, WorkloadContext
+from runyard.workloads.blocks import DATA_FORMS
 
 Origins = dict[tuple[str, ...], Origin]
+DATA_FORM_NAMES = {DATA_FORMS["digits"]: "the digits dataset (data: {source: digits})",
+                   DATA_FORMS["shards"]: "a prepared dataset (data: {path: DIR})"}
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def workload_context(spec: JobSpec, seed: int | None = None, **extra: Any) -> Wo
     return WorkloadContext(
         seed=spec.seed if seed is None else seed,
         env=spec.env.model_dump(mode="json") if spec.env else None,
-        data=dict(spec.data) if spec.data else None,
+        data=spec.data.model_dump(mode="json") if spec.data else None,
         rollout=spec.rollout.model_dump(mode="json") if spec.rollout else None,
         resources=spec.resources.model_dump(mode="json"),
         **extra,
@@ -111,6 +114,9 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any
         source = str(chain[-1]) if chain else str(path)
         raise SpecError([Problem(Origin(source), "extends" if chain else "",
                                  f"file not found: {path} ({hint})")])
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:  # refused before it is read into memory
+        raise SpecError([Problem(Origin(str(path)), "", too_long(size))])
     try:
         data, origins, dup_problems = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     except YamlProblem as problem:
@@ -194,17 +200,26 @@ class _Locator:
 
 def _problem_from_pydantic(item: dict[str, Any], where: _Locator, root: type[BaseModel],
                            prefix: tuple[str, ...] = ()) -> Problem:
-    loc = prefix + tuple(str(p) for p in item["loc"])
+    inner = tuple(str(p) for p in item["loc"])
+    data_form = None
+    if root is JobSpec and len(inner) > 1 and inner[0] == "data" and inner[1] in DATA_FORMS:
+        # pydantic names the form of the data block it chose (digits, shards) in the location;
+        # the spec has no such key.
+        data_form = DATA_FORMS[inner[1]]
+        inner = inner[:1] + inner[2:]
+    loc = prefix + inner
     field = ".".join(loc)
     kind = item["type"]
     message = item["msg"].removeprefix("Value error, ").replace("Input should be", "expected")
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(root, tuple(str(p) for p in item["loc"][:-1]))
+        allowed = (sorted(data_form.model_fields) if data_form and len(inner) == 2
+                   else _allowed_keys(root, inner[:-1]))
         message = f"unknown key {loc[-1]!r}"
         if allowed:
             close = difflib.get_close_matches(loc[-1], allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            message += f"{hint}; expected one of: {', '.join(allowed)}"
+            form = f" for {DATA_FORM_NAMES[data_form]}" if data_form else ""
+            message += f"{hint}; expected one of{form}: {', '.join(allowed)}"
     elif kind == "missing":
         message = "missing: this field is required"
     elif kind not in ("value_error", "assertion_error"):
@@ -248,22 +263,31 @@ def _check_workload_config(data: dict[str, Any], where: _Locator
     try:
         workload_cls = workloads.get(name)
     except KeyError:
-        known = workloads.available()
+        known = workloads.available() + sorted(workloads.entry_point_names())
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return None, [Problem(where(("workload",)), "workload",
-                              f"unknown workload {name!r}{hint}; expected one of: {', '.join(known)}")]
+                              f"unknown workload {name!r}{hint}; expected one of: {', '.join(known)}, "
+                              "an import path package.module:Class, or a name registered under "
+                              f"the entry-point group {workloads.ENTRY_POINT_GROUP}")]
+    except workloads.WorkloadNotLoadable as error:
+        return None, [Problem(where(("workload",)), "workload", str(error))]
+    problems = [
+        Problem(where((block,)), block,
+                f"{name} does not read a {block}: block; remove it (it reads: "
+                f"{', '.join(workload_cls.blocks + ('resources',))})")
+        for block in ("env", "rollout", "data")
+        if data.get(block) is not None and block not in workload_cls.blocks
+    ]
     config = data.get("config") or {}
     if not isinstance(config, dict):
-        return workload_cls, []  # reported by the JobSpec validation
+        return workload_cls, problems  # reported by the JobSpec validation
     try:
         workload_cls.Config.model_validate(config)
     except ValidationError as error:
-        return workload_cls, [
-            _problem_from_pydantic(item, where, workload_cls.Config, prefix=("config",))
-            for item in error.errors()
-        ]
-    return workload_cls, []
+        problems += [_problem_from_pydantic(item, where, workload_cls.Config, prefix=("config",))
+                     for item in error.errors()]
+    return workload_cls, problems
 
 
 def _check_against_workload(spec: JobSpec, workload_cls: type[Workload], config: BaseModel,

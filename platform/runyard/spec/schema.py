@@ -1,8 +1,9 @@
 """The job spec schema: what a YAML job spec may say, as immutable pydantic models.
 
 The workload's own `config:` keys are checked by the workload's schema (see loader.py); this
-module checks the frame around it: names, resources, stop conditions, checkpointing,
-tracking and the sweep.
+module checks the frame around it: names, stop conditions, checkpointing, tracking and the
+sweep. The blocks a workload is set up with (env, rollout, data, resources) are defined in
+runyard.workloads.blocks, where workloads can read them too.
 """
 
 from __future__ import annotations
@@ -14,42 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from runyard.workloads.blocks import DataSpec, EnvSpec, ResourcesSpec, RolloutSpec
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EnvSpec(Strict):
-    id: str = Field(description="a registered gymnasium env id, e.g. CartPole-v1 or ALE/Pong-v5")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to gymnasium.make")
-    max_episode_steps: int | None = Field(None, ge=1)
-    preprocess: Literal["pong"] | None = Field(
-        None, description="observation preprocessing: pong = the Pong-from-pixels 80x80 "
-                          "difference frames (the default for ALE/Pong ids)")
-
-
-class RolloutSpec(BaseModel):
-    """Parallel sampling for RL workloads; the workload reads any further keys itself."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    workers: int = Field(1, ge=1, description="rollout workers (Ray actors on a cluster)")
-    envs_per_worker: int = Field(1, ge=1, description="vectorised envs stepped by each worker")
-
-
-class ResourcesSpec(Strict):
-    cpus_per_trial: float = Field(1, gt=0)
-    gpus_per_trial: float = Field(0, ge=0)
-    memory_gb: float | None = Field(None, gt=0)
-    workers: int = Field(1, ge=1, description="data-parallel training workers per trial")
-    custom: dict[str, float] = Field(default_factory=dict, description="custom Ray resources")
-
-    @field_validator("custom")
-    @classmethod
-    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, amount in value.items():
-            if amount < 0:
-                raise ValueError(f"custom resource {name!r} must be >= 0, found {amount}")
-        return value
 
 
 class StopSpec(BaseModel):
@@ -190,7 +160,7 @@ class JobSpec(Strict):
     description: str | None = None
     seed: int = Field(0, ge=0)
     env: EnvSpec | None = None
-    data: dict[str, Any] | None = None
+    data: DataSpec | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     rollout: RolloutSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)

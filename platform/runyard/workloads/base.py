@@ -34,6 +34,8 @@ class WorkloadContext:
     data: the spec's `data:` block as a plain dict (supervised workloads), or None.
     rollout: the spec's `rollout:` block as a plain dict, or None.
     resources: the spec's `resources:` block as a plain dict.
+    Each block is validated against its model in runyard.workloads.blocks first, so every
+    key is known and typed, with the model's defaults filled in.
     workdir: a directory the workload may write scratch files and artifacts into.
     parallel: executor-provided factories for parallel resources, keyed by name
         (for example "rollout_pool"); a workload falls back to its local implementation
@@ -56,10 +58,13 @@ class Workload(abc.ABC):
       Config:  its pydantic config schema (a WorkloadConfig subclass).
       metrics: every metric name `step()` reports, with the direction that is better.
                Specs are checked against it (sweep metric, stop conditions) before anything runs.
+      blocks:  the spec blocks it reads besides `resources:` ("env", "rollout", "data"; the
+               models are in runyard.workloads.blocks); a spec that writes another is refused.
     """
 
     Config: ClassVar[type[WorkloadConfig]] = WorkloadConfig
     metrics: ClassVar[dict[str, Direction]] = {}
+    blocks: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def check_spec(cls, config: WorkloadConfig, context: WorkloadContext) -> list[str]:

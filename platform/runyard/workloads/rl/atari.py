@@ -21,6 +21,9 @@ def register_ale() -> None:
     """Make the ALE/... env ids known to gymnasium (idempotent)."""
     import ale_py
 
+    # ALE prints its banner to stderr for every emulator it creates (`runyard validate` of a
+    # Pong spec builds one to read its spaces); keep its warnings and errors only.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     gym.register_envs(ale_py)
 
 

@@ -90,6 +90,7 @@ class RLlibBaseline(Workload):
     algorithm: ClassVar[str] = ""
     Config = RLlibConfig
     metrics: ClassVar[dict[str, Direction]] = EPISODE_METRICS
+    blocks = ("env",)
 
     @classmethod
     def check_spec(cls, config: RLlibConfig, context: WorkloadContext) -> list[str]:

@@ -74,6 +74,7 @@ class RLWorkload(Workload):
 
     Config: ClassVar[type[RLConfig]] = RLConfig
     metrics: ClassVar[dict[str, Direction]] = dict(EPISODE_METRICS)
+    blocks = ("env", "rollout")
 
     # ---------------------------------------------------------------- checks before anything runs
 

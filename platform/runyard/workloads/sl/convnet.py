@@ -31,15 +31,19 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
-from runyard.workloads.sl.training import CLASSIFIER_METRICS
-from runyard.workloads.sl import training
+from runyard.workloads.lazy import lazy_module
+from runyard.workloads.sl.archs import check_arch
 from runyard.workloads.sl.datasets import check_data, check_data_inputs
-from runyard.workloads.sl.nets import build_convnet, check_arch
+from runyard.workloads.sl.metrics import CLASSIFIER_METRICS
+
+# Imported on first use, so `runyard validate` reads ConvNetConfig without paying for torch.
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
+training = lazy_module("runyard.workloads.sl.training")
+nets = lazy_module("runyard.workloads.sl.nets")
 
 
 class ConvNetConfig(WorkloadConfig):
@@ -76,6 +80,7 @@ class ConvNetConfig(WorkloadConfig):
 class ConvNetClassifier(Workload):
     Config = ConvNetConfig
     metrics = {**CLASSIFIER_METRICS, "lr": "min"}
+    blocks = ("data",)
 
     @classmethod
     def check_spec(cls, config: ConvNetConfig, context: WorkloadContext) -> list[str]:
@@ -131,8 +136,8 @@ class ConvNetClassifier(Workload):
 
     def build_model(self) -> torch.nn.Module:
         c = self.config
-        return build_convnet(c.arch, c.depth, c.width, self.data.num_classes,
-                             self.data.image_shape[0], c.stem, c.stages, c.dropout)
+        return nets.build_convnet(c.arch, c.depth, c.width, self.data.num_classes,
+                                  self.data.image_shape[0], c.stem, c.stages, c.dropout)
 
     @property
     def peak_lr(self) -> float:

@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
-from runyard.workloads.sl.training import CLASSIFIER_METRICS
+from runyard.workloads.lazy import lazy_module
+from runyard.workloads.sl.metrics import CLASSIFIER_METRICS
 from runyard.workloads.sl.datasets import ArrayDataset, check_data, check_data_inputs, load_dataset
+
+# Imported on first use, so `runyard validate` reads LinearConfig without paying for torch.
+torch = lazy_module("torch")
+F = lazy_module("torch.nn.functional")
 
 
 class LinearConfig(WorkloadConfig):
@@ -43,21 +46,10 @@ class LinearConfig(WorkloadConfig):
                                                                  "(null: one epoch)")
 
 
-class LinearModel(torch.nn.Module):
-    """s = W x + b over the flattened input; W is classes x features (a template per row)."""
-
-    def __init__(self, features: int, classes: int, init_std: float, generator: torch.Generator):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.randn(classes, features, generator=generator) * init_std)
-        self.bias = torch.nn.Parameter(torch.zeros(classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) @ self.weight.T + self.bias
-
-
 class LinearClassifier(Workload):
     Config = LinearConfig
     metrics = CLASSIFIER_METRICS
+    blocks = ("data",)
 
     @classmethod
     def check_spec(cls, config: LinearConfig, context: WorkloadContext) -> list[str]:
@@ -73,6 +65,7 @@ class LinearClassifier(Workload):
 
     def setup(self, config: LinearConfig, context: WorkloadContext) -> None:
         from runyard.workloads.sl import training
+        from runyard.workloads.sl.nets import LinearModel
 
         self.config = config
         self.init_rng = torch.Generator().manual_seed(context.seed)
@@ -172,9 +165,9 @@ class LinearClassifier(Workload):
             "epoch_time_s": epoch_time,
         }
 
-    @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        scores = self.scores(x)
+        with torch.no_grad():
+            scores = self.scores(x)
         top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
         return {
             "loss": F.cross_entropy(scores, y).item(),
@@ -227,6 +220,7 @@ class LinearClassifier(Workload):
 
     def preflight(self, batch_size: int = 32) -> list:
         """The Recipe's checks on this model and a batch of this trial's training data."""
+        from runyard.workloads.sl.nets import LinearModel
         from runyard.workloads.sl.preflight import run_preflight
 
         if self.sharded:

@@ -17,9 +17,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-RESNET_BLOCKS = {18: ("basic", [2, 2, 2, 2]), 34: ("basic", [3, 4, 6, 3]),
-                 50: ("bottleneck", [3, 4, 6, 3]), 101: ("bottleneck", [3, 4, 23, 3]),
-                 152: ("bottleneck", [3, 8, 36, 3])}
+from runyard.workloads.sl.archs import RESNET_BLOCKS
+
+
+class LinearModel(nn.Module):
+    """sl.linear's model: s = W x + b over the flattened input; W is classes x features (a
+    template per row)."""
+
+    def __init__(self, features: int, classes: int, init_std: float, generator: torch.Generator):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, features, generator=generator) * init_std)
+        self.bias = nn.Parameter(torch.zeros(classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T + self.bias
+
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -111,19 +123,6 @@ class ConvNet(nn.Module):
 
 def resolve_stem(stem: str, image_size: int) -> str:
     return ("imagenet" if image_size >= 128 else "small") if stem == "auto" else stem
-
-
-def check_arch(arch: str, depth: int, stages: int) -> list[str]:
-    """Spec problems with an architecture choice, as `field: message` strings."""
-    if arch == "resnet":
-        if depth not in RESNET_BLOCKS:
-            return [f"config.depth: ResNet depth {depth} is not one of {sorted(RESNET_BLOCKS)}"]
-        return []
-    if (depth - 4) % (2 * stages) or depth < 2 * stages + 4:
-        return [f"config.depth: a WideResNet with {stages} stages needs depth = "
-                f"{2 * stages}*n + 4 (e.g. {2 * stages + 4}, {4 * stages + 4}, "
-                f"{8 * stages + 4}), found {depth}"]
-    return []
 
 
 def build_convnet(arch: str, depth: int, width: float, num_classes: int, image_size: int,

@@ -24,13 +24,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from runyard.data import Normalizer, ShardLoader, load_manifest
-from runyard.workloads.base import Direction
-
-# What every classifier reports each step, and which way is better.
-CLASSIFIER_METRICS: dict[str, Direction] = {
-    "train_loss": "min", "train_top1": "max", "val_loss": "min", "val_top1": "max",
-    "val_top5": "max", "epoch": "max", "images_per_s": "max", "epoch_time_s": "min",
-}
 
 
 def rank_and_world() -> tuple[int, int]:
