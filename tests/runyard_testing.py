@@ -25,3 +25,22 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None
 
 def tracking_uri(directory: Path) -> str:
     return f"sqlite:///{directory / '.runyard' / 'mlflow.db'}"
+
+
+def ledgers(directory: Path, prefix: str = "") -> list:
+    """The ledgers of the jobs run from `directory` (its default storage, .runyard/) whose id
+    starts with `prefix`."""
+    from runyard.execute.ledger import Ledger
+    from runyard.execute.storage import Storage
+
+    storage = Storage.resolve(None, directory)
+    return [Ledger.load(storage.ledger_path(job_id)) for job_id in storage.ledger_ids()
+            if job_id.startswith(prefix)]
+
+
+def ledger_of(directory: Path, key: str):
+    """The ledger of job `key` (an id or an MLflow run id) run from `directory`."""
+    from runyard.execute.ledger import Ledger
+    from runyard.execute.storage import Storage
+
+    return Ledger.find(Storage.resolve(None, directory), key)

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import RUNYARD, run_cli, tracking_uri
-from runyard.execute.ledger import Ledger
+from runyard_testing import RUNYARD, ledger_of, run_cli, tracking_uri
 from runyard.spec import SpecError, load_spec
 
 HILL = '''\
@@ -207,7 +206,7 @@ def children_of(client: MlflowClient, parent_id: str) -> list:
 
 def assert_tracked_like_a_built_in(workdir: Path, job_id: str, workload: str, iterations: int) -> None:
     client = MlflowClient(tracking_uri(workdir))
-    ledger = Ledger.find(workdir, job_id)
+    ledger = ledger_of(workdir, job_id)
     parent = client.get_run(ledger.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["runyard.workload"] == workload

@@ -122,14 +122,14 @@ def compare(sides: list[str], metric: str | None = None, mode: str | None = None
 
 def _side(text: str, metric: str | None) -> tuple[str, list[float], str | None, str | None]:
     """(name, values, metric, mode) of one side of a comparison."""
-    from runyard.execute.ledger import Ledger
+    from runyard.execute.storage import Storage
     from runyard.tracking.store import client_for, resolve_tracking_uri
 
     if "," not in text:
         try:
             report = best(text, metric)
         except UserError:
-            if not Ledger.folder(Path.cwd()).is_dir():
+            if not Storage.resolve(None, Path.cwd()).ledger_ids():
                 raise
         else:
             if report.best is None:

@@ -13,6 +13,8 @@ cannot delete a point, and a replay from a checkpoint recomputes the same iterat
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -96,13 +98,17 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self.run_of(trial)
-        path = trial.checkpoint.path if trial.checkpoint is not None else \
-            self.checkpoint_paths.get(TrialPayload.of(trial.config).trial_id)
+        if trial.checkpoint is not None:
+            path, scratch = local_copy(trial.checkpoint)
+        else:
+            path, scratch = self.checkpoint_paths.get(TrialPayload.of(trial.config).trial_id), None
         if path is not None:
-            self.tracking.writer.log_artifacts(run, str(Path(path) / STATE_DIR), "checkpoint")
+            logged = [self.tracking.writer.log_artifacts(run, str(Path(path) / STATE_DIR), "checkpoint")]
             artifacts = Path(path) / ARTIFACTS_DIR
             if artifacts.is_dir():
-                self.tracking.writer.log_artifacts(run, str(artifacts))
+                logged.append(self.tracking.writer.log_artifacts(run, str(artifacts)))
+            if scratch is not None:  # a download from remote storage: gone once it is logged
+                logged[-1].add_done_callback(lambda _: shutil.rmtree(scratch, ignore_errors=True))
         self._end(trial, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -140,3 +146,15 @@ class TrackingCallback(tune.Callback):
             self.status[trial_id] = status
             self.tracking.writer.end_run(self.runs[trial_id], status)
         return unfinished
+
+
+def local_copy(checkpoint: Any) -> tuple[str, str | None]:
+    """A folder on this machine holding a Tune checkpoint (a ray.train.Checkpoint), and the
+    scratch folder to delete afterwards: None when the checkpoint is on a local or shared
+    path already, the download's folder when it is in a bucket."""
+    from pyarrow import fs
+
+    if isinstance(checkpoint.filesystem, fs.LocalFileSystem):
+        return checkpoint.path, None
+    scratch = tempfile.mkdtemp(prefix="runyard-checkpoint-")
+    return checkpoint.to_directory(scratch), scratch
