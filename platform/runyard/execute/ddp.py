@@ -21,7 +21,9 @@ import ray.train
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR, build_workload, stop_reached
+from runyard.execute.trainable import (
+    ARTIFACTS_DIR, STATE_DIR, build_workload, metric_directions, stop_reached,
+)
 
 PROGRESS_FILE = "progress.json"
 
@@ -65,6 +67,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
     workload = build_workload(trial, {"device": get_device()})
+    directions = metric_directions(trial)
     iteration, elapsed = 0, 0.0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -78,7 +81,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         metrics = {name: float(value) for name, value in workload.step().items()}
         iteration += 1
         elapsed += time.time() - started
-        done = stop_reached(trial["stop"], type(workload).metrics, iteration, elapsed, metrics)
+        done = stop_reached(trial["stop"], directions, iteration, elapsed, metrics)
         if done and rank == 0:
             workload.artifacts(artifacts_dir)
         with tempfile.TemporaryDirectory() as directory:

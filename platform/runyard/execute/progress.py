@@ -16,6 +16,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from runyard.execute.trainable import FINISHED
+
 
 class ProgressCallback(tune.Callback):
     def __init__(self, console: Console, title: str, total: int, metric: str, mode: str,
@@ -54,6 +56,8 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        if result.get(FINISHED):
+            return  # no iteration: the workload ended by itself after its last one
         trial_id = self._id(trial)
         self.latest[trial_id] = result
         value = result.get(self.metric)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ray import tune
 
-from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR
+from runyard.execute.trainable import ARTIFACTS_DIR, FINISHED, STATE_DIR, metric_directions
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.writer import RunRef
 
@@ -30,6 +30,7 @@ class TrackingCallback(tune.Callback):
         self.base_params = base_params
         self.trial_files = trial_files  # trial id -> {artifact file name: text}
         self.metric_names = metric_names
+        self.trial_metrics: dict[str, set[str]] = {}  # trial id -> what its workload reports
         self.runs: dict[str, RunRef] = dict(existing)
         self.status: dict[str, str] = {}  # final status of trials that ran under this driver
         self.checkpoint_paths: dict[str, str] = {}  # data-parallel trials report them as results
@@ -71,7 +72,16 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        metrics = {k: v for k, v in result.items() if k in self.metric_names}
+        if result.get(FINISHED):
+            return  # the workload ended by itself after its last iteration: nothing new
+        payload = trial.config["trial"]
+        if payload["trial_id"] not in self.trial_metrics:
+            # A workload may declare its metrics in its config (the command workload): the
+            # trial's own declaration is added to the job's.
+            self.trial_metrics[payload["trial_id"]] = (self.metric_names
+                                                       | set(metric_directions(payload)))
+        names = self.trial_metrics[payload["trial_id"]]
+        metrics = {k: v for k, v in result.items() if k in names}
         metrics["time_total_s"] = result.get("time_total_s", 0.0)
         metrics["training_iteration"] = result["training_iteration"]
         self.tracking.writer.log_metrics(self.run_of(trial), metrics, result["training_iteration"])

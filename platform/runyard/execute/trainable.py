@@ -20,9 +20,12 @@ from typing import Any
 from ray import tune
 
 from runyard import workloads
-from runyard.workloads.base import Workload, WorkloadContext
+from runyard.workloads.base import Direction, Workload, WorkloadContext, WorkloadFinished
 
 STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
+# The key of the result that ends a trial whose workload finished by itself: it is no
+# iteration, so the callbacks record nothing for it.
+FINISHED = "runyard_finished"
 
 
 def stop_reached(stop: dict[str, Any], directions: dict[str, str], iteration: int,
@@ -39,6 +42,12 @@ def stop_reached(stop: dict[str, Any], directions: dict[str, str], iteration: in
         if (value >= threshold) if directions[name] == "max" else (value <= threshold):
             return True
     return False
+
+
+def metric_directions(trial: dict[str, Any]) -> dict[str, Direction]:
+    """The metrics the trial's workload reports under its config, with their directions."""
+    cls = workloads.get(trial["workload"])
+    return cls.declared_metrics(cls.Config.model_validate(trial["config"]))
 
 
 def build_workload(trial: dict[str, Any], parallel: dict[str, Any]) -> Workload:
@@ -62,16 +71,20 @@ class WorkloadTrainable(tune.Trainable):
 
     def _build(self, trial: dict[str, Any]) -> None:
         self.trial = trial
+        self.directions = metric_directions(trial)
         self.workload = build_workload(trial, _parallel_factories(trial))
         self.artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
 
     def step(self) -> dict[str, Any]:
         started = time.time()
-        metrics = {name: float(value) for name, value in self.workload.step().items()}
+        try:
+            metrics = {name: float(value) for name, value in self.workload.step().items()}
+        except WorkloadFinished:
+            self.workload.artifacts(self.artifacts_dir)
+            return {"done": True, FINISHED: True}
         iteration = self.iteration + 1
         elapsed = self._time_total + (time.time() - started)
-        done = stop_reached(self.trial["stop"], type(self.workload).metrics, iteration,
-                            elapsed, metrics)
+        done = stop_reached(self.trial["stop"], self.directions, iteration, elapsed, metrics)
         if done:
             self.workload.artifacts(self.artifacts_dir)
         return {**metrics, "done": done}
