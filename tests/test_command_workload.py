@@ -238,7 +238,7 @@ def test_bad_commands_are_refused_by_validate_naming_the_field(workdir: Path):
 @pytest.mark.slow
 def test_a_sweep_of_a_script_tracks_each_iteration_and_honours_the_stop_conditions(workdir: Path):
     spec = write_job(workdir, "stops", {"rate": [0.1, 0.6]}, epochs=50,
-                     stop="{iterations: 4, thresholds: {score: 1.0}}")
+                     stop="{iterations: 4, score: 1.0}")
     result = run_cli("run", str(spec), "--id", "stops", cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
 
