@@ -80,9 +80,11 @@ sweep:
 
 def write_job(workdir: Path, name: str, space: dict[str, list], epochs: int = 5,
               stop: str = "{iterations: 20}", max_failures: int = 0) -> Path:
+    """The script and a sweep of it: `space` maps a key of config.params (or "", the whole
+    of config.params) to its grid."""
     (workdir / "counter.py").write_text(SCRIPT)
-    lines = "\n".join(f"    config.params.{key}: {{grid: {json.dumps(values)}}}"
-                      for key, values in space.items())
+    lines = "\n".join(f"    {'.'.join(['config.params', key]).rstrip('.')}: "
+                      f"{{grid: {json.dumps(values)}}}" for key, values in space.items())
     path = workdir / f"{name}.yaml"
     path.write_text(SPEC.format(name=name, epochs=epochs, stop=stop, max_failures=max_failures,
                                 space=lines))
@@ -236,54 +238,45 @@ def test_bad_commands_are_refused_by_validate_naming_the_field(workdir: Path):
 
 
 @pytest.mark.slow
-def test_a_sweep_of_a_script_tracks_each_iteration_and_honours_the_stop_conditions(workdir: Path):
-    spec = write_job(workdir, "stops", {"rate": [0.1, 0.6]}, epochs=50,
-                     stop="{iterations: 4, score: 1.0}")
-    result = run_cli("run", str(spec), "--id", "stops", cwd=workdir)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-    runs = trial_runs(workdir, "stops")
-    assert all(run.info.status == "FINISHED" for run in runs.values())
-    # rate 0.1 runs into the iteration limit; rate 0.6 passes the threshold at epoch 2.
-    assert history(workdir, runs[0.1]) == [(1, 0.1), (2, 0.2), (3, pytest.approx(0.3)), (4, 0.4)]
-    assert history(workdir, runs[0.6]) == [(1, 0.6), (2, 1.2)]
-    assert history(workdir, runs[0.1], "epoch") == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
-    assert "just some chatter" in artifact_text(workdir, runs[0.1], "stdout.log")
-    # Stopped long before its 50 epochs: the programs were terminated, not left running.
-    pids = [int(path.read_text()) for path in workdir.glob("pid-*")]
-    assert len(pids) == 2 and all(gone(pid) for pid in pids)
-
-
-@pytest.mark.slow
-def test_a_crashed_script_is_retried_from_its_checkpoint_or_fails_with_its_stderr(workdir: Path):
+def test_a_sweep_of_a_plain_script_stops_retries_fails_and_reruns_like_any_other(workdir: Path):
     broken = workdir / "broken"
     broken.touch()
-    # One trial crashes once, and its retry resumes; the other crashes while `broken` exists.
-    spec = write_job(workdir, "crashes", {"rate": [0.1], "crash": ["once", "while-broken"]},
-                     max_failures=1)
-    result = run_cli("run", str(spec), "--id", "crashes", cwd=workdir)
+    spec = write_job(workdir, "script", {"": [
+        {"rate": 0.1, "epochs": 50, "crash": "never"},   # runs into the iteration limit
+        {"rate": 0.6, "epochs": 50, "crash": "never"},   # passes the score threshold at epoch 2
+        {"rate": 0.15, "epochs": 5, "crash": "once"},    # crashes once; the retry resumes
+        {"rate": 0.19, "epochs": 5, "crash": "while-broken"},  # crashes until fixed
+    ]}, stop="{iterations: 6, score: 1.0}", max_failures=1)
+    result = run_cli("run", str(spec), "--id", "script", cwd=workdir)
     assert result.returncode == 1, result.stdout + result.stderr
-    client = MlflowClient(tracking_uri(workdir))
-    parent = client.get_run(Ledger.find(workdir, "crashes").run_id)
-    children = {run.data.params["config.params.crash"]: run for run in client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+    assert "rerun-failed script" in result.stdout
 
-    retried = children["once"]
-    assert retried.info.status == "FINISHED"
-    # Crashed in epoch 3, resumed from the checkpoint of epoch 2: every epoch tracked once.
+    runs = trial_runs(workdir, "script")
+    assert {rate: run.info.status for rate, run in runs.items()} == {
+        0.1: "FINISHED", 0.6: "FINISHED", 0.15: "FINISHED", 0.19: "FAILED"}
+    # Every iteration's metrics, at its step; the stop conditions end the first two early.
+    assert history(workdir, runs[0.1]) == [(n, pytest.approx(0.1 * n)) for n in range(1, 7)]
+    assert history(workdir, runs[0.1], "epoch") == [(n, n) for n in range(1, 7)]
+    assert history(workdir, runs[0.6]) == [(1, 0.6), (2, 1.2)]
+    assert "just some chatter" in artifact_text(workdir, runs[0.1], "stdout.log")
+    # Stopped long before their 50 epochs, the programs were terminated, not left running.
+    assert all(gone(int((workdir / f"pid-never-{rate}").read_text())) for rate in (0.1, 0.6))
+
+    # Crashed in epoch 3, resumed from the checkpoint of epoch 2: every epoch tracked once,
+    # and the program's own end (5 epochs) ended the trial.
+    retried = runs[0.15]
     assert [step for step, _ in history(workdir, retried)] == [1, 2, 3, 4, 5]
     assert "resumed from epoch 2" in artifact_text(workdir, retried, "stdout.log")
+    assert retried.data.metrics["training_iteration"] == 5
 
-    failed = children["while-broken"]
-    assert failed.info.status == "FAILED"
+    failed = runs[0.19]
     assert failed.data.tags["runyard.error"].endswith(
         "python counter.py exited with code 1: ValueError: planted crash at epoch 3")
     assert "loss went to nan" in artifact_text(workdir, failed, "error.txt")
 
     broken.unlink()
-    rerun = run_cli("rerun-failed", "crashes", cwd=workdir)
+    rerun = run_cli("rerun-failed", "script", cwd=workdir)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    fixed = client.get_run(failed.info.run_id)
-    assert fixed.info.status == "FINISHED"
+    fixed = trial_runs(workdir, "script")[0.19]
+    assert fixed.info.run_id == failed.info.run_id and fixed.info.status == "FINISHED"
     assert [step for step, _ in history(workdir, fixed)] == [1, 2, 3, 4, 5]
