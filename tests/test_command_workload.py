@@ -32,6 +32,7 @@ parser.add_argument("--epochs", type=int, required=True)
 parser.add_argument("--sleep", type=float, default=0.0)
 parser.add_argument("--crash-at", type=int, default=0)
 parser.add_argument("--crash", choices=["never", "once", "while-broken"], default="never")
+parser.add_argument("--named", action="store_true", help="each checkpoint in its own folder")
 args = parser.parse_args()
 
 checkpoints = Path(os.environ["RUNYARD_CHECKPOINT_DIR"])
@@ -49,12 +50,14 @@ for epoch in range(start + 1, args.epochs + 1):
         marker.touch()
         print("loss went to nan", file=sys.stderr)
         raise ValueError(f"planted crash at epoch {epoch}")
-    (checkpoints / "state.json").write_text(json.dumps({"epoch": epoch}))
-    score = args.rate * epoch
+    folder = checkpoints / f"epoch-{epoch}" if args.named else checkpoints
+    folder.mkdir(exist_ok=True)
+    (folder / "state.json").write_text(json.dumps({"epoch": epoch}))
+    score, mark = args.rate * epoch, folder.name if args.named else "true"
     if epoch % 2:
-        print(json.dumps({"epoch": epoch, "score": score, "checkpoint": True}))
+        print(json.dumps({"epoch": epoch, "score": score, "checkpoint": mark == "true" or mark}))
     else:
-        print(f"epoch={epoch} score={score} checkpoint=true")
+        print(f"epoch={epoch} score={score} checkpoint={mark}")
     print("just some chatter", flush=True)
 """
 
@@ -127,6 +130,7 @@ def test_a_json_object_line_is_a_report_of_its_numbers():
         Report({"epoch": 3.0, "loss": 0.25})
     assert parse_report('{"checkpoint": true}') == Report({}, checkpoint=True)
     assert parse_report('{"loss": 1, "checkpoint": true}') == Report({"loss": 1.0}, True)
+    assert parse_report('{"checkpoint": "step-300"}') == Report({}, checkpoint="step-300")
     assert parse_report('{"ok": true}') is None  # a bool is not a number
 
 
@@ -136,7 +140,8 @@ def test_key_value_pairs_are_a_report_only_when_every_word_is_one():
     assert parse_report("val/loss=2 checkpoint=true") == Report({"val/loss": 2.0}, True)
     assert parse_report("lr=0.1 training starts") is None
     assert parse_report("loss=low") is None
-    assert parse_report("checkpoint=maybe") is None
+    assert parse_report("checkpoint=step-300") == Report({}, "step-300")
+    assert parse_report("checkpoint=false") is None
 
 
 @pytest.mark.parametrize("line", ["", "Epoch 3/10", "{not json", "[1, 2]", '"loss=1"',
@@ -156,8 +161,12 @@ def command_workload(tmp_path: Path, **config) -> Command:
     return workload
 
 
-def test_a_restored_program_continues_from_its_checkpoint_and_skips_what_was_tracked(tmp_path: Path):
-    command = [sys.executable, "counter.py", "--rate", "1", "--epochs", "4"]
+@pytest.mark.parametrize("options", [["--named"], ["--sleep", "0.2"]], ids=["named", "whole-dir"])
+def test_a_restored_program_continues_from_its_checkpoint_and_skips_what_was_tracked(
+        tmp_path: Path, options: list[str]):
+    # A named checkpoint is exact however fast the program runs on; the whole directory is
+    # exact when the next checkpoint comes some time after the report (an epoch's work).
+    command = [sys.executable, "counter.py", "--rate", "1", "--epochs", "4", *options]
     first = command_workload(tmp_path, command=command)
     assert [first.step()["score"] for _ in range(3)] == [1.0, 2.0, 3.0]
     saved = tmp_path / "saved"

@@ -15,16 +15,22 @@ whose number is in $RUNYARD_METRICS_FD (`reports: fd`, for programs whose stdout
 A report holding at least one of `config.metrics` is one iteration, one `step()`; any other
 line is plain output and only kept in the log.
 
-Checkpoints: the program writes its state into $RUNYARD_CHECKPOINT_DIR, then reports
-`"checkpoint": true` (alone, or in the line of the iteration it ends). On reading that line
-runyard copies the directory aside at once: that copy is the last complete checkpoint, so a
-checkpoint the program is still writing is never the one kept. (The program must leave the
-directory alone between its report and its next checkpoint; writing each checkpoint then
-reporting it is enough.) A retried, resumed or re-run trial starts the program again with
-$RUNYARD_RESTORE_DIR naming a copy of its last complete checkpoint (the variable is absent on
-a fresh start) and an empty $RUNYARD_CHECKPOINT_DIR. The program continues from there; the
-reports of iterations runyard had already tracked when it saved (those between the program's
-checkpoint and runyard's own) are read and skipped, so each iteration is tracked once.
+Checkpoints: the program writes its state into $RUNYARD_CHECKPOINT_DIR, then says it is
+complete in a report, alone or in the line of the iteration it ends:
+  "checkpoint": "NAME"   the directory NAME inside it is complete. runyard moves it away at
+                         once (a rename): exact however soon the program writes the next one,
+                         which it writes under a new name (epoch-3, epoch-4, ...).
+  "checkpoint": true     the whole directory is complete. runyard copies it at once, with the
+                         program paused (SIGSTOP to its group) during the copy; exact when the
+                         program begins its next checkpoint some work after the report (an
+                         epoch), not in the instant after it.
+Either way a checkpoint the program is still writing is never the one kept. A retried,
+resumed or re-run trial starts the program again with $RUNYARD_RESTORE_DIR naming a copy of
+its last complete checkpoint (the contents of NAME, or of the whole directory; the variable
+is absent on a fresh start) and an empty $RUNYARD_CHECKPOINT_DIR. The program continues
+from there; the reports of iterations runyard had already tracked when it saved (those
+between the program's checkpoint and runyard's own) are read and skipped, so each
+iteration is tracked once.
 
 Ending: the program exiting with code 0 ends the trial FINISHED after its last report
 (`WorkloadFinished`); any other exit is a failed trial whose error is the end of its stderr.
@@ -95,10 +101,11 @@ class CommandConfig(WorkloadConfig):
 
 @dataclass(frozen=True)
 class Report:
-    """One report line: its numeric values and whether it says a checkpoint is complete."""
+    """One report line: its numeric values, and the checkpoint it says is complete: True for
+    the whole checkpoint directory, a name for one directory in it, False for none."""
 
     values: dict[str, float]
-    checkpoint: bool = False
+    checkpoint: bool | str = False
 
 
 def parse_report(line: str) -> Report | None:
@@ -115,7 +122,8 @@ def parse_report(line: str) -> Report | None:
         values = {key: float(value) for key, value in data.items()
                   if isinstance(value, int | float) and not isinstance(value, bool)
                   and key != "checkpoint"}
-        checkpoint = data.get("checkpoint") is True
+        mark = data.get("checkpoint", False)
+        checkpoint = mark if mark is True or (isinstance(mark, str) and mark) else False
     else:
         values, checkpoint = {}, False
         for token in filter(None, re.split(r"[\s,]+", text)):
@@ -123,15 +131,14 @@ def parse_report(line: str) -> Report | None:
             if not equals or not _KEY.fullmatch(key):
                 return None
             if key == "checkpoint":
-                if value.lower() not in ("true", "1", "false", "0"):
-                    return None
-                checkpoint = value.lower() in ("true", "1")
+                flags = {"true": True, "1": True, "false": False, "0": False}
+                checkpoint = flags.get(value.lower(), value) if value else False
                 continue
             try:
                 values[key] = float(value)
             except ValueError:
                 return None
-    if not values and not checkpoint:
+    if not values and checkpoint is False:
         return None
     return Report(values, checkpoint)
 
@@ -171,6 +178,15 @@ def _placeholder_problems(config: CommandConfig) -> list[str]:
                 problems.append(f"config.command: {{{name}}} is unknown; a command may use "
                                 "{params.NAME} and {seed}")
     return problems
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> bool:
+    """Send `signum` to the program's process group; False when the group is gone."""
+    try:
+        os.killpg(process.pid, signum)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -250,6 +266,8 @@ class Command(Workload):
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                 pass_fds=(report_write,) if report_write is not None else ())
         except OSError as error:
+            if report_read is not None:
+                os.close(report_read)
             raise RuntimeError(f"could not start {self.arguments[0]!r} in {self.workdir}: "
                                f"{error}") from None
         finally:
@@ -257,23 +275,25 @@ class Command(Workload):
                 os.close(report_write)
         stdout_log = open(self.scratch / "stdout.log", "a", buffering=1)
         stderr_log = open(self.scratch / "stderr.log", "a", buffering=1)
-        outputs = [threading.Thread(target=self._keep_stderr, args=(stderr_log,), daemon=True)]
+        outputs = [threading.Thread(target=self._keep_stderr, args=(self.process.stderr, stderr_log),
+                                    daemon=True)]
         if report_read is None:
-            reports = threading.Thread(target=self._read_reports,
-                                       args=(self.process.stdout, stdout_log, outputs), daemon=True)
+            source, log = self.process.stdout, stdout_log
         else:
-            outputs.append(threading.Thread(target=self._keep_stdout, args=(stdout_log,), daemon=True))
-            reports = threading.Thread(target=self._read_reports,
-                                       args=(open(report_read, "rb"), None, outputs), daemon=True)
+            outputs.append(threading.Thread(target=self._keep_stdout,
+                                            args=(self.process.stdout, stdout_log), daemon=True))
+            source, log = open(report_read, "rb"), None
+        reports = threading.Thread(target=self._read_reports, daemon=True,
+                                   args=(source, log, outputs, self.events, self.process))
         self.readers = [*outputs, reports]
         for thread in self.readers:
             thread.start()
 
     def _read_reports(self, stream: IO[bytes], log: IO[str] | None,
-                      outputs: list[threading.Thread]) -> None:
+                      outputs: list[threading.Thread], events: queue.Queue,
+                      process: subprocess.Popen) -> None:
         """Read report lines until the program closes the stream, then wait for it to exit."""
         number = self.first_number
-        events, process = self.events, self.process
         try:
             for raw in stream:
                 line = raw.decode("utf-8", errors="replace")
@@ -286,11 +306,11 @@ class Command(Workload):
                 self.other_keys.update(set(report.values) - set(metrics))
                 if metrics:
                     number += 1
-                if report.checkpoint:
-                    self._snapshot(number)
+                if report.checkpoint is not False:
+                    self._snapshot(number, process, report.checkpoint)
                 if metrics:
                     events.put(_Iteration(number, metrics))
-        except OSError as error:
+        except (OSError, ValueError) as error:
             events.put(_Broken(f"could not keep the checkpoint the program reported: {error}"))
         finally:
             stream.close()
@@ -300,25 +320,42 @@ class Command(Workload):
                 log.close()
             events.put(_Exited(process.wait()))
 
-    def _keep_stderr(self, log: IO[str]) -> None:
+    def _keep_stderr(self, stream: IO[bytes], log: IO[str]) -> None:
         with log:
-            for raw in self.process.stderr:
+            for raw in stream:
                 line = raw.decode("utf-8", errors="replace")
                 log.write(line)
                 self.stderr_tail.append(line.rstrip("\n"))
 
-    def _keep_stdout(self, log: IO[str]) -> None:
+    @staticmethod
+    def _keep_stdout(stream: IO[bytes], log: IO[str]) -> None:
         with log:
-            for raw in self.process.stdout:
+            for raw in stream:
                 log.write(raw.decode("utf-8", errors="replace"))
 
-    def _snapshot(self, number: int) -> None:
-        """Copy the checkpoint the program just reported complete; it becomes visible (to
-        save()) only once the copy is whole."""
+    def _snapshot(self, number: int, process: subprocess.Popen, mark: bool | str) -> None:
+        """Keep the checkpoint the program just reported complete; save() sees it only once
+        it is whole. A named one is moved out of the program's reach at once (a rename, no
+        copy: exact however soon the program writes its next one). The whole directory is
+        copied with the program paused (SIGSTOP to its group), so it cannot start writing
+        the next checkpoint during the copy."""
+        live = self.scratch / "checkpoint"
         final = self.scratch / "snapshots" / f"{number:08d}"
-        partial = final.with_name(final.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(self.scratch / "checkpoint", partial)
+        final.parent.mkdir(exist_ok=True)
+        if mark is True:
+            partial = final.with_name(final.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            paused = _signal_group(process, signal.SIGSTOP)
+            try:
+                shutil.copytree(live, partial)
+            finally:
+                if paused:
+                    _signal_group(process, signal.SIGCONT)
+        else:
+            partial = live / mark
+            if Path(mark).name != mark or mark in (".", "..") or not partial.is_dir():
+                raise ValueError(f"checkpoint {mark!r} names no directory directly inside "
+                                 "$RUNYARD_CHECKPOINT_DIR")
         with self.lock:
             shutil.rmtree(final, ignore_errors=True)
             partial.rename(final)
@@ -329,17 +366,12 @@ class Command(Workload):
         process, self.process = self.process, None
         if process is None:
             return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(self.config.stop_grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        except ProcessLookupError:
-            pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # what is left of the group, if anything
-        except ProcessLookupError:
-            pass
+        if _signal_group(process, signal.SIGTERM):
+            try:
+                process.wait(self.config.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(process, signal.SIGKILL)  # what is left of the group, if anything
         process.wait()
         for thread in self.readers:
             thread.join(timeout=5)
