@@ -29,8 +29,8 @@ from pathlib import Path
 parser = argparse.ArgumentParser()
 parser.add_argument("--rate", type=float, required=True)
 parser.add_argument("--epochs", type=int, required=True)
-parser.add_argument("--sleep", type=float, default=0.0)
-parser.add_argument("--crash-at", type=int, default=0)
+parser.add_argument("--sleep", type=float, default=0.05)
+parser.add_argument("--crash-at", type=int, default=3)
 parser.add_argument("--crash", choices=["never", "once", "while-broken"], default="never")
 parser.add_argument("--named", action="store_true", help="each checkpoint in its own folder")
 args = parser.parse_args()
@@ -65,7 +65,7 @@ SPEC = """\
 name: {name}
 workload: command
 config:
-  command: python counter.py --rate {{params.rate}} --epochs {{params.epochs}} --sleep 0.05 --crash-at 3 --crash {{params.crash}}
+  command: python counter.py --rate {{params.rate}} --epochs {{params.epochs}} --crash {{params.crash}} --named
   params: {{rate: 0.1, epochs: {epochs}, crash: never}}
   metrics: {{score: max, epoch: max}}
 stop: {stop}

@@ -248,8 +248,8 @@ class Command(Workload):
         live = self.scratch / "checkpoint"
         shutil.rmtree(live, ignore_errors=True)
         live.mkdir()
-        env = {**os.environ,
-               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        env = {**os.environ, "PATH": path,
                "PYTHONUNBUFFERED": "1",  # a Python program's reports arrive as it prints them
                "RUNYARD_CHECKPOINT_DIR": str(live), "RUNYARD_SEED": str(self.seed)}
         env.pop("RUNYARD_RESTORE_DIR", None)
@@ -275,8 +275,8 @@ class Command(Workload):
                 os.close(report_write)
         stdout_log = open(self.scratch / "stdout.log", "a", buffering=1)
         stderr_log = open(self.scratch / "stderr.log", "a", buffering=1)
-        outputs = [threading.Thread(target=self._keep_stderr, args=(self.process.stderr, stderr_log),
-                                    daemon=True)]
+        outputs = [threading.Thread(target=self._keep_stderr, daemon=True,
+                                    args=(self.process.stderr, stderr_log))]
         if report_read is None:
             source, log = self.process.stdout, stdout_log
         else:
@@ -386,7 +386,8 @@ class Command(Workload):
                 event = self.events.get(timeout=self.config.step_timeout_s)
             except queue.Empty:
                 raise RuntimeError(f"{self._name()} reported no iteration for "
-                                   f"{self.config.step_timeout_s} s (config.step_timeout_s)") from None
+                                   f"{self.config.step_timeout_s} s (config.step_timeout_s)"
+                                   ) from None
             if isinstance(event, _Exited):
                 self._ended(event.code)
             if isinstance(event, _Broken):
