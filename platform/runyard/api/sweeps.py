@@ -64,7 +64,8 @@ def best(job: str, metric: str | None = None) -> SweepReport:
 
     ledger = find_job(job)
     spec = load_ledger_spec(ledger)
-    metrics = workloads.get(spec.workload).metrics
+    workload_cls = workloads.get(spec.workload)
+    metrics = workload_cls.declared_metrics(workload_cls.Config.model_validate(spec.config))
     metric = metric or (spec.sweep.metric if spec.sweep else next(iter(metrics)))
     if metric not in metrics:
         raise UserError(f"{spec.workload} does not report {metric!r}; it reports: "

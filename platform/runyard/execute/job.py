@@ -92,7 +92,9 @@ class _Driver:
     """One driver's run of a job: its MLflow records and its Tune experiments, together."""
 
     def __init__(self, spec: JobSpec, ledger: Ledger, console: Console, new: bool):
-        metrics = workloads.get(spec.workload).metrics
+        workload_cls = workloads.get(spec.workload)
+        # What the workload reports under this config (a command workload declares it there).
+        metrics = workload_cls.declared_metrics(workload_cls.Config.model_validate(spec.config))
         self.spec, self.ledger, self.console = spec, ledger, console
         self.settings = SearchSettings.of(spec, metrics)
         self.records = JobRecords(spec, ledger, self.settings, list(metrics))

@@ -22,7 +22,7 @@ from typing import Any
 from ray import tune
 
 from runyard.execute.payload import TrialPayload
-from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR
+from runyard.execute.trainable import ARTIFACTS_DIR, FINISHED, STATE_DIR
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
 from runyard.tracking.writer import RunRef
@@ -84,6 +84,8 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        if result.get(FINISHED):
+            return  # the workload ended by itself after its last iteration: nothing new
         trial_id = TrialPayload.of(trial.config).trial_id
         if result.get("checkpoint_path"):
             self.checkpoint_paths[trial_id] = result["checkpoint_path"]

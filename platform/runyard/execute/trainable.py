@@ -21,9 +21,18 @@ from ray import tune
 
 from runyard import workloads
 from runyard.execute.payload import TrialPayload
-from runyard.workloads.base import Workload, WorkloadContext
+from runyard.workloads.base import Direction, Workload, WorkloadContext, WorkloadFinished
 
 STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
+# The key of the result that ends a trial whose workload finished by itself: it is no
+# iteration, so the callbacks record nothing for it.
+FINISHED = "runyard_finished"
+
+
+def metric_directions(trial: TrialPayload) -> dict[str, Direction]:
+    """The metrics the trial's workload reports under its config, with their directions."""
+    cls = workloads.get(trial.workload, project_dir=trial.workdir)
+    return cls.declared_metrics(cls.Config.model_validate(trial.config))
 
 
 def build_workload(trial: TrialPayload, parallel: dict[str, Any]) -> Workload:
@@ -48,15 +57,20 @@ class WorkloadTrainable(tune.Trainable):
 
     def _build(self, trial: TrialPayload) -> None:
         self.trial = trial
+        self.directions = metric_directions(trial)
         self.workload = build_workload(trial, _parallel_factories(trial))
         self.artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
 
     def step(self) -> dict[str, Any]:
         started = time.time()
-        metrics = {name: float(value) for name, value in self.workload.step().items()}
+        try:
+            metrics = {name: float(value) for name, value in self.workload.step().items()}
+        except WorkloadFinished:
+            self.workload.artifacts(self.artifacts_dir)
+            return {"done": True, FINISHED: True}
         iteration = self.iteration + 1
         elapsed = self._time_total + (time.time() - started)
-        done = self.trial.stop.reached(type(self.workload).metrics, iteration, elapsed, metrics)
+        done = self.trial.stop.reached(self.directions, iteration, elapsed, metrics)
         if done:
             self.workload.artifacts(self.artifacts_dir)
         return {**metrics, "done": done}
