@@ -219,7 +219,8 @@ def up(
                             "N-1 workers, e.g. --hosts 3).")
         netns_hosts.check_can_make_hosts()
         workers = hosts - 1
-        head_cpus = 0 if head_cpus is None else head_cpus
+        if head_cpus is None:
+            head_cpus = 0 if workers else 1
     elif storage_dir is not None:
         raise UserError("--storage-dir: only namespaced hosts (--hosts N) need a shared storage "
                         "folder; the single-namespace cluster shares this machine's disk.")
@@ -706,6 +707,11 @@ def _down_hosts(cluster: LocalCluster, echo) -> int:
         netns_hosts.remove_host_network(node.netns, node.root_veth)
     netns_hosts.remove_network(cluster.network)
     shutil.rmtree(cluster.ray_temp_root, ignore_errors=True)
+    try:
+        # The hosts root itself, once no other cluster's hosts live there.
+        Path(cluster.ray_temp_root).parent.rmdir()
+    except OSError:
+        pass
     (Path(cluster.state_dir) / STATE_FILE).unlink(missing_ok=True)
     echo(f"local cluster down: {ended} processes stopped, {len(cluster.nodes)} hosts and bridge "
          f"{cluster.network.bridge} removed")
