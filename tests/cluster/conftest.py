@@ -144,5 +144,5 @@ def namespaced_hosts(tmp_path_factory) -> HostsUnderTest:
     try:
         yield HostsUnderTest(cluster, "\n".join(printed))
     finally:
-        local_cluster.down(state_dir, echo=lambda _: None)
+        local_cluster.down(cluster, echo=lambda _: None)
     assert leftovers_of(cluster) == []

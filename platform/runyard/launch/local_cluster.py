@@ -270,13 +270,16 @@ def up(
     return cluster
 
 
-def down(state_dir: str | Path = DEFAULT_STATE_DIR, *, echo: Callable[[str], None] = print) -> int:
+def down(state_dir: str | Path | LocalCluster = DEFAULT_STATE_DIR, *,
+         echo: Callable[[str], None] = print) -> int:
     """Stop everything `up()` recorded in state_dir; return how many processes were ended.
 
     Workers first, then the head, then the tracking server; then any straggler that still carries
     this cluster's marker. Removes the Ray temp dir and state.json (logs stay in state_dir/logs).
+    Given the LocalCluster that up() returned instead, it needs no state.json (a test whose
+    temp folder was cleaned away still stops its cluster).
     """
-    cluster = LocalCluster.load(state_dir)
+    cluster = state_dir if isinstance(state_dir, LocalCluster) else LocalCluster.load(state_dir)
     if cluster.network is not None:
         return _down_hosts(cluster, echo)
     ended = 0
@@ -597,10 +600,10 @@ def _up_hosts(worker_resources, state_dir: Path, head_cpus, worker_cpus, trackin
         _wait_for_nodes(cluster, 1 + len(worker_resources), startup_timeout_s)
     except BaseException:
         echo("local cluster: start failed, stopping what was started")
-        down(state_dir, echo=lambda _: None)
+        down(cluster, echo=lambda _: None)
         raise
     workers = len(worker_resources)
-    echo(f"local cluster up: {1 + workers} hosts (head + {workers} workers), each with its own "
+    echo(f"local cluster up: {1 + workers} hosts (head + {workers} worker{'s' if workers != 1 else ''}), each with its own "
          f"network, mount, UTS and PID namespaces on bridge {cluster.network.bridge} "
          f"({cluster.network.subnet}); token auth on")
     for node in cluster.nodes:
