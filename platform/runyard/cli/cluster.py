@@ -103,6 +103,8 @@ def _add_cluster(subparsers) -> None:
                     help="N namespaced hosts in all: the head and N-1 workers (root only)")
     up.add_argument("--storage-dir", default=None, metavar="DIR",
                     help="with --hosts: the folder every host sees at the same path (default <state-dir>/storage)")
+    up.add_argument("--hosts-root", default=None, metavar="DIR",
+                    help="with --hosts: where each host's private /tmp and home live (default /var/tmp/runyard-hosts)")
     up.add_argument(
         "--resources",
         default=None,
@@ -164,6 +166,7 @@ def _local_up(args) -> int:
         workers=args.workers,
         hosts=args.hosts,
         storage_dir=args.storage_dir,
+        **({"hosts_root": args.hosts_root} if args.hosts_root else {}),
         resources=_parse_resources(args.resources),
         state_dir=args.state_dir,
         head_cpus=args.head_cpus,

@@ -224,6 +224,8 @@ def up(
     elif storage_dir is not None:
         raise UserError("--storage-dir: only namespaced hosts (--hosts N) need a shared storage "
                         "folder; the single-namespace cluster shares this machine's disk.")
+    elif Path(hosts_root) != netns_hosts.DEFAULT_HOSTS_ROOT:
+        raise UserError("--hosts-root: only namespaced hosts (--hosts N) have folders of their own.")
     workers = 2 if workers is None else workers
     head_cpus = 2 if head_cpus is None else head_cpus
     worker_resources = _check_up_arguments(workers, resources, head_cpus, worker_cpus,
