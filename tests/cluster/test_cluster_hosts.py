@@ -12,6 +12,8 @@ import os
 import socket
 import subprocess
 import textwrap
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,15 @@ PROBE = textwrap.dedent(
     print("PROBE " + json.dumps({"driver": look_around(), "workers": seen}))
     """
 )
+
+
+def http_status(url: str) -> int:
+    """Status of an anonymous GET (no token, no password)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def probe_result(log: str) -> dict:
@@ -131,6 +142,13 @@ def test_work_on_each_worker_host_sees_its_own_machine(namespaced_hosts, tmp_pat
     assert sorted(p.name for p in namespaced_hosts.storage.iterdir()) == [
         "written-by-head", "written-by-worker-1", "written-by-worker-2"]
     assert list(Path("/tmp").glob(f"{marker}-*")) == []
+
+    # The laptop's two doors keep their locks: the Jobs API wants the token, MLflow a login;
+    # and the token reached every host 0600.
+    assert http_status(cluster.jobs_address + "/api/jobs/") == 401
+    assert http_status(cluster.tracking_uri + "/api/2.0/mlflow/experiments/search?max_results=1") == 401
+    token_mode = namespaced_hosts.on_host("worker-2", "stat", "-c", "%a", str(Path.home() / ".ray" / "auth_token"))
+    assert token_mode.stdout.strip() == "600", token_mode.stderr
 
     # Logged in on a worker: the same view, and no route off the bridge.
     imported = namespaced_hosts.on_host("worker-1", "python", "-c", "import runyard; print(runyard.__file__)")

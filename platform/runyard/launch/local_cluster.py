@@ -585,6 +585,7 @@ def _up_hosts(worker_resources, state_dir: Path, head_cpus, worker_cpus, trackin
         token_path=str(write_private(state_dir / TOKEN_FILE, secrets.token_hex(32))),
         storage_dir=str(storage),
     )
+    installs: list[tuple[str, subprocess.Popen]] = []
     try:
         Path(cluster.ray_temp_root).mkdir(parents=True)
         # Recorded before it is made, so that a failure half-way is undone by down().
@@ -593,15 +594,26 @@ def _up_hosts(worker_resources, state_dir: Path, head_cpus, worker_cpus, trackin
         netns_hosts.make_network(cluster.network)
         echo(f"local cluster: building runyard's wheel for {1 + len(worker_resources)} hosts")
         netns_hosts.build_runyard_wheel(Path(cluster.ray_temp_root) / "wheel")
+        # Every host installs runyard at once, while the tracking server starts; then the head
+        # boots, then the workers.
+        sizes = [(head_cpus, {"head_node": 1}), *((worker_cpus, r) for r in worker_resources)]
+        for index, (cpus, node_resources) in enumerate(sizes):
+            install = _make_host(cluster, index, cpus, node_resources)
+            installs.append((cluster.nodes[index].name, install))
         if with_tracking:
             _start_tracking(cluster, tracking_backend, echo, host=cluster.network.root_address)
-        _start_host(cluster, 0, head_cpus, {"head_node": 1}, startup_timeout_s)
+        netns_hosts.wait_for_installs(installs, startup_timeout_s)
+        _boot_host(cluster, 0)
         _wait_for_jobs_api(cluster, cluster.nodes[0], startup_timeout_s)
-        for index, node_resources in enumerate(worker_resources, start=1):
-            _start_host(cluster, index, worker_cpus, node_resources, startup_timeout_s)
+        for index in range(1, 1 + len(worker_resources)):
+            _boot_host(cluster, index)
         _wait_for_nodes(cluster, 1 + len(worker_resources), startup_timeout_s)
     except BaseException:
         echo("local cluster: start failed, stopping what was started")
+        for _, install in installs:
+            if install.poll() is None:
+                install.kill()
+                install.wait()
         down(cluster, echo=lambda _: None)
         raise
     workers = len(worker_resources)
@@ -638,6 +650,14 @@ def _host_layout(cluster: LocalCluster, index: int) -> HostLayout:
 def _start_host(cluster: LocalCluster, index: int, num_cpus: int, resources: dict,
                 timeout_s: float = 180.0) -> None:
     """Make host `index` (0: the head), install runyard on it, start its `ray start --block`."""
+    install = _make_host(cluster, index, num_cpus, resources)
+    netns_hosts.wait_for_installs([(cluster.nodes[index].name, install)], timeout_s)
+    _boot_host(cluster, index)
+
+
+def _make_host(cluster: LocalCluster, index: int, num_cpus: int, resources: dict) -> subprocess.Popen:
+    """Record and make host `index`: its network namespace, folders and setup script; start
+    installing runyard into it (returns the pip process)."""
     layout = _host_layout(cluster, index)
     hosts_dir = Path(cluster.ray_temp_root)
     log = Path(cluster.state_dir) / "logs" / f"{layout.name}.out"
@@ -651,11 +671,20 @@ def _start_host(cluster: LocalCluster, index: int, num_cpus: int, resources: dic
     netns_hosts.write_etc_hosts(etc_hosts, [(n.name, n.address) for n in cluster.nodes])
     wheel = next((hosts_dir / "wheel").glob("runyard-*.whl"))
     install = netns_hosts.prepare_host(layout, wheel, Path(cluster.token_path).read_text().strip())
-    netns_hosts.wait_for_installs([(layout.name, install)], timeout_s)
     shared = [*netns_hosts.python_environment(), netns_hosts.SharedPath(cluster.storage_dir, read_only=False)]
     script = Path(layout.dir) / "setup.sh"
     script.write_text(netns_hosts.setup_script(layout, shared, netns_hosts.hidden_checkouts(), etc_hosts))
+    return install
 
+
+def _boot_host(cluster: LocalCluster, index: int) -> None:
+    """Start the made host `index`: its setup script, then `ray start --block` as its one
+    long-lived command (the head's first, so the workers have a GCS to join)."""
+    node = cluster.nodes[index]
+    layout = _host_layout(cluster, index)
+    num_cpus, resources = node.num_cpus, node.resources
+    script = Path(layout.dir) / "setup.sh"
+    log = Path(node.log)
     head = cluster.network.node_address(0)
     command = [RAY_BIN, "start", "--block", "--node-ip-address", layout.address,
                "--num-cpus", str(num_cpus), "--num-gpus", "0", "--resources", json.dumps(resources),
