@@ -28,6 +28,13 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else echo "The tests need PostgreSQL: sudo apt-get install postgresql"; exit 1; fi; \
 	fi
+	@# The namespaced test hosts (`cluster local up --hosts N`) need ip (iproute2), unshare,
+	@# nsenter and mount (util-linux).
+	@if ! command -v ip >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux; \
+	  else echo "The namespaced-host tests need root and: sudo apt-get install iproute2 util-linux"; fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/runyard validate jobs/*.yaml
