@@ -74,7 +74,7 @@ class LinearClassifier(Workload):
     def setup(self, config: LinearConfig, context: WorkloadContext) -> None:
         from runyard.workloads.sl import training
 
-        self.config = config
+        self.config, self.context = config, context
         self.init_rng = torch.Generator().manual_seed(context.seed)
         self.shuffle_rng = torch.Generator().manual_seed(context.seed + 1)
         self.sharded = "path" in (context.data or {})
@@ -225,23 +225,40 @@ class LinearClassifier(Workload):
                                              self.shards.val, self.device, self.class_names,
                                              directory / "misclassified.png")
 
-    def preflight(self, batch_size: int = 32) -> list:
-        """The Recipe's checks on this model and a batch of this trial's training data."""
-        from runyard.workloads.sl.preflight import run_preflight
+    @classmethod
+    def preflight_checks(cls, config: LinearConfig, context: WorkloadContext,
+                         batch_size: int = 32) -> list:
+        """The Recipe's checks (preflight.py) on fresh models of this config and a bounded,
+        class-balanced sample of the trial's data; nothing is set up, no split loaded."""
+        from runyard.workloads.sl import training
+        from runyard.workloads.sl.preflight import PreflightSample, run_checks, sample_sizes
 
-        if self.sharded:
-            images, labels = next(self.shards.train.batches(0))
-            inputs, labels = self.inputs(images), labels.to(self.device)
-            held_out = next(self.shards.val.batches(0))
-            held_inputs, held_labels = self.inputs(held_out[0]), held_out[1].to(self.device)
+        if "path" in (context.data or {}):
+            device = training.training_device(context.parallel)
+            center_only = config.preprocess == "center"
+            sample = training.preflight_sample(
+                context.data, device,
+                lambda manifest: training.normalizer_for(manifest, center_only).to(device).hwc)
+            image_shape = tuple(sample.inputs.shape[1:])
         else:
-            inputs, labels = self.data.x_train, self.data.y_train
-            held_inputs, held_labels = self.data.x_val, self.data.y_val
-        classes, features = self.model.weight.shape
+            from runyard.data.sample import take_per_class
+
+            device = torch.device("cpu")
+            data = load_dataset(context.data, seed=context.seed)
+            train_per_class, held_per_class = sample_sizes(data.num_classes)
+            train = torch.from_numpy(take_per_class(data.y_train.numpy(), train_per_class, data.num_classes))
+            held = torch.from_numpy(take_per_class(data.y_val.numpy(), held_per_class, data.num_classes))
+            sample = PreflightSample(data.x_train[train], data.y_train[train], data.x_val[held],
+                                     data.y_val[held], data.num_classes)
+            image_shape = data.image_shape
+        features = int(np.prod(image_shape))
 
         def make_model(seed: int) -> torch.nn.Module:
             generator = torch.Generator().manual_seed(seed)
-            return LinearModel(features, classes, self.config.init_std, generator).to(self.device)
+            return LinearModel(features, sample.num_classes, config.init_std, generator).to(device)
 
-        return run_preflight(make_model, inputs[:batch_size * 8], labels[:batch_size * 8],
-                             held_inputs, held_labels, classes, batch_size=batch_size)
+        return run_checks(make_model, sample, batch_size=min(batch_size, config.batch_size),
+                          seed=context.seed)
+
+    def preflight(self) -> list:
+        return self.preflight_checks(self.config, self.context)

@@ -98,11 +98,35 @@ class ShardData:
         if len(self.train) == 0:
             raise ValueError(f"data.path: {data['path']} has {self.train.num_examples} training "
                              f"images per worker, fewer than one batch of {per_rank}")
-        std = [1.0, 1.0, 1.0] if center_only else self.manifest["pixel_std"]
-        self.normalize = Normalizer(self.manifest["pixel_mean"], std).to(device)
+        self.normalize = normalizer_for(self.manifest, center_only).to(device)
         self.num_classes = len(self.manifest["classes"])
         self.image_shape = tuple(self.manifest["image_shape"])
         self.class_names = list(self.manifest["class_names"])
+
+
+def normalizer_for(manifest: dict[str, Any], center_only: bool = False) -> Normalizer:
+    """(x - mean) / std per channel with the training split's statistics; center_only keeps
+    the 0..255 scale (the linear-classifier seed's preprocessing)."""
+    std = [1.0, 1.0, 1.0] if center_only else manifest["pixel_std"]
+    return Normalizer(manifest["pixel_mean"], std)
+
+
+def preflight_sample(data: dict[str, Any], device: torch.device,
+                     make_inputs: Callable[[dict[str, Any]], Callable[[torch.Tensor], torch.Tensor]]):
+    """A bounded, class-balanced PreflightSample of a prepared dataset (preflight.sample_sizes
+    examples per class from the first shards of train and val), never the whole split.
+    make_inputs(manifest) returns the function from uint8 images on `device` to model inputs."""
+    from runyard.data.sample import class_balanced_sample
+    from runyard.workloads.sl.preflight import PreflightSample, sample_sizes
+
+    manifest = load_manifest(data["path"])
+    num_classes = len(manifest["classes"])
+    to_inputs = make_inputs(manifest)
+    parts: list[torch.Tensor] = []
+    for split, per_class in zip(("train", "val"), sample_sizes(num_classes)):
+        images, labels = class_balanced_sample(data["path"], split, per_class, manifest=manifest)
+        parts += [to_inputs(torch.from_numpy(images).to(device)), torch.from_numpy(labels).to(device)]
+    return PreflightSample(*parts, num_classes=num_classes)
 
 
 class BatchCursor:
