@@ -70,7 +70,7 @@ class ConvNetConfig(WorkloadConfig):
     batches_per_step: int | None = Field(None, ge=1, description="null: one epoch per step")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU")
     channels_last: bool | None = Field(None, description="null: on GPU only")
-    sync_batchnorm: bool = Field(False, description="DDP on GPU: batch statistics over all ranks")
+    sync_batchnorm: bool = Field(False, description="DDP on GPUs: batch statistics over all ranks")
 
 
 class ConvNetClassifier(Workload):
@@ -102,14 +102,16 @@ class ConvNetClassifier(Workload):
         on_gpu = self.device.type == "cuda"
         self.bf16 = config.precision == "bf16" or (config.precision == "auto" and on_gpu)
         self.channels_last = on_gpu if config.channels_last is None else config.channels_last
+        if on_gpu:
+            training.use_tf32(config.precision != "fp32")
         self.data = training.ShardData(context.data, context.seed, config.batch_size, self.device)
         self.cursor = training.BatchCursor(self.data.train)
         torch.manual_seed(context.seed)  # init and dropout draw from the global generator
         self.model = build_model(config, self.data.num_classes, self.data.image_shape[0]).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if config.sync_batchnorm and on_gpu and training.rank_and_world()[1] > 1:
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if config.sync_batchnorm:
+            self.model = use_sync_batchnorm(self.model, self.device)
         self.trained = training.wrap_distributed(self.model, self.device)
 
         decay = [p for p in self.model.parameters() if p.ndim > 1]
@@ -211,7 +213,8 @@ class ConvNetClassifier(Workload):
             correct += batch_correct
             seen += len(labels)
             batches += 1
-        totals = training.all_reduce_sum([loss_sum.item(), correct.item(), float(seen)], self.device)
+        totals = training.all_reduce_sum([*torch.stack([loss_sum, correct]).tolist(), float(seen)],
+                                         self.device)  # the step's one host sync
         elapsed = time.perf_counter() - start
         self.steps += 1
         val = training.evaluate(self.scores, self.data.val, self.device, self.data.val_batches)
@@ -288,6 +291,16 @@ class ConvNetClassifier(Workload):
 
     def preflight(self) -> list:
         return self.preflight_checks(self.config, self.context)
+
+
+def use_sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Every BatchNorm as a SyncBatchNorm: under DDP the batch statistics are computed over
+    all ranks' examples (worth it when each rank's batch is small). Outside DDP a
+    SyncBatchNorm computes exactly what BatchNorm does; torch syncs on GPUs only."""
+    if device.type != "cuda" and training.rank_and_world()[1] > 1:
+        raise ValueError("config.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only, and "
+                         "these DDP workers are on the CPU; set sync_batchnorm: false")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def build_model(config: ConvNetConfig, num_classes: int, image_size: int) -> torch.nn.Module:

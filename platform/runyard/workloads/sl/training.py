@@ -54,7 +54,18 @@ def training_device(parallel: dict[str, Any] | None = None) -> torch.device:
         device = torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)  # so NCCL and bare .cuda() calls use this rank's GPU
+        # Every training batch has the same shape (drop_last), so cuDNN's one-off autotuning
+        # per shape pays for itself within the first epoch.
+        torch.backends.cudnn.benchmark = True
     return device
+
+
+def use_tf32(enabled: bool) -> None:
+    """TF32 (10-bit mantissa) for float32 matmuls and convolutions on Ampere and later GPUs,
+    ~8x the float32 rate. Right for training under bf16 autocast, whose float32 leftovers
+    need no more precision than bf16 itself; off where a config asks for exact fp32."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
 
 
 def wrap_distributed(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -162,19 +173,20 @@ class BatchCursor:
 @torch.no_grad()
 def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], loader: ShardLoader,
              device: torch.device, limit: int | None = None) -> dict[str, float]:
-    """Mean loss, top-1 and top-5 accuracy over the validation split (all ranks)."""
-    loss_sum, top1, top5, count = 0.0, 0.0, 0.0, 0.0
+    """Mean loss, top-1 and top-5 accuracy over the validation split (all ranks). The sums
+    stay on the device until the end: one host sync per evaluation, not three per batch."""
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1, top-5, count
     for index, (images, labels) in enumerate(loader.batches(0)):
         if limit is not None and index >= limit:
             break
-        images, labels = images.to(device), labels.to(device)
+        images, labels = images.to(device), labels.to(device, non_blocking=True)
         scores = forward(images).float()
         best = scores.topk(min(5, scores.shape[1]), dim=1).indices
-        loss_sum += F.cross_entropy(scores, labels, reduction="sum").item()
-        top1 += (best[:, 0] == labels).sum().item()
-        top5 += (best == labels[:, None]).any(1).sum().item()
-        count += len(labels)
-    loss_sum, top1, top5, count = all_reduce_sum([loss_sum, top1, top5, count], device)
+        sums += torch.stack([F.cross_entropy(scores, labels, reduction="sum").double(),
+                             (best[:, 0] == labels).sum().double(),
+                             (best == labels[:, None]).any(1).sum().double(),
+                             torch.tensor(float(len(labels)), dtype=torch.float64, device=device)])
+    loss_sum, top1, top5, count = all_reduce_sum(sums.tolist(), device)
     count = max(count, 1.0)
     return {"loss": loss_sum / count, "top1": top1 / count, "top5": top5 / count}
 
