@@ -16,7 +16,8 @@ from runyard.spec import load_spec
 from runyard.workloads.base import WorkloadContext
 from runyard.workloads.sl import training
 from runyard.workloads.sl.convnet import ConvNetClassifier
-from runyard.workloads.sl.linear import LinearClassifier, LinearModel
+from runyard.workloads.sl.linear import LinearClassifier
+from runyard.workloads.sl.nets import LinearModel
 from runyard.workloads.sl.preflight import PreflightSample, preflight_workload, run_checks
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"

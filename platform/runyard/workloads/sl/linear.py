@@ -27,6 +27,7 @@ from pydantic import Field
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
 from runyard.workloads.sl.training import CLASSIFIER_METRICS
 from runyard.workloads.sl.datasets import ArrayDataset, check_data, check_data_inputs, load_dataset
+from runyard.workloads.sl.nets import LinearModel
 
 
 class LinearConfig(WorkloadConfig):
@@ -41,18 +42,6 @@ class LinearConfig(WorkloadConfig):
                                    "0..255 scale (the seed's setting, for lr ~1e-7)")
     batches_per_step: int | None = Field(None, ge=1, description="shards: batches per step "
                                                                  "(null: one epoch)")
-
-
-class LinearModel(torch.nn.Module):
-    """s = W x + b over the flattened input; W is classes x features (a template per row)."""
-
-    def __init__(self, features: int, classes: int, init_std: float, generator: torch.Generator):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.randn(classes, features, generator=generator) * init_std)
-        self.bias = torch.nn.Parameter(torch.zeros(classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) @ self.weight.T + self.bias
 
 
 class LinearClassifier(Workload):
