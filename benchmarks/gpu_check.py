@@ -193,7 +193,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true",
-                        help="smoke-test sizes: 512 images, 10 classes, WRN-12-0.5, 6 steps")
+                        help="smoke-test sizes: 256 images, 10 classes, WRN-12-0.5, 4 steps")
     parser.add_argument("--images", type=int, default=8192)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--wrn-steps", type=int, default=300)
@@ -208,8 +208,8 @@ def main() -> int:
         return 2
     depth, width, wrn_batch, window = 36, 2.0, 128, 50
     if args.tiny:
-        args.images, args.classes, args.wrn_steps, args.warmup = 512, 10, 6, 2
-        depth, width, wrn_batch, window = 12, 0.5, 16, 4
+        args.images, args.classes, args.wrn_steps, args.warmup = 256, 10, 4, 1
+        depth, width, wrn_batch, window = 12, 0.5, 8, 2
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as sl.convnet does: fixed batch shapes
     nets = load_nets()
