@@ -42,6 +42,12 @@ def ddp_worker(rank: int, world: int, port: int, shards: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     try:
+        sync_error = ""
+        try:  # SyncBatchNorm on CPU ranks would fail at the first forward; setup says why
+            ConvNetClassifier().setup(ConvNetClassifier.Config(**CASES["convnet"][1], sync_batchnorm=True),
+                                      WorkloadContext(seed=0, data={"path": shards}))
+        except ValueError as error:
+            sync_error = str(error)
         for name, (workload_cls, config, resident) in CASES.items():
             workload = workload_cls()
             workload.setup(workload_cls.Config(**config),
@@ -50,7 +56,7 @@ def ddp_worker(rank: int, world: int, port: int, shards: str, out: str) -> None:
             train = (workload.shards if name == "linear" else workload.data).train
             held = len(train._resident_images) if resident else 0
             if rank == 0:
-                torch.save({"history": history, "resident_rows": held,
+                torch.save({"history": history, "resident_rows": held, "sync_error": sync_error,
                             "params": [p.detach().clone() for p in workload.model.parameters()]},
                            f"{out}/{name}.pt")
     finally:
@@ -85,6 +91,8 @@ def test_two_gloo_workers_match_one_process(synth_shards, tmp_path):
         reference, losses = single_process_reference(name, str(synth_shards))
         ddp_losses = [h["train_loss"] for h in ddp["history"]]
         assert ddp_losses == pytest.approx(losses, rel=tolerance), (name, ddp_losses, losses)
+        if name == "convnet":
+            assert ddp["sync_error"].startswith("config.sync_batchnorm:")
         if name == "linear":  # resident: each of the 2 ranks holds half of the 320 images
             assert ddp["resident_rows"] == 160
             for a, b in zip(ddp["params"], reference.model.parameters()):

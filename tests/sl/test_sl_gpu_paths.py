@@ -9,6 +9,7 @@ import torch
 
 from runyard.workloads.base import WorkloadContext
 from runyard.workloads.sl.convnet import ConvNetClassifier
+from runyard.workloads.sl.training import training_device
 
 TINY_WRN = dict(arch="wrn", depth=10, width=0.5, batch_size=32, lr=0.05, base_batch_size=None,
                 batches_per_step=2, precision="fp32", channels_last=False)
@@ -79,3 +80,11 @@ def test_rng_state_round_trips_on_the_device_the_workload_chose(synth_shards, tm
     after = draws()
     for a, b in zip(before, after):
         assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_device_choice_follows_the_executor_then_local_rank(monkeypatch):
+    assert training_device({"device": "cpu"}) == torch.device("cpu")
+    assert training_device({"device": lambda: torch.device("cpu")}) == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "0")  # torchrun's first local process
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert training_device() == expected
