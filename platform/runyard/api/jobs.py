@@ -102,7 +102,7 @@ def plan(path: str | Path, overrides: Sequence[str] = (), cluster_config: str | 
 def preflight(path: str | Path, overrides: Sequence[str] = (), tracking_uri: str | None = None
               ) -> PreflightReport:
     """The Recipe's checks on the spec's model and data, recorded as an MLflow run."""
-    from runyard.plan.preflight import has_preflight
+    from runyard.execute.preflight import has_preflight
     from runyard.tracking.store import resolve_tracking_uri
 
     planned = plan(path, overrides)
@@ -112,11 +112,13 @@ def preflight(path: str | Path, overrides: Sequence[str] = (), tracking_uri: str
     return _preflight(planned.spec, resolve_tracking_uri(tracking_uri, Path.cwd()))
 
 
-def _preflight(spec: JobSpec, uri: str) -> PreflightReport:
-    from runyard.plan.preflight import run_preflight
+def _preflight(spec: JobSpec, uri: str, as_trial: bool = False) -> PreflightReport:
+    """The checks, in this process or (`as_trial`, inside a driver) in a Ray task of one
+    trial's size; recorded as an MLflow run."""
+    from runyard.execute.preflight import run_preflight, run_preflight_as_trial
     from runyard.tracking.preflight import record_preflight
 
-    checks = run_preflight(spec)
+    checks = run_preflight_as_trial(spec) if as_trial else run_preflight(spec)
     run_id = record_preflight(uri, spec, checks)
     return PreflightReport(spec.name, spec.workload, checks, run_id)
 
@@ -135,7 +137,7 @@ def run(spec: str | Path | RunRequest, overrides: Sequence[str] = (), *,
     A sweep of a workload with preflight checks runs them first (`on_preflight` sees the
     report) and raises PreflightFailed without starting when one fails."""
     from runyard.execute.job import run_job
-    from runyard.plan.preflight import has_preflight
+    from runyard.execute.preflight import has_preflight
     from runyard.tracking.store import resolve_tracking_uri
 
     from runyard.execute.storage import Storage
@@ -151,7 +153,7 @@ def run(spec: str | Path | RunRequest, overrides: Sequence[str] = (), *,
     with _driver(request.address, request.num_cpus, job, storage) as session:
         check_feasible(job, planned.trials, session.nodes + planned.capacity)
         if job.sweep is not None and not request.skip_preflight and has_preflight(job):
-            report = _preflight(job, uri)
+            report = _preflight(job, uri, as_trial=True)
             if on_preflight is not None:
                 on_preflight(report)
             if not report.passed:

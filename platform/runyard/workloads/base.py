@@ -117,10 +117,12 @@ class Workload(abc.ABC):
     def restore(self, directory: Path) -> None:
         """Load what `save` wrote; the next `step()` must equal the uninterrupted one."""
 
-    def preflight(self) -> list[Any] | None:
-        """The Recipe's sanity checks on this workload after `setup` (loss at init, overfit
-        one batch, ...), each an object with name, passed, measured, expected, explanation;
-        None for a workload that has none. Run by `runyard preflight` and before sweeps."""
+    @classmethod
+    def preflight_checks(cls, config: WorkloadConfig, context: WorkloadContext) -> list[Any] | None:
+        """The Recipe's sanity checks on fresh models of this config and a bounded sample of
+        its data (loss at init, overfit one batch, ...), each an object with name, passed,
+        measured, expected, explanation; None for a workload that has none. Nothing is set
+        up: run by `runyard preflight`, and before a sweep in a process of one trial's size."""
         return None
 
     def artifacts(self, directory: Path) -> None:

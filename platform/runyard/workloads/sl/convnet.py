@@ -294,8 +294,6 @@ class ConvNetClassifier(Workload):
         return run_checks(make_model, sample, batch_size=min(batch_size, config.batch_size),
                           seed=context.seed)
 
-    def preflight(self) -> list:
-        return self.preflight_checks(self.config, self.context)
 
 
 def use_sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -253,5 +253,3 @@ class LinearClassifier(Workload):
         return run_checks(make_model, sample, batch_size=min(batch_size, config.batch_size),
                           seed=context.seed)
 
-    def preflight(self) -> list:
-        return self.preflight_checks(self.config, self.context)
