@@ -41,7 +41,8 @@ from runyard.spec.loader import validate_data
 from runyard.spec.yamlpos import Origin
 from runyard.tracking import provenance
 from runyard.tracking.results import TrialResult, best_config, config_summaries, trial_results
-from runyard.tracking.store import JobTracking, flatten
+from runyard.tracking.results import sweep_description
+from runyard.tracking.store import NOTE, JobTracking, flatten
 from runyard.tracking.writer import RunRef
 
 
@@ -317,6 +318,7 @@ class _JobSession:
                              "runyard.best_config": best["label"]})
                 writer.log_metrics(self.job_run, {f"best_{spec.sweep.metric}": best["value"]},
                                    step=len(results))
+            tags[NOTE] = sweep_description(self.ledger.sweep_id, spec.sweep, results, best)
             writer.set_tags(self.job_run, tags)
             self._log_plots(results)
             writer.end_run(self.job_run, status)

@@ -48,8 +48,12 @@ class TrackingCallback(tune.Callback):
         info = trial.config["trial"]
         trial_id = info["trial_id"]
         if trial_id not in self.runs:
+            # runyard.config names the config without its seed: MLflow's "Group by" on it
+            # pools a config's seeds (mean and range in the charts); on the seed param or
+            # tag, or on a config.* param, it groups by that instead.
             tags = {**self.base_tags, "runyard.kind": "trial", "runyard.trial_id": trial_id,
-                    "runyard.seed": str(info["seed"]), "runyard.sample": str(info["sample"])}
+                    "runyard.seed": str(info["seed"]), "runyard.sample": str(info["sample"]),
+                    "runyard.config": info["label"].rsplit("seed=", 1)[0].rstrip(",") or "default"}
             params = {**self.base_params, **flatten({"config": info["config"]}),
                       "seed": info["seed"]}
             run = self.tracking.start_run(info["label"], tags, params, self.parent)

@@ -23,6 +23,12 @@ TAG = "runyard."  # prefix of every tag runyard sets
 KIND, SPEC_NAME, SPEC_HASH, SWEEP_ID, TRIAL_ID = (
     TAG + "kind", TAG + "spec_name", TAG + "spec_hash", TAG + "sweep_id", TAG + "trial_id")
 PARENT = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"  # a run's Description in the MLflow UI (markdown)
+# MLflow 3's kind of an experiment: "custom_model_development" is what its UI writes when one
+# picks "Machine learning" (the other kind, "genai_development", opens on traces). UIs that
+# read it open such an experiment on its runs table; without it they guess from its contents.
+# MLflow >= 3.10's UI follows its GenAI / Model training switch instead: see cli/ui.py.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def quiet_mlflow() -> None:
@@ -60,10 +66,14 @@ def client_for(uri: str) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    """The experiment's id, created if new; either way marked as a model-training one."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root(uri))
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=artifact_root(uri),
+                                        tags={EXPERIMENT_KIND: MODEL_TRAINING})
+    if EXPERIMENT_KIND not in experiment.tags:  # made by an earlier runyard, or by hand
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    return experiment.experiment_id
 
 
 class JobTracking:
