@@ -381,6 +381,7 @@ def _trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) ->
         "workdir": str(workdir),
         "checkpoint_every": spec.checkpoint.every,
         "checkpoint_keep": spec.checkpoint.keep,
+        "system_metrics_s": spec.tracking.system_metrics or None,  # seconds between samples
         "storage": str(storage),  # where a data-parallel trial's Ray Train run keeps its state
     }
 

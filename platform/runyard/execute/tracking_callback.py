@@ -14,7 +14,7 @@ from typing import Any
 
 from ray import tune
 
-from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR
+from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR, SYSTEM_METRICS
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.writer import RunRef
 
@@ -79,6 +79,9 @@ class TrackingCallback(tune.Callback):
         metrics["time_total_s"] = result.get("time_total_s", 0.0)
         metrics["training_iteration"] = result["training_iteration"]
         self.tracking.writer.log_metrics(self.run_of(trial), metrics, result["training_iteration"])
+        for sample in result.get(SYSTEM_METRICS, ()):  # taken in the trial, at their own times
+            self.tracking.writer.log_metrics(self.run_of(trial), sample.values, sample.index,
+                                             timestamp_ms=sample.timestamp_ms)
         if result.get("checkpoint_path"):
             self.checkpoint_paths[trial.config["trial"]["trial_id"]] = result["checkpoint_path"]
 

@@ -20,9 +20,11 @@ from typing import Any
 from ray import tune
 
 from runyard import workloads
+from runyard.execute.system_metrics import SystemSampler
 from runyard.workloads.base import Workload, WorkloadContext
 
 STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
+SYSTEM_METRICS = "system_metrics"  # result key: the SystemSamples taken since the last result
 
 
 def stop_reached(stop: dict[str, Any], directions: dict[str, str], iteration: int,
@@ -64,6 +66,8 @@ class WorkloadTrainable(tune.Trainable):
         self.trial = trial
         self.workload = build_workload(trial, _parallel_factories(trial))
         self.artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
+        every_s = trial.get("system_metrics_s")
+        self.sampler = SystemSampler(every_s) if every_s else None
 
     def step(self) -> dict[str, Any]:
         started = time.time()
@@ -74,7 +78,8 @@ class WorkloadTrainable(tune.Trainable):
                             elapsed, metrics)
         if done:
             self.workload.artifacts(self.artifacts_dir)
-        return {**metrics, "done": done}
+        samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
+        return {**metrics, **samples, "done": done}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         state = Path(checkpoint_dir) / STATE_DIR
@@ -92,6 +97,8 @@ class WorkloadTrainable(tune.Trainable):
         return True
 
     def cleanup(self) -> None:
+        if self.sampler:
+            self.sampler.stop()
         self.workload.close()
         shutil.rmtree(self.artifacts_dir, ignore_errors=True)
 

@@ -82,9 +82,26 @@ class CheckpointSpec(Strict):
     keep: int = Field(2, ge=1, description="checkpoints kept per trial")
 
 
+SYSTEM_METRICS_EVERY_S = 10.0
+
+
 class TrackingSpec(Strict):
     experiment: str | None = Field(None, description="MLflow experiment (default: the spec name)")
     tags: dict[str, str] = Field(default_factory=dict)
+    system_metrics: bool | float = Field(
+        SYSTEM_METRICS_EVERY_S,
+        description="seconds between samples of each trial's CPU, memory and GPU use, logged "
+                    "as system/* metrics of its run (true: every 10 s); false: none")
+
+    @field_validator("system_metrics")
+    @classmethod
+    def _interval(cls, value: bool | float) -> bool | float:
+        if value is True:
+            return SYSTEM_METRICS_EVERY_S
+        if value is not False and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"give seconds between samples (> 0), or false for none; "
+                             f"found {value}")
+        return value
 
 
 class Distribution(Strict):
