@@ -22,11 +22,18 @@ $(STAMP): pyproject.toml
 
 # The cluster tests start a throwaway PostgreSQL (the cluster's tracking backend): Debian's
 # package, installed here when missing (as root, as on CI; otherwise say what to run).
+# The browser test drives Debian's chromium, installed the same way (Playwright's own browser
+# download is not reachable from these machines).
 system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else echo "The tests need PostgreSQL: sudo apt-get install postgresql"; exit 1; fi; \
+	fi
+	@if ! test -x /usr/bin/chromium; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "The tests need Chromium: sudo apt-get install chromium"; exit 1; fi; \
 	fi
 
 demo: $(STAMP)

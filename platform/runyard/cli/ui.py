@@ -80,14 +80,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def experiment_links(uri: str, base: str, limit: int = 5) -> list[tuple[str, str]]:
-    """(name, link to its runs table) of the experiments updated last; none if the store
-    does not exist yet (the server creates it)."""
-    from runyard.tracking.store import client_for
+    """(name, link to its runs table) of runyard's experiments updated last; none if the
+    store does not exist yet (the server creates it)."""
+    from runyard.tracking.store import EXPERIMENT_KIND, MODEL_TRAINING, client_for
 
     if not Path(uri.removeprefix("sqlite:///")).exists():
         return []
-    experiments = client_for(uri).search_experiments(max_results=limit,
-                                                     order_by=["last_update_time DESC"])
+    experiments = client_for(uri).search_experiments(
+        max_results=limit, order_by=["last_update_time DESC"],
+        filter_string=f"tags.`{EXPERIMENT_KIND}` = '{MODEL_TRAINING}'")
     return [(e.name, f"{base}/#/experiments/{e.experiment_id}/runs?{RUNS_VIEW}")
             for e in experiments]
 
