@@ -42,7 +42,7 @@ demo: $(STAMP)
 	$(BIN)/runyard run jobs/digits_linear_sweep.yaml
 	$(BIN)/runyard ls
 	@echo
-	@echo "Open these runs in the MLflow UI:  $(BIN)/runyard ui   (then http://127.0.0.1:5000)"
+	@echo "Open these runs in the MLflow UI:  $(BIN)/runyard ui   (then the link it prints for an experiment)"
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
