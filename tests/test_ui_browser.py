@@ -1,7 +1,8 @@
 """The MLflow UI as a researcher meets it after a sweep, in a real browser (Playwright driving
 Debian's chromium) on a real `runyard ui` over a real store: the link it prints opens the
-experiment on its runs table, the sweep expands to its trials, a trial's metric and system
-metric charts render, and the sweep's plots/ artifacts open. Screenshots: the test's
+experiment on its runs table, the sweep expands to its trials, "Group by" pools a config's
+seeds, a trial's metric and system metric charts render, and the sweep's plots/ artifacts
+open. Screenshots: the test's
 tmp_path/screenshots."""
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ stop: {iterations: 6}
 checkpoint: {every: 0}
 tracking: {experiment: ui-sweep, system_metrics: 0.5}
 sweep:
-  samples: 4
+  samples: 2
+  seeds: 2
   metric: score
   max_concurrent: 2
   space:
@@ -104,6 +106,7 @@ def test_the_ui_opens_a_sweep_on_its_runs_and_shows_trials_charts_and_plots(work
     # What "Group by" offers: the seed (param and tag), each hyperparameter, the config.
     assert {"seed", "config.x"} <= set(children[0].data.params)
     assert children[0].data.tags["runyard.config"] == children[0].info.run_name.rsplit(",seed=")[0]
+    assert len({child.data.tags["runyard.config"] for child in children}) == 2
 
     shots = workdir / "screenshots"
     ui = UiProcess(workdir, free_port())
@@ -115,6 +118,7 @@ def test_the_ui_opens_a_sweep_on_its_runs_and_shows_trials_charts_and_plots(work
                                                  args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(30_000)
+            expect.set_options(timeout=30_000)
 
             # The link `runyard ui` printed opens the experiment on its runs table.
             page.goto(ui.link_of("ui-sweep"))
@@ -130,16 +134,29 @@ def test_the_ui_opens_a_sweep_on_its_runs_and_shows_trials_charts_and_plots(work
                 expect(page.get_by_role("link", name=child.info.run_name, exact=True)).to_be_visible()
             page.screenshot(path=shots / "2-sweep-expanded.png")
 
+            # "Group by" runyard.config: one group per config, holding its two seeds.
+            page.get_by_role("button", name="Group by").click()
+            page.get_by_role("menuitemcheckbox", name="runyard.config").click()
+            page.keyboard.press("Escape")
+            configs = {child.data.tags["runyard.config"] for child in children}
+            for config in configs:
+                group = page.get_by_role("row").filter(has_text=f"Group: {config}")
+                expect(group).to_be_visible()
+                cells = [text.strip() for text in group.inner_text().split("\n")]
+                assert cells[cells.index(f"Group: {config}") + 1] == "2", cells  # its runs
+            expect(page.get_by_role("row").filter(has_text="Group: ")).to_have_count(len(configs))
+            page.screenshot(path=shots / "3-grouped-by-config.png")
+
             # A trial's metric chart renders, and its system metrics have charts too.
             page.get_by_role("link", name=children[0].info.run_name, exact=True).click()
             page.get_by_role("tab", name="Model metrics").click()
             expect(page.locator(".js-plotly-plot").first).to_be_visible()
             expect(page.get_by_text("score", exact=True).first).to_be_visible()
-            page.screenshot(path=shots / "3-trial-metrics.png")
+            page.screenshot(path=shots / "4-trial-metrics.png")
             page.get_by_role("tab", name="System metrics").click()
             expect(page.get_by_text("cpu_utilization_percentage").first).to_be_visible()
             expect(page.locator(".js-plotly-plot").first).to_be_visible()
-            page.screenshot(path=shots / "4-trial-system-metrics.png")
+            page.screenshot(path=shots / "5-trial-system-metrics.png")
 
             # The sweep's run page: its description, and its plots/ artifacts open.
             page.goto(f"{base}/runs/{parent.info.run_id}")
@@ -150,7 +167,7 @@ def test_the_ui_opens_a_sweep_on_its_runs_and_shows_trials_charts_and_plots(work
             image = page.locator(f'img[src*="{OBJECTIVE_FILE}"], img[src^="blob:"]').first
             expect(image).to_be_visible()
             assert image.evaluate("img => img.naturalWidth") > 300
-            page.screenshot(path=shots / "5-sweep-plots.png")
+            page.screenshot(path=shots / "6-sweep-plots.png")
             browser.close()
         started = psutil.Process(ui.process.pid).children(recursive=True)
         ui.process.send_signal(signal.SIGINT)  # Ctrl-C
