@@ -93,15 +93,17 @@ class TrackingSpec(Strict):
         description="seconds between samples of each trial's CPU, memory and GPU use, logged "
                     "as system/* metrics of its run (true: every 10 s); false: none")
 
-    @field_validator("system_metrics")
+    @field_validator("system_metrics", mode="before")
     @classmethod
-    def _interval(cls, value: bool | float) -> bool | float:
+    def _interval(cls, value: Any) -> bool | float:
         if value is True:
             return SYSTEM_METRICS_EVERY_S
-        if value is not False and not (math.isfinite(value) and value > 0):
-            raise ValueError(f"give seconds between samples (> 0), or false for none; "
-                             f"found {value}")
-        return value
+        if value is False:
+            return value
+        if not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError("give seconds between samples (> 0), e.g. 10, or false for none; "
+                             f"found {value!r}")
+        return float(value)
 
 
 class Distribution(Strict):
