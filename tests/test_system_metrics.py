@@ -5,13 +5,14 @@ says `tracking.system_metrics: false`."""
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import run_cli, tracking_uri
+from runyard_testing import RUNYARD, run_cli, tracking_uri
 from runyard.execute.system_metrics import SystemSampler
 
 JOB = """\
@@ -50,18 +51,28 @@ def test_a_bad_interval_is_refused_at_validation(workdir: Path):
 @pytest.mark.slow
 def test_a_trial_run_holds_one_sample_per_interval_of_its_wall_time_and_none_when_off(workdir: Path):
     every = 0.5
-    (workdir / "on.yaml").write_text(JOB.format(name="sampled", iterations=12, every=every))
-    (workdir / "off.yaml").write_text(JOB.format(name="unsampled", iterations=2, every="false"))
-    for spec in ("on.yaml", "off.yaml"):
-        result = run_cli("run", spec, "--num-cpus", "1", cwd=workdir)
-        assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {"sampled": JOB.format(name="sampled", iterations=12, every=every),
+            "unsampled": JOB.format(name="unsampled", iterations=2, every="false")}
+    drivers = {}
+    for name, text in jobs.items():  # side by side, each with its own store and its own Ray
+        (workdir / name).mkdir()
+        (workdir / name / "job.yaml").write_text(text)
+        drivers[name] = subprocess.Popen([str(RUNYARD), "run", "job.yaml", "--num-cpus", "1"],
+                                         cwd=workdir / name, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True)
+    for name, driver in drivers.items():
+        out, _ = driver.communicate(timeout=600)
+        assert driver.returncode == 0, out
 
-    client = MlflowClient(tracking_uri(workdir))
-    runs = {r.info.run_name: r for r in client.search_runs(
-        [client.get_experiment_by_name("system-metrics").experiment_id])}
-    on, off = runs["sampled"], runs["unsampled"]
-    assert {k for k in on.data.metrics if k.startswith("system/")} == NAMES
+    def run_of(name: str):
+        client = MlflowClient(tracking_uri(workdir / name))
+        experiment = client.get_experiment_by_name("system-metrics")
+        return client, client.search_runs([experiment.experiment_id])[0]
+
+    _, off = run_of("unsampled")
     assert not [k for k in off.data.metrics if k.startswith("system/")]
+    client, on = run_of("sampled")
+    assert {k for k in on.data.metrics if k.startswith("system/")} == NAMES
 
     history = client.get_metric_history(on.info.run_id, "system/cpu_utilization_percentage")
     stamps = sorted(m.timestamp for m in history)
