@@ -5,7 +5,6 @@ parser and its process handling on their own, without Ray."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path

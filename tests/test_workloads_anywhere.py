@@ -140,7 +140,7 @@ def test_an_import_path_in_the_project_is_checked_like_a_built_in(project: Path)
 def test_a_workload_that_does_not_load_says_what_and_why_at_its_line(project: Path, workload: str,
                                                                       cause: str):
     found = problems_of(write_spec(project, workload))
-    assert f"lab.yaml:2: workload: " in found
+    assert "lab.yaml:2: workload: " in found
     assert cause in found, found
 
 

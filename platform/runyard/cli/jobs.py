@@ -1,10 +1,9 @@
 """Commands that start, continue and list jobs: validate, run, resume, rerun-failed, extend,
-ls, ui."""
+ls."""
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +12,7 @@ from rich.console import Console
 
 from runyard import api
 from runyard.api.requests import ContinueRequest, RunRequest
-from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UserError
+from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
@@ -144,13 +143,6 @@ def add_commands(commands: Commands) -> None:
     ls.add_argument("--address", help="with --cluster: Jobs API address (default: RAY_ADDRESS, "
                                       "else `cluster local up`'s)")
     add_tracking(ls)
-
-    ui = commands.add("ui", "open the MLflow UI on runyard's tracking store",
-                      "examples:\n  runyard ui\n  runyard ui --port 5001\n", cmd_ui)
-    ui.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default: 127.0.0.1, this machine only)")
-    ui.add_argument("--port", type=int, default=5000)
-    add_tracking(ui)
 
 
 def add_set(parser: argparse.ArgumentParser) -> None:
@@ -346,18 +338,3 @@ def _ls_cluster(args: argparse.Namespace) -> int:
     console.print(table if jobs else "no jobs on this cluster yet")
     return EXIT_OK
 
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    from runyard.tracking.store import artifact_root, is_embedded, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
-    if not is_embedded(uri):
-        raise UserError(f"{uri} is a tracking server already: open it in a browser")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--default-artifact-root", artifact_root(uri),
-               "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on {uri}\n  http://{args.host}:{args.port}   (Ctrl-C to stop)", flush=True)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return EXIT_OK

@@ -22,9 +22,9 @@ from typing import Any
 from ray import tune
 
 from runyard.execute.payload import TrialPayload
-from runyard.execute.trainable import ARTIFACTS_DIR, FINISHED, STATE_DIR
+from runyard.execute.trainable import ARTIFACTS_DIR, FINISHED, STATE_DIR, SYSTEM_METRICS
 from runyard.tracking.store import JobTracking, flatten
-from runyard.tracking.tags import DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
+from runyard.tracking.tags import CONFIG, DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
 from runyard.tracking.writer import RunRef
 
 
@@ -58,8 +58,12 @@ class TrackingCallback(tune.Callback):
         info = TrialPayload.of(trial.config)
         trial_id = info.trial_id
         if trial_id not in self.runs:
+            # CONFIG names the config without its seed: MLflow's "Group by" on it pools a
+            # config's seeds (mean and range in the charts); on the seed param or tag, or on
+            # a config.* param, it groups by that instead.
             tags = {**self.base_tags, KIND: "trial", TRIAL_ID: trial_id,
-                    SEED: str(info.seed), SAMPLE: str(info.sample)}
+                    SEED: str(info.seed), SAMPLE: str(info.sample),
+                    CONFIG: info.label.rsplit("seed=", 1)[0].rstrip(",") or "default"}
             params = {**self.base_params, **flatten({"config": info.config}), "seed": info.seed}
             run = self.tracking.start_run(info.label, tags, params, self.parent)
             for file_name, text in self.trial_files.get(trial_id, {}).items():
@@ -97,6 +101,9 @@ class TrackingCallback(tune.Callback):
         metrics["time_total_s"] = result.get("time_total_s", 0.0)
         metrics["training_iteration"] = step
         self.tracking.writer.log_metrics(self.run_of(trial), metrics, step)
+        for sample in result.get(SYSTEM_METRICS, ()):  # taken in the trial, at their own times
+            self.tracking.writer.log_metrics(self.run_of(trial), sample.values, sample.index,
+                                             timestamp_ms=sample.timestamp_ms)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self.run_of(trial)
