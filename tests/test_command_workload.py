@@ -13,8 +13,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import run_cli, tracking_uri
-from runyard.execute.ledger import Ledger
+from runyard_testing import ledger_of, run_cli, tracking_uri
 from runyard.workloads.base import WorkloadContext, WorkloadFinished
 from runyard.workloads.command import Command, CommandConfig, Report, parse_report
 
@@ -96,7 +95,7 @@ def write_job(workdir: Path, name: str, space: dict[str, list], epochs: int = 5,
 def trial_runs(workdir: Path, job: str) -> dict[str, object]:
     """The job's trial runs, by the rate their script ran with."""
     client = MlflowClient(tracking_uri(workdir))
-    parent = client.get_run(Ledger.find(workdir, job).run_id)
+    parent = client.get_run(ledger_of(workdir, job).run_id)
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     return {float(run.data.params["config.params.rate"]): run for run in children}
