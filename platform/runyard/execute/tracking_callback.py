@@ -8,11 +8,15 @@ or re-run keeps writing to the one run it has.
 Metric history is exactly once per step. A trial that goes on from a checkpoint older than
 its last report (or from the start, when it had none) reports those iterations again; their
 steps are in its run already, and the first value logged for a step is the one kept: MLflow
-cannot delete a point, and a replay from a checkpoint recomputes the same iteration.
+cannot delete a point, and a replay from a checkpoint recomputes the same iteration. Steps
+that a driver which died had not yet written go in from the checkpoint the trial goes on
+from: each checkpoint carries the trial's reports since the one before.
 """
 
 from __future__ import annotations
 
+import json
+import posixpath
 import shutil
 import tempfile
 import time
@@ -22,7 +26,8 @@ from typing import Any
 from ray import tune
 
 from runyard.execute.payload import TrialPayload
-from runyard.execute.trainable import ARTIFACTS_DIR, FINISHED, STATE_DIR, SYSTEM_METRICS
+from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, REPORTED_FILE, STATE_DIR,
+                                       SYSTEM_METRICS)
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import CONFIG, DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
 from runyard.tracking.writer import RunRef
@@ -76,15 +81,35 @@ class TrackingCallback(tune.Callback):
         existed = trial_id in self.runs
         run = self.run_of(trial)
         if existed and trial_id not in self.logged_through:
-            # A run from an earlier driver: the steps it holds are not logged again.
+            # A run from an earlier driver: the steps it holds are not logged again, and the
+            # ones that driver died before writing are written from the checkpoint.
             history = self.tracking.client.get_metric_history(run.id, "training_iteration")
             self.logged_through[trial_id] = max((int(m.step) for m in history), default=0)
+            if trial.checkpoint is not None:
+                self._write_lost_reports(trial_id, run, trial.checkpoint)
         if existed and self.parent is not None:
             # Resumed or re-run: the same run again, now written by this driver.
             self.tracking.writer.reopen_run(run)
             self.tracking.writer.set_tags(run, {k: v for k, v in self.base_tags.items()
                                                 if k.startswith(DRIVER)})
         self.status[trial_id] = "RUNNING"
+
+    def _write_lost_reports(self, trial_id: str, run: RunRef, checkpoint: Any) -> None:
+        """Reports up to the checkpoint a trial goes on from that its run lacks: its last
+        driver was gone before their batch reached MLflow."""
+        filesystem, folder = checkpoint.filesystem, checkpoint.path
+        try:
+            with filesystem.open_input_stream(posixpath.join(folder, REPORTED_FILE)) as stream:
+                reported = json.loads(stream.read())
+        except FileNotFoundError:  # a data-parallel trial's checkpoint keeps no reports
+            return
+        for entry in reported:
+            step = int(entry["step"])
+            if step > self.logged_through[trial_id]:
+                metrics = {k: v for k, v in entry["metrics"].items() if k in self.metric_names}
+                metrics.update(time_total_s=entry["time_total_s"], training_iteration=step)
+                self.tracking.writer.log_metrics(run, metrics, step)
+                self.logged_through[trial_id] = step
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:

@@ -10,6 +10,7 @@ trial through `reset_config`, so short trials do not pay for a process start eac
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import sys
 import tempfile
@@ -25,6 +26,9 @@ from runyard.execute.system_metrics import SystemSampler
 from runyard.workloads.base import Direction, Workload, WorkloadContext, WorkloadFinished
 
 STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
+# In each checkpoint: what the trial reported since the one before, so that a driver that died
+# before writing those reports to MLflow can still write them (execute/tracking_callback.py).
+REPORTED_FILE = "reported.json"
 # The key of the result that ends a trial whose workload finished by itself: it is no
 # iteration, so the callbacks record nothing for it.
 FINISHED = "runyard_finished"
@@ -62,6 +66,7 @@ class WorkloadTrainable(tune.Trainable):
         self.directions = metric_directions(trial)
         self.workload = build_workload(trial, _parallel_factories(trial))
         self.artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
+        self.reported: list[dict[str, Any]] = []  # since the last checkpoint
         self.sampler = SystemSampler(trial.system_metrics_s) if trial.system_metrics_s else None
 
     def step(self) -> dict[str, Any]:
@@ -76,6 +81,7 @@ class WorkloadTrainable(tune.Trainable):
         done = self.trial.stop.reached(self.directions, iteration, elapsed, metrics)
         if done:
             self.workload.artifacts(self.artifacts_dir)
+        self.reported.append({"step": iteration, "time_total_s": elapsed, "metrics": metrics})
         samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
         return {**metrics, **samples, "done": done}
 
@@ -83,11 +89,14 @@ class WorkloadTrainable(tune.Trainable):
         state = Path(checkpoint_dir) / STATE_DIR
         state.mkdir()
         self.workload.save(state)
+        (Path(checkpoint_dir) / REPORTED_FILE).write_text(json.dumps(self.reported))
+        self.reported = []
         if any(self.artifacts_dir.iterdir()):
             shutil.copytree(self.artifacts_dir, Path(checkpoint_dir) / ARTIFACTS_DIR)
 
     def load_checkpoint(self, checkpoint: str) -> None:
         self.workload.restore(Path(checkpoint) / STATE_DIR)
+        self.reported = []
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         self.cleanup()
