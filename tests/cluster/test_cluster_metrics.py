@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import textwrap
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 
 from runyard.execute import metrics
 from runyard.launch import jobs_api
+from runyard_testing import RUNYARD
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "dashboards" / "grafana" / "runyard-experiments.json"
@@ -54,29 +54,15 @@ def test_prometheus_scrapes_rays_service_discovery_file():
     assert any(f.endswith("prom_metrics_service_discovery.json") for f in files)
 
 
-RECORDER = textwrap.dedent(
-    """
-    import time
-    import ray
-    from runyard.execute import metrics
-
-    ray.init()
-
-    @ray.remote(num_cpus=0, resources={"gpu_node": 1})
-    class Trial:
-        def step(self):
-            metrics.record_throughput("trial-a", experiment="metrics-check", env_steps_per_s=1234.5, images_per_s=67.0)
-            metrics.record_progress("trial-a", experiment="metrics-check", env_steps=4096, images=256)
-            return ray.get_runtime_context().get_node_id()
-
-    trial = Trial.remote()
-    ray.get(trial.step.remote())
-    metrics.record_trial_states({"RUNNING": 1, "PENDING": 3}, experiment="metrics-check")
-    metrics.record_tracking_backlog(42, experiment="metrics-check")
-    print("recorded", flush=True)
-    time.sleep(120)
-    """
-)
+REAL_RUN = """\
+name: fed
+workload: rl.pg
+env: {id: CartPole-v1}
+config: {policy: {hidden: [16]}, batch_episodes: 4}
+rollout: {backend: local, envs_per_worker: 4}
+stop: {iterations: 100000, time_s: 240}
+tracking: {experiment: metrics-check}
+"""
 
 
 def scrape(service_discovery: str) -> str:
@@ -92,30 +78,37 @@ def scrape(service_discovery: str) -> str:
 
 
 @pytest.mark.slow
-def test_recorded_metrics_are_exported_by_the_running_cluster(local_ray_cluster, tmp_path):
+def test_a_real_run_feeds_the_exported_metrics(local_ray_cluster, tmp_path, monkeypatch):
+    """A submitted RL job, nothing recorded by hand: its trial states, throughput, env-step
+    counter and tracking backlog reach Prometheus through the nodes' metrics agents."""
     cluster = local_ray_cluster.cluster
-    shutil.copytree(ROOT / "platform" / "runyard", tmp_path / "runyard", ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "recorder.py").write_text(RECORDER)
-    job = jobs_api.submit("python recorder.py", cluster.jobs_address, tmp_path, state_dir=cluster.state_dir).job_id
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(cluster.token_path))
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "fed.yaml").write_text(REAL_RUN)
+    submitted = subprocess.run([str(RUNYARD), "submit", "jobs/fed.yaml", "--id", "fed-1",
+                                "--address", cluster.jobs_address], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=180)
+    assert submitted.returncode == 0, submitted.stderr
+    wanted = {"ray_runyard_trials", "ray_runyard_env_steps_per_second",
+              "ray_runyard_env_steps_total", "ray_runyard_tracking_backlog"}
     try:
-        deadline = time.monotonic() + 120
-        while "recorded" not in "".join(jobs_api.logs(job, cluster.jobs_address, state_dir=cluster.state_dir)):
-            assert time.monotonic() < deadline, "the recorder job did not get to record"
-            time.sleep(1)
-        exported = ""
+        deadline = time.monotonic() + 240
+        lines: list[str] = []
         while time.monotonic() < deadline:
-            exported = scrape(cluster.prometheus_service_discovery)
-            if all(name in exported for name in metrics.prometheus_names()):
+            lines = [line for line in scrape(cluster.prometheus_service_discovery).splitlines()
+                     if line.startswith("ray_runyard") and 'experiment="metrics-check"' in line]
+            steps = [float(line.rsplit(" ", 1)[1]) for line in lines
+                     if line.startswith("ray_runyard_env_steps_total")]
+            if wanted <= {line.split("{")[0] for line in lines} and steps and max(steps) > 0:
                 break
             time.sleep(2)
-        lines = [line for line in exported.splitlines() if line.startswith("ray_runyard") and 'experiment="metrics-check"' in line]
-        assert {line.split("{")[0] for line in lines} == metrics.prometheus_names()
-        values = {re.sub(r",?(Component|NodeAddress|SessionName|Version|WorkerId|JobId)=\"[^\"]*\"", "", line.rsplit(" ", 1)[0]): float(line.rsplit(" ", 1)[1]) for line in lines}
-        by_name = lambda name, label="": [v for k, v in values.items() if k.startswith(name + "{") and label in k]
-        assert by_name("ray_runyard_env_steps_per_second", 'trial_id="trial-a"') == [1234.5]
-        assert by_name("ray_runyard_env_steps_total") == [4096.0]
-        assert by_name("ray_runyard_trials", 'state="PENDING"') == [3.0]
-        assert by_name("ray_runyard_trials", 'state="ERROR"') == [0.0]
-        assert by_name("ray_runyard_tracking_backlog") == [42.0]
+        else:
+            raise AssertionError("exported:\n" + "\n".join(lines) + "\n" + "".join(
+                jobs_api.logs("fed-1", cluster.jobs_address, state_dir=cluster.state_dir))[-3000:])
+        running = [line for line in lines if line.startswith("ray_runyard_trials") and 'state="RUNNING"' in line]
+        assert running and float(running[0].rsplit(" ", 1)[1]) == 1.0
+        throughput = [float(line.rsplit(" ", 1)[1]) for line in lines
+                      if line.startswith("ray_runyard_env_steps_per_second") and 'trial_id="t0000"' in line]
+        assert throughput and throughput[0] > 0
     finally:
-        jobs_api.stop(job, cluster.jobs_address, state_dir=cluster.state_dir)
+        jobs_api.stop("fed-1", cluster.jobs_address, state_dir=cluster.state_dir)

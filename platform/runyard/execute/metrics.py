@@ -107,12 +107,15 @@ def _metric(name: str):
 
 
 class MetricsCallback(tune.Callback):
-    """Feeds the gauges above from the driver's view of the trials, at most once a second."""
+    """Feeds the metrics above from the driver's view of the trials: states at most once a
+    second, throughput and the work counters from every result (RL workloads report
+    `env_steps_total`; supervised ones `images_per_s` over `epoch_time_s`)."""
 
     def __init__(self, experiment: str, backlog: Callable[[], int] | None):
         self.experiment = experiment
         self.backlog = backlog
         self.last = 0.0
+        self.env_steps_seen: dict[str, float] = {}  # trial id -> env_steps_total at its last result
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks; the backlog probe belongs to the driver that made it.
@@ -132,6 +135,16 @@ class MetricsCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        record_throughput(TrialPayload.of(trial.config).trial_id, experiment=self.experiment,
+        trial_id = TrialPayload.of(trial.config).trial_id
+        record_throughput(trial_id, experiment=self.experiment,
                           env_steps_per_s=result.get("env_steps_per_s"),
                           images_per_s=result.get("images_per_s"))
+        env_steps = 0
+        if "env_steps_total" in result:
+            # A resumed trial's first total is counted from there, not from zero.
+            first = 0.0 if result.get("training_iteration") == 1 else result["env_steps_total"]
+            before = self.env_steps_seen.get(trial_id, first)
+            env_steps = max(0, int(result["env_steps_total"] - before))
+            self.env_steps_seen[trial_id] = result["env_steps_total"]
+        images = int(result.get("images_per_s", 0) * result.get("epoch_time_s", 0))
+        record_progress(trial_id, experiment=self.experiment, env_steps=env_steps, images=images)
