@@ -15,7 +15,8 @@ import pytest
 
 from runyard_testing import REPO, RUNYARD, run_cli
 from runyard.cli.main import main
-from runyard.tracking.store import EXPERIMENT_KIND, MODEL_TRAINING, JobTracking
+from runyard.tracking.store import JobTracking
+from runyard.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING
 
 
 def test_help_lists_commands_and_examples(capsys):

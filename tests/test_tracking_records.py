@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from runyard.spec.schema import SweepSpec
 from runyard.tracking.results import TrialResult, best_config, sweep_description
-from runyard.tracking.store import EXPERIMENT_KIND, MODEL_TRAINING, JobTracking
+from runyard.tracking.store import JobTracking
+from runyard.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING
 
 
 def test_experiments_are_marked_model_training_new_or_made_before(tmp_path: Path):

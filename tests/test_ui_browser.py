@@ -22,7 +22,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from runyard_testing import RUNYARD, run_cli, tracking_uri
 from runyard.tracking.plots import OBJECTIVE_FILE
-from runyard.tracking.store import EXPERIMENT_KIND, MODEL_TRAINING, NOTE
+from runyard.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING, NOTE
 
 pytestmark = pytest.mark.slow
 

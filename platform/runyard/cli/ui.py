@@ -82,7 +82,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def experiment_links(uri: str, base: str, limit: int = 5) -> list[tuple[str, str]]:
     """(name, link to its runs table) of runyard's experiments updated last; none if the
     store does not exist yet (the server creates it)."""
-    from runyard.tracking.store import EXPERIMENT_KIND, MODEL_TRAINING, client_for
+    from runyard.tracking.store import client_for
+    from runyard.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING
 
     if not Path(uri.removeprefix("sqlite:///")).exists():
         return []
