@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runyard.errors import UserError
+from runyard.tracking.server import write_private
 
 ADDRESS_RANGE = ipaddress.ip_network("198.18.0.0/15")
 ROOT_HOST_NUMBER = 1  # the root namespace's address on the bridge: <subnet>.1
@@ -55,7 +56,7 @@ HOST_SHM_SIZE = "1g"  # an upper bound, not an allocation: tmpfs uses only what 
 # Ray's own default ports: every host has its own network namespace, so nothing collides.
 GCS_PORT = 6379
 DASHBOARD_PORT = 8265
-REQUIRED_TOOLS = ("ip", "unshare", "mount", "hostname")
+REQUIRED_TOOLS = ("ip", "unshare", "nsenter", "mount", "hostname")
 
 
 @dataclass
@@ -74,10 +75,7 @@ class HostNetwork:
         return str(ipaddress.ip_network(self.subnet)[host_number])
 
     def node_address(self, index: int) -> str:
-        """Address of node `index`: 0 is the head, i >= 1 is worker i."""
-        if index > MAX_WORKER_HOSTS:
-            raise UserError(f"--hosts: at most {MAX_WORKER_HOSTS + 1} hosts (the head and "
-                            f"{MAX_WORKER_HOSTS} workers) fit on one bridge.")
+        """Address of node `index`: 0 is the head, i >= 1 is worker i (at most MAX_WORKER_HOSTS)."""
         return self.address_of(HEAD_HOST_NUMBER + index)
 
 
@@ -312,11 +310,7 @@ def prepare_host(layout: HostLayout, wheel: Path, token: str) -> subprocess.Pope
     for folder in (layout.tmp_dir, layout.home_dir, Path(layout.dir) / "stage"):
         folder.mkdir(parents=True, exist_ok=True)
     os.chmod(layout.tmp_dir, 0o1777)
-    token_file = layout.outside(layout.token_path_inside)
-    token_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
+    write_private(layout.outside(layout.token_path_inside), token)
     target = layout.outside(layout.site_dir_inside)
     return subprocess.Popen(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
