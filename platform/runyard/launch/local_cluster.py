@@ -675,7 +675,8 @@ def _make_host(cluster: LocalCluster, index: int, num_cpus: int, resources: dict
     install = netns_hosts.prepare_host(layout, wheel, Path(cluster.token_path).read_text().strip())
     shared = [*netns_hosts.python_environment(), netns_hosts.SharedPath(cluster.storage_dir, read_only=False)]
     script = Path(layout.dir) / "setup.sh"
-    script.write_text(netns_hosts.setup_script(layout, shared, netns_hosts.hidden_checkouts(), etc_hosts))
+    hidden = [*netns_hosts.hidden_checkouts(), cluster.state_dir]
+    script.write_text(netns_hosts.setup_script(layout, shared, hidden, etc_hosts, hosts_dir))
     return install
 
 

@@ -347,14 +347,18 @@ def host_env(layout: HostLayout, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def setup_script(layout: HostLayout, shared: list[SharedPath], checkouts: list[str], etc_hosts: Path) -> str:
+def setup_script(layout: HostLayout, shared: list[SharedPath], hidden: list[str], etc_hosts: Path,
+                 hosts_dir: Path) -> str:
     """The shell script that turns a fresh mount/UTS/PID namespace into the host, then runs
     its command ("$@") as a child, so the host lives exactly as long as that command.
 
+    hidden: folders covered by an empty tmpfs (the checkouts, the laptop's state folder).
+    hosts_dir: the folder of all hosts' private files; covered last, so no host reads
+        another's /tmp through it.
     Order matters: the shared paths are bind-mounted to staging points first (their sources
     may lie under what is hidden next: the venv under the checkout, pyenv's Python under
-    home), then /tmp, home, /dev/shm and the checkouts are covered, then the staged mounts are
-    moved to their own paths, outermost first.
+    home), then /tmp, home, /dev/shm and the hidden folders are covered, then the staged
+    mounts are moved to their own paths, outermost first, then the hosts' folder is covered.
     """
     home = layout.home
     stage = Path(layout.dir) / "stage"
@@ -369,9 +373,9 @@ def setup_script(layout: HostLayout, shared: list[SharedPath], checkouts: list[s
         staged.append((item.path, point))
     covers = [("bind", str(layout.tmp_dir), "/tmp"), ("bind", str(layout.home_dir), home),
               ("tmpfs", f"size={HOST_SHM_SIZE},mode=1777", "/dev/shm")]
-    for checkout in checkouts:
-        if not any(Path(checkout).is_relative_to(target) for _, _, target in covers):
-            covers.append(("tmpfs", "size=1m,mode=0755", checkout))
+    for folder in sorted(hidden, key=lambda path: len(Path(path).parts)):
+        if not any(Path(folder).is_relative_to(target) for _, _, target in covers):
+            covers.append(("tmpfs", "size=1m,mode=0755", folder))
     for kind, source, target in sorted(covers, key=lambda c: len(Path(c[2]).parts)):
         lines.append(f"mkdir -p {q(target)}")
         if kind == "bind":
@@ -382,6 +386,8 @@ def setup_script(layout: HostLayout, shared: list[SharedPath], checkouts: list[s
     for path, point in sorted(staged, key=lambda s: len(Path(s[0]).parts)):
         lines.append(f"mkdir -p {q(path)}")
         lines.append(f"mount --move {q(str(point))} {q(path)}")
+    # sh keeps this script open, so it reads on after its folder is covered.
+    lines.append(f"mount -t tmpfs -o size=1m,mode=0755 runyard-hidden {q(str(hosts_dir))}")
     lines.append(f"cd {q(home)}")
     lines.append('"$@"')
     return "\n".join(lines) + "\n"
