@@ -59,7 +59,7 @@ def namespaced_hosts_unavailable() -> str | None:
         return "namespaced hosts need Linux network and mount namespaces"
     if os.geteuid() != 0:
         return "namespaced hosts need root (ip netns, mount and PID namespaces); CI runs as root"
-    missing = [tool for tool in (*netns_hosts.REQUIRED_TOOLS, "nsenter") if shutil.which(tool) is None]
+    missing = [tool for tool in netns_hosts.REQUIRED_TOOLS if shutil.which(tool) is None]
     if missing:
         return f"{', '.join(missing)} not installed (apt-get install -y iproute2 util-linux)"
     return None

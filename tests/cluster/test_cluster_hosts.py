@@ -30,7 +30,7 @@ PROBE = textwrap.dedent(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    checkout, storage, marker = sys.argv[1:4]
+    checkout, storage, marker, hosts_dir = sys.argv[1:5]
 
     def look_around():
         import runyard
@@ -42,6 +42,7 @@ PROBE = textwrap.dedent(
         return {"hostname": name, "netns": os.readlink("/proc/self/ns/net"),
                 "node_ip": ray.util.get_node_ip_address(), "runyard": runyard.__file__,
                 "checkout": sorted(os.listdir(checkout)) if os.path.isdir(checkout) else None,
+                "hosts' folders": sorted(os.listdir(hosts_dir)),
                 "storage": sorted(os.listdir(storage))}
 
     ray.init()
@@ -117,7 +118,7 @@ def test_work_on_each_worker_host_sees_its_own_machine(namespaced_hosts, tmp_pat
     cluster = namespaced_hosts.cluster
     (tmp_path / "probe.py").write_text(PROBE)
     marker = f"probe-{cluster.cluster_id}"
-    submitted = jobs_api.submit(f"python probe.py {REPO} {namespaced_hosts.storage} {marker}",
+    submitted = jobs_api.submit(f"python probe.py {REPO} {namespaced_hosts.storage} {marker} {cluster.ray_temp_root}",
                                 cluster.jobs_address, tmp_path, state_dir=cluster.state_dir)
     state = jobs_api.wait(submitted.job_id, cluster.jobs_address, timeout_s=180, state_dir=cluster.state_dir)
     log = "".join(jobs_api.logs(submitted.job_id, cluster.jobs_address, state_dir=cluster.state_dir))
@@ -137,6 +138,8 @@ def test_work_on_each_worker_host_sees_its_own_machine(namespaced_hosts, tmp_pat
         assert where["runyard"].startswith(os.path.join(str(Path.home()), ".local", "runyard") + os.sep)
         assert not where["runyard"].startswith(str(REPO)), where
         assert where["checkout"] == [], where
+        # Nor can a host read the others' /tmp through the folder they live in on this side.
+        assert where["hosts' folders"] == [], where
     # Storage is one folder for all (the head saw both workers' files); /tmp is each host's own.
     assert {"written-by-worker-1", "written-by-worker-2"} <= set(driver["storage"])
     assert sorted(p.name for p in namespaced_hosts.storage.iterdir()) == [

@@ -214,9 +214,9 @@ def up(
         if workers is not None:
             raise UserError("--hosts and --workers: give one. --hosts N counts every host, the "
                             "head included (--hosts 3 is the head and two workers).")
-        if not isinstance(hosts, int) or isinstance(hosts, bool) or hosts < 1:
-            raise UserError(f"--hosts: {hosts!r}; expected a whole number >= 1 (the head and "
-                            "N-1 workers, e.g. --hosts 3).")
+        if not isinstance(hosts, int) or isinstance(hosts, bool) or not 1 <= hosts <= netns_hosts.MAX_WORKER_HOSTS + 1:
+            raise UserError(f"--hosts: {hosts!r}; expected a whole number from 1 to "
+                            f"{netns_hosts.MAX_WORKER_HOSTS + 1} (the head and N-1 workers, e.g. --hosts 3).")
         netns_hosts.check_can_make_hosts()
         workers = hosts - 1
         if head_cpus is None:
@@ -316,6 +316,8 @@ def add_worker(cluster: LocalCluster, resources: Mapping[str, float] | None = No
     node_resources = _check_up_arguments(1, None if resources is None else [dict(resources)], 1, num_cpus)[0]
     known = alive_node_ids(cluster)
     if cluster.network is not None:
+        if len(cluster.nodes) > netns_hosts.MAX_WORKER_HOSTS:
+            raise UserError(f"add_worker: at most {netns_hosts.MAX_WORKER_HOSTS} worker hosts fit on one bridge.")
         _start_host(cluster, len(cluster.nodes), num_cpus, node_resources)
     else:
         _start_worker(cluster, len(cluster.nodes), num_cpus, node_resources)
@@ -673,7 +675,8 @@ def _make_host(cluster: LocalCluster, index: int, num_cpus: int, resources: dict
     install = netns_hosts.prepare_host(layout, wheel, Path(cluster.token_path).read_text().strip())
     shared = [*netns_hosts.python_environment(), netns_hosts.SharedPath(cluster.storage_dir, read_only=False)]
     script = Path(layout.dir) / "setup.sh"
-    script.write_text(netns_hosts.setup_script(layout, shared, netns_hosts.hidden_checkouts(), etc_hosts))
+    hidden = [*netns_hosts.hidden_checkouts(), cluster.state_dir]
+    script.write_text(netns_hosts.setup_script(layout, shared, hidden, etc_hosts, hosts_dir))
     return install
 
 

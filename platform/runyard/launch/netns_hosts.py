@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runyard.errors import UserError
+from runyard.tracking.server import write_private
 
 ADDRESS_RANGE = ipaddress.ip_network("198.18.0.0/15")
 ROOT_HOST_NUMBER = 1  # the root namespace's address on the bridge: <subnet>.1
@@ -55,7 +56,7 @@ HOST_SHM_SIZE = "1g"  # an upper bound, not an allocation: tmpfs uses only what 
 # Ray's own default ports: every host has its own network namespace, so nothing collides.
 GCS_PORT = 6379
 DASHBOARD_PORT = 8265
-REQUIRED_TOOLS = ("ip", "unshare", "mount", "hostname")
+REQUIRED_TOOLS = ("ip", "unshare", "nsenter", "mount", "hostname")
 
 
 @dataclass
@@ -74,10 +75,7 @@ class HostNetwork:
         return str(ipaddress.ip_network(self.subnet)[host_number])
 
     def node_address(self, index: int) -> str:
-        """Address of node `index`: 0 is the head, i >= 1 is worker i."""
-        if index > MAX_WORKER_HOSTS:
-            raise UserError(f"--hosts: at most {MAX_WORKER_HOSTS + 1} hosts (the head and "
-                            f"{MAX_WORKER_HOSTS} workers) fit on one bridge.")
+        """Address of node `index`: 0 is the head, i >= 1 is worker i (at most MAX_WORKER_HOSTS)."""
         return self.address_of(HEAD_HOST_NUMBER + index)
 
 
@@ -312,11 +310,7 @@ def prepare_host(layout: HostLayout, wheel: Path, token: str) -> subprocess.Pope
     for folder in (layout.tmp_dir, layout.home_dir, Path(layout.dir) / "stage"):
         folder.mkdir(parents=True, exist_ok=True)
     os.chmod(layout.tmp_dir, 0o1777)
-    token_file = layout.outside(layout.token_path_inside)
-    token_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
+    write_private(layout.outside(layout.token_path_inside), token)
     target = layout.outside(layout.site_dir_inside)
     return subprocess.Popen(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
@@ -353,14 +347,18 @@ def host_env(layout: HostLayout, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def setup_script(layout: HostLayout, shared: list[SharedPath], checkouts: list[str], etc_hosts: Path) -> str:
+def setup_script(layout: HostLayout, shared: list[SharedPath], hidden: list[str], etc_hosts: Path,
+                 hosts_dir: Path) -> str:
     """The shell script that turns a fresh mount/UTS/PID namespace into the host, then runs
     its command ("$@") as a child, so the host lives exactly as long as that command.
 
+    hidden: folders covered by an empty tmpfs (the checkouts, the laptop's state folder).
+    hosts_dir: the folder of all hosts' private files; covered last, so no host reads
+        another's /tmp through it.
     Order matters: the shared paths are bind-mounted to staging points first (their sources
     may lie under what is hidden next: the venv under the checkout, pyenv's Python under
-    home), then /tmp, home, /dev/shm and the checkouts are covered, then the staged mounts are
-    moved to their own paths, outermost first.
+    home), then /tmp, home, /dev/shm and the hidden folders are covered, then the staged
+    mounts are moved to their own paths, outermost first, then the hosts' folder is covered.
     """
     home = layout.home
     stage = Path(layout.dir) / "stage"
@@ -375,9 +373,9 @@ def setup_script(layout: HostLayout, shared: list[SharedPath], checkouts: list[s
         staged.append((item.path, point))
     covers = [("bind", str(layout.tmp_dir), "/tmp"), ("bind", str(layout.home_dir), home),
               ("tmpfs", f"size={HOST_SHM_SIZE},mode=1777", "/dev/shm")]
-    for checkout in checkouts:
-        if not any(Path(checkout).is_relative_to(target) for _, _, target in covers):
-            covers.append(("tmpfs", "size=1m,mode=0755", checkout))
+    for folder in sorted(hidden, key=lambda path: len(Path(path).parts)):
+        if not any(Path(folder).is_relative_to(target) for _, _, target in covers):
+            covers.append(("tmpfs", "size=1m,mode=0755", folder))
     for kind, source, target in sorted(covers, key=lambda c: len(Path(c[2]).parts)):
         lines.append(f"mkdir -p {q(target)}")
         if kind == "bind":
@@ -388,6 +386,8 @@ def setup_script(layout: HostLayout, shared: list[SharedPath], checkouts: list[s
     for path, point in sorted(staged, key=lambda s: len(Path(s[0]).parts)):
         lines.append(f"mkdir -p {q(path)}")
         lines.append(f"mount --move {q(str(point))} {q(path)}")
+    # sh keeps this script open, so it reads on after its folder is covered.
+    lines.append(f"mount -t tmpfs -o size=1m,mode=0755 runyard-hidden {q(str(hosts_dir))}")
     lines.append(f"cd {q(home)}")
     lines.append('"$@"')
     return "\n".join(lines) + "\n"
