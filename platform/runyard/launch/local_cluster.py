@@ -714,7 +714,10 @@ def _host_cluster_env(cluster: LocalCluster) -> dict[str, str]:
     """What every host process needs to know about the cluster (never printed: it holds the
     tracking password)."""
     env = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
-           "MLFLOW_DISABLE_TELEMETRY": "true", MARKER_ENV: cluster.cluster_id}
+           "MLFLOW_DISABLE_TELEMETRY": "true", MARKER_ENV: cluster.cluster_id,
+           # Jobs keep their state in the shared folder (runyard.execute.storage reads it), as
+           # a real cluster's nodes name their NFS path or bucket.
+           "RUNYARD_STORAGE": cluster.storage_dir}
     if cluster.tracking_uri:
         env.update(
             MLFLOW_TRACKING_URI=cluster.tracking_uri,
