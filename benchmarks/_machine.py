@@ -14,3 +14,28 @@ def describe() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} logical CPUs, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, "
             f"Python {platform.python_version()}")
+
+
+def timed_run_job(spec_path, spec_text: str, uri: str, workdir) -> float:
+    """Seconds runyard's driver spends on the job in `spec_text` (written to `spec_path`),
+    from its planned trials to the finished job, in the Ray session already open; its state
+    goes to workdir/results."""
+    import time
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from runyard.execute.job import run_job
+    from runyard.execute.storage import Storage
+    from runyard.plan import expand
+    from runyard.spec import load_spec
+
+    Path(spec_path).write_text(spec_text)
+    spec = load_spec(spec_path)
+    started = time.perf_counter()
+    with open(os.devnull, "w") as sink:
+        outcome = run_job(spec, expand(spec), uri, Path(workdir), Console(file=sink),
+                          Storage(str(Path(workdir) / "results")))
+    elapsed = time.perf_counter() - started
+    assert outcome.status == "FINISHED", outcome
+    return elapsed

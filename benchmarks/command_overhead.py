@@ -18,7 +18,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 SCRIPT = """\
@@ -56,21 +55,9 @@ sweep:
 
 def timed_sweep(spec_text: str, workdir: Path, uri: str) -> float:
     """Seconds `runyard run` spends on the sweep, from planned trials to the finished job."""
-    from rich.console import Console
+    from _machine import timed_run_job  # beside this script
 
-    from runyard.execute.job import run_job
-    from runyard.plan import expand
-    from runyard.spec import load_spec
-
-    spec_path = workdir / "sweep.yaml"
-    spec_path.write_text(spec_text)
-    spec = load_spec(spec_path)
-    started = time.perf_counter()
-    outcome = run_job(spec, expand(spec), uri, workdir, Console(file=open(os.devnull, "w")),
-                      storage_root=workdir / "results")
-    elapsed = time.perf_counter() - started
-    assert outcome.status == "FINISHED", outcome
-    return elapsed
+    return timed_run_job(workdir / "sweep.yaml", spec_text, uri, workdir)
 
 
 def main() -> None:

@@ -84,22 +84,10 @@ def create_store(workdir: Path) -> tuple[str, float]:
 
 
 def through_runyard(trials: int, workdir: Path, uri: str) -> float:
-    from rich.console import Console
+    from _machine import timed_run_job  # beside this script
 
-    from runyard.execute.job import run_job
-    from runyard.execute.storage import Storage
-    from runyard.plan import expand
-    from runyard.spec import load_spec
-
-    spec_path = workdir / "sweep.yaml"
-    spec_path.write_text(SPEC.format(trials=trials) + "tracking: {experiment: sweep-overhead}\n")
-    spec = load_spec(spec_path)
-    started = time.perf_counter()
-    outcome = run_job(spec, expand(spec), uri, workdir,
-                      Console(file=open(os.devnull, "w")), Storage(str(workdir / "results")))
-    elapsed = time.perf_counter() - started
-    assert outcome.status == "FINISHED", outcome
-    return elapsed
+    spec = SPEC.format(trials=trials) + "tracking: {experiment: sweep-overhead}\n"
+    return timed_run_job(workdir / "sweep.yaml", spec, uri, workdir)
 
 
 def main() -> None:

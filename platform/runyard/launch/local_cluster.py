@@ -291,16 +291,7 @@ def down(state_dir: str | Path | LocalCluster = DEFAULT_STATE_DIR, *,
         # monitor ignore it for 10+ s. Nothing on a local cluster needs a graceful GCS exit.
         terminate_process_group(node.pid, timeout_s=3)
         _reap(node.pid)
-    if cluster.tracking_pid:
-        ended += len(processes_in_group(cluster.tracking_pid))
-        terminate_process_group(cluster.tracking_pid, timeout_s=15)
-        _reap(cluster.tracking_pid)
-    for pid in processes_with_marker(cluster.cluster_id):
-        try:
-            os.kill(pid, signal.SIGKILL)
-            ended += 1
-        except ProcessLookupError:
-            pass
+    ended += _stop_tracking_and_stragglers(cluster)
     shutil.rmtree(cluster.ray_temp_root, ignore_errors=True)
     (Path(cluster.state_dir) / STATE_FILE).unlink(missing_ok=True)
     echo(f"local cluster down: {ended} processes stopped")
@@ -727,12 +718,10 @@ def _host_cluster_env(cluster: LocalCluster) -> dict[str, str]:
     return env
 
 
-def _down_hosts(cluster: LocalCluster, echo) -> int:
-    """Stop every host (all processes of its PID namespace), then the tracking server, then
-    remove the namespaces, veths, bridge and the hosts' folders. Storage and logs stay."""
+def _stop_tracking_and_stragglers(cluster: LocalCluster) -> int:
+    """After the nodes: the tracking server, then any process still carrying the cluster's
+    marker (a Ray worker that re-parented); returns how many were stopped."""
     ended = 0
-    for node in reversed(cluster.nodes):
-        ended += kill_host(cluster, node.name)
     if cluster.tracking_pid:
         ended += len(processes_in_group(cluster.tracking_pid))
         terminate_process_group(cluster.tracking_pid, timeout_s=15)
@@ -743,6 +732,16 @@ def _down_hosts(cluster: LocalCluster, echo) -> int:
             ended += 1
         except ProcessLookupError:
             pass
+    return ended
+
+
+def _down_hosts(cluster: LocalCluster, echo) -> int:
+    """Stop every host (all processes of its PID namespace), then the tracking server, then
+    remove the namespaces, veths, bridge and the hosts' folders. Storage and logs stay."""
+    ended = 0
+    for node in reversed(cluster.nodes):
+        ended += kill_host(cluster, node.name)
+    ended += _stop_tracking_and_stragglers(cluster)
     for node in reversed(cluster.nodes):
         netns_hosts.remove_host_network(node.netns, node.root_veth)
     netns_hosts.remove_network(cluster.network)
