@@ -123,3 +123,43 @@ def test_a_sweep_on_worker_hosts_keeps_its_state_in_storage_and_resumes_from_the
     for trial in trials:
         steps = sorted(m.step for m in client.get_metric_history(trial.info.run_id, "score"))
         assert steps == list(range(1, 13)), (trial.info.run_name, steps)  # once per step
+
+
+def test_a_lost_worker_host_s_trial_goes_on_from_its_stored_checkpoint_on_another(
+        namespaced_hosts, tmp_path, monkeypatch):
+    """Every process of one worker host dies at once (a machine lost): its trial is retried
+    on the other worker host from its last checkpoint in the storage, in the same run."""
+    from runyard.execute.payload import TrialPayload
+    from runyard.execute.tune_compat import experiment_trials
+    from runyard.launch import local_cluster
+
+    hosts = namespaced_hosts
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "sweep.yaml").write_text(
+        SWEEP.format(sleep=1.0, iterations=10) + "  max_failures: 2\n")
+    job_id = f"lost-{hosts.cluster.cluster_id[:6]}"
+    submitted = laptop(hosts, project, "submit", "jobs/sweep.yaml", "--id", job_id)
+    assert submitted.returncode == 0, submitted.stderr
+    tune_dir = hosts.storage / "ray_results" / job_id  # the cluster's own storage (RUNYARD_STORAGE)
+    deadline = time.monotonic() + 300
+    while len(list(tune_dir.glob("t000*/checkpoint_000002"))) < 2:
+        assert time.monotonic() < deadline, finished(hosts, job_id, 1)[1][-3000:]
+        time.sleep(1)
+    victim = hosts.cluster.nodes[-1].name
+    assert local_cluster.kill_host(hosts.cluster, victim) > 0
+    try:
+        state, log = finished(hosts, job_id)
+        assert state == "SUCCEEDED", log[-4000:]
+    finally:
+        local_cluster.add_worker(hosts.cluster, {"gpu_node": 1})  # the session's cluster, whole again
+
+    failures = {TrialPayload.of(trial["config"]).trial_id: runtime["num_failures"]
+                for trial, runtime in experiment_trials(tune_dir)}
+    assert sorted(failures.values()) == [0, 1], failures  # the lost host's trial, retried once
+    client = MlflowClient(hosts.cluster.tracking_uri)
+    trials = [r for r in job_runs(hosts, monkeypatch, job_id) if r.data.tags["runyard.kind"] == "trial"]
+    assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}
+    for trial in trials:
+        steps = sorted(m.step for m in client.get_metric_history(trial.info.run_id, "score"))
+        assert steps == list(range(1, 11)), (trial.info.run_name, steps)
