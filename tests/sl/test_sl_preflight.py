@@ -58,7 +58,8 @@ def seed_sweep(path):
     spec = load_spec(JOBS / "imagenet64_linear_sweep.yaml")
     config = LinearClassifier.Config(**spec.config)
     assert (config.init_std, config.lr, config.weight_decay) == (1e-4, 1e-7, 100.0)
-    return config, WorkloadContext(seed=spec.seed, data={**spec.data, "path": str(path)})
+    data = {**spec.data.model_dump(mode="json"), "path": str(path)}
+    return config, WorkloadContext(seed=spec.seed, data=data)
 
 
 def test_the_seeds_1000_class_sweep_passes_on_well_formed_data(thousand_classes):
