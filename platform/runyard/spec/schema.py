@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,8 +32,14 @@ class RolloutSpec(BaseModel):
     """Parallel sampling for RL workloads; the workload reads any further keys itself."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    workers: int = Field(1, ge=1, description="rollout workers (Ray actors on a cluster)")
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1, description="rollout workers (Ray actors), or auto: as many as "
+                             "resources.cpus_per_trial holds; they share the trial's CPUs")
     envs_per_worker: int = Field(1, ge=1, description="vectorised envs stepped by each worker")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs each rollout actor reserves "
+                                                        "(and emulator threads it runs)")
+    backend: Literal["ray", "local"] = Field(
+        "ray", description="ray: workers are Ray actors; local: they run in the trial's process")
 
 
 class ResourcesSpec(Strict):
