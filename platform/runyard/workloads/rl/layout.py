@@ -49,8 +49,16 @@ def resolve_layout(rollout: dict[str, Any] | None, cpus_per_trial: float) -> Rol
     """The rollout block (as a dict, any of its keys missing) resolved against the trial's CPUs."""
     rollout = rollout or {}
     backend = rollout.get("backend") or "ray"
-    envs = int(rollout.get("envs_per_worker", 1))
+    envs = rollout.get("envs_per_worker", 1)
     requested = rollout.get("workers", 1)
+    for name, value in (("workers", requested), ("envs_per_worker", envs)):
+        if value == "auto" and name == "workers":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise LayoutError(
+                f"rollout.{name}: must be an integer >= 1{' or auto' if name == 'workers' else ''} "
+                f"(got {value!r}); the rollout pool needs at least one worker stepping at least one env"
+            )
     if backend == "local":
         workers = 1 if requested == "auto" else int(requested)
         return RolloutLayout("local", workers, envs, float(cpus_per_trial), float(cpus_per_trial))

@@ -10,6 +10,7 @@ The spec blocks an RL workload reads:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -143,8 +144,11 @@ class RLWorkload(Workload):
         # Learner-side randomness (CEM's candidates, minibatch order) comes from these two.
         self.rng = np.random.default_rng(context.seed)
         self.torch_rng = torch.Generator().manual_seed(context.seed)
+        pool_factory = context.parallel.get("rollout_pool")
+        if pool_factory is None:  # no executor offers actors: the workers run in this process
+            pool_factory = LocalRolloutPool
+            context = dataclasses.replace(context, rollout=(context.rollout or {}) | {"backend": "local"})
         layout = rollout_layout(context)
-        pool_factory = context.parallel.get("rollout_pool", LocalRolloutPool)
         self.pool = pool_factory(self.env_spec, config.policy.model_dump(), context.seed, layout.workers,
                                  layout.envs_per_worker, layout.threads_per_worker)
         self.iteration = 0
