@@ -134,7 +134,8 @@ class AtariVectorEnvs:
         # ALE takes its seeds as C ints.
         frames, _ = self.envs.reset(seed=np.asarray(seeds, dtype=np.int64) % 2**31)
         self._previous[:] = 0
-        return self._observe(frames[:, 0], np.ones(self.num_envs, bool))
+        self._last_obs = self._observe(frames[:, 0], np.ones(self.num_envs, bool))
+        return self._last_obs
 
     def _observe(self, frames: np.ndarray, started: np.ndarray) -> np.ndarray:
         """Observations from new frames; `started` marks envs whose frame begins an episode."""
@@ -155,14 +156,15 @@ class AtariVectorEnvs:
         done = terminated | truncated
         final_obs = None
         if done.any():
-            if self.pong:
-                # The last frame of an ended episode, differenced against the one before it.
-                last = preprocess_frames(info["final_obs"][done, 0])
-                final_obs = np.zeros((self.num_envs, 80, 80), np.int8)
-                final_obs[done] = last - self._previous[done]
-            else:
-                final_obs = info["final_obs"][:, 0]
+            # ale-py hands back the frame *before* an episode's last step as its final frame
+            # (checked against gymnasium in tests/rl/test_rl_atari.py), so the final
+            # observation here is the last one the policy acted on. Only bootstrapping a
+            # truncated episode reads it (Pong truncates after 27,000 steps).
+            final_obs = np.zeros((self.num_envs, *self.single_observation_space.shape),
+                                 self.single_observation_space.dtype)
+            final_obs[done] = self._last_obs[done]
         obs = self._observe(frames[:, 0], done)
+        self._last_obs = obs
         return obs, rewards.astype(np.float32), terminated, truncated, final_obs, np.ones(self.num_envs, bool)
 
     def close(self) -> None:
