@@ -182,6 +182,17 @@ class RolloutWorker:
         """
         if (num_steps is None) == (num_episodes is None):
             raise ValueError("give exactly one of num_steps and num_episodes")
+        # The forward pass is small and batched over the K envs; the emulator threads want the
+        # cores. More torch threads than one only contend with them (measured 4x slower on 2
+        # cores), so sampling runs on one, and learning gets the trial's threads back after.
+        learner_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._run(weights, num_steps, num_episodes, until_point, greedy, seed)
+        finally:
+            torch.set_num_threads(learner_threads)
+
+    def _run(self, weights, num_steps, num_episodes, until_point, greedy, seed) -> Batch:
         start = time.perf_counter()
         if seed is not None:
             self.reseed(seed)
