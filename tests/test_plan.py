@@ -41,8 +41,9 @@ def test_a_request_no_node_holds_is_refused_with_the_largest_node(overrides, mis
     assert f"short of: {missing}" in text
 
 
-def test_rollout_workers_are_bundles_of_their_own(tmp_path):
-    spec = load_spec(JOBS / "cartpole_pg.yaml", ["rollout.workers=3", "rollout.cpus_per_worker=2"])
+def test_rollout_workers_are_bundles_carved_from_the_trials_cpus(tmp_path):
+    spec = load_spec(JOBS / "cartpole_pg.yaml", ["rollout.workers=3", "rollout.cpus_per_worker=2",
+                                                 "rollout.backend=ray", "resources.cpus_per_trial=7"])
     assert trial_bundles(spec) == [{"CPU": 1.0}] + [{"CPU": 2.0}] * 3
     # Each bundle fits a node, but the four together need 7 CPUs: a 4-CPU cluster refuses.
     with pytest.raises(UserError, match="whole cluster together"):

@@ -1,4 +1,6 @@
-"""Pong from pixels on the real ALE: the seed's preprocessing, and a short end-to-end run."""
+"""Pong from pixels on the real ALE: the seed's preprocessing, the same observations from
+ale-py's vector env as from gymnasium's Pong-v5, batches cut at point boundaries, and a short
+end-to-end run."""
 
 import gymnasium as gym
 import numpy as np
@@ -6,7 +8,12 @@ import pytest
 
 from runyard.workloads import get
 from runyard.workloads.base import WorkloadContext
-from runyard.workloads.rl.atari import PongFromPixels, preprocess_frame, register_ale
+from runyard.workloads.rl.atari import (AtariVectorEnvs, PongFromPixels, preprocess_frame, preprocess_frames,
+                                        register_ale, vector_settings)
+from runyard.workloads.rl.policies import Policy, PolicySpec, weights_of
+from runyard.workloads.rl.rollout import RolloutWorker
+
+PONG = {"id": "ALE/Pong-v5", "kwargs": {}, "max_episode_steps": None, "preprocess": "pong"}
 
 
 def seed_prepro(I):
@@ -55,6 +62,65 @@ def test_observations_are_frame_differences(pong_frames):
         np.testing.assert_array_equal(obs, expected)
     assert obs.dtype == np.int8 and env.action_space.n == 2
     env.close()
+
+
+def test_batched_preprocessing_equals_the_per_frame_function(pong_frames):
+    frames = np.stack(pong_frames)
+    np.testing.assert_array_equal(preprocess_frames(frames), np.stack([preprocess_frame(f) for f in pong_frames]))
+
+
+def test_the_vector_env_has_pong_v5s_dynamics():
+    settings = vector_settings(PONG)
+    assert settings["frameskip"] == 4 and settings["repeat_action_probability"] == 0.25
+    assert settings["noop_max"] == 0 and not settings["use_fire_reset"] and not settings["reward_clipping"]
+    assert not settings["maxpool"] and settings["stack_num"] == 1 and not settings["grayscale"]
+    assert settings["max_num_frames_per_episode"] == 108000
+    assert vector_settings({"id": "ALE/Pong-v5", "kwargs": {"obs_type": "grayscale"}}) is None
+
+
+def test_vector_env_observations_equal_the_gymnasium_wrappers():
+    """Same actions, no sticky actions (so both are deterministic): frame for frame the same
+    difference frames, rewards and ends, through a whole game and the reset after it."""
+    spec = PONG | {"kwargs": {"repeat_action_probability": 0.0}}
+    register_ale()
+    reference = PongFromPixels(gym.make("ALE/Pong-v5", repeat_action_probability=0.0))
+    vector = AtariVectorEnvs(vector_settings(spec), num_envs=2, threads=1, pong=True)
+    expected, _ = reference.reset(seed=0)
+    obs = vector.reset([11, 12])
+    np.testing.assert_array_equal(obs[0], expected)
+    games, previous = 0, expected
+    for t in range(3000):
+        action = 1 if t % 14 < 7 else 0
+        want, reward, terminated, truncated, _ = reference.step(action)
+        obs, rewards, terms, truncs, final_obs, stepped = vector.step(np.array([action, action]), None)
+        assert stepped.all() and rewards[0] == reward and terms[0] == terminated and truncs[0] == truncated
+        if terminated:
+            games += 1
+            # ale-py reports the frame before the last step as the final one: the last
+            # observation acted on stands in for it (see AtariVectorEnvs.step)
+            np.testing.assert_array_equal(final_obs[0], previous)
+            want, _ = reference.reset(seed=0)
+        previous = want
+        np.testing.assert_array_equal(obs[0], want, err_msg=f"step {t}")
+        np.testing.assert_array_equal(obs[1], obs[0])
+        if games and t % 14 == 0:
+            break
+    assert games == 1
+    vector.close()
+    reference.close()
+
+
+def test_step_batches_stop_at_the_first_point_after_each_envs_share():
+    spec = PolicySpec(hidden=(8,), head="bernoulli")
+    worker = RolloutWorker(PONG, spec.model_dump(), envs_per_worker=2, seed=0)
+    policy = Policy(spec, worker.envs.single_observation_space, worker.envs.single_action_space)
+    batch = worker.run(weights_of(policy), num_steps=60, until_point=True)
+    worker.close()
+    ends = np.flatnonzero(batch["ends"])
+    assert len(ends) == 2 and len(batch["rewards"]) > 60  # a point takes longer than 30 steps
+    assert np.all(batch["rewards"][ends] != 0)  # each env's segment ends at a point
+    assert np.count_nonzero(batch["rewards"]) == 2  # ... its first point after its share
+    assert batch["env_steps"] >= len(batch["rewards"])
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ def the_run(client: MlflowClient, experiment: str):
 
 
 def test_pong_from_pixels_on_two_rollout_actors(tmp_path: Path):
-    client = run(tmp_path, "pong_pg.yaml", "stop.iterations=2", "rollout.workers=2",
+    client = run(tmp_path, "pong_pg.yaml", "stop.iterations=2", "rollout.backend=ray", "rollout.workers=2",
                  "rollout.envs_per_worker=1", "rollout.cpus_per_worker=1",
                  "config.batch_episodes=2", "env.max_episode_steps=400")
     pong = the_run(client, "pong-pg")

@@ -10,7 +10,7 @@ from runyard.spec import load_spec
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 RL_JOBS = [
     "cartpole_pg.yaml", "cartpole_trpo.yaml", "cartpole_cem.yaml", "pong_pg.yaml", "pong_trpo.yaml",
-    "hopper_trpo.yaml", "cartpole_ppo_rllib.yaml", "cartpole_pg_sweep.yaml",
+    "hopper_trpo.yaml", "cartpole_ppo_rllib.yaml", "cartpole_pg_sweep.yaml", "pong_pg_sweep.yaml",
 ]
 
 

@@ -1,5 +1,6 @@
 """RayRolloutPool on a real local Ray: same batches as the in-process pool, and an actor
-killed mid-iteration is replaced without losing the iteration."""
+killed mid-iteration is replaced, reseeded from (job seed, iteration, slot), without losing
+the iteration."""
 
 import threading
 
@@ -11,7 +12,7 @@ from runyard.execute.rollout_pool import RayRolloutPool
 from runyard.workloads import get
 from runyard.workloads.base import WorkloadContext
 from runyard.workloads.rl.policies import Policy, PolicySpec, weights_of
-from runyard.workloads.rl.rollout import LocalRolloutPool, make_env
+from runyard.workloads.rl.rollout import LocalRolloutPool, make_env, worker_seed
 
 CARTPOLE = {"id": "CartPole-v1", "kwargs": {}, "max_episode_steps": None}
 SPEC = PolicySpec(hidden=(16,))
@@ -54,7 +55,9 @@ def test_same_seed_same_batches_locally_and_on_actors(local_ray, weights):
 
 @pytest.mark.slow
 def test_a_killed_actor_is_replaced_and_its_share_resampled(local_ray, weights):
+    # What the iteration must give: slot 0 as a fresh worker reseeded for call 1, slot 1 as it was.
     reference = LocalRolloutPool(CARTPOLE, SPEC.model_dump(), seed=3, workers=2, envs_per_worker=1)
+    reference._workers[0].reseed(worker_seed(3, 1, 0))
     expected = reference.sample(weights, num_steps=16000)
     reference.close()
 
@@ -82,7 +85,8 @@ def test_a_workload_runs_on_the_ray_pool_like_on_the_local_one(local_ray):
     for parallel in ({}, {"rollout_pool": RayRolloutPool}):
         workload = cls()
         workload.setup(config, WorkloadContext(seed=1, env={"id": "CartPole-v1"},
-                                               rollout={"workers": 2, "envs_per_worker": 2}, parallel=parallel))
+                                               rollout={"workers": 2, "envs_per_worker": 2},
+                                               resources={"cpus_per_trial": 2}, parallel=parallel))
         runs.append([workload.step() for _ in range(2)])
         workload.close()
     for local, remote in zip(*runs):

@@ -1,4 +1,5 @@
-"""RolloutWorker and LocalRolloutPool on real gymnasium envs."""
+"""RolloutWorker and LocalRolloutPool on real gymnasium envs: the batch layout, envs that live
+across batches, reproducibility from the job seed and after a restore."""
 
 import gymnasium as gym
 import numpy as np
@@ -19,7 +20,7 @@ def cartpole_weights(seed=0):
 
 
 def test_episode_batches_are_whole_episodes_laid_out_by_segment():
-    worker = RolloutWorker(CARTPOLE, SPEC, envs_per_worker=3)
+    worker = RolloutWorker(CARTPOLE, SPEC, envs_per_worker=3, seed=0)
     batch = worker.run(cartpole_weights(), seed=1, num_episodes=7)
     worker.close()
     assert len(batch["episode_returns"]) == 7
@@ -36,7 +37,7 @@ def test_episode_batches_are_whole_episodes_laid_out_by_segment():
 
 
 def test_step_batches_cut_segments_with_their_next_observation():
-    worker = RolloutWorker(CARTPOLE, SPEC, envs_per_worker=2)
+    worker = RolloutWorker(CARTPOLE, SPEC, envs_per_worker=2, seed=0)
     batch = worker.run(cartpole_weights(), seed=3, num_steps=101)
     worker.close()
     assert len(batch["rewards"]) == 101
@@ -63,7 +64,7 @@ def test_pool_is_reproducible_from_the_job_seed():
     for key in ("obs", "actions", "rewards", "episode_returns"):
         np.testing.assert_array_equal(batches[0][key], batches[2][key])
         np.testing.assert_array_equal(batches[1][key], batches[3][key])
-    assert not np.array_equal(batches[0]["obs"][:5], batches[1]["obs"][:5])  # a new call, new seeds
+    assert not np.array_equal(batches[0]["obs"][:5], batches[1]["obs"][:5])  # the envs went on
     assert not np.array_equal(batches[0]["obs"][:5], batches[4]["obs"][:5])
 
 
@@ -86,8 +87,40 @@ def test_continuous_actions_on_mujoco():
     spec = PolicySpec(hidden=(8,), normalize_obs=True)
     env = make_env(env_spec)
     weights = weights_of(Policy(spec, env.observation_space, env.action_space))
-    worker = RolloutWorker(env_spec, spec.model_dump(), envs_per_worker=2)
+    worker = RolloutWorker(env_spec, spec.model_dump(), envs_per_worker=2, seed=0)
     batch = worker.run(weights, seed=0, num_steps=50)
     worker.close()
     assert batch["actions"].shape == (50, 3) and batch["obs"].shape == (50, 11)
     assert isinstance(env.action_space, gym.spaces.Box)
+
+
+def test_envs_live_across_batches_and_episodes_count_whole():
+    worker = RolloutWorker(CARTPOLE, SPEC, envs_per_worker=2, seed=4)
+    first = worker.run(cartpole_weights(), num_steps=4)  # 2 steps per env: no episode ends yet
+    second = worker.run(cartpole_weights(), num_steps=400)
+    assert first["ends"].sum() == 2 and not first["terminated"].any()
+    # each env's second batch starts from the observation its first batch was cut at
+    np.testing.assert_array_equal(second["obs"][0], first["final_obs"][0])
+    np.testing.assert_array_equal(second["obs"][200], first["final_obs"][1])
+    # episodes begun in the first batch are reported whole: every step is in some episode
+    assert second["episode_lengths"].sum() + worker.running_length.sum() == 404
+    worker.close()
+
+
+def test_a_restored_pool_continues_deterministically():
+    weights = cartpole_weights()
+    pool = LocalRolloutPool(CARTPOLE, SPEC, seed=9, workers=2, envs_per_worker=2)
+    pool.sample(weights, num_steps=200)
+    state = pool.state_dict()
+    uninterrupted = pool.sample(weights, num_steps=200)
+    pool.close()
+    continued = []
+    for _ in range(2):  # two restores of one checkpoint sample the same batch
+        restored = LocalRolloutPool(CARTPOLE, SPEC, seed=9, workers=2, envs_per_worker=2)
+        restored.load_state_dict(state)
+        continued.append(restored.sample(weights, num_steps=200))
+        restored.close()
+    for key in ("obs", "actions", "rewards", "ends"):
+        np.testing.assert_array_equal(continued[0][key], continued[1][key])
+    # reseeded from (job seed, iteration): not the uninterrupted path, which kept its envs
+    assert not np.array_equal(continued[0]["obs"], uninterrupted["obs"])

@@ -20,7 +20,7 @@ TIMING = {"env_steps_per_s", "sample_time_s", "learn_time_s"}
 def make(name, seed=0, env=CARTPOLE, rollout=ROLLOUT, tmp_path=None, **config):
     cls = get(name)
     workload = cls()
-    context = WorkloadContext(seed=seed, env=env, rollout=rollout)
+    context = WorkloadContext(seed=seed, env=env, rollout=rollout, resources={"cpus_per_trial": 2})
     workload.setup(cls.Config(**(SMALL[name] | config)), context)
     return workload
 
@@ -36,7 +36,10 @@ def test_metrics_are_declared(name):
 
 
 @pytest.mark.parametrize("name", ["rl.pg", "rl.trpo", "rl.cem"])
-def test_restore_continues_exactly(name, tmp_path):
+def test_restore_continues_deterministically(name, tmp_path):
+    """A restore continues from the saved policy, optimizer and random streams with the envs
+    reseeded from (job seed, iteration): two restores of one checkpoint run identically. CEM
+    scores every candidate on freshly seeded episodes, so it continues exactly as well."""
     config = {"policy": {"normalize_obs": True, "hidden": (8,)}}
     if name == "rl.pg":
         config["baseline"] = True
@@ -44,17 +47,24 @@ def test_restore_continues_exactly(name, tmp_path):
     for _ in range(2):
         uninterrupted.step()
     uninterrupted.save(tmp_path)
+    saved = {k: v.clone() for k, v in uninterrupted.policy.state_dict().items()}
     expected = [uninterrupted.step() for _ in range(2)]
     uninterrupted.close()
 
-    restored = make(name, seed=3, **config)
-    restored.restore(tmp_path)
-    got = [restored.step() for _ in range(2)]
-    restored.close()
-    for want, have in zip(expected, got):
-        assert want.keys() == have.keys()
-        for key in want.keys() - TIMING:
-            assert have[key] == want[key], key
+    runs = []
+    for _ in range(2):
+        restored = make(name, seed=3, **config)
+        restored.restore(tmp_path)
+        for key, value in restored.policy.state_dict().items():
+            assert value.equal(saved[key]), key
+        runs.append([restored.step() for _ in range(2)])
+        restored.close()
+    comparisons = [(runs[0], runs[1])] + ([(expected, runs[0])] if name == "rl.cem" else [])
+    for first, second in comparisons:
+        for want, have in zip(first, second):
+            assert want.keys() == have.keys()
+            for key in want.keys() - TIMING:
+                assert have[key] == want[key], key
 
 
 def test_same_seed_same_run_other_seed_other_run():
@@ -90,9 +100,10 @@ class MultiDiscreteEnv(gym.Env):
 gym.register("RunyardTestMultiDiscrete-v0", entry_point=MultiDiscreteEnv)
 
 
-def problems(name, env=CARTPOLE, rollout=ROLLOUT, **config):
+def problems(name, env=CARTPOLE, rollout=ROLLOUT, cpus=2, **config):
     cls = get(name)
-    return cls.check_spec(cls.Config(**config), WorkloadContext(env=env, rollout=rollout))
+    return cls.check_spec(cls.Config(**config), WorkloadContext(env=env, rollout=rollout,
+                                                                resources={"cpus_per_trial": cpus}))
 
 
 @pytest.mark.parametrize("name", ["rl.pg", "rl.trpo", "rl.cem"])
@@ -126,3 +137,10 @@ def test_zero_workers_and_bad_head():
 
 def test_missing_env_id():
     assert problems("rl.pg", env={})[0].startswith("env.id: required")
+
+
+def test_rollout_actors_must_fit_the_trials_cpus():
+    [problem] = problems("rl.pg", rollout={"workers": 3, "envs_per_worker": 1}, cpus=2)
+    assert problem.startswith("rollout.workers: 3 actors") and "resources.cpus_per_trial = 2" in problem
+    assert "workers: auto" in problem
+    assert problems("rl.pg", rollout={"workers": "auto", "envs_per_worker": 1}, cpus=2) == []

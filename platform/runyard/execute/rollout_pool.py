@@ -4,31 +4,38 @@ Same constructor and interface as runyard.workloads.rl.rollout.LocalRolloutPool,
 executor can hand `RayRolloutPool` (or a functools.partial of it) to a workload as
 context.parallel["rollout_pool"]. Ray core only: actors, the object store, ray.wait.
 
-- W actors, each wrapping one RolloutWorker (a vector env of K envs and a policy copy).
+- W actors, each wrapping one RolloutWorker (K envs that live across batches, and a policy
+  copy); actor w always runs task w, so its envs continue where its last batch ended.
 - Policy weights are put into the object store once per call (ray.put) and every actor
   reads them from there; trajectories come back as numpy arrays.
-- Task i runs on actor i mod W. Tasks carry their own seeds, so which process runs a task
-  does not change its result: an actor that dies mid-iteration is replaced and its tasks
-  are resubmitted, and the iteration completes with the same batch it would have had.
+- Each actor's random streams start from worker_seed(job seed, call, w), never from which
+  process it is: an actor that dies mid-iteration is replaced by one reseeded from (job
+  seed, this call, w), its task is resubmitted, and the iteration completes deterministically.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import ray
 import torch
 
-from runyard.workloads.rl.rollout import Batch, RolloutPool, RolloutWorker, Task
+from runyard.workloads.rl.rollout import Batch, RolloutPool, RolloutWorker, Task, run_task, worker_seed
 
 
 class RolloutActor:
-    """The remote side: one RolloutWorker, one torch thread (parallelism is across actors)."""
+    """The remote side: one RolloutWorker. Its emulators get the actor's CPUs as threads; the
+    policy's forward pass is small and batched over the envs, so one torch thread."""
 
-    def __init__(self, env_spec: dict, policy_spec: dict, envs_per_worker: int):
+    def __init__(self, env_spec: dict, policy_spec: dict, envs_per_worker: int, seed: int, threads: int):
         torch.set_num_threads(1)
-        self.worker = RolloutWorker(env_spec, policy_spec, envs_per_worker)
+        self.worker = RolloutWorker(env_spec, policy_spec, envs_per_worker, seed, threads)
 
-    def run(self, weights, seed, num_steps, num_episodes, greedy) -> Batch:
-        return self.worker.run(weights, seed, num_steps, num_episodes, greedy)
+    def run(self, weights, task: Task) -> Batch:
+        return run_task(self.worker, task, weights)
+
+    def reseed(self, seed: int) -> None:
+        self.worker.reseed(seed)
 
 
 class RayRolloutPool(RolloutPool):
@@ -37,22 +44,23 @@ class RayRolloutPool(RolloutPool):
     max_attempts = 3  # per task: a task whose actor died this many times fails the call
 
     def __init__(self, env_spec: dict, policy_spec: dict, seed: int, workers: int, envs_per_worker: int,
-                 *, num_cpus_per_actor: float = 1.0):
-        super().__init__(env_spec, policy_spec, seed, workers, envs_per_worker)
+                 threads_per_worker: int = 1, *, num_cpus_per_actor: float = 1.0):
+        super().__init__(env_spec, policy_spec, seed, workers, envs_per_worker, threads_per_worker)
         self._actor_class = ray.remote(num_cpus=num_cpus_per_actor, max_restarts=0)(RolloutActor)
-        self.actors = [self._start_actor() for _ in range(workers)]
+        self.actors = [self._start_actor(w) for w in range(workers)]
         self.replaced_actors = 0
 
-    def _start_actor(self):
-        return self._actor_class.remote(self.env_spec, self.policy_spec, self.envs_per_worker)
+    def _start_actor(self, slot: int):
+        return self._actor_class.remote(self.env_spec, self.policy_spec, self.envs_per_worker,
+                                        worker_seed(self.seed, self.calls, slot), self.threads_per_worker)
 
     def put_weights(self, weights):
         return ray.put(weights)
 
     def _submit(self, task: Task, slot: int):
         actor = self.actors[slot]
-        ref = actor.run.remote(task.weights, task.seed, task.num_steps, task.num_episodes, task.greedy)
-        return ref, actor
+        # The weights travel as a top-level argument: Ray resolves only those object refs.
+        return actor.run.remote(task.weights, dataclasses.replace(task, weights=None)), actor
 
     def run_tasks(self, tasks: list[Task]) -> list[Batch]:
         results: list[Batch | None] = [None] * len(tasks)
@@ -71,12 +79,15 @@ class RayRolloutPool(RolloutPool):
                     raise
                 slot = i % self.workers
                 if self.actors[slot] is actor:  # the first of its failed tasks replaces it
-                    self.actors[slot] = self._start_actor()
+                    self.actors[slot] = self._start_actor(slot)
                     self.replaced_actors += 1
                 attempts[i] += 1
                 ref, new_actor = self._submit(tasks[i], slot)
                 pending[ref] = (i, new_actor)
         return results
+
+    def reseed_workers(self) -> None:
+        ray.get([actor.reseed.remote(worker_seed(self.seed, self.calls, w)) for w, actor in enumerate(self.actors)])
 
     def close(self) -> None:
         for actor in self.actors:

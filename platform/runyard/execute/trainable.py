@@ -117,7 +117,8 @@ def _parallel_factories(trial: TrialPayload) -> dict[str, Any]:
     if rollout and rollout.get("backend", "ray") == "ray":
         # Imported here: the pool brings torch, which trials without rollouts never need.
         from runyard.execute.rollout_pool import RayRolloutPool
+        from runyard.workloads.rl.layout import resolve_layout
 
-        cpus = float(rollout.get("cpus_per_worker", 1))
-        return {"rollout_pool": functools.partial(RayRolloutPool, num_cpus_per_actor=cpus)}
+        layout = resolve_layout(rollout, float(trial["resources"]["cpus_per_trial"]))
+        return {"rollout_pool": functools.partial(RayRolloutPool, num_cpus_per_actor=layout.cpus_per_worker)}
     return {}

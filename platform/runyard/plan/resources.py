@@ -1,8 +1,11 @@
 """What each trial asks the cluster for, and whether any node can ever hold it.
 
 A trial is a Ray placement group: one bundle for the trial's driver process (its CPUs, GPUs,
-memory and custom resources) plus one bundle per rollout worker. Ray would leave a request no
-node can hold PENDING forever; runyard refuses it up front and says which node came closest.
+memory and custom resources) plus one bundle per rollout worker or helper process (RLlib's env
+runners). Those helpers share `resources.cpus_per_trial` with the trial's process rather than
+adding to it (see workloads/rl/layout.py), so the trial holds what its spec says. Ray would
+leave a request no node can hold PENDING forever; runyard refuses it up front and says which
+node came closest.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from runyard import workloads
 from runyard.errors import UserError
 from runyard.plan.trials import Trial
 from runyard.spec import JobSpec
+from runyard.workloads.rl.layout import DRIVER_CPUS, LayoutError, resolve_layout
 
 Bundle = dict[str, float]
 GIB = 1024**3
@@ -27,7 +31,8 @@ DDP_DRIVER_BUNDLE: Bundle = {"CPU": 0.01}
 
 def trial_bundles(spec: JobSpec) -> list[Bundle]:
     """What one trial of this spec holds: its process's bundle (CPUs, GPUs, memory, custom
-    resources), one bundle per rollout worker, or with `resources.workers` > 1 one bundle
+    resources) and one bundle per rollout actor or workload helper, whose CPUs are taken out
+    of `cpus_per_trial` rather than added to it; or with `resources.workers` > 1 one bundle
     per data-parallel worker (each holding cpus_per_trial and gpus_per_trial) after a small
     bundle for the process that drives them."""
     res = spec.resources
@@ -39,12 +44,24 @@ def trial_bundles(spec: JobSpec) -> list[Bundle]:
     head.update(res.custom)
     if res.workers > 1:
         return [dict(DDP_DRIVER_BUNDLE)] + [dict(head) for _ in range(res.workers)]
-    bundles = [head]
     workload_cls = workloads.get(spec.workload)
-    bundles += workload_cls.helper_bundles(workload_cls.Config.model_validate(spec.config))
-    if spec.rollout is not None and spec.rollout.backend == "ray":
-        bundles += [{"CPU": spec.rollout.cpus_per_worker} for _ in range(spec.rollout.workers)]
-    return bundles
+    helpers = workload_cls.helper_bundles(workload_cls.Config.model_validate(spec.config))
+    if spec.rollout is not None:
+        try:
+            layout = resolve_layout(spec.rollout.model_dump(), res.cpus_per_trial)
+        except LayoutError as error:
+            raise UserError(f"{spec.name}: {error}") from None
+        if layout.backend == "ray":
+            helpers += [{"CPU": layout.cpus_per_worker} for _ in range(layout.workers)]
+    helper_cpus = sum(bundle.get("CPU", 0) for bundle in helpers)
+    if helper_cpus > res.cpus_per_trial - DRIVER_CPUS + 1e-9:
+        raise UserError(
+            f"{spec.name}: resources.cpus_per_trial: {res.cpus_per_trial:g} CPUs cannot hold the "
+            f"{len(helpers)} helper process(es) {spec.workload} starts ({helper_cpus:g} CPUs) and "
+            f"the trial's own process; raise resources.cpus_per_trial to at least {helper_cpus + 1:g}"
+        )
+    head["CPU"] = max(DRIVER_CPUS, res.cpus_per_trial - helper_cpus)
+    return [head] + helpers
 
 
 def trial_request(spec: JobSpec) -> Bundle:
@@ -125,5 +142,5 @@ def _explain(spec: JobSpec, trials: list[Trial], request: Bundle, best: dict[str
         f"the largest of the cluster's {node_count} node(s) has {describe(best)} "
         f"(short of: {', '.join(missing)}). It would wait forever as PENDING, so nothing was "
         "started. Lower resources.cpus_per_trial / gpus_per_trial / memory_gb / custom "
-        "(or rollout.workers), or run on a cluster that has such a node (--address)."
+        "(rollout actors share cpus_per_trial), or run on a cluster that has such a node (--address)."
     )

@@ -34,12 +34,15 @@ class RolloutSpec(Block):
     """Parallel sampling for RL workloads: `workers` samplers each stepping `envs_per_worker`
     envs."""
 
-    workers: int = Field(1, ge=1, description="rollout workers (Ray actors on a cluster)")
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        1, description="rollout workers (Ray actors in the trial's placement group), or auto: "
+                        "as many as resources.cpus_per_trial holds; they share the trial's CPUs")
     envs_per_worker: int = Field(1, ge=1, description="vectorised envs stepped by each worker")
     backend: Literal["ray", "local"] = Field(
         "ray", description="ray: each worker is a Ray actor in the trial's placement group; "
                            "local: the workers step in the trial's own process")
-    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved for each Ray rollout actor")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs each Ray rollout actor reserves "
+                                                        "(and emulator threads it runs)")
 
 
 class DigitsData(Block):

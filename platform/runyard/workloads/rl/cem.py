@@ -24,7 +24,7 @@ from pydantic import Field
 from runyard.workloads.rl.common import flat_params, set_flat_params
 from runyard.workloads.rl.policies import Policy, PolicySpec, weights_of
 from runyard.workloads.rl.rollout import Batch
-from runyard.workloads.rl.workload import EPISODE_METRICS, RLConfig, RLWorkload
+from runyard.workloads.rl.workload import EPISODE_METRICS, PROGRESS_METRICS, RLConfig, RLWorkload
 
 
 class CEMConfig(RLConfig):
@@ -39,7 +39,7 @@ class CEMConfig(RLConfig):
 
 class CrossEntropyMethod(RLWorkload):
     Config = CEMConfig
-    metrics = EPISODE_METRICS | {"elite_return_mean": "max", "population_std": "min"}
+    metrics = EPISODE_METRICS | PROGRESS_METRICS | {"elite_return_mean": "max", "population_std": "min"}
 
     def setup_algorithm(self) -> None:
         self.mean = flat_params(self.policy).double().numpy()

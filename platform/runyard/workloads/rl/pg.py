@@ -8,6 +8,12 @@ take one gradient step on
 where Â_t is the discounted return-to-go G_t = Σ_k γ^k r_{t+k}, standardized over the batch
 (the seed's variance control), or G_t − V(s_t) standardized when a learned value baseline is
 on. For Pong, `reset_returns_at_reward` restarts G at every point, as the seed does.
+
+With `reset_returns_at_reward` every point is a return of its own, so a batch need not be whole
+episodes: it is `batch_episodes` episodes' worth of env steps (at the mean length of the last
+100 episodes), and each env stops at the first point boundary after its share. No env waits
+for another's long episode, and every sample is still from the current policy. The first
+iteration, with no lengths seen yet, samples whole episodes.
 """
 
 from __future__ import annotations
@@ -53,7 +59,12 @@ class PolicyGradient(RLWorkload):
             self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=c.value_lr)
 
     def iterate(self) -> tuple[Batch, dict[str, float]]:
-        batch = self.pool.sample(self.weights(), num_episodes=self.config.batch_episodes)
+        c: PGConfig = self.config
+        if c.reset_returns_at_reward and self.recent_lengths:
+            steps = int(round(c.batch_episodes * sum(self.recent_lengths) / len(self.recent_lengths)))
+            batch = self.pool.sample(self.weights(), num_steps=steps, until_point=True)
+        else:
+            batch = self.pool.sample(self.weights(), num_episodes=c.batch_episodes)
         own, learn_time = self.timed(self.update, batch)
         return batch, own | {"learn_time_s": learn_time}
 

@@ -1,5 +1,5 @@
-"""Rollouts: a RolloutWorker steps a gymnasium vector env with the current policy; a pool of
-workers splits each batch between them.
+"""Rollouts: a RolloutWorker steps K envs with the current policy; a pool of workers splits
+each batch between them.
 
 Batch layout (plain numpy, what every algorithm consumes): N transitions, grouped by env so
 each trajectory segment is contiguous and time-ordered.
@@ -9,13 +9,20 @@ each trajectory segment is contiguous and time-ordered.
   ends (N,)             the last transition of a segment: terminated, truncated, or cut by
                         the end of the batch
   final_obs (S, *obs_shape)  the observation after each segment's last transition, one per end
-  episode_returns (E,), episode_lengths (E,)   completed episodes only
-  env_steps, sample_time_s   all env steps taken (also those discarded), and wall time
+  episode_returns (E,), episode_lengths (E,)   episodes completed in this batch (one begun
+                        in an earlier batch counts whole)
+  env_steps, sample_time_s   all env steps taken (also those of envs that had their share
+                        while others finished theirs), and wall time
 
-Every task carries its own seed: the worker reseeds its envs (one seed per env) and its
-action-sampling generator from it. A worker therefore holds no state between tasks, so the
-same job seed gives the same batches in-process, on Ray actors, after a restore, and after
-a dead actor was replaced.
+A worker's envs live across batches: a batch cut mid-episode continues it in the next one.
+ALE ids are stepped by ale-py's threaded vector env (atari.AtariVectorEnvs), the rest by a
+gymnasium SyncVectorEnv; the policy's forward pass covers all K envs at once. Randomness (env
+seeds, action sampling) is one stream per worker, restarted by `reseed` from (job seed,
+iteration, worker): when the pool starts, after a restore, and when a dead actor is replaced.
+So the same seed gives the same batches from a fresh start, in process or on actors, and a
+restore or a replacement continues deterministically (not along the uninterrupted run's path:
+ale-py cannot save emulator states). CEM's evaluations reseed per task, so every candidate's
+episodes start fresh.
 
 The pool interface (sample, evaluate, state_dict, load_state_dict, last_stats, close) is
 backend-agnostic: the executor may hand a Ray-backed pool built with the same constructor
@@ -79,39 +86,118 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-class RolloutWorker:
-    """K copies of an env in a gymnasium SyncVectorEnv, and a local copy of the policy."""
+def worker_seed(job_seed: int, iteration: int, worker: int) -> int:
+    """The seed a worker's streams restart from: a function of where, never of which process."""
+    return int(np.random.SeedSequence([job_seed, iteration, worker]).generate_state(1)[0])
 
-    def __init__(self, env_spec: dict, policy_spec: dict, envs_per_worker: int):
+
+class GymVectorEnvs:
+    """K copies of a gymnasium env, stepped one after another; an env that ends is reset in
+    the same step. Only the envs asked to step do: one that has its share waits unchanged."""
+
+    def __init__(self, env_spec: dict, num_envs: int):
+        self.num_envs = num_envs
+        self.envs = [make_env(env_spec) for _ in range(num_envs)]
+        self.single_observation_space = self.envs[0].observation_space
+        self.single_action_space = self.envs[0].action_space
+        self._obs: np.ndarray | None = None
+
+    def reset(self, seeds: list[int]) -> np.ndarray:
+        self._obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(self.envs, seeds)])
+        return self._obs.copy()
+
+    def step(self, actions: np.ndarray, active: np.ndarray):
+        """(obs, rewards, terminated, truncated, final_obs, stepped): rows of envs that did not
+        step keep their observation, with no reward; final_obs holds the last observation of
+        each env that ended (None if none did)."""
+        obs = self._obs.copy()
+        rewards = np.zeros(self.num_envs, np.float32)
+        terminated = np.zeros(self.num_envs, bool)
+        truncated = np.zeros(self.num_envs, bool)
+        final_obs = None
+        for i in np.flatnonzero(active):
+            obs[i], rewards[i], terminated[i], truncated[i], _ = self.envs[i].step(actions[i])
+            if terminated[i] or truncated[i]:
+                if final_obs is None:
+                    final_obs = np.zeros_like(obs)
+                final_obs[i] = obs[i]
+                obs[i] = self.envs[i].reset()[0]
+        self._obs = obs
+        return obs.copy(), rewards, terminated, truncated, final_obs, active.copy()
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def make_vector_envs(env_spec: dict, num_envs: int, threads: int = 1):
+    """K envs of the spec: ale-py's vector env for ALE ids it can reproduce, else gymnasium."""
+    if env_spec["id"].startswith("ALE/"):
+        from runyard.workloads.rl.atari import AtariVectorEnvs, vector_settings
+
+        settings = vector_settings(env_spec)
+        if settings is not None:
+            return AtariVectorEnvs(settings, num_envs, threads, pong=preprocessing(env_spec) == "pong")
+    return GymVectorEnvs(env_spec, num_envs)
+
+
+class RolloutWorker:
+    """K envs that live across batches, a local copy of the policy, and this worker's own
+    random streams (env seeds and action sampling)."""
+
+    def __init__(self, env_spec: dict, policy_spec: dict, envs_per_worker: int, seed: int, threads: int = 1):
         self.num_envs = envs_per_worker
-        self.envs = gym.vector.SyncVectorEnv(
-            [lambda: make_env(env_spec) for _ in range(envs_per_worker)],
-            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-        )
+        self.envs = make_vector_envs(env_spec, envs_per_worker, threads)
         self.policy = Policy(
             PolicySpec(**policy_spec), self.envs.single_observation_space, self.envs.single_action_space
         )
         self.policy.requires_grad_(False)
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart every env (one seed each) and the action generator from `seed`."""
+        K = self.num_envs
+        seeds = np.random.SeedSequence(seed).generate_state(K + 1)
+        self.generator = torch.Generator().manual_seed(int(seeds[K]))
+        self.obs = self.envs.reset([int(s) for s in seeds[:K]])
+        # Episodes in progress: their return and length so far (they may span batches).
+        self.running_return = np.zeros(K)
+        self.running_length = np.zeros(K, dtype=np.int64)
 
     def run(
         self,
         weights: dict[str, np.ndarray],
-        seed: int,
         num_steps: int | None = None,
         num_episodes: int | None = None,
+        until_point: bool = False,
         greedy: bool = False,
+        seed: int | None = None,
     ) -> Batch:
-        """Collect `num_steps` steps (split over the K envs) or `num_episodes` whole episodes."""
+        """Collect `num_steps` steps (split over the K envs) or `num_episodes` whole episodes.
+
+        until_point: after its share of steps, each env goes on to the end of the point it is
+            playing (its next nonzero reward, or the episode's end), so that a return restarted
+            at every point (Pong) is never cut: the batch is as long as needed, not longer.
+        seed: reseed first (CEM scores each candidate on episodes of its own).
+        """
         if (num_steps is None) == (num_episodes is None):
             raise ValueError("give exactly one of num_steps and num_episodes")
+        # The forward pass is small and batched over the K envs; the emulator threads want the
+        # cores. More torch threads than one only contend with them (measured 4x slower on 2
+        # cores), so sampling runs on one, and learning gets the trial's threads back after.
+        learner_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._run(weights, num_steps, num_episodes, until_point, greedy, seed)
+        finally:
+            torch.set_num_threads(learner_threads)
+
+    def _run(self, weights, num_steps, num_episodes, until_point, greedy, seed) -> Batch:
         start = time.perf_counter()
+        if seed is not None:
+            self.reseed(seed)
         load_weights(self.policy, weights)
         K = self.num_envs
-        # One seed per env and one for action sampling, all derived from the task seed.
-        seeds = np.random.SeedSequence(seed).generate_state(K + 1)
-        generator = torch.Generator().manual_seed(int(seeds[K]))
-        obs, _ = self.envs.reset(seed=[int(s) for s in seeds[:K]])
-
         if num_steps is not None:
             steps_left = np.array(split(num_steps, K))
             episodes_left = np.full(K, np.inf)
@@ -119,63 +205,78 @@ class RolloutWorker:
             steps_left = np.full(K, np.inf)
             episodes_left = np.array(split(num_episodes, K), dtype=float)
         active = (steps_left > 0) & (episodes_left > 0)
-        keys = ("obs", "actions", "rewards", "logp", "terminated", "truncated", "ends")
-        per_env = [{k: [] for k in keys} | {"final_obs": []} for _ in range(K)]
-        running_return, running_length = np.zeros(K), np.zeros(K, dtype=np.int64)
+        # One row per step for all K envs; `active` says which envs each row belongs to.
+        steps: dict[str, list[np.ndarray]] = {k: [] for k in STEP_KEYS + ("active",)}
+        final_rows: list[tuple[int, int, np.ndarray]] = []  # (env, step, obs) per segment end
         returns, lengths = [], []
-        env_steps = 0
+        obs, t, env_steps = self.obs, 0, 0
 
         while active.any():
             with torch.no_grad():
                 dist = self.policy.distribution(torch.as_tensor(obs))
-                actions = dist.mode() if greedy else dist.sample(generator)
+                actions = dist.mode() if greedy else dist.sample(self.generator)
                 logp = dist.log_prob(actions)
             actions_np = actions.numpy()
-            next_obs, rewards, terminated, truncated, infos = self.envs.step(actions_np)
-            env_steps += K
-            for i in np.flatnonzero(active):
-                done = bool(terminated[i] or truncated[i])
-                steps_left[i] -= 1
-                cut = not done and steps_left[i] == 0
-                record = per_env[i]
-                record["obs"].append(obs[i])
-                record["actions"].append(actions_np[i])
-                record["rewards"].append(rewards[i])
-                record["logp"].append(float(logp[i]))
-                record["terminated"].append(bool(terminated[i]))
-                record["truncated"].append(bool(truncated[i]))
-                record["ends"].append(done or cut)
-                running_return[i] += rewards[i]
-                running_length[i] += 1
-                if done:
-                    record["final_obs"].append(infos["final_obs"][i])
-                    returns.append(running_return[i])
-                    lengths.append(running_length[i])
-                    running_return[i], running_length[i] = 0.0, 0
+            next_obs, rewards, terminated, truncated, final_obs, stepped = self.envs.step(actions_np, active)
+            done = terminated | truncated
+            steps_left -= active
+            share_met = steps_left <= 0
+            if until_point:
+                share_met &= (rewards != 0) | done
+            cut = active & ~done & share_met
+            for name, value in (("obs", obs), ("actions", actions_np), ("rewards", rewards),
+                                ("logp", logp.numpy()), ("terminated", terminated),
+                                ("truncated", truncated), ("ends", done | cut), ("active", active.copy())):
+                steps[name].append(value)
+            env_steps += int(stepped.sum())
+            # Episode bookkeeping follows every env that stepped: the vector ALE steps all of
+            # them, also those that have their share, and their episodes go on (unrecorded).
+            self.running_return += np.where(stepped, rewards, 0.0)
+            self.running_length += stepped
+            for i in np.flatnonzero(stepped & done):
+                if active[i]:
+                    final_rows.append((i, t, final_obs[i]))
                     episodes_left[i] -= 1
-                elif cut:
-                    record["final_obs"].append(next_obs[i])
-                active[i] = steps_left[i] > 0 and episodes_left[i] > 0
-            obs = next_obs
+                returns.append(self.running_return[i])
+                lengths.append(self.running_length[i])
+                self.running_return[i], self.running_length[i] = 0.0, 0
+            for i in np.flatnonzero(cut):
+                final_rows.append((i, t, next_obs[i]))
+            active &= ~share_met & (episodes_left > 0)
+            obs, t = next_obs, t + 1
+        self.obs = obs
 
-        space = self.envs.single_observation_space
-        batch: Batch = {}
-        for k in keys + ("final_obs",):
-            rows = [row for record in per_env for row in record[k]]
-            if k in ("obs", "final_obs"):
-                batch[k] = np.array(rows, dtype=space.dtype).reshape(-1, *space.shape)
-            else:
-                batch[k] = np.array(rows)
-        batch["rewards"] = batch["rewards"].astype(np.float32)
-        batch["logp"] = batch["logp"].astype(np.float32)
+        batch = self._assemble(steps, final_rows)
         batch["episode_returns"] = np.array(returns, dtype=np.float64)
         batch["episode_lengths"] = np.array(lengths, dtype=np.int64)
         batch["env_steps"] = env_steps
         batch["sample_time_s"] = time.perf_counter() - start
         return batch
 
+    def _assemble(self, steps: dict[str, list[np.ndarray]], final_rows) -> Batch:
+        """Per-step rows (time, env) regrouped env by env, each env's rows in time order."""
+        space = self.envs.single_observation_space
+        if not steps["active"]:
+            empty = {k: np.zeros((0,)) for k in STEP_KEYS}
+            empty["obs"] = empty["final_obs"] = np.zeros((0, *space.shape), space.dtype)
+            return empty
+        mask = np.stack(steps["active"]).T  # (K, T)
+        batch: Batch = {}
+        for name in STEP_KEYS:
+            rows = np.stack(steps[name])  # (T, K, ...)
+            batch[name] = np.swapaxes(rows, 0, 1)[mask]
+        final_rows.sort(key=lambda row: (row[0], row[1]))
+        batch["final_obs"] = np.array([row[2] for row in final_rows], dtype=space.dtype).reshape(-1, *space.shape)
+        batch["obs"] = batch["obs"].astype(space.dtype, copy=False)
+        batch["rewards"] = batch["rewards"].astype(np.float32)
+        batch["logp"] = batch["logp"].astype(np.float32)
+        return batch
+
     def close(self) -> None:
         self.envs.close()
+
+
+STEP_KEYS = ("obs", "actions", "rewards", "logp", "terminated", "truncated", "ends")
 
 
 def concatenate(batches: list[Batch]) -> Batch:
@@ -194,42 +295,49 @@ class Task:
     """One unit of work for one worker."""
 
     weights: Any  # a weights dict, or a backend's handle to one (a Ray ObjectRef)
-    seed: int
     num_steps: int | None = None
     num_episodes: int | None = None
+    until_point: bool = False
     greedy: bool = False
+    seed: int | None = None  # reseed the worker first (CEM's evaluations)
+
+
+def run_task(worker: RolloutWorker, task: Task, weights: dict[str, np.ndarray]) -> Batch:
+    return worker.run(weights, task.num_steps, task.num_episodes, task.until_point, task.greedy, task.seed)
 
 
 class RolloutPool(abc.ABC):
-    """W rollout workers of K envs each. Subclasses only say how tasks run (`run_tasks`).
+    """W rollout workers of K envs each. Subclasses say how tasks run (`run_tasks`) and how
+    workers restart their random streams (`reseed_workers`).
 
-    Constructor: (env_spec, policy_spec, seed, workers, envs_per_worker) — the signature of
-    the factory an executor places in context.parallel["rollout_pool"].
+    Constructor: (env_spec, policy_spec, seed, workers, envs_per_worker, threads_per_worker)
+    — the signature of the factory an executor places in context.parallel["rollout_pool"].
     """
 
-    def __init__(self, env_spec: dict, policy_spec: dict, seed: int, workers: int, envs_per_worker: int):
+    def __init__(self, env_spec: dict, policy_spec: dict, seed: int, workers: int, envs_per_worker: int,
+                 threads_per_worker: int = 1):
         if workers < 1 or envs_per_worker < 1:
             raise ValueError(f"rollout needs workers >= 1 and envs_per_worker >= 1, got {workers}, {envs_per_worker}")
         self.env_spec, self.policy_spec = dict(env_spec), dict(policy_spec)
         self.seed, self.workers, self.envs_per_worker = seed, workers, envs_per_worker
-        self.calls = 0
+        self.threads_per_worker = threads_per_worker
+        self.calls = 0  # sample/evaluate calls so far: the "iteration" seeds derive from
         self.last_stats: dict[str, float] = {}
 
     @abc.abstractmethod
     def run_tasks(self, tasks: list[Task]) -> list[Batch]:
         """Run tasks (task i on worker i mod W, in order per worker); results in task order."""
 
+    @abc.abstractmethod
+    def reseed_workers(self) -> None:
+        """Restart worker w's envs and action stream from worker_seed(seed, calls, w)."""
+
     def put_weights(self, weights: dict[str, np.ndarray]) -> Any:
         """Make weights available to the workers once per call (Ray: the object store)."""
         return weights
 
-    def _task_seeds(self, n: int) -> list[int]:
-        # seed_i = f(job seed, call number, task number): reproducible, and independent of
-        # which process runs the task.
-        self.calls += 1
-        return [int(np.random.SeedSequence([self.seed, self.calls, i]).generate_state(1)[0]) for i in range(n)]
-
     def _timed(self, tasks: list[Task]) -> list[Batch]:
+        self.calls += 1
         start = time.perf_counter()
         batches = self.run_tasks(tasks)
         elapsed = time.perf_counter() - start
@@ -238,30 +346,35 @@ class RolloutPool(abc.ABC):
         return batches
 
     def sample(self, weights, *, num_steps: int | None = None, num_episodes: int | None = None,
-               greedy: bool = False) -> Batch:
-        """One batch of `num_steps` steps or `num_episodes` episodes, split over the workers."""
+               until_point: bool = False, greedy: bool = False) -> Batch:
+        """One batch of `num_steps` steps or `num_episodes` episodes, split over the workers;
+        with until_point every env also finishes the point it is playing (see RolloutWorker.run)."""
         total = num_steps if num_steps is not None else num_episodes
-        shares = [s for s in split(total, self.workers) if s > 0]
-        seeds = self._task_seeds(len(shares))
         handle = self.put_weights(weights)
         tasks = [
-            Task(handle, seed, num_steps=share if num_steps is not None else None,
-                 num_episodes=share if num_episodes is not None else None, greedy=greedy)
-            for share, seed in zip(shares, seeds)
+            Task(handle, num_steps=share if num_steps is not None else None,
+                 num_episodes=share if num_episodes is not None else None,
+                 until_point=until_point, greedy=greedy)
+            for share in split(total, self.workers) if share > 0
         ]
         return concatenate(self._timed(tasks))
 
     def evaluate(self, candidates: list[dict], episodes: int, greedy: bool = True) -> list[Batch]:
-        """`episodes` episodes of each candidate's weights; candidates spread over the workers."""
-        seeds = self._task_seeds(len(candidates))
-        tasks = [Task(self.put_weights(w), s, num_episodes=episodes, greedy=greedy) for w, s in zip(candidates, seeds)]
+        """`episodes` fresh episodes of each candidate's weights; candidates spread over the
+        workers, each task reseeded from (job seed, call, task) so where it runs does not matter."""
+        seeds = [int(np.random.SeedSequence([self.seed, self.calls + 1, i, 1]).generate_state(1)[0])
+                 for i in range(len(candidates))]
+        tasks = [Task(self.put_weights(w), num_episodes=episodes, greedy=greedy, seed=s)
+                 for w, s in zip(candidates, seeds)]
         return self._timed(tasks)
 
     def state_dict(self) -> dict[str, int]:
         return {"calls": self.calls}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue after a checkpoint: the call count, and every worker reseeded from it."""
         self.calls = int(state["calls"])
+        self.reseed_workers()
 
     def close(self) -> None:
         """Release workers. Default: nothing."""
@@ -270,15 +383,20 @@ class RolloutPool(abc.ABC):
 class LocalRolloutPool(RolloutPool):
     """W workers in this process, run one after another (no Ray needed)."""
 
-    def __init__(self, env_spec: dict, policy_spec: dict, seed: int, workers: int, envs_per_worker: int):
-        super().__init__(env_spec, policy_spec, seed, workers, envs_per_worker)
-        self._workers = [RolloutWorker(env_spec, policy_spec, envs_per_worker) for _ in range(workers)]
+    def __init__(self, env_spec: dict, policy_spec: dict, seed: int, workers: int, envs_per_worker: int,
+                 threads_per_worker: int = 1):
+        super().__init__(env_spec, policy_spec, seed, workers, envs_per_worker, threads_per_worker)
+        self._workers = [
+            RolloutWorker(env_spec, policy_spec, envs_per_worker, worker_seed(seed, 0, w), threads_per_worker)
+            for w in range(workers)
+        ]
 
     def run_tasks(self, tasks: list[Task]) -> list[Batch]:
-        return [
-            self._workers[i % self.workers].run(t.weights, t.seed, t.num_steps, t.num_episodes, t.greedy)
-            for i, t in enumerate(tasks)
-        ]
+        return [run_task(self._workers[i % self.workers], t, t.weights) for i, t in enumerate(tasks)]
+
+    def reseed_workers(self) -> None:
+        for w, worker in enumerate(self._workers):
+            worker.reseed(worker_seed(self.seed, self.calls, w))
 
     def close(self) -> None:
         for worker in self._workers:

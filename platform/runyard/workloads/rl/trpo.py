@@ -26,7 +26,7 @@ from runyard.workloads.rl.common import (
 )
 from runyard.workloads.rl.policies import ValueFunction
 from runyard.workloads.rl.rollout import Batch
-from runyard.workloads.rl.workload import EPISODE_METRICS, RLConfig, RLWorkload
+from runyard.workloads.rl.workload import EPISODE_METRICS, PROGRESS_METRICS, RLConfig, RLWorkload
 
 
 class TRPOConfig(RLConfig):
@@ -65,7 +65,7 @@ def conjugate_gradient(
 
 class TRPO(RLWorkload):
     Config = TRPOConfig
-    metrics = EPISODE_METRICS | {"kl": "min", "surrogate_gain": "max", "line_search_steps": "min"}
+    metrics = EPISODE_METRICS | PROGRESS_METRICS | {"kl": "min", "surrogate_gain": "max", "line_search_steps": "min"}
 
     def setup_algorithm(self) -> None:
         c: TRPOConfig = self.config

@@ -3,11 +3,14 @@ checkpoints and end-of-trial artifacts. Each algorithm file keeps only its own m
 
 The spec blocks an RL workload reads:
   env:     {id, kwargs: {}, max_episode_steps: null, preprocess: null | pong}
-  rollout: {workers: W >= 1, envs_per_worker: K >= 1}   (default 1 and 1)
+  rollout: {workers: W >= 1 | auto, envs_per_worker: K >= 1, cpus_per_worker, backend}
+           (default 1 worker of 1 env; see layout.py for how they share the trial's CPUs)
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +21,7 @@ import torch
 from pydantic import Field
 
 from runyard.workloads.base import Direction, Workload, WorkloadConfig, WorkloadContext
+from runyard.workloads.rl.layout import LayoutError, RolloutLayout, resolve_layout
 from runyard.workloads.rl.policies import Policy, PolicySpec, resolve_head, weights_of
 from runyard.workloads.rl.rollout import Batch, LocalRolloutPool, env_spaces, make_env, preprocessing
 
@@ -34,14 +38,21 @@ EPISODE_METRICS: dict[str, Direction] = {
 }
 
 
+# Progress over the run rather than one batch: what a learning curve is drawn from.
+PROGRESS_METRICS: dict[str, Direction] = {
+    "episodes_total": "max",
+    "episode_return_mean_100": "max",  # the mean return of the last 100 episodes
+}
+
+
 class RLConfig(WorkloadConfig):
     policy: PolicySpec = PolicySpec()
     gamma: float = Field(0.99, gt=0, le=1, description="discount factor γ")
 
 
-def rollout_shape(rollout: dict[str, Any] | None) -> tuple[Any, Any]:
-    rollout = rollout or {}
-    return rollout.get("workers", 1), rollout.get("envs_per_worker", 1)
+def rollout_layout(context: WorkloadContext) -> RolloutLayout:
+    """The trial's rollout block resolved against its CPUs (LayoutError if it cannot fit)."""
+    return resolve_layout(context.rollout, float(context.resources.get("cpus_per_trial") or 1))
 
 
 def env_block(env: dict[str, Any] | None) -> dict[str, Any]:
@@ -73,7 +84,7 @@ class RLWorkload(Workload):
     """Base of the runyard RL algorithms. Subclasses implement `setup_algorithm` and `iterate`."""
 
     Config: ClassVar[type[RLConfig]] = RLConfig
-    metrics: ClassVar[dict[str, Direction]] = dict(EPISODE_METRICS)
+    metrics: ClassVar[dict[str, Direction]] = EPISODE_METRICS | PROGRESS_METRICS
     blocks = ("env", "rollout")
 
     # ---------------------------------------------------------------- checks before anything runs
@@ -81,13 +92,10 @@ class RLWorkload(Workload):
     @classmethod
     def check_spec(cls, config: RLConfig, context: WorkloadContext) -> list[str]:
         problems = []
-        workers, envs = rollout_shape(context.rollout)
-        for name, value in (("workers", workers), ("envs_per_worker", envs)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                problems.append(
-                    f"rollout.{name}: must be an integer >= 1 (got {value!r}); "
-                    f"the rollout pool needs at least one worker stepping at least one env"
-                )
+        try:
+            rollout_layout(context)
+        except LayoutError as err:
+            problems.append(str(err))
         env = context.env or {}
         env_problems = check_env_id(env)
         if env_problems:
@@ -125,7 +133,8 @@ class RLWorkload(Workload):
     def setup(self, config: RLConfig, context: WorkloadContext) -> None:
         self.config, self.context = config, context
         # Small nets on a busy machine: intra-op threads beyond the trial's CPUs cost more in
-        # contention than they save (10x on a shared 2-core box), so use exactly those CPUs.
+        # contention than they save (10x on a shared 2-core box), so use exactly those CPUs:
+        # learning runs while the rollout actors that share them are idle.
         torch.set_num_threads(max(1, int(context.resources.get("cpus_per_trial") or 1)))
         self.env_spec = env_block(context.env)
         self.observation_space, self.action_space = env_spaces(self.env_spec)
@@ -136,11 +145,18 @@ class RLWorkload(Workload):
         # Learner-side randomness (CEM's candidates, minibatch order) comes from these two.
         self.rng = np.random.default_rng(context.seed)
         self.torch_rng = torch.Generator().manual_seed(context.seed)
-        workers, envs = rollout_shape(context.rollout)
-        pool_factory = context.parallel.get("rollout_pool", LocalRolloutPool)
-        self.pool = pool_factory(self.env_spec, config.policy.model_dump(), context.seed, workers, envs)
+        pool_factory = context.parallel.get("rollout_pool")
+        if pool_factory is None:  # no executor offers actors: the workers run in this process
+            pool_factory = LocalRolloutPool
+            context = dataclasses.replace(context, rollout=(context.rollout or {}) | {"backend": "local"})
+        layout = rollout_layout(context)
+        self.pool = pool_factory(self.env_spec, config.policy.model_dump(), context.seed, layout.workers,
+                                 layout.envs_per_worker, layout.threads_per_worker)
         self.iteration = 0
         self.env_steps_total = 0
+        self.episodes_total = 0
+        self.recent_returns: collections.deque[float] = collections.deque(maxlen=100)
+        self.recent_lengths: collections.deque[int] = collections.deque(maxlen=100)
         self.history: list[dict[str, float]] = []
 
     def setup_algorithm(self) -> None:
@@ -164,6 +180,12 @@ class RLWorkload(Workload):
             "sample_time_s": float(stats["sample_time_s"]),
         }
         returns, lengths = batch["episode_returns"], batch["episode_lengths"]
+        self.episodes_total += len(returns)
+        self.recent_returns.extend(float(r) for r in returns)
+        self.recent_lengths.extend(int(n) for n in lengths)
+        metrics["episodes_total"] = float(self.episodes_total)
+        if self.recent_returns:
+            metrics["episode_return_mean_100"] = float(np.mean(self.recent_returns))
         if len(returns):  # a step-based batch may complete no episode; then none are reported
             metrics |= {
                 "episode_return_mean": float(returns.mean()),
@@ -205,6 +227,9 @@ class RLWorkload(Workload):
             "torch_rng": self.torch_rng.get_state(),
             "iteration": self.iteration,
             "env_steps_total": self.env_steps_total,
+            "episodes_total": self.episodes_total,
+            "recent_returns": list(self.recent_returns),
+            "recent_lengths": list(self.recent_lengths),
             "history": self.history,
             "algorithm": self.algorithm_state(),
         }
@@ -218,6 +243,9 @@ class RLWorkload(Workload):
         self.torch_rng.set_state(state["torch_rng"])
         self.iteration = state["iteration"]
         self.env_steps_total = state["env_steps_total"]
+        self.episodes_total = state["episodes_total"]
+        self.recent_returns.extend(state["recent_returns"])
+        self.recent_lengths.extend(state["recent_lengths"])
         self.history = state["history"]
         self.load_algorithm_state(state["algorithm"])
 

@@ -1,0 +1,68 @@
+"""Every shipped spec that needs no GPU and no prepared dataset runs, unchanged, for one
+iteration through `runyard run` on a 2-CPU embedded Ray: the machine the project is developed
+on. Rollout actors and RLlib's env runners share the trial's CPUs, so none is refused.
+
+Only the amount of work per iteration is turned down (shorter episodes, smaller batches, one
+sweep trial); resources, rollout layout and everything else stay as shipped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from runyard.spec import load_spec
+
+pytestmark = pytest.mark.slow
+
+JOBS = Path(__file__).resolve().parents[2] / "jobs"
+RUNYARD = Path(sys.executable).with_name("runyard")
+
+# Less work per iteration, nothing about where it runs.
+LIGHTER = {
+    "pong_pg.yaml": ["config.batch_episodes=2", "env.max_episode_steps=300"],
+    "pong_pg_sweep.yaml": ["config.batch_episodes=2", "env.max_episode_steps=300"],
+    "pong_trpo.yaml": ["config.steps_per_iter=1000", "config.value_iters=2"],
+    "hopper_trpo.yaml": ["config.steps_per_iter=1000", "config.value_iters=2"],
+    "cartpole_trpo.yaml": ["config.steps_per_iter=1000", "config.value_iters=2"],
+    "cartpole_ppo_rllib.yaml": ["config.training.train_batch_size_per_learner=500",
+                                "config.training.minibatch_size=100", "config.training.num_epochs=1"],
+}
+
+
+def runnable_here() -> list[str]:
+    names = []
+    for path in sorted(JOBS.glob("*.yaml")):
+        spec = load_spec(path)
+        if spec.resources.gpus_per_trial or (spec.data and spec.data.get("path")):
+            continue
+        names.append(path.name)
+    return names
+
+
+@pytest.mark.parametrize("filename", runnable_here())
+def test_shipped_spec_runs_one_iteration_on_two_cpus(filename, tmp_path):
+    overrides = ["stop.iterations=1"] + LIGHTER.get(filename, [])
+    sweep = load_spec(JOBS / filename).sweep
+    if sweep is not None:  # one trial: one sample, one seed, the first point of each grid
+        space = {key: {"grid": dist.grid[:1]} if dist.kind == "grid" else dist.model_dump(exclude_none=True)
+                 for key, dist in sweep.space.items()}
+        overrides += ["sweep.samples=1", "sweep.seeds=1", f"sweep.space={json.dumps(space)}"]
+    args = [str(RUNYARD), "run", str(JOBS / filename), "--num-cpus", "2"]
+    args += [item for o in overrides for item in ("--set", o)]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "FINISHED" in result.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path / '.runyard' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and all(run.info.status == "FINISHED" for run in runs)
+
+
+def test_the_selection_covers_rl_cem_and_rllib():
+    names = runnable_here()
+    assert {"pong_pg.yaml", "cartpole_cem.yaml", "cartpole_ppo_rllib.yaml", "digits_linear.yaml"} <= set(names)
+    assert "imagenet64_linear.yaml" not in names and "synth_convnet.yaml" not in names
