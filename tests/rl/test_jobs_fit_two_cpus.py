@@ -38,7 +38,7 @@ def runnable_here() -> list[str]:
     names = []
     for path in sorted(JOBS.glob("*.yaml")):
         spec = load_spec(path)
-        if spec.resources.gpus_per_trial or (spec.data and spec.data.get("path")):
+        if spec.resources.gpus_per_trial or getattr(spec.data, "path", None):
             continue
         names.append(path.name)
     return names
