@@ -188,7 +188,7 @@ def continue_job(request: ContinueRequest, console: Console | None = None) -> Jo
     from runyard.tracking.store import client_for
 
     _check_samples(request)
-    refuse_jobs_url(request.address, request.action, "continue_on_cluster")
+    refuse_jobs_url(request.address, request.action, "runyard.api.continue_on_cluster")
     ledger = find_job(request.job, request.storage)
     spec = load_ledger_spec(ledger)
     reconcile(client_for(ledger.tracking_uri))
