@@ -40,6 +40,14 @@ def test_validating_supervised_and_toy_specs_imports_no_torch_or_ray(tmp_path: P
     assert heavy_imports("--help") == []
 
 
+def test_validating_rl_specs_pays_for_gymnasium_alone():
+    """An RL spec's env id is checked against gymnasium's registry; its policy schema and
+    algorithm need no torch (the networks load when a trial sets up)."""
+    specs = [str(JOBS / name) for name in ("cartpole_pg.yaml", "cartpole_trpo.yaml",
+                                           "cartpole_cem.yaml", "pong_pg.yaml")]
+    assert heavy_imports("validate", *specs) == ["gymnasium"]
+
+
 def write_alias_bomb(path: Path) -> None:
     # Nine levels of nine aliases each: 9^9 (387 million) values once written out.
     lines = ["name: bomb", "workload: toy.quadratic", "stop: {iterations: 1}",

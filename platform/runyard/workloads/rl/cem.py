@@ -18,13 +18,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from pydantic import Field
 
+from runyard.workloads.lazy import lazy_module
 from runyard.workloads.rl.common import flat_params, set_flat_params
-from runyard.workloads.rl.policies import Policy, PolicySpec, weights_of
+from runyard.workloads.rl.policy_spec import PolicySpec
 from runyard.workloads.rl.rollout import Batch
 from runyard.workloads.rl.workload import EPISODE_METRICS, PROGRESS_METRICS, RLConfig, RLWorkload
+
+torch = lazy_module("torch")  # imported on first use: validating a spec needs no torch
+policies = lazy_module("runyard.workloads.rl.policies")  # the networks: torch
 
 
 class CEMConfig(RLConfig):
@@ -45,12 +48,12 @@ class CrossEntropyMethod(RLWorkload):
         self.mean = flat_params(self.policy).double().numpy()
         self.std = np.full_like(self.mean, self.config.init_std)
         # A scratch policy to turn a parameter vector into a weights dict for the workers.
-        self._candidate = Policy(self.config.policy, self.observation_space, self.action_space)
+        self._candidate = policies.Policy(self.config.policy, self.observation_space, self.action_space)
 
     def candidate_weights(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         self._candidate.load_state_dict(self.policy.state_dict())  # the normalizer's buffers
         set_flat_params(self._candidate, torch.as_tensor(theta, dtype=torch.float32))
-        return weights_of(self._candidate)
+        return policies.weights_of(self._candidate)
 
     def iterate(self) -> tuple[Batch, dict[str, float]]:
         c: CEMConfig = self.config

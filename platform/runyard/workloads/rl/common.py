@@ -8,7 +8,10 @@ are contiguous, and `ends[t]` marks the last transition of a segment.
 from __future__ import annotations
 
 import numpy as np
-import torch
+
+from runyard.workloads.lazy import lazy_module
+
+torch = lazy_module("torch")  # imported on first use: validating a spec needs no torch
 
 
 def discounted_returns(

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
 from pydantic import Field
 
+from runyard.workloads.lazy import lazy_module
 from runyard.workloads.rl.common import discounted_returns, next_state_values, standardize
-from runyard.workloads.rl.policies import PolicySpec, ValueFunction
+from runyard.workloads.rl.policy_spec import PolicySpec
 from runyard.workloads.rl.rollout import Batch
 from runyard.workloads.rl.workload import RLConfig, RLWorkload
+
+torch = lazy_module("torch")  # imported on first use: validating a spec needs no torch
+policies = lazy_module("runyard.workloads.rl.policies")  # the networks: torch
 
 
 class PGConfig(RLConfig):
@@ -53,7 +56,7 @@ class PolicyGradient(RLWorkload):
             self.optimizer = torch.optim.RMSprop(self.policy.parameters(), lr=c.lr, alpha=c.rmsprop_decay)
         self.value = None
         if c.baseline:
-            self.value = ValueFunction(
+            self.value = policies.ValueFunction(
                 self.policy.obs_norm, self.observation_space.shape, c.value_hidden, c.policy.activation
             )
             self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=c.value_lr)

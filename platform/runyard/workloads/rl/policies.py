@@ -14,30 +14,17 @@ travels with the weights to rollout workers and is saved in every checkpoint.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 import torch.nn.functional as F
 
-TorsoKind = Literal["mlp", "conv"]
-HeadKind = Literal["auto", "bernoulli", "categorical", "gaussian"]
+from runyard.workloads.rl.policy_spec import PolicySpec, resolve_head
 
-
-class PolicySpec(BaseModel):
-    """The `config.policy` block; a plain, picklable description rollout workers rebuild from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    torso: TorsoKind = "mlp"
-    hidden: tuple[int, ...] = Field((64, 64), description="MLP hidden sizes; () is a linear policy")
-    activation: Literal["tanh", "relu"] = "tanh"
-    head: HeadKind = Field("auto", description="auto: categorical for Discrete, gaussian for Box")
-    normalize_obs: bool = Field(False, description="running mean/std observation normalization")
-    init_log_std: float = Field(-0.5, description="gaussian head: initial log σ")
+__all__ = ["Policy", "PolicySpec", "RunningNormalizer", "ValueFunction", "load_weights",
+           "resolve_head", "weights_of"]
 
 
 # ---------------------------------------------------------------- action distributions
@@ -220,23 +207,6 @@ class ConvTorso(nn.Module):
 
 
 # ---------------------------------------------------------------- policy and value function
-
-
-def resolve_head(spec: PolicySpec, action_space: gym.Space) -> str:
-    """The head a spec means for this action space, or ValueError saying what fits."""
-    if isinstance(action_space, gym.spaces.Discrete):
-        head = "categorical" if spec.head == "auto" else spec.head
-        if head == "gaussian":
-            raise ValueError("a gaussian head needs a Box action space; use categorical or bernoulli")
-        if head == "bernoulli" and action_space.n != 2:
-            raise ValueError(f"a bernoulli head needs 2 actions, the env has {action_space.n}")
-        return head
-    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        head = "gaussian" if spec.head == "auto" else spec.head
-        if head != "gaussian":
-            raise ValueError(f"a {head} head needs a Discrete action space; use gaussian")
-        return head
-    raise ValueError(f"unsupported action space {action_space}")
 
 
 class Policy(nn.Module):

@@ -38,9 +38,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
-from runyard.workloads.rl.policies import Policy, PolicySpec, load_weights
+from runyard.workloads.lazy import lazy_module
+from runyard.workloads.rl.policy_spec import PolicySpec
+
+torch = lazy_module("torch")  # imported on first use: validating a spec needs no torch
+policies = lazy_module("runyard.workloads.rl.policies")  # the networks: torch
 
 Batch = dict[str, Any]
 
@@ -148,7 +151,7 @@ class RolloutWorker:
     def __init__(self, env_spec: dict, policy_spec: dict, envs_per_worker: int, seed: int, threads: int = 1):
         self.num_envs = envs_per_worker
         self.envs = make_vector_envs(env_spec, envs_per_worker, threads)
-        self.policy = Policy(
+        self.policy = policies.Policy(
             PolicySpec(**policy_spec), self.envs.single_observation_space, self.envs.single_action_space
         )
         self.policy.requires_grad_(False)
@@ -196,7 +199,7 @@ class RolloutWorker:
         start = time.perf_counter()
         if seed is not None:
             self.reseed(seed)
-        load_weights(self.policy, weights)
+        policies.load_weights(self.policy, weights)
         K = self.num_envs
         if num_steps is not None:
             steps_left = np.array(split(num_steps, K))

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 from pydantic import Field
 
+from runyard.workloads.lazy import lazy_module
 from runyard.workloads.rl.common import (
     discounted_returns, flat_grad, flat_params, generalized_advantages, next_state_values,
     set_flat_params, standardize,
 )
-from runyard.workloads.rl.policies import ValueFunction
 from runyard.workloads.rl.rollout import Batch
 from runyard.workloads.rl.workload import EPISODE_METRICS, PROGRESS_METRICS, RLConfig, RLWorkload
+
+torch = lazy_module("torch")  # imported on first use: validating a spec needs no torch
+policies = lazy_module("runyard.workloads.rl.policies")  # the networks: torch
 
 
 class TRPOConfig(RLConfig):
@@ -69,7 +71,7 @@ class TRPO(RLWorkload):
 
     def setup_algorithm(self) -> None:
         c: TRPOConfig = self.config
-        self.value = ValueFunction(
+        self.value = policies.ValueFunction(
             self.policy.obs_norm, self.observation_space.shape, c.value_hidden, c.policy.activation
         )
         self.value_optimizer = torch.optim.Adam(self.value.parameters(), lr=c.value_lr)

@@ -17,13 +17,16 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-import torch
 from pydantic import Field
 
 from runyard.workloads.base import Direction, Workload, WorkloadConfig, WorkloadContext
+from runyard.workloads.lazy import lazy_module
 from runyard.workloads.rl.layout import LayoutError, RolloutLayout, resolve_layout
-from runyard.workloads.rl.policies import Policy, PolicySpec, resolve_head, weights_of
+from runyard.workloads.rl.policy_spec import PolicySpec, resolve_head
 from runyard.workloads.rl.rollout import Batch, LocalRolloutPool, env_spaces, make_env, preprocessing
+
+torch = lazy_module("torch")  # imported on first use: validating a spec needs no torch
+policies = lazy_module("runyard.workloads.rl.policies")  # the networks: torch
 
 EPISODE_METRICS: dict[str, Direction] = {
     "episode_return_mean": "max",
@@ -140,7 +143,7 @@ class RLWorkload(Workload):
         self.observation_space, self.action_space = env_spaces(self.env_spec)
         with torch.random.fork_rng():
             torch.manual_seed(context.seed)
-            self.policy = Policy(config.policy, self.observation_space, self.action_space)
+            self.policy = policies.Policy(config.policy, self.observation_space, self.action_space)
             self.setup_algorithm()
         # Learner-side randomness (CEM's candidates, minibatch order) comes from these two.
         self.rng = np.random.default_rng(context.seed)
@@ -204,11 +207,11 @@ class RLWorkload(Workload):
         return result, time.perf_counter() - start
 
     def weights(self) -> dict[str, np.ndarray]:
-        return weights_of(self.policy)
+        return policies.weights_of(self.policy)
 
-    @torch.no_grad()
     def mean_entropy(self, obs: np.ndarray) -> float:
-        return float(self.policy.distribution(torch.as_tensor(obs)).entropy().mean())
+        with torch.no_grad():
+            return float(self.policy.distribution(torch.as_tensor(obs)).entropy().mean())
 
     # ---------------------------------------------------------------- checkpoints
 
