@@ -174,3 +174,30 @@ def test_the_submitted_runyard_runs_on_the_cluster_not_the_installed_one(
     trials = [r for r in runs_of(mlflow_client(cluster, monkeypatch), "edited-1")
               if r.data.tags["runyard.kind"] == "trial"]
     assert len(trials) == 2 and all(r.data.metrics["score"] > 999 for r in trials)
+
+
+def test_a_plain_training_script_is_swept_on_the_cluster(local_ray_cluster, tmp_path, monkeypatch):
+    """The README's own-script example, submitted: the script travels in the project and
+    every trial runs it in the submitted copy, tracked like a built-in workload."""
+    import shutil
+
+    from runyard_testing import JOBS
+
+    cluster = local_ray_cluster.cluster
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(cluster.token_path))
+    project = tmp_path / "project"
+    (project / "jobs" / "scripts").mkdir(parents=True)
+    shutil.copy(JOBS / "command_sweep.yaml", project / "jobs")
+    shutil.copy(JOBS / "scripts" / "train_mlp.py", project / "jobs" / "scripts")
+    submitted = cli(project, cluster, "submit", "jobs/command_sweep.yaml", "--id", "script-1",
+                    "--set", "sweep.seeds=1", "--set", "stop.iterations=2",
+                    "--set", "tracking.experiment=submitted", "--address", cluster.jobs_address)
+    assert submitted.returncode == 0, submitted.stderr
+    state = jobs_api.wait("script-1", cluster.jobs_address, timeout_s=300)
+    assert state == "SUCCEEDED", "".join(jobs_api.logs("script-1", cluster.jobs_address))[-3000:]
+    client = mlflow_client(cluster, monkeypatch)
+    trials = [r for r in runs_of(client, "script-1") if r.data.tags["runyard.kind"] == "trial"]
+    assert len(trials) == 3 and {r.info.status for r in trials} == {"FINISHED"}
+    for trial in trials:
+        steps = sorted(m.step for m in client.get_metric_history(trial.info.run_id, "val_acc"))
+        assert steps == [1, 2], (trial.info.run_name, steps)
