@@ -119,6 +119,6 @@ def _parallel_factories(trial: TrialPayload) -> dict[str, Any]:
         from runyard.execute.rollout_pool import RayRolloutPool
         from runyard.workloads.rl.layout import resolve_layout
 
-        layout = resolve_layout(rollout, float(trial["resources"]["cpus_per_trial"]))
+        layout = resolve_layout(rollout, float(trial.resources["cpus_per_trial"]))
         return {"rollout_pool": functools.partial(RayRolloutPool, num_cpus_per_actor=layout.cpus_per_worker)}
     return {}
