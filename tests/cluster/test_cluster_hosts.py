@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import textwrap
 import urllib.error
 import urllib.request
@@ -133,11 +134,15 @@ def test_work_on_each_worker_host_sees_its_own_machine(namespaced_hosts, tmp_pat
     assert {w["node_ip"] for w in workers} == {n.address for n in cluster.nodes[1:]}
     assert socket.gethostname() not in {driver["hostname"], *(w["hostname"] for w in workers)}
     assert len({root_netns, driver["netns"], *(w["netns"] for w in workers)}) == 4
+    # The checkout is an empty folder, but for the shared environment mounted back into it
+    # where the venv lives in the checkout (as in a fresh clone).
+    venv = Path(sys.prefix).resolve()
+    mounted_back = [venv.relative_to(REPO).parts[0]] if venv.is_relative_to(REPO) else []
     for where in (driver, *workers):
-        # runyard comes from the host's own install, and the checkout is an empty folder.
+        # runyard comes from the host's own install, and the checkout holds none of its files.
         assert where["runyard"].startswith(os.path.join(str(Path.home()), ".local", "runyard") + os.sep)
         assert not where["runyard"].startswith(str(REPO)), where
-        assert where["checkout"] == [], where
+        assert where["checkout"] == mounted_back, where
         # Nor can a host read the others' /tmp through the folder they live in on this side.
         assert where["hosts' folders"] == [], where
     # Storage is one folder for all (the head saw both workers' files); /tmp is each host's own.
