@@ -10,16 +10,21 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "platform" / "runyard"
 
-# layer -> runyard layers it must not import (the ones above it)
+# layer -> runyard layers it must not import. The order, bottom up: workloads and data (the
+# algorithms), tracking, spec and plan (which read the workloads' schemas), launch, execute,
+# api (the one place that sequences a job), cli (parse, call the api, render).
 FORBIDDEN = {
-    "workloads": {"spec", "plan", "launch", "execute", "tracking", "cli"},
-    "data": {"spec", "plan", "launch", "execute", "tracking", "cli", "workloads"},
-    "tracking": {"spec", "plan", "launch", "execute", "cli", "workloads"},
-    "spec": {"plan", "launch", "execute", "tracking", "cli"},
-    "plan": {"launch", "execute", "tracking", "cli"},
+    "workloads": {"spec", "plan", "launch", "execute", "tracking", "api", "cli"},
+    "data": {"spec", "plan", "launch", "execute", "tracking", "api", "cli", "workloads"},
+    "tracking": {"spec", "plan", "launch", "execute", "api", "cli", "workloads"},
+    "spec": {"plan", "launch", "execute", "tracking", "api", "cli"},
+    "plan": {"launch", "execute", "tracking", "api", "cli"},
     # launch may start a tracking server (tracking is a leaf both sides use)
-    "launch": {"execute", "cli", "plan", "spec"},
-    "execute": {"cli"},
+    "launch": {"execute", "api", "cli", "plan", "spec"},
+    "execute": {"api", "cli"},
+    "api": {"cli"},
+    # jobs are started, continued and read back through the api, never the executor directly
+    "cli": {"execute"},
 }
 THIRD_PARTY_FORBIDDEN = {"workloads": ("ray.tune", "ray.train", "mlflow"),
                          "data": ("ray.tune", "ray.train", "mlflow")}
@@ -54,5 +59,5 @@ def test_layer_imports_only_what_is_below_it(layer: str):
 
 
 def test_every_layer_has_code():
-    for layer in ("spec", "plan", "launch", "execute", "workloads", "tracking", "cli"):
+    for layer in ("spec", "plan", "launch", "execute", "workloads", "tracking", "api", "cli"):
         assert files_of(layer), layer

@@ -12,7 +12,6 @@ it (3 nodes, the tracking server on its port) for the tests after them.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -26,6 +25,8 @@ from urllib.parse import urlparse
 import pytest
 from mlflow.tracking import MlflowClient
 
+from runyard.execute.payload import TrialPayload
+from runyard.execute.tune_compat import experiment_trials
 from runyard.launch import local_cluster
 from runyard.tracking.server import processes_in_group, serve, terminate_process_group
 from runyard.tracking.writer import RunRef, TrackingWriter
@@ -153,13 +154,8 @@ def checkpointed_iterations(project: Path, job_id: str, trial_id: str) -> int:
 
 def failures_recorded(project: Path, job_id: str) -> dict[str, int]:
     """How often Tune saw each trial fail (its experiment state: trial id -> num_failures)."""
-    state_file = max(tune_folder(project, job_id).glob("experiment_state-*.json"))
-    failures = {}
-    for trial_json, metadata_json in json.loads(state_file.read_text())["trial_data"]:
-        metadata = json.loads(metadata_json)
-        trial_id = metadata["last_result"]["config"]["trial"]["trial_id"]
-        failures[trial_id] = metadata["num_failures"]
-    return failures
+    return {TrialPayload.of(trial["config"]).trial_id: runtime["num_failures"]
+            for trial, runtime in experiment_trials(tune_folder(project, job_id))}
 
 
 def test_worker_raylet_killed_mid_sweep_trials_resume_from_checkpoints(local_ray_cluster, tmp_path, monkeypatch):

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
+from runyard import api
 from runyard.errors import EXIT_OK
 
 if TYPE_CHECKING:
@@ -37,14 +36,9 @@ def add_commands(commands: Commands) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from runyard.execute.explain import explain
-    from runyard.execute.job import load_ledger_spec
-    from runyard.execute.ledger import Ledger
     from runyard.plan.resources import describe
 
-    ledger = Ledger.find(Path.cwd(), args.job)
-    spec = load_ledger_spec(ledger)
-    result = explain(ledger, spec, args.address or os.environ.get("RAY_ADDRESS") or None)
+    result = api.explain(args.job, args.address)
     console = Console(width=max(120, Console().width))
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts().items())) or "no trials yet"
     console.print(f"{result.sweep_id}: {counts}", highlight=False)

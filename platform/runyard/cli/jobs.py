@@ -4,7 +4,6 @@ ls, ui."""
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from runyard import api
+from runyard.api.requests import ContinueRequest, RunRequest
 from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UserError
-from runyard.plan.preflight import has_preflight, run_preflight
 
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
@@ -112,7 +112,7 @@ def add_commands(commands: Commands) -> None:
                                                "cluster's own MLflow server)")
     add_cluster_config(submit)
 
-    resume = commands.add("resume", "continue a job whose driver died", EPILOG_RESUME, cmd_resume)
+    resume = commands.add("resume", "continue a job whose driver died", EPILOG_RESUME, cmd_continue)
     resume.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
     add_cluster(resume)
 
@@ -120,14 +120,14 @@ def add_commands(commands: Commands) -> None:
                          "examples:\n  runyard rerun-failed digits-linear-sweep-20261123-030516\n\n"
                          "Each failed trial continues from its last checkpoint (or starts over "
                          "if it had none)\nin the MLflow run it already has; nothing else runs.\n",
-                         cmd_rerun_failed)
+                         cmd_continue)
     rerun.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
     add_cluster(rerun)
 
     extend = commands.add("extend", "add trials to a finished sweep, under the same parent run",
                           "examples:\n  runyard extend digits-linear-sweep-20261123-030516 "
                           "--samples 16\n\nNew configs are drawn after the existing ones: "
-                          "the sweep's first trials never change.\n", cmd_extend)
+                          "the sweep's first trials never change.\n", cmd_continue)
     extend.add_argument("job", metavar="SWEEP", help="sweep id, or its MLflow parent run id")
     extend.add_argument("--samples", type=int, required=True, help="configs to add")
     add_cluster(extend)
@@ -179,227 +179,115 @@ def add_cluster(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------- commands
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    import yaml
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """`runyard run`'s flags as the API's request (RunRequest.argv() turns it back)."""
+    return RunRequest(args.spec, tuple(args.overrides), job_id=args.job_id, address=args.address,
+                      num_cpus=args.num_cpus, tracking_uri=args.tracking_uri,
+                      cluster_config=args.cluster_config, skip_preflight=args.skip_preflight)
 
-    from runyard.plan import expand
-    from runyard.spec import SpecError, load_spec
+
+def continue_request(args: argparse.Namespace) -> ContinueRequest:
+    """`runyard resume | rerun-failed | extend`'s flags as the API's request."""
+    return ContinueRequest(args.job, args.command, samples=getattr(args, "samples", None),
+                           address=args.address, num_cpus=args.num_cpus)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from runyard.spec import SpecError
 
     failures = 0
     for path in args.specs:
         try:
-            spec = load_spec(path, args.overrides)
+            planned = api.validate(path, args.overrides)
         except SpecError as error:
             failures += 1
             print(error, file=sys.stderr)
             continue
-        trials = len(expand(spec))
+        spec, trials = planned.spec, len(planned.trials)
         print(f"ok  {path}: {spec.name} ({spec.workload}, {trials} trial"
               f"{'s' if trials != 1 else ''}, spec hash {spec.hash})")
         if args.show:
+            import yaml
+
             print(yaml.safe_dump(spec.as_plain(), sort_keys=False))
     return EXIT_INVALID if failures else EXIT_OK
 
 
-def stop_on_sigterm() -> None:
-    """`runyard stop`, the Jobs API and schedulers end a driver with SIGTERM: treat it like
-    Ctrl-C, so the job's runs end KILLED instead of staying RUNNING."""
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from runyard.execute.job import run_job
-    from runyard.launch import ray_session
-    from runyard.plan import check_feasible, cluster_config_nodes, expand
-    from runyard.spec import load_spec
-    from runyard.tracking.store import resolve_tracking_uri
-
-    spec = load_spec(args.spec, args.overrides)
-    trials = expand(spec)
-    _check_inputs(spec, args.spec)
-    growth = cluster_config_nodes(args.cluster_config) if args.cluster_config else []
-    workdir = Path.cwd()
-    uri = resolve_tracking_uri(args.tracking_uri, workdir)
     console = Console()
-    with ray_session(args.address, num_cpus=args.num_cpus,
-                     dashboard=spec.resources.workers > 1) as session:
-        stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
-        check_feasible(spec, trials, session.nodes + growth)
-        if spec.sweep is not None and not args.skip_preflight and has_preflight(spec):
-            if not preflight_passes(spec, uri, console):
-                console.print("the sweep did not start: a preflight check failed (see above). "
-                              "Fix it, or start anyway with --skip-preflight.", highlight=False)
-                return EXIT_FAILED
-        outcome = run_job(spec, trials, uri, workdir, console, job_id=args.job_id,
-                          spec_path=Path(args.spec))
-    print_outcome(console, spec, outcome)
+
+    def show(report: api.PreflightReport) -> None:
+        render_preflight(console, report)
+
+    try:
+        outcome = api.run(run_request(args), console=console, on_preflight=show)
+    except api.PreflightFailed as failed:
+        console.print(f"{failed} (see above)", highlight=False)
+        return EXIT_FAILED
+    print_outcome(console, outcome)
     return outcome.exit_code
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    import shlex
-
-    from runyard.execute.job import new_job_id
-    from runyard.launch import jobs_api
-    from runyard.plan import check_feasible, cluster_config_nodes, expand
-    from runyard.spec import load_spec
-
-    spec = load_spec(args.spec, args.overrides)
-    trials = expand(spec)
-    project = Path.cwd().resolve()
-    relative = _in_project(args.spec, project)
-    job_id = args.job_id or new_job_id(spec)
-    command = ["runyard", "run", str(relative), "--id", job_id]
-    command += [item for o in args.overrides for item in ("--set", o)]
-    if args.tracking_uri:
-        command += ["--tracking-uri", args.tracking_uri]
-    if args.cluster_config:
-        # Refused here, before anything is submitted; the driver checks again, live nodes
-        # and node types together, once it runs on the cluster.
-        check_feasible(spec, trials, cluster_config_nodes(args.cluster_config))
-        command += ["--cluster-config", str(_in_project(args.cluster_config, project))]
-    # `runyard stop` sends the driver SIGTERM; it then needs a few seconds to end its runs
-    # KILLED and flush their metrics before Ray's default 3 s grace turns into SIGKILL.
-    grace = {"RAY_JOB_STOP_WAIT_TIME_S": "30"}
-    submitted = jobs_api.submit(shlex.join(command), args.address, project, grace,
-                                submission_id=job_id,
-                                metadata={"runyard_spec": str(relative), "runyard_trials": str(len(trials))})
-    print(f"submitted {job_id}: {spec.name} ({len(trials)} trial{'s' if len(trials) != 1 else ''}) "
+    submitted = api.submit(args.spec, args.overrides, address=args.address, job_id=args.job_id,
+                           tracking_uri=args.tracking_uri, cluster_config=args.cluster_config)
+    trials = submitted.trials
+    print(f"submitted {submitted.job_id}: {submitted.name} ({trials} trial{'s' if trials != 1 else ''}) "
           f"to {submitted.address}")
     if submitted.skipped_large_files:
         print(f"left behind (over the size limit): {', '.join(submitted.skipped_large_files)}")
-    print(f"follow it: runyard logs {job_id} -f    status: runyard status {job_id}")
+    print(f"follow it: runyard logs {submitted.job_id} -f    status: runyard status {submitted.job_id}")
     return EXIT_OK
 
 
-def _in_project(path: str, project: Path) -> Path:
-    """`path` relative to the project folder, which is all that travels to the cluster."""
-    try:
-        return Path(path).resolve().relative_to(project)
-    except ValueError:
-        raise UserError(f"{path} is outside this project ({project}); only the project "
-                        "travels to the cluster: move it under the project") from None
-
-
 def cmd_preflight(args: argparse.Namespace) -> int:
-    from runyard.spec import load_spec
-    from runyard.tracking.store import resolve_tracking_uri
-
-    spec = load_spec(args.spec, args.overrides)
-    if not has_preflight(spec):
-        raise UserError(f"{spec.workload} has no preflight checks (the supervised workloads "
-                        "sl.linear and sl.convnet have them)")
-    _check_inputs(spec, args.spec)
-    uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
-    return EXIT_OK if preflight_passes(spec, uri, Console()) else EXIT_FAILED
+    console = Console()
+    console.print(f"preflight of {args.spec} ...", highlight=False)
+    report = api.preflight(args.spec, args.overrides, args.tracking_uri)
+    render_preflight(console, report)
+    return EXIT_OK if report.passed else EXIT_FAILED
 
 
-def preflight_passes(spec, uri: str, console: Console) -> bool:
-    """Run the spec's preflight, show it as a table, record it as an MLflow run."""
+def render_preflight(console: Console, report: api.PreflightReport) -> None:
     from rich.table import Table
 
-    from runyard.tracking.store import JobTracking
-
-    console.print(f"preflight of {spec.name} ({spec.workload}) ...", highlight=False)
-    results = run_preflight(spec)
-    table = Table(title=f"preflight: {spec.name}", title_justify="left", header_style="bold")
+    table = Table(title=f"preflight: {report.spec_name} ({report.workload})", title_justify="left",
+                  header_style="bold")
     for column in ("check", "result", "measured", "expected", "explanation"):
         table.add_column(column, overflow="fold")
-    for check in results:
+    for check in report.checks:
         verdict = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
         table.add_row(check.name, verdict, f"{check.measured:.4g}", check.expected,
                       "" if check.passed else check.explanation)
     console.print(table)
-    passed = all(check.passed for check in results)
-    tracking = JobTracking(uri, spec.experiment)
-    run = tracking.start_run(f"{spec.name}-preflight",
-                             {"runyard.kind": "preflight", "runyard.spec_name": spec.name,
-                              "runyard.spec_hash": spec.hash, "runyard.workload": spec.workload},
-                             {"workload": spec.workload})
-    tracking.writer.log_metrics(run, {f"preflight_{c.name}": c.measured for c in results}, step=0)
-    tracking.writer.set_tags(run, {f"runyard.preflight.{c.name}": "pass" if c.passed else "FAIL"
-                                   for c in results})
-    report = "\n".join(f"{c.name}\t{'pass' if c.passed else 'FAIL'}\t{c.measured:.6g}\t"
-                       f"{c.expected}\t{c.explanation}" for c in results)
-    tracking.writer.log_text(run, "check\tresult\tmeasured\texpected\texplanation\n" + report,
-                             "preflight.tsv")
-    tracking.writer.end_run(run, "FINISHED" if passed else "FAILED")
-    tracking.close()
-    return passed
 
 
-def _check_inputs(spec, spec_path: str) -> None:
-    from runyard import workloads
-    from runyard.spec import workload_context
-
-    workload_cls = workloads.get(spec.workload)
-    config = workload_cls.Config.model_validate(spec.config)
-    problems = workload_cls.check_inputs(config, workload_context(spec))
-    if problems:
-        raise UserError(f"{spec_path}: cannot run here:\n" + "\n".join(f"  {p}" for p in problems))
-
-
-def _continue(args: argparse.Namespace, action: str) -> int:
-    """resume, rerun-failed and extend: find the job, reconcile, rejoin Ray, go on."""
-    from runyard.execute.job import extend_job, load_ledger_spec, resume_job
-    from runyard.execute.ledger import Ledger
-    from runyard.launch import ray_session
-    from runyard.plan import check_feasible, expand
-    from runyard.tracking.reconcile import reconcile
-    from runyard.tracking.store import client_for
-
-    ledger = Ledger.find(Path.cwd(), args.job)
-    spec = load_ledger_spec(ledger)
-    if action == "extend" and args.samples < 1:
-        raise UserError("--samples must be at least 1")
-    reconcile(client_for(ledger.tracking_uri))
+def cmd_continue(args: argparse.Namespace) -> int:
+    """resume, rerun-failed and extend."""
     console = Console()
-    with ray_session(args.address, num_cpus=args.num_cpus,
-                     dashboard=spec.resources.workers > 1) as session:
-        stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
-        check_feasible(spec, expand(spec), session.nodes)
-        if action == "extend":
-            outcome = extend_job(ledger, args.samples, console)
-        else:
-            outcome = resume_job(ledger, console, errored_only=(action == "rerun-failed"))
-    print_outcome(console, spec, outcome)
+    outcome = api.continue_job(continue_request(args), console)
+    print_outcome(console, outcome)
     return outcome.exit_code
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    return _continue(args, "resume")
-
-
-def cmd_rerun_failed(args: argparse.Namespace) -> int:
-    return _continue(args, "rerun-failed")
-
-
-def cmd_extend(args: argparse.Namespace) -> int:
-    return _continue(args, "extend")
-
-
-def print_outcome(console: Console, spec, outcome) -> None:
+def print_outcome(console: Console, outcome: api.JobOutcome) -> None:
     style = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow"}[outcome.status]
-    console.print(f"[{style}]{outcome.status}[/]  job {outcome.sweep_id}  "
+    console.print(f"[{style}]{outcome.status}[/]  job {outcome.job_id}  "
                   f"(MLflow run {outcome.run_id})", highlight=False)
     if outcome.best:
         best = outcome.best
-        spread = f" ± {best['std']:.3g} over {best['seeds']} seeds" if best["seeds"] > 1 else ""
-        console.print(f"best: {spec.sweep.metric}={best['value']:.4g}{spread}  "
-                      f"{best['label']}  ({best['trial_id']})", highlight=False)
+        console.print(f"best: {outcome.metric}={best.value:.4g}{api.sweeps.spread(best)}  "
+                      f"{best.label}  ({best.trial_id})", highlight=False)
     if outcome.failed_trials:
         console.print(f"failed trials: {', '.join(outcome.failed_trials)} (tracebacks: each "
-                      f"run's error.txt); retry them: runyard rerun-failed {outcome.sweep_id}",
+                      f"run's error.txt); retry them: runyard rerun-failed {outcome.job_id}",
                       highlight=False)
     if outcome.not_started:
-        console.print(f"the time budget ({spec.sweep.time_budget_s:g} s) ran out: "
-                      f"{outcome.not_started} trial(s) never started; add more with: "
-                      f"runyard extend {outcome.sweep_id} --samples N", highlight=False)
+        console.print(f"the time budget ({outcome.time_budget_s:g} s) ran out: {outcome.not_started} trial(s) never started; "
+                      f"add more with: runyard extend {outcome.job_id} --samples N",
+                      highlight=False)
     if outcome.status == "KILLED":
-        console.print(f"continue it: runyard resume {outcome.sweep_id}", highlight=False)
+        console.print(f"continue it: runyard resume {outcome.job_id}", highlight=False)
     console.print("see it: runyard ui", highlight=False)
 
 
@@ -417,32 +305,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def _ls_cluster(args: argparse.Namespace) -> int:
     """Jobs the cluster knows, joined with the runs they wrote to the cluster's MLflow."""
-    import os
-
     from rich.table import Table
 
-    from runyard.launch import jobs_api, local_cluster
-    from runyard.tracking.listing import job_runs
-
-    jobs = jobs_api.list_jobs(args.address)[-args.limit:]
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    state = Path(local_cluster.DEFAULT_STATE_DIR)
-    if uri is None and (state / local_cluster.STATE_FILE).exists():
-        cluster = local_cluster.LocalCluster.load(state)
-        uri = cluster.tracking_uri or None
-        if uri:  # this process only: the credentials of the local cluster's server
-            os.environ.setdefault("MLFLOW_TRACKING_USERNAME", cluster.tracking_username)
-            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD",
-                                  Path(cluster.tracking_password_path).read_text().strip())
-    runs = job_runs(uri, [job.submission_id for job in jobs if job.submission_id]) if uri else {}
+    uri, jobs = api.cluster_jobs(args.address, args.tracking_uri, args.limit)
     table = Table(title="jobs on the cluster" + (f", runs in {uri}" if uri else
                                                  " (no tracking URI: give --tracking-uri)"),
                   title_justify="left", box=None, header_style="bold")
     for column in ("job id", "job status", "run status", "kind", "trials", "best", "MLflow run id"):
         table.add_column(column, no_wrap=True)
-    for job in reversed(jobs):
-        row = runs.get(job.submission_id)
-        table.add_row(job.submission_id or job.job_id or "-", job.status.value,
+    for job in jobs:
+        row = job.run
+        table.add_row(job.job_id, job.status,
                       *(("", "", "", "", "") if row is None else
                         (row.status, row.kind, row.trials, row.best, row.run_id)))
     console = Console() if Console().is_terminal else Console(width=240)

@@ -4,14 +4,13 @@ as the cluster has room."""
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
+from runyard import api
 from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
@@ -76,22 +75,14 @@ def at_least_one(text: str) -> int:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from runyard.execute.queue import SweepQueue
-    from runyard.spec import load_spec
-
-    spec = load_spec(args.spec, args.overrides)  # a queued spec is a valid spec
-    queue = SweepQueue(Path.cwd())
-    job_id = f"{spec.name}-q{len(queue.entries()) + 1}-{time.strftime('%Y%m%d-%H%M%S')}"
-    entry = queue.add(Path(args.spec), args.overrides, args.priority, args.after, job_id)
+    entry = api.queue.add(args.spec, args.overrides, args.priority, args.after)
     print(f"queued #{entry.id}: {entry.job_id} (priority {entry.priority}"
           f"{', after ' + entry.after if entry.after else ''})")
     return EXIT_OK
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from runyard.execute.queue import SweepQueue
-
-    entries = SweepQueue(Path.cwd()).entries()
+    entries = api.queue.open_queue().entries()
     console = Console()
     if not entries:
         console.print("the queue is empty; add a spec with: runyard queue add SPEC")
@@ -107,35 +98,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from runyard.execute.queue import SweepQueue
-
-    SweepQueue(Path.cwd()).remove(args.entry)
+    api.queue.open_queue().remove(args.entry)
     print(f"removed #{args.entry}")
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runyard.cli.jobs import stop_on_sigterm
-    from runyard.execute.queue import ClusterRoom, SweepQueue, runyard_command
-    from runyard.launch import ray_session
-    from runyard.launch.ray_session import shared_local_ray
-
     def say(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} queue: {line}", flush=True)
 
-    queue = SweepQueue(Path.cwd())
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    # Nothing above imports ray: the embedded Ray's token auth must be set up before that.
-    cluster = ray_session(address) if address else shared_local_ray(queue.folder, args.num_cpus)
-    with cluster as session:
-        stop_on_sigterm()  # after ray.init, which installs a SIGTERM handler of its own
-        cpus = sum(node.get("CPU", 0) for node in session.nodes)
-        where = f"the Ray cluster at {address}" if address else "an embedded Ray (token auth)"
-        say(f"sweeps run on {where}: {len(session.nodes)} node(s), {cpus:g} CPUs")
-        try:
-            failures = queue.run(runyard_command(), session.address, ClusterRoom(), say,
-                                 args.max_running)
-        except KeyboardInterrupt:
-            say("stopped")
-            return EXIT_INTERRUPTED
+    try:
+        failures = api.queue.drain(say, args.address, args.num_cpus, args.max_running)
+    except KeyboardInterrupt:
+        say("stopped")
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if failures else EXIT_OK

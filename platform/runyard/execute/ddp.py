@@ -21,18 +21,19 @@ import ray.train
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR, build_workload, stop_reached
+from runyard.execute.payload import TrialPayload
+from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR, build_workload
 
 PROGRESS_FILE = "progress.json"
 
 
 def run_ddp_trial(config: dict[str, Any]) -> None:
     """The Tune function trainable: one Ray Train run per trial."""
-    trial = config["trial"]
-    resources = trial["resources"]
+    trial = TrialPayload.of(config)
+    resources = trial.resources
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"trial": trial},
+        train_loop_config=trial.as_config(),
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources["workers"],
             use_gpu=resources["gpus_per_trial"] > 0,
@@ -40,10 +41,10 @@ def run_ddp_trial(config: dict[str, Any]) -> None:
         ),
         # Same name and storage on a retry: Ray Train resumes from its latest checkpoint.
         run_config=ray.train.RunConfig(
-            name=f"{trial['trial_id']}-ddp",
-            storage_path=trial["storage"],
+            name=f"{trial.trial_id}-ddp",
+            storage_path=trial.storage,
             callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=trial["checkpoint_keep"]),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=trial.checkpoint_keep),
         ),
     )
     trainer.fit()
@@ -61,7 +62,7 @@ def _worker_resources(resources: dict[str, Any]) -> dict[str, float]:
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:
     """One DDP rank: the WorkloadTrainable loop, reporting through Ray Train."""
-    trial = loop_config["trial"]
+    trial = TrialPayload.of(loop_config)
     rank = ray.train.get_context().get_world_rank()
     artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
     workload = build_workload(trial, {"device": get_device()})
@@ -72,13 +73,13 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
             workload.restore(Path(directory) / STATE_DIR)
             progress = json.loads((Path(directory) / PROGRESS_FILE).read_text())
             iteration, elapsed = progress["iteration"], progress["elapsed_s"]
-    every = trial["checkpoint_every"]
+    every = trial.checkpoint_every
     while True:
         started = time.time()
         metrics = {name: float(value) for name, value in workload.step().items()}
         iteration += 1
         elapsed += time.time() - started
-        done = stop_reached(trial["stop"], type(workload).metrics, iteration, elapsed, metrics)
+        done = trial.stop.reached(type(workload).metrics, iteration, elapsed, metrics)
         if done and rank == 0:
             workload.artifacts(artifacts_dir)
         with tempfile.TemporaryDirectory() as directory:

@@ -16,18 +16,19 @@ pending trial waits for one of (checked in this order):
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from runyard.execute.ledger import Ledger
+from runyard.execute.payload import TrialPayload
+from runyard.execute.tune_compat import autoscaler_pending, experiment_trials
 from runyard.plan import trial_bundles
 from runyard.plan.resources import describe
 from runyard.spec import JobSpec
 from runyard.tracking.reconcile import driver_alive
 from runyard.tracking.results import trial_results
 from runyard.tracking.store import client_for
+from runyard.tracking.tags import DRIVER, DRIVER_STARTED
 
 ACTIVE = ("RUNNING", "PENDING", "PAUSED")
 
@@ -69,13 +70,9 @@ def tune_states(ledger: Ledger) -> dict[str, tuple[str, str]]:
     """runyard trial id -> (Tune status, label), from each segment's newest experiment state."""
     states: dict[str, tuple[str, str]] = {}
     for segment in ledger.segments:
-        files = sorted(Path(segment.tune_path).glob("experiment_state-*.json"))
-        if not files:
-            continue
-        for entry in json.loads(files[-1].read_text())["trial_data"]:
-            trial = json.loads(entry[0])
-            info = trial["config"]["trial"]
-            states[info["trial_id"]] = (trial["status"], info["label"])
+        for trial, _ in experiment_trials(segment.tune_path):
+            info = TrialPayload.of(trial["config"])
+            states[info.trial_id] = (trial["status"], info.label)
     return states
 
 
@@ -103,24 +100,10 @@ def cluster_view(address: str) -> ClusterView:
         # Ray leaves out what is fully used: a resource with nothing free is listed at 0.
         available = {name: ray.available_resources().get(name, 0.0) for name in total}
         view = ClusterView(address, total, available, nodes, pending_groups)
-        view.autoscaler = _autoscaler_launches(ray.get_runtime_context().gcs_address)
+        view.autoscaler = autoscaler_pending(ray.get_runtime_context().gcs_address)
         return view
     finally:
         ray.shutdown()
-
-
-def _autoscaler_launches(gcs_address: str) -> list[str]:
-    """Nodes the autoscaler is launching or has launched but not yet joined (none on a
-    cluster without an autoscaler)."""
-    try:
-        from ray.autoscaler.v2.sdk import get_cluster_status
-
-        status = get_cluster_status(gcs_address)
-    except Exception:  # noqa: BLE001 — no autoscaler, or an older one: nothing pending
-        return []
-    launches = [f"{r.count} x {r.instance_type_name} (launching)" for r in status.pending_launches]
-    return launches + [f"{n.instance_type_name} {n.node_id or ''} (starting)".replace("  ", " ")
-                       for n in status.pending_nodes]
 
 
 def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
@@ -138,9 +121,9 @@ def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
             states[result.trial_id] = "RUNNING"
     active = any(state in ACTIVE for state in states.values())
     tags = client.get_run(ledger.run_id).data.tags
-    alive = driver_alive(tags.get("runyard.driver", ""), tags.get("runyard.driver_started"))
+    alive = driver_alive(tags.get(DRIVER, ""), tags.get(DRIVER_STARTED))
     if active and alive is False:
-        notes.append(f"its driver ({tags['runyard.driver']}) is gone, and with it an embedded "
+        notes.append(f"its driver ({tags[DRIVER]}) is gone, and with it an embedded "
                      f"Ray or the job's trials on a cluster: nothing of this job runs now; "
                      f"`runyard resume {ledger.sweep_id}` continues it")
     elif active and not address:

@@ -29,6 +29,8 @@ from typing import Any, Callable, Mapping
 
 from ray import tune
 
+from runyard.execute.payload import TrialPayload
+
 # Ray Tune's trial states; each is set on every call so a state that empties drops to 0.
 TRIAL_STATES = ("PENDING", "RUNNING", "PAUSED", "TERMINATED", "ERROR")
 
@@ -130,6 +132,6 @@ class MetricsCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        record_throughput(trial.config["trial"]["trial_id"], experiment=self.experiment,
+        record_throughput(TrialPayload.of(trial.config).trial_id, experiment=self.experiment,
                           env_steps_per_s=result.get("env_steps_per_s"),
                           images_per_s=result.get("images_per_s"))

@@ -16,6 +16,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from runyard.execute.payload import TrialPayload
+
 
 class ProgressCallback(tune.Callback):
     def __init__(self, console: Console, title: str, total: int, metric: str, mode: str,
@@ -97,7 +99,7 @@ class ProgressCallback(tune.Callback):
 
     @staticmethod
     def _id(trial: Any) -> str:
-        return trial.config["trial"]["trial_id"]
+        return TrialPayload.of(trial.config).trial_id
 
     def _counts(self) -> str:
         states = list(self.state.values())

@@ -68,6 +68,10 @@ class Entry:
     exit_code: int | None
 
 
+# (entry, whether its job exists already and is resumed, the Ray address) -> command line
+CommandFor = Callable[[Entry, bool, str], list[str]]
+
+
 class SweepQueue:
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
@@ -138,7 +142,7 @@ class SweepQueue:
                 wait(entry.pid)
             self._set(entry.id, status=QUEUED, pid=None)
 
-    def run(self, runyard: list[str], address: str, room: ClusterRoom,
+    def run(self, command_for: CommandFor, address: str, room: ClusterRoom,
             say: Callable[[str], None], max_running: int | None = None,
             poll_s: float = 1.0) -> int:
         """Drain the queue onto the cluster at `address`, each sweep's output in
@@ -149,7 +153,9 @@ class SweepQueue:
         waits. Priority is strict: a lower entry never overtakes a ready higher one that
         does not fit yet. After each start the runner lets that sweep take its room before
         judging room again, so two sweeps are not started into one slot. `max_running`
-        caps how many sweeps run at once (1: one after another)."""
+        caps how many sweeps run at once (1: one after another). `command_for(entry,
+        resuming, address)` is the command line that runs an entry's job (the application
+        layer builds it from the same request the CLI makes)."""
         self.recover(lambda pid: _wait_for(pid, say))
         running: dict[int, subprocess.Popen] = {}
         settling: _Settling | None = None
@@ -170,7 +176,7 @@ class SweepQueue:
                 if entry is not None and settling is None and has_slot:
                     request = room.request_of(entry)
                     if request is None or room.admits(request):
-                        process = self._start(entry, runyard, address, say)
+                        process = self._start(entry, command_for, address, say)
                         running[entry.id] = process
                         settling = _Settling(process, request or {}, room.available())
                     elif waiting_for != entry.id:
@@ -189,17 +195,12 @@ class SweepQueue:
             say(f"#{entry.id} {entry.job_id} is blocked: it runs after {entry.after}, which did not finish")
         return failures + len(blocked)
 
-    def _start(self, entry: Entry, runyard: list[str], address: str,
+    def _start(self, entry: Entry, command_for: CommandFor, address: str,
                say: Callable[[str], None]) -> subprocess.Popen:
         """The entry's job as its own `runyard run` (or `resume`) process, its output in a log
         file: sweeps side by side would garble one terminal."""
         resuming = (Ledger.folder(self.workdir) / f"{entry.job_id}.json").exists()
-        if resuming:
-            command = [*runyard, "resume", entry.job_id, "--address", address]
-        else:
-            sets = [item for o in entry.overrides for item in ("--set", o)]
-            command = [*runyard, "run", entry.spec, *sets, "--id", entry.job_id,
-                       "--address", address]
+        command = command_for(entry, resuming, address)
         log = self.log_path(entry)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as output:
@@ -330,9 +331,3 @@ def _wait_for(pid: int, say: Callable[[str], None]) -> None:
         except psutil.NoSuchProcess:
             return
         time.sleep(2)
-
-
-def runyard_command() -> list[str]:
-    """How to start runyard again from here (the same interpreter and package)."""
-    script = Path(sys.executable).with_name("runyard")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "runyard.cli.main"]

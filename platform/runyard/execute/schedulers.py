@@ -21,9 +21,11 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from runyard.execute.payload import TrialPayload
+
 
 def sample_of(trial: Trial) -> int:
-    return int(trial.config["trial"]["sample"])
+    return TrialPayload.of(trial.config).sample
 
 
 class SeedMeanScheduler(FIFOScheduler):
@@ -122,7 +124,7 @@ class SeedMeanScheduler(FIFOScheduler):
                 break
             self.judged[sample] = iteration
             representative = self.representative.setdefault(
-                sample, min(self.members[sample].values(), key=lambda t: t.config["trial"]["index"]))
+                sample, min(self.members[sample].values(), key=lambda t: TrialPayload.of(t.config).index))
             decision = self.inner.on_trial_result(
                 tune_controller, representative,
                 {**result, self.time_attr: iteration, self._metric: mean})

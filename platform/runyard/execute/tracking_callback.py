@@ -4,6 +4,11 @@ A plain job's single trial writes to the job's run; a sweep's trials are child r
 sweep's parent run. Runs are keyed by runyard's trial id (not Tune's), and a driver that
 resumes a job starts with the runs that already exist, so a trial that is retried, resumed
 or re-run keeps writing to the one run it has.
+
+Metric history is exactly once per step. A trial that goes on from a checkpoint older than
+its last report (or from the start, when it had none) reports those iterations again; their
+steps are in its run already, and the first value logged for a step is the one kept: MLflow
+cannot delete a point, and a replay from a checkpoint recomputes the same iteration.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from typing import Any
 
 from ray import tune
 
+from runyard.execute.payload import TrialPayload
 from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR
 from runyard.tracking.store import JobTracking, flatten
+from runyard.tracking.tags import DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
 from runyard.tracking.writer import RunRef
 
 
@@ -31,6 +38,7 @@ class TrackingCallback(tune.Callback):
         self.trial_files = trial_files  # trial id -> {artifact file name: text}
         self.metric_names = metric_names
         self.runs: dict[str, RunRef] = dict(existing)
+        self.logged_through: dict[str, int] = {}  # trial id -> the last step in its run
         self.status: dict[str, str] = {}  # final status of trials that ran under this driver
         self.checkpoint_paths: dict[str, str] = {}  # data-parallel trials report them as results
         self.time_budget_s = time_budget_s
@@ -45,43 +53,51 @@ class TrackingCallback(tune.Callback):
         self.started = time.monotonic()  # Tune starts the sweep's time budget now too
 
     def run_of(self, trial: Any) -> RunRef:
-        info = trial.config["trial"]
-        trial_id = info["trial_id"]
+        info = TrialPayload.of(trial.config)
+        trial_id = info.trial_id
         if trial_id not in self.runs:
-            tags = {**self.base_tags, "runyard.kind": "trial", "runyard.trial_id": trial_id,
-                    "runyard.seed": str(info["seed"]), "runyard.sample": str(info["sample"])}
-            params = {**self.base_params, **flatten({"config": info["config"]}),
-                      "seed": info["seed"]}
-            run = self.tracking.start_run(info["label"], tags, params, self.parent)
+            tags = {**self.base_tags, KIND: "trial", TRIAL_ID: trial_id,
+                    SEED: str(info.seed), SAMPLE: str(info.sample)}
+            params = {**self.base_params, **flatten({"config": info.config}), "seed": info.seed}
+            run = self.tracking.start_run(info.label, tags, params, self.parent)
             for file_name, text in self.trial_files.get(trial_id, {}).items():
                 self.tracking.writer.log_text(run, text, file_name)
             self.runs[trial_id] = run
         return self.runs[trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        trial_id = trial.config["trial"]["trial_id"]
+        trial_id = TrialPayload.of(trial.config).trial_id
         existed = trial_id in self.runs
         run = self.run_of(trial)
+        if existed and trial_id not in self.logged_through:
+            # A run from an earlier driver: the steps it holds are not logged again.
+            history = self.tracking.client.get_metric_history(run.id, "training_iteration")
+            self.logged_through[trial_id] = max((int(m.step) for m in history), default=0)
         if existed and self.parent is not None:
             # Resumed or re-run: the same run again, now written by this driver.
             self.tracking.writer.reopen_run(run)
             self.tracking.writer.set_tags(run, {k: v for k, v in self.base_tags.items()
-                                                if k.startswith("runyard.driver")})
+                                                if k.startswith(DRIVER)})
         self.status[trial_id] = "RUNNING"
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        trial_id = TrialPayload.of(trial.config).trial_id
+        if result.get("checkpoint_path"):
+            self.checkpoint_paths[trial_id] = result["checkpoint_path"]
+        step = int(result["training_iteration"])
+        if step <= self.logged_through.get(trial_id, 0):
+            return  # a replayed iteration (see the module's docstring)
+        self.logged_through[trial_id] = step
         metrics = {k: v for k, v in result.items() if k in self.metric_names}
         metrics["time_total_s"] = result.get("time_total_s", 0.0)
-        metrics["training_iteration"] = result["training_iteration"]
-        self.tracking.writer.log_metrics(self.run_of(trial), metrics, result["training_iteration"])
-        if result.get("checkpoint_path"):
-            self.checkpoint_paths[trial.config["trial"]["trial_id"]] = result["checkpoint_path"]
+        metrics["training_iteration"] = step
+        self.tracking.writer.log_metrics(self.run_of(trial), metrics, step)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self.run_of(trial)
         path = trial.checkpoint.path if trial.checkpoint is not None else \
-            self.checkpoint_paths.get(trial.config["trial"]["trial_id"])
+            self.checkpoint_paths.get(TrialPayload.of(trial.config).trial_id)
         if path is not None:
             self.tracking.writer.log_artifacts(run, str(Path(path) / STATE_DIR), "checkpoint")
             artifacts = Path(path) / ARTIFACTS_DIR
@@ -93,7 +109,7 @@ class TrackingCallback(tune.Callback):
         run = self.run_of(trial)
         traceback = Path(trial.error_file).read_text() if trial.error_file else "no traceback"
         last_line = next((ln for ln in reversed(traceback.strip().splitlines()) if ln.strip()), "")
-        self.tracking.writer.set_tags(run, {"runyard.error": last_line[:5000]})
+        self.tracking.writer.set_tags(run, {ERROR: last_line[:5000]})
         self.tracking.writer.log_text(run, traceback, "error.txt")
         self._end(trial, "FAILED")
 
@@ -105,14 +121,14 @@ class TrackingCallback(tune.Callback):
         if self.time_budget_s is None or time.monotonic() - self.started < self.time_budget_s:
             return
         for trial in trials:
-            trial_id = trial.config["trial"]["trial_id"]
+            trial_id = TrialPayload.of(trial.config).trial_id
             if self.status.get(trial_id) == "RUNNING" and trial.status == "TERMINATED":
                 self.tracking.writer.set_tags(self.run_of(trial),
-                                              {"runyard.stopped_by": "time budget"})
+                                              {STOPPED_BY: "time budget"})
                 self.on_trial_complete(0, trials, trial)
 
     def _end(self, trial: Any, status: str) -> None:
-        trial_id = trial.config["trial"]["trial_id"]
+        trial_id = TrialPayload.of(trial.config).trial_id
         self.status[trial_id] = status
         self.tracking.writer.end_run(self.run_of(trial), status)
 

@@ -20,48 +20,33 @@ from typing import Any
 from ray import tune
 
 from runyard import workloads
+from runyard.execute.payload import TrialPayload
 from runyard.workloads.base import Workload, WorkloadContext
 
 STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
 
 
-def stop_reached(stop: dict[str, Any], directions: dict[str, str], iteration: int,
-                 elapsed_s: float, metrics: dict[str, float]) -> bool:
-    """Whether a trial that just finished `iteration` should end (whichever condition first)."""
-    if stop.get("iterations") is not None and iteration >= stop["iterations"]:
-        return True
-    if stop.get("time_s") is not None and elapsed_s >= stop["time_s"]:
-        return True
-    for name, threshold in stop.get("thresholds", {}).items():
-        value = metrics.get(name)
-        if value is None:
-            continue
-        if (value >= threshold) if directions[name] == "max" else (value <= threshold):
-            return True
-    return False
-
-
-def build_workload(trial: dict[str, Any], parallel: dict[str, Any]) -> Workload:
+def build_workload(trial: TrialPayload, parallel: dict[str, Any]) -> Workload:
     """The trial's workload, set up, in this process. A workload given as an import path is
     looked up in the job's project directory first, as the driver did."""
-    cls = workloads.get(trial["workload"], project_dir=trial["workdir"])
+    cls = workloads.get(trial.workload, project_dir=trial.workdir)
     if "torch" in sys.modules:
         # Concurrent trials each get their share of the cores, not all of them each.
-        sys.modules["torch"].set_num_threads(max(1, int(trial["resources"]["cpus_per_trial"])))
+        sys.modules["torch"].set_num_threads(max(1, int(trial.resources["cpus_per_trial"])))
     workload = cls()
     context = WorkloadContext(
-        seed=trial["seed"], env=trial["env"], data=trial["data"], rollout=trial["rollout"],
-        resources=trial["resources"], workdir=Path(trial["workdir"]), parallel=parallel,
+        seed=trial.seed, env=trial.env, data=trial.data, rollout=trial.rollout,
+        resources=trial.resources, workdir=Path(trial.workdir), parallel=parallel,
     )
-    workload.setup(cls.Config.model_validate(trial["config"]), context)
+    workload.setup(cls.Config.model_validate(trial.config), context)
     return workload
 
 
 class WorkloadTrainable(tune.Trainable):
     def setup(self, config: dict[str, Any]) -> None:
-        self._build(config["trial"])
+        self._build(TrialPayload.of(config))
 
-    def _build(self, trial: dict[str, Any]) -> None:
+    def _build(self, trial: TrialPayload) -> None:
         self.trial = trial
         self.workload = build_workload(trial, _parallel_factories(trial))
         self.artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
@@ -71,8 +56,7 @@ class WorkloadTrainable(tune.Trainable):
         metrics = {name: float(value) for name, value in self.workload.step().items()}
         iteration = self.iteration + 1
         elapsed = self._time_total + (time.time() - started)
-        done = stop_reached(self.trial["stop"], type(self.workload).metrics, iteration,
-                            elapsed, metrics)
+        done = self.trial.stop.reached(type(self.workload).metrics, iteration, elapsed, metrics)
         if done:
             self.workload.artifacts(self.artifacts_dir)
         return {**metrics, "done": done}
@@ -89,7 +73,7 @@ class WorkloadTrainable(tune.Trainable):
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         self.cleanup()
-        self._build(new_config["trial"])
+        self._build(TrialPayload.of(new_config))
         return True
 
     def cleanup(self) -> None:
@@ -97,10 +81,10 @@ class WorkloadTrainable(tune.Trainable):
         shutil.rmtree(self.artifacts_dir, ignore_errors=True)
 
 
-def _parallel_factories(trial: dict[str, Any]) -> dict[str, Any]:
+def _parallel_factories(trial: TrialPayload) -> dict[str, Any]:
     """Parallel resources the executor offers this trial: Ray rollout actors for RL, placed
     in the bundles the trial's placement group reserved for them (plan.trial_bundles)."""
-    rollout = trial.get("rollout") or {}
+    rollout = trial.rollout or {}
     if rollout and rollout.get("backend", "ray") == "ray":
         # Imported here: the pool brings torch, which trials without rollouts never need.
         from runyard.execute.rollout_pool import RayRolloutPool

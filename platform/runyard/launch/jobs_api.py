@@ -144,13 +144,16 @@ def submit(
     entrypoint_resources: Mapping[str, float] | None = None,
     submission_id: str | None = None,
     metadata: Mapping[str, str] | None = None,
+    py_modules: tuple[str | Path, ...] = (),
     state_dir: str | Path = ".runyard/cluster",
 ) -> Submitted:
     """Ship `working_dir` and run `entrypoint` (a shell command) on the cluster's head node.
 
     env_vars reach the driver's environment; the cluster's own tracking settings
     (MLFLOW_TRACKING_URI and credentials) are already in the nodes' environment, so pass
-    secrets here only if the cluster does not provide them.
+    secrets here only if the cluster does not provide them. py_modules (package folders)
+    travel too and come first on the import path of the driver and of every task and actor
+    of the job, on every node.
     Returns the job id, the address and the large files left out of the upload.
     """
     if not entrypoint or not entrypoint.strip():
@@ -165,6 +168,8 @@ def submit(
     }
     if env_vars:
         runtime_env["env_vars"] = {str(k): str(v) for k, v in env_vars.items()}
+    if py_modules:
+        runtime_env["py_modules"] = [str(Path(module).resolve()) for module in py_modules]
     jobs = client(address, state_dir)
     with api_errors(jobs.get_address()):
         job_id = jobs.submit_job(

@@ -44,6 +44,11 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         runtime_env={"env_vars": env_vars},
     )
     if embedded:
+        # A new local Ray turns token auth on by itself (RAY_AUTH_MODE unset) and warns about
+        # it on every run; runyard wants exactly that, so the notice is not the user's news.
+        # (`runyard cluster local up` and the README say how clusters are secured.)
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR)
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
                  include_dashboard=dashboard, **kwargs)
     else:

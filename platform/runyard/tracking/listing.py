@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from runyard.tracking.reconcile import reconcile
-from runyard.tracking.store import PARENT, client_for, is_embedded
+from runyard.tracking.store import client_for, is_embedded
+from runyard.tracking.tags import PARENT, JOB_ID, KIND
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def recent_jobs(uri: str, experiment: str | None, limit: int) -> list[JobRow]:
                    if experiment is None or e.name == experiment}
     if not experiments:
         return []
-    runs = client.search_runs(list(experiments), filter_string="tags.`runyard.kind` != 'trial'",
+    runs = client.search_runs(list(experiments), filter_string=f"tags.`{KIND}` != 'trial'",
                               run_view_type=ViewType.ACTIVE_ONLY, max_results=limit,
                               order_by=["attributes.start_time DESC"])
     return [_row(client, run, experiments) for run in runs if PARENT not in run.data.tags]
@@ -49,9 +50,9 @@ def job_runs(uri: str, job_ids: list[str]) -> dict[str, JobRow]:
     found = {}
     for job_id in job_ids if experiments else []:
         runs = client.search_runs(list(experiments),
-                                  filter_string=f"tags.`runyard.sweep_id` = '{job_id}'",
+                                  filter_string=f"tags.`{JOB_ID}` = '{job_id}'",
                                   max_results=10000)
-        top = [r for r in runs if r.data.tags.get("runyard.kind") in ("run", "sweep")]
+        top = [r for r in runs if r.data.tags.get(KIND) in ("run", "sweep")]
         if top:
             found[job_id] = _row(client, top[0], experiments)
     return found
@@ -59,7 +60,7 @@ def job_runs(uri: str, job_ids: list[str]) -> dict[str, JobRow]:
 
 def _row(client, run, experiments: dict[str, str]) -> JobRow:
     tags = run.data.tags
-    kind = tags.get("runyard.kind", "-")
+    kind = tags.get(KIND, "-")
     trials = "1"
     if kind == "sweep":
         children = client.search_runs(
@@ -73,7 +74,7 @@ def _row(client, run, experiments: dict[str, str]) -> JobRow:
     return JobRow(
         started=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
         experiment=experiments.get(run.info.experiment_id, "?"),
-        job_id=tags.get("runyard.sweep_id", run.info.run_name or ""), kind=kind,
+        job_id=tags.get(JOB_ID, run.info.run_name or ""), kind=kind,
         status=run.info.status, trials=trials,
         best=best, duration=f"{(end - run.info.start_time) / 1000:.0f}s",
         run_id=run.info.run_id,

@@ -13,12 +13,15 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the off-screen backend)
+
+if TYPE_CHECKING:
+    from runyard.tracking.results import ConfigSummary
 
 OBJECTIVE_FILE = "objective_vs_hyperparameters.png"
 CURVES_FILE = "learning_curves.png"
@@ -39,7 +42,7 @@ def category_order(values: list[Any]) -> list[str]:
                   key=lambda text: (number(text) is None, number(text) or 0.0, text))
 
 
-def objective_vs_hyperparameters(rows: list[dict[str, Any]], space: dict[str, str], metric: str,
+def objective_vs_hyperparameters(rows: list[ConfigSummary], space: dict[str, str], metric: str,
                                  path: Path) -> Path:
     """One subplot per search dimension: each config's objective (the mean over its seeds,
     with ± one standard deviation when it ran on several) against its value there. Log x-axis
@@ -51,7 +54,7 @@ def objective_vs_hyperparameters(rows: list[dict[str, Any]], space: dict[str, st
                                 squeeze=False)
     for key, axis in zip(keys, axes.flat):
         kind = space[key]
-        values = [row["params"].get(key) for row in rows]
+        values = [row.params.get(key) for row in rows]
         numeric = [number(v) for v in values]
         if kind in ("choice", "grid") or any(v is None for v in numeric):
             categories = category_order(values)
@@ -61,9 +64,9 @@ def objective_vs_hyperparameters(rows: list[dict[str, Any]], space: dict[str, st
             xs = numeric
             if kind == "loguniform":
                 log_axis(axis, xs)
-        ys = [row["value"] for row in rows]
-        spread = [row["std"] for row in rows]
-        if any(row["seeds"] > 1 for row in rows):
+        ys = [row.value for row in rows]
+        spread = [row.std for row in rows]
+        if any(row.seeds > 1 for row in rows):
             axis.errorbar(xs, ys, yerr=spread, fmt="o", markersize=4, capsize=3, alpha=0.8)
         else:
             axis.plot(xs, ys, "o", markersize=4, alpha=0.8)
@@ -75,7 +78,7 @@ def objective_vs_hyperparameters(rows: list[dict[str, Any]], space: dict[str, st
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(keys):]:
         axis.set_visible(False)
-    seeds = max((row["seeds"] for row in rows), default=1)
+    seeds = max((row.seeds for row in rows), default=1)
     figure.suptitle(f"{metric} per config" + (f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""))
     figure.tight_layout()
     figure.savefig(path, dpi=90)
@@ -124,7 +127,7 @@ def learning_curves(curves: dict[str, list[list[tuple[int, float]]]], metric: st
     return path
 
 
-def parallel_coordinates(rows: list[dict[str, Any]], space: dict[str, str], metric: str,
+def parallel_coordinates(rows: list[ConfigSummary], space: dict[str, str], metric: str,
                          mode: str, path: Path) -> Path:
     """A self-contained HTML page: one vertical axis per hyperparameter and one for the
     objective; each config a polyline coloured from worst (blue) to best (red). Hovering a
@@ -135,9 +138,9 @@ def parallel_coordinates(rows: list[dict[str, Any]], space: dict[str, str], metr
     ys_of: dict[str, list[float]] = {}
     ticks: dict[str, list[tuple[float, str]]] = {}
     for key in axes_keys:
-        raw = [row["value"] if key == metric else row["params"].get(key) for row in rows]
+        raw = [row.value if key == metric else row.params.get(key) for row in rows]
         ys_of[key], ticks[key] = _axis_positions(raw, space.get(key, "uniform"), height, margin)
-    values = [row["value"] for row in rows]
+    values = [row.value for row in rows]
     low, high = min(values, default=0.0), max(values, default=1.0)
 
     def colour(value: float) -> str:
@@ -150,7 +153,7 @@ def parallel_coordinates(rows: list[dict[str, Any]], space: dict[str, str], metr
     order = sorted(range(len(rows)), key=lambda i: values[i], reverse=(mode != "max"))
     for i in order:  # worst first, so the best lines are drawn on top
         points = " ".join(f"{margin + a * step:.1f},{ys_of[k][i]:.1f}" for a, k in enumerate(axes_keys))
-        title = html.escape(f"{rows[i]['label']}  →  {metric} = {values[i]:.4g}")
+        title = html.escape(f"{rows[i].label}  →  {metric} = {values[i]:.4g}")
         parts.append(f'<polyline class="config" points="{points}" fill="none" '
                      f'stroke="{colour(values[i])}" stroke-width="1.6" stroke-opacity="0.75">'
                      f'<title>{title}</title></polyline>')
@@ -202,7 +205,7 @@ def _axis_positions(raw: list[Any], kind: str, height: int, margin: int
     return [y(v) for v in scaled], labels
 
 
-def sweep_plots(rows: list[dict[str, Any]], space: dict[str, str], metric: str, mode: str,
+def sweep_plots(rows: list[ConfigSummary], space: dict[str, str], metric: str, mode: str,
                 curves: dict[str, list[list[tuple[int, float]]]], directory: Path) -> list[Path]:
     """All three views of a sweep into `directory`; returns the files written."""
     directory.mkdir(parents=True, exist_ok=True)

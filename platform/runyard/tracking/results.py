@@ -15,7 +15,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from runyard.tracking.store import PARENT
+from runyard.tracking.tags import PARENT, SAMPLE, SEED, TRIAL_ID
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,11 @@ def trial_results(client: MlflowClient, parent_run_id: str, metric: str | None) 
     results = []
     for run in runs:
         tags = run.data.tags
-        if "runyard.trial_id" not in tags:
+        if TRIAL_ID not in tags:
             continue
         results.append(TrialResult(
-            trial_id=tags["runyard.trial_id"], run_id=run.info.run_id, status=run.info.status,
-            seed=int(tags.get("runyard.seed", 0)), sample=int(tags.get("runyard.sample", 0)),
+            trial_id=tags[TRIAL_ID], run_id=run.info.run_id, status=run.info.status,
+            seed=int(tags.get(SEED, 0)), sample=int(tags.get(SAMPLE, 0)),
             label=run.info.run_name or "", value=run.data.metrics.get(metric) if metric else None,
             iterations=int(run.data.metrics.get("training_iteration", 0)),
             params=run.data.params,
@@ -59,7 +59,23 @@ def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float
     return (statistics.fmean(values) - half, statistics.fmean(values) + half)
 
 
-def config_summaries(results: list[TrialResult], mode: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ConfigSummary:
+    """One sampled config with its seeds pooled: the objective is the mean of their values."""
+
+    sample: int
+    trial_id: str  # its first seed's trial
+    run_id: str  # that trial's MLflow run
+    label: str  # the config without its seed, e.g. "config.lr=0.003"
+    value: float  # mean over seeds
+    std: float
+    ci: tuple[float, float]  # 95% confidence interval of the mean
+    seeds: int
+    values: list[float]
+    params: dict[str, str]  # the first seed's MLflow params
+
+
+def config_summaries(results: list[TrialResult], mode: str) -> list[ConfigSummary]:
     """One row per sampled config (its seeds pooled), best first; finished trials only."""
     by_sample: dict[int, list[TrialResult]] = {}
     for result in results:
@@ -69,18 +85,18 @@ def config_summaries(results: list[TrialResult], mode: str) -> list[dict[str, An
     for sample, group in by_sample.items():
         values = [r.value for r in group]
         first = min(group, key=lambda r: r.trial_id)
-        rows.append({
-            "sample": sample, "trial_id": first.trial_id, "run_id": first.run_id,
-            "label": first.label.rsplit(",seed=", 1)[0] if "," in first.label else first.label,
-            "value": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "ci": confidence_interval(values), "seeds": len(values), "values": values,
-            "params": first.params,
-        })
-    return sorted(rows, key=lambda row: row["value"], reverse=(mode == "max"))
+        rows.append(ConfigSummary(
+            sample=sample, trial_id=first.trial_id, run_id=first.run_id,
+            label=first.label.rsplit(",seed=", 1)[0] if "," in first.label else first.label,
+            value=statistics.fmean(values),
+            std=statistics.stdev(values) if len(values) > 1 else 0.0,
+            ci=confidence_interval(values), seeds=len(values), values=values,
+            params=first.params,
+        ))
+    return sorted(rows, key=lambda row: row.value, reverse=(mode == "max"))
 
 
-def sensitivity(rows: list[dict[str, Any]], space: dict[str, str]) -> list[dict[str, Any]]:
+def sensitivity(rows: list[ConfigSummary], space: dict[str, str]) -> list[dict[str, Any]]:
     """Which hyperparameters matter, from a random search's configs: the Spearman rank
     correlation of each numeric dimension with the objective (over log values for loguniform
     ones), and the range it spans among the best quarter of configs (the good region)."""
@@ -88,14 +104,14 @@ def sensitivity(rows: list[dict[str, Any]], space: dict[str, str]) -> list[dict[
     top = rows[: max(1, len(rows) // 4)]
     for key, kind in space.items():
         param = f"{key}"
-        values = [_number(row["params"].get(param)) for row in rows]
+        values = [_number(row.params.get(param)) for row in rows]
         if kind in ("choice", "grid") or any(v is None for v in values) or len(rows) < 3:
-            best_values = sorted({row["params"].get(param) for row in top})
+            best_values = sorted({row.params.get(param) for row in top})
             report.append({"parameter": key, "rho": None, "p": None, "good": ", ".join(best_values)})
             continue
         x = [math.log(v) if kind == "loguniform" else v for v in values]
-        rho, p = stats.spearmanr(x, [row["value"] for row in rows])
-        good = [_number(row["params"][param]) for row in top]
+        rho, p = stats.spearmanr(x, [row.value for row in rows])
+        good = [_number(row.params[param]) for row in top]
         report.append({"parameter": key, "rho": float(rho), "p": float(p),
                        "good": f"{min(good):.3g} .. {max(good):.3g}"})
     return sorted(report, key=lambda r: -abs(r["rho"]) if r["rho"] is not None and
@@ -109,7 +125,7 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def best_config(results: list[TrialResult], mode: str) -> dict[str, Any] | None:
+def best_config(results: list[TrialResult], mode: str) -> ConfigSummary | None:
     rows = config_summaries(results, mode)
     return rows[0] if rows else None
 

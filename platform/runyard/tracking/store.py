@@ -19,10 +19,6 @@ from mlflow.tracking import MlflowClient
 from runyard.tracking.redact import redact
 from runyard.tracking.writer import RunRef, TrackingWriter
 
-TAG = "runyard."  # prefix of every tag runyard sets
-KIND, SPEC_NAME, SPEC_HASH, SWEEP_ID, TRIAL_ID = (
-    TAG + "kind", TAG + "spec_name", TAG + "spec_hash", TAG + "sweep_id", TAG + "trial_id")
-PARENT = "mlflow.parentRunId"
 
 
 def quiet_mlflow() -> None:

@@ -24,6 +24,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
+from runyard.tracking.tags import PARENT
+
 log = logging.getLogger(__name__)
 
 METRICS_PER_BATCH = 1000
@@ -92,7 +94,7 @@ class TrackingWriter:
             if not created:
                 all_tags = dict(tags)
                 if parent is not None:
-                    all_tags["mlflow.parentRunId"] = parent.id
+                    all_tags[PARENT] = parent.id
                 created.append(self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id)
             self._log_params(created[0], params)
             return created[0]

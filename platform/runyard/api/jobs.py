@@ -1,0 +1,359 @@
+"""Jobs: validate, plan, preflight, run, submit, resume, rerun_failed, extend, explain.
+
+Each function is one whole use of runyard, sequenced here and nowhere else: the CLI parses
+flags, calls one of these and renders what it returns; the queue and a notebook call them
+too. They print nothing of their own but the live progress of a running job (on `console`),
+and raise UserError (bad input: nothing was started) or RunFailed (the work failed).
+
+The executor and Ray are imported inside the functions that start work, so that `validate`
+and `plan` stay fast (no Ray, no MLflow, no torch).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runyard.api.requests import ContinueRequest, RunRequest
+from runyard.errors import RunFailed, UserError
+from runyard.plan import Trial, check_feasible, cluster_config_nodes, expand
+from runyard.plan.inputs import check_inputs
+from runyard.spec import JobSpec, load_spec
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from runyard.execute.explain import Explanation
+    from runyard.execute.ledger import Ledger
+    from runyard.execute.outcome import JobOutcome
+    from runyard.launch import RaySession
+    from runyard.tracking.listing import JobRow
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A valid spec and every trial it expands to."""
+
+    path: str
+    spec: JobSpec
+    trials: list[Trial]
+    capacity: list[dict[str, float]] = field(default_factory=list)  # node types a cluster config can start
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    spec_name: str
+    workload: str
+    checks: list[Any]  # each with name, passed, measured, expected, explanation
+    run_id: str  # the MLflow run that records them
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+
+class PreflightFailed(RunFailed):
+    """A sweep was not started because its preflight failed."""
+
+    def __init__(self, report: PreflightReport):
+        super().__init__(f"the sweep did not start: a preflight check of {report.spec_name} "
+                         "failed. Fix it, or start anyway with --skip-preflight.")
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    name: str  # the spec's name
+    address: str  # the Jobs API it went to
+    trials: int
+    skipped_large_files: tuple[str, ...]
+
+
+# ------------------------------------------------------------------------ reading specs
+
+
+def validate(path: str | Path, overrides: Sequence[str] = ()) -> Plan:
+    """The spec at `path` after `extends:` and `overrides`, with its trials; SpecError (a
+    UserError) lists every problem. Checks nothing about this machine."""
+    spec = load_spec(path, list(overrides))
+    return Plan(str(path), spec, expand(spec))
+
+
+def plan(path: str | Path, overrides: Sequence[str] = (), cluster_config: str | None = None) -> Plan:
+    """`validate`, then the inputs on this machine (data paths), and the node types that
+    `cluster_config` can start (the plan's capacity, which `run` adds to the live nodes)."""
+    planned = validate(path, overrides)
+    check_inputs(planned.spec, str(path))
+    capacity = cluster_config_nodes(cluster_config) if cluster_config else []
+    return Plan(planned.path, planned.spec, planned.trials, capacity)
+
+
+# ---------------------------------------------------------------------------- preflight
+
+
+def preflight(path: str | Path, overrides: Sequence[str] = (), tracking_uri: str | None = None
+              ) -> PreflightReport:
+    """The Recipe's checks on the spec's model and data, recorded as an MLflow run."""
+    from runyard.plan.preflight import has_preflight
+    from runyard.tracking.store import resolve_tracking_uri
+
+    planned = plan(path, overrides)
+    if not has_preflight(planned.spec):
+        raise UserError(f"{planned.spec.workload} has no preflight checks (the supervised "
+                        "workloads sl.linear and sl.convnet have them)")
+    return _preflight(planned.spec, resolve_tracking_uri(tracking_uri, Path.cwd()))
+
+
+def _preflight(spec: JobSpec, uri: str) -> PreflightReport:
+    from runyard.plan.preflight import run_preflight
+    from runyard.tracking.preflight import record_preflight
+
+    checks = run_preflight(spec)
+    run_id = record_preflight(uri, spec, checks)
+    return PreflightReport(spec.name, spec.workload, checks, run_id)
+
+
+# ---------------------------------------------------------------------------- run a job
+
+
+def run(spec: str | Path | RunRequest, overrides: Sequence[str] = (), *,
+        console: Console | None = None,
+        on_preflight: Callable[[PreflightReport], None] | None = None,
+        **options: Any) -> JobOutcome:
+    """Run a job or a sweep to its end and return how it ended.
+
+    `spec` is a spec file (then `overrides` and `options` are RunRequest's fields: job_id,
+    address, num_cpus, tracking_uri, cluster_config, skip_preflight) or a RunRequest.
+    A sweep of a workload with preflight checks runs them first (`on_preflight` sees the
+    report) and raises PreflightFailed without starting when one fails."""
+    from runyard.execute.job import run_job
+    from runyard.plan.preflight import has_preflight
+    from runyard.tracking.store import resolve_tracking_uri
+
+    request = spec if isinstance(spec, RunRequest) else RunRequest(
+        str(spec), tuple(overrides), **options)
+    planned = plan(request.spec, request.overrides, request.cluster_config)
+    job = planned.spec
+    workdir = Path.cwd()
+    uri = resolve_tracking_uri(request.tracking_uri, workdir)
+    with _driver(request.address, request.num_cpus, job) as session:
+        check_feasible(job, planned.trials, session.nodes + planned.capacity)
+        if job.sweep is not None and not request.skip_preflight and has_preflight(job):
+            report = _preflight(job, uri)
+            if on_preflight is not None:
+                on_preflight(report)
+            if not report.passed:
+                raise PreflightFailed(report)
+        return run_job(job, planned.trials, uri, workdir, _console(console),
+                       job_id=request.job_id, spec_path=Path(request.spec))
+
+
+def resume(job: str, *, address: str | None = None, num_cpus: int | None = None,
+           console: Console | None = None) -> JobOutcome:
+    """Continue a job whose driver died: every unfinished trial from its last checkpoint,
+    in the MLflow runs it already has."""
+    return continue_job(ContinueRequest(job, "resume", address=address, num_cpus=num_cpus), console)
+
+
+def rerun_failed(job: str, *, address: str | None = None, num_cpus: int | None = None,
+                 console: Console | None = None) -> JobOutcome:
+    """Run again only the trials of a job that failed, each in its own run."""
+    return continue_job(ContinueRequest(job, "rerun-failed", address=address, num_cpus=num_cpus),
+                        console)
+
+
+def extend(job: str, samples: int, *, address: str | None = None, num_cpus: int | None = None,
+           console: Console | None = None) -> JobOutcome:
+    """Add `samples` configs to a sweep, under the same parent run."""
+    return continue_job(ContinueRequest(job, "extend", samples=samples, address=address,
+                                        num_cpus=num_cpus), console)
+
+
+def continue_job(request: ContinueRequest, console: Console | None = None) -> JobOutcome:
+    from runyard.execute.job import extend_job, load_ledger_spec, resume_job
+    from runyard.tracking.reconcile import reconcile
+    from runyard.tracking.store import client_for
+
+    if request.action == "extend" and (request.samples is None or request.samples < 1):
+        raise UserError("--samples must be at least 1")
+    ledger = find_job(request.job)
+    spec = load_ledger_spec(ledger)
+    reconcile(client_for(ledger.tracking_uri))
+    with _driver(request.address, request.num_cpus, spec) as session:
+        check_feasible(spec, expand(spec), session.nodes)
+        if request.action == "extend":
+            return extend_job(ledger, request.samples, _console(console))
+        return resume_job(ledger, _console(console), errored_only=request.action == "rerun-failed")
+
+
+def find_job(key: str) -> Ledger:
+    """The job whose id or MLflow run id is `key`, from this working dir's ledgers."""
+    from runyard.execute.ledger import Ledger
+
+    return Ledger.find(Path.cwd(), key)
+
+
+def explain(job: str, address: str | None = None) -> Explanation:
+    """Why a job's trials are pending (see runyard.execute.explain)."""
+    import os
+
+    from runyard.execute.explain import explain as explain_job
+    from runyard.execute.job import load_ledger_spec
+
+    ledger = find_job(job)
+    return explain_job(ledger, load_ledger_spec(ledger),
+                       address or os.environ.get("RAY_ADDRESS") or None)
+
+
+# ----------------------------------------------------------------------------- clusters
+
+
+def submit(spec: str | Path, overrides: Sequence[str] = (), *, address: str | None = None,
+           job_id: str | None = None, tracking_uri: str | None = None,
+           cluster_config: str | None = None) -> Submission:
+    """Plan the job here, then run it on a Ray cluster through the Jobs API: the project
+    travels as the job's working dir, this runyard travels with it (so the driver and every
+    trial run the code that was submitted, not what a node has installed), and `runyard run`
+    is its driver on the head node."""
+    import shlex
+
+    import runyard
+
+    from runyard.execute.job import new_job_id
+    from runyard.execute.records import SUBMISSION_ENV
+    from runyard.launch import jobs_api
+
+    planned = validate(spec, overrides)
+    project = Path.cwd().resolve()
+    relative = in_project(spec, project)
+    capacity = None
+    if cluster_config is not None:
+        # Refused here, before anything is submitted; the driver checks again, live nodes
+        # and node types together, once it runs on the cluster.
+        capacity = cluster_config_nodes(cluster_config)
+        check_feasible(planned.spec, planned.trials, capacity)
+    job_id = job_id or new_job_id(planned.spec)
+    driver = RunRequest(
+        str(relative), tuple(overrides), job_id=job_id, tracking_uri=tracking_uri,
+        cluster_config=str(in_project(cluster_config, project)) if cluster_config else None)
+    # `runyard stop` sends the driver SIGTERM; it then needs a few seconds to end its runs
+    # KILLED and flush their metrics before Ray's default 3 s grace turns into SIGKILL.
+    # The driver tags its runs with its submission id, by which the laptop judges them.
+    grace = {"RAY_JOB_STOP_WAIT_TIME_S": "30", SUBMISSION_ENV: job_id}
+    entrypoint = shlex.join(["python", "-m", "runyard.cli.main", *driver.argv()])
+    shipped = (Path(runyard.__file__).parent,)
+    submitted = jobs_api.submit(entrypoint, address, project, grace, py_modules=shipped,
+                                submission_id=job_id,
+                                metadata={"runyard_spec": str(relative),
+                                          "runyard_trials": str(len(planned.trials))})
+    return Submission(job_id, planned.spec.name, submitted.address, len(planned.trials), submitted.skipped_large_files)
+
+
+@dataclass(frozen=True)
+class ClusterJob:
+    job_id: str  # the submission id, which is the runyard job id
+    status: str  # as the Jobs API says it
+    run: JobRow | None  # the job's run in the cluster's MLflow, when found
+
+
+def cluster_jobs(address: str | None = None, tracking_uri: str | None = None, limit: int = 20
+                 ) -> tuple[str | None, list[ClusterJob]]:
+    """The last `limit` jobs the cluster knows, newest first, each with the MLflow run it
+    wrote; and the tracking URI read (None when there is none to read: give one)."""
+    import os
+
+    from runyard.launch import jobs_api, local_cluster
+    from runyard.tracking.listing import job_runs
+    from runyard.tracking.reconcile import reconcile
+    from runyard.tracking.store import client_for
+
+    known = jobs_api.list_jobs(address)
+    jobs = known[-limit:]
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    credentials: dict[str, str] = {}
+    state = Path(local_cluster.DEFAULT_STATE_DIR)
+    if uri is None and (state / local_cluster.STATE_FILE).exists():
+        cluster = local_cluster.LocalCluster.load(state)
+        uri = cluster.tracking_uri or None
+        if uri:  # the local cluster's server takes basic auth; MLflow reads it from the env
+            credentials = {
+                "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
+                "MLFLOW_TRACKING_PASSWORD": Path(cluster.tracking_password_path).read_text().strip()}
+    ids = [job.submission_id for job in jobs if job.submission_id]
+    states = {job.submission_id: (job.status.value, job.message or "") for job in known}
+    with _environment(credentials):
+        if uri:  # runs whose driver job died stay RUNNING until someone asks the Jobs API
+            reconcile(client_for(uri), job_state=states.get)
+        runs = job_runs(uri, ids) if uri else {}
+    return uri, [ClusterJob(job.submission_id or job.job_id or "-", job.status.value,
+                            runs.get(job.submission_id)) for job in reversed(jobs)]
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ within the block only (set where not set already)."""
+    import os
+
+    added = {name: value for name, value in values.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def in_project(path: str | Path, project: Path) -> Path:
+    """`path` relative to the project folder, which is all that travels to the cluster."""
+    try:
+        return Path(path).resolve().relative_to(project)
+    except ValueError:
+        raise UserError(f"{path} is outside this project ({project}); only the project "
+                        "travels to the cluster: move it under the project") from None
+
+
+# -------------------------------------------------------------------------- the driver
+
+
+@contextmanager
+def _driver(address: str | None, num_cpus: int | None, spec: JobSpec) -> Iterator[RaySession]:
+    """This process as a job's driver: connected to Ray, and ending its runs KILLED on
+    SIGTERM as on Ctrl-C."""
+    from runyard.launch import ray_session
+
+    with ray_session(address, num_cpus=num_cpus, dashboard=spec.resources.workers > 1) as session:
+        with sigterm_as_interrupt():  # after ray.init, which installs a SIGTERM handler of its own
+            yield session
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """`runyard stop`, the Jobs API and schedulers end a driver with SIGTERM: within this
+    block it raises KeyboardInterrupt like Ctrl-C, so the job's runs end KILLED instead of
+    staying RUNNING. Signals reach only the main thread; elsewhere this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _console(console: Console | None) -> Console:
+    if console is not None:
+        return console
+    from rich.console import Console
+
+    return Console()

@@ -1,0 +1,196 @@
+"""Reading finished jobs back: best, compare, promote."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from runyard.api.jobs import find_job
+from runyard.errors import UserError
+from runyard.spec import JobSpec, load_spec
+
+if TYPE_CHECKING:
+    from runyard.execute.ledger import Ledger
+    from runyard.tracking.results import Comparison, ConfigSummary
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """A job's configs ranked by their seed mean of `metric`, best first."""
+
+    job_id: str
+    run_id: str
+    spec: JobSpec
+    metric: str
+    mode: str  # max | min
+    rows: list[ConfigSummary]
+    sensitivity: list[dict[str, Any]]  # per swept parameter: rho, p, good region
+
+    @property
+    def best(self) -> ConfigSummary | None:
+        return self.rows[0] if self.rows else None
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """The trial that a sweep's best config ran as: enough to run it again."""
+
+    trial_id: str
+    seed: int
+    config: dict[str, Any]  # the workload's full config, swept values filled in
+    summary: ConfigSummary
+
+
+@dataclass(frozen=True)
+class Promoted:
+    path: Path
+    metric: str
+    best: ConfigSummary
+
+
+def best(job: str, metric: str | None = None) -> SweepReport:
+    """The job's configs by their mean over seeds of the last value of `metric` (default:
+    the sweep's), with which hyperparameters matter."""
+    from runyard import workloads
+    from runyard.execute.job import load_ledger_spec
+    from runyard.tracking.reconcile import reconcile
+    from runyard.tracking.results import config_summaries, sensitivity, trial_results
+    from runyard.tracking.store import client_for
+
+    ledger = find_job(job)
+    spec = load_ledger_spec(ledger)
+    metrics = workloads.get(spec.workload).metrics
+    metric = metric or (spec.sweep.metric if spec.sweep else next(iter(metrics)))
+    if metric not in metrics:
+        raise UserError(f"{spec.workload} does not report {metric!r}; it reports: "
+                        f"{', '.join(sorted(metrics))}")
+    mode = spec.sweep.mode if spec.sweep and metric == spec.sweep.metric else metrics[metric]
+    client = client_for(ledger.tracking_uri)
+    reconcile(client)
+    if spec.sweep is None:
+        from runyard.tracking.results import ConfigSummary
+
+        run = client.get_run(ledger.run_id)
+        value = run.data.metrics.get(metric)
+        rows = [] if value is None else [ConfigSummary(
+            sample=0, trial_id="t0000", run_id=ledger.run_id, label=spec.name, value=value,
+            std=0.0, ci=(value, value), seeds=1, values=[value], params=run.data.params)]
+    else:
+        rows = config_summaries(trial_results(client, ledger.run_id, metric), mode)
+    ranked = sensitivity(rows, {key: d.kind for key, d in spec.sweep.space.items()}) \
+        if spec.sweep is not None and len(rows) >= 3 else []
+    return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, rows, ranked)
+
+
+def best_trial(job: str) -> BestTrial:
+    """The best config of a finished sweep as the trial it ran as (config and seed)."""
+    from runyard.execute.job import planned_trials
+
+    report = best(job)
+    if report.best is None:
+        raise UserError(f"{report.job_id} has no finished trial reporting {report.metric} yet")
+    trial = next(t for t in planned_trials(find_job(job)) if t.trial_id == report.best.trial_id)
+    return BestTrial(trial.trial_id, trial.seed, trial.config, report.best)
+
+
+def compare(sides: list[str], metric: str | None = None, mode: str | None = None
+            ) -> tuple[str, str, list[tuple[str, list[float]]], list[Comparison]]:
+    """Each side is a job (its best config's values over seeds) or comma-separated MLflow run
+    ids (each run's last value of `metric`); the first side against each other one with
+    Welch's t-test. Returns (metric, mode, [(side name, values)], comparisons)."""
+    from runyard.tracking.results import welch
+
+    if len(sides) < 2:
+        raise UserError("compare needs at least two sides")
+    named = []
+    for text in sides:
+        name, values, side_metric, side_mode = _side(text, metric)
+        metric = metric or side_metric
+        mode = mode or side_mode
+        named.append((name, values))
+    mode = mode or "max"
+    first_name, first_values = named[0]
+    comparisons = [welch(metric, (first_name, name), first_values, values)
+                   for name, values in named[1:]]
+    return metric, mode, named, comparisons
+
+
+def _side(text: str, metric: str | None) -> tuple[str, list[float], str | None, str | None]:
+    """(name, values, metric, mode) of one side of a comparison."""
+    from runyard.execute.ledger import Ledger
+    from runyard.tracking.store import client_for, resolve_tracking_uri
+
+    if "," not in text:
+        try:
+            report = best(text, metric)
+        except UserError:
+            if not Ledger.folder(Path.cwd()).is_dir():
+                raise
+        else:
+            if report.best is None:
+                raise UserError(f"{text}: no finished trial reports {report.metric}")
+            return report.job_id, report.best.values, report.metric, report.mode
+    if metric is None:
+        raise UserError(f"{text}: give --metric when comparing runs by id")
+    client = client_for(resolve_tracking_uri(None, Path.cwd()))
+    values = []
+    for run_id in filter(None, text.split(",")):
+        try:
+            run = client.get_run(run_id)
+        except Exception as error:  # noqa: BLE001 — MLflow raises its own exception type
+            raise UserError(f"{run_id}: no such job or MLflow run ({error})") from None
+        if metric not in run.data.metrics:
+            raise UserError(f"run {run_id} has no metric {metric!r}")
+        values.append(run.data.metrics[metric])
+    name = text if len(text) <= 24 else f"{text[:21]}..."
+    return name, values, metric, None
+
+
+def promote(job: str, to: str | Path) -> Promoted:
+    """Write a sweep's best config back as a plain job spec that extends the sweep's own
+    spec file (or repeats it, when that file is gone); never overwrites."""
+    target = Path(to)
+    ledger = find_job(job)
+    if not ledger.is_sweep:
+        raise UserError(f"{ledger.sweep_id} is a plain job, not a sweep: nothing to promote")
+    if target.exists():
+        raise UserError(f"{target} exists; choose another --to (promote never overwrites)")
+    try:
+        chosen = best_trial(job)
+    except UserError:
+        raise UserError(f"{ledger.sweep_id} has no finished trial to promote") from None
+    report = chosen.summary
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in target.stem)
+    header = (f"# Promoted by `runyard promote` on {time.strftime('%Y-%m-%d')} from sweep\n"
+              f"# {ledger.sweep_id} (MLflow run {ledger.run_id}): best config by mean\n"
+              f"# {_objective(ledger, report)} (trial {report.trial_id}).\n")
+    body: dict[str, Any] = {}
+    base = Path(ledger.spec_path) if ledger.spec_path else None
+    if base is not None and base.is_file():
+        body["extends"] = os.path.relpath(base, target.resolve().parent)
+        body.update({"name": name, "sweep": None})
+    else:
+        body.update({k: v for k, v in ledger.spec.items() if k != "sweep"})
+        body["name"] = name
+    body.update({"seed": chosen.seed, "config": chosen.config})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(header + yaml.safe_dump(body, sort_keys=False))
+    promoted = load_spec(target)  # it must validate, and reproduce the trial's config
+    if promoted.config != chosen.config or promoted.sweep is not None:
+        target.unlink()
+        raise RuntimeError(f"{target} would not reproduce trial {chosen.trial_id}; please report this")
+    return Promoted(target, ledger.spec["sweep"]["metric"], report)
+
+
+def spread(row: ConfigSummary) -> str:
+    """" ± 0.012 over 3 seeds", or nothing for one seed."""
+    return f" ± {row.std:.3g} over {row.seeds} seeds" if row.seeds > 1 else ""
+
+
+def _objective(ledger: Ledger, row: ConfigSummary) -> str:
+    return f"{ledger.spec['sweep']['metric']} = {row.value:.6g}{spread(row)}"

@@ -1,0 +1,71 @@
+"""What a trial process is told about its trial: the contract between the driver, which plans
+the trials, and the trainable that Tune runs in another process.
+
+Tune carries a trial's config as plain data (it writes it into its experiment state as JSON,
+which `runyard explain` reads back), so the payload travels as a dict under the config key
+`trial`; every reader goes through `TrialPayload.of(config)` and gets typed fields, never
+string keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CONFIG_KEY = "trial"
+
+
+@dataclass(frozen=True)
+class StopConditions:
+    """The spec's `stop:` block: whichever condition is met first ends the trial."""
+
+    iterations: int | None = None
+    time_s: float | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)  # metric -> value to reach
+
+    def reached(self, directions: Mapping[str, str], iteration: int, elapsed_s: float,
+                metrics: Mapping[str, float]) -> bool:
+        """Whether a trial that just finished `iteration` should end."""
+        if self.iterations is not None and iteration >= self.iterations:
+            return True
+        if self.time_s is not None and elapsed_s >= self.time_s:
+            return True
+        for name, threshold in self.thresholds.items():
+            value = metrics.get(name)
+            if value is None:
+                continue
+            if (value >= threshold) if directions[name] == "max" else (value <= threshold):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class TrialPayload:
+    trial_id: str  # runyard's id (t0000 ...), which keys the trial's MLflow run
+    index: int  # position in the job's trial list
+    sample: int  # which sampled config; its seeds share it
+    label: str  # the swept values and seed, e.g. "x=0.3,seed=1"
+    seed: int
+    workload: str
+    config: dict[str, Any]  # the workload's config, swept values filled in
+    env: dict[str, Any] | None  # the spec's blocks, as plain data
+    data: dict[str, Any] | None
+    rollout: dict[str, Any] | None
+    resources: dict[str, Any]
+    stop: StopConditions
+    workdir: str  # the job's working dir (the project, on a cluster its submitted copy)
+    checkpoint_every: int
+    checkpoint_keep: int
+    storage: str  # where a data-parallel trial's Ray Train run keeps its state
+
+    def as_config(self) -> dict[str, Any]:
+        """The trial's Tune config."""
+        return {CONFIG_KEY: asdict(self)}
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> TrialPayload:
+        """The payload in a Tune config (a trial's `config`, or what a trainable receives)."""
+        fields = dict(config[CONFIG_KEY])
+        fields["stop"] = StopConditions(**fields["stop"])
+        return cls(**fields)

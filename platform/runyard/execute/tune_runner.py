@@ -1,0 +1,170 @@
+"""A job's trials as Ray Tune experiments: built new, restored, and fitted to the end.
+
+Every job is a sweep to Tune: a plain job is a sweep of one trial, with the workload's first
+metric as its objective, no retries and no scheduler (`SearchSettings.of`). What the job's
+MLflow records look like is decided elsewhere (execute/records.py); here nothing is tracked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from runyard.execute.ddp import run_ddp_trial
+from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload
+from runyard.execute.trainable import WorkloadTrainable
+from runyard.execute.tune_compat import replace_callbacks
+from runyard.plan import Trial, trial_bundles
+from runyard.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How Tune runs the job's trials; a plain job gets a one-trial sweep's."""
+
+    metric: str
+    mode: str  # max | min
+    max_concurrent: int | None
+    max_failures: int  # retries of a failed trial, from its last checkpoint
+    time_budget_s: float | None
+
+    @classmethod
+    def of(cls, spec: JobSpec, metrics: dict[str, str]) -> SearchSettings:
+        sweep = spec.sweep
+        if sweep is None:
+            metric = next(iter(metrics))
+            return cls(metric, metrics[metric], None, 0, None)
+        return cls(sweep.metric, sweep.mode, sweep.max_concurrent, sweep.max_failures,
+                   sweep.time_budget_s)
+
+
+@dataclass
+class FitResult:
+    interrupted: bool  # Ctrl-C or SIGTERM reached the driver
+    error: Exception | None  # the driver itself failed (not a trial)
+
+
+class TuneRunner:
+    def __init__(self, spec: JobSpec, settings: SearchSettings, workdir: Path,
+                 callbacks: list[Any]):
+        _quiet_tune()
+        self.spec = spec
+        self.settings = settings
+        self.workdir = workdir
+        self.callbacks = callbacks
+
+    def new(self, tune_path: str, trials: list[Trial]) -> tune.Tuner:
+        """A Tune experiment at `tune_path` running exactly `trials` (a grid over their
+        payloads: runyard draws the configs itself, so they never depend on Tune's RNG)."""
+        spec, settings, path = self.spec, self.settings, Path(tune_path)
+        payloads = [trial_payload(spec, t, self.workdir, path).as_config()[CONFIG_KEY]
+                    for t in trials]
+        return tune.Tuner(
+            self.trainable(),
+            param_space={CONFIG_KEY: tune.grid_search(payloads)},
+            tune_config=tune.TuneConfig(
+                num_samples=1,
+                max_concurrent_trials=settings.max_concurrent,
+                time_budget_s=settings.time_budget_s,
+                scheduler=_scheduler(spec),
+                reuse_actors=True,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=path.name,
+                storage_path=str(path.parent),
+                callbacks=self.callbacks,
+                verbose=0,
+                checkpoint_config=self.checkpoint_config(),
+                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            ),
+        )
+
+    def restored(self, tune_path: str, errored_only: bool) -> tune.Tuner:
+        """The experiment at `tune_path` again: its unfinished trials from their last
+        checkpoints, or (`errored_only`) just the ones that failed."""
+        tuner = tune.Tuner.restore(tune_path, self.trainable(), resume_unfinished=not errored_only,
+                                   resume_errored=errored_only)
+        replace_callbacks(tuner, self.callbacks)
+        return tuner
+
+    def fit(self, tuners: list[tune.Tuner]) -> FitResult:
+        """Run the experiments one after the other until each ends or the driver is stopped."""
+        try:
+            for tuner in tuners:
+                tuner.fit()
+        except KeyboardInterrupt:
+            return FitResult(interrupted=True, error=None)
+        except Exception as error:  # noqa: BLE001 — the caller records it on the runs and raises it
+            return FitResult(interrupted=False, error=error)
+        return FitResult(interrupted=False, error=None)
+
+    def trainable(self) -> Any:
+        bundles = trial_bundles(self.spec)
+        if self.spec.resources.workers > 1:
+            # Ray Train places the DDP workers itself; the trial holds only its driver bundle.
+            return tune.with_resources(run_ddp_trial, tune.PlacementGroupFactory(bundles[:1]))
+        return tune.with_resources(WorkloadTrainable, tune.PlacementGroupFactory(bundles))
+
+    def checkpoint_config(self) -> tune.CheckpointConfig:
+        keep = self.spec.checkpoint.keep
+        if self.spec.resources.workers > 1:
+            return tune.CheckpointConfig(num_to_keep=keep)  # the DDP loop checkpoints itself
+        return tune.CheckpointConfig(num_to_keep=keep, checkpoint_at_end=True,
+                                     checkpoint_frequency=self.spec.checkpoint.every)
+
+
+def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) -> TrialPayload:
+    """Everything a trial process needs (it crosses to another process)."""
+    return TrialPayload(
+        trial_id=trial.trial_id, index=trial.index, sample=trial.sample, label=trial.label,
+        seed=trial.seed, workload=spec.workload, config=trial.config,
+        env=spec.env.model_dump(mode="json") if spec.env else None,
+        data=dict(spec.data) if spec.data else None,
+        rollout=spec.rollout.model_dump(mode="json") if spec.rollout else None,
+        resources=spec.resources.model_dump(mode="json"),
+        stop=StopConditions(spec.stop.iterations, spec.stop.time_s, dict(spec.stop.thresholds)),
+        workdir=str(workdir), checkpoint_every=spec.checkpoint.every,
+        checkpoint_keep=spec.checkpoint.keep, storage=str(storage))
+
+
+def _trial_name(trial: Any) -> str:
+    return TrialPayload.of(trial.config).trial_id
+
+
+def _quiet_tune() -> None:
+    """runyard draws its own progress and keeps results in MLflow: Tune's console tables,
+    result files and advice about snapshot frequency would only bury it."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+def _scheduler(spec: JobSpec) -> Any:
+    if spec.sweep is None or spec.sweep.scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    from runyard.execute.schedulers import SeedMeanScheduler
+
+    sweep = spec.sweep
+    max_t = None
+    if sweep.scheduler.asha is not None:
+        asha = sweep.scheduler.asha
+        max_t = asha.max_t
+        rule = ASHAScheduler(time_attr="training_iteration", metric=sweep.metric, mode=sweep.mode,
+                             grace_period=asha.grace, max_t=asha.max_t,
+                             reduction_factor=asha.reduction_factor)
+    else:
+        rule = MedianStoppingRule(time_attr="training_iteration", metric=sweep.metric,
+                                  mode=sweep.mode, grace_period=sweep.scheduler.median.grace)
+    if sweep.seeds > 1:  # judge each config by its seed mean, and stop its seeds together
+        return SeedMeanScheduler(rule, sweep.seeds, sweep.metric, sweep.mode, max_t=max_t)
+    return rule

@@ -1,0 +1,34 @@
+"""Every MLflow tag runyard writes or reads, by name. Runs are found again by these tags (a
+resumed job re-attaches to its runs through TRIAL_ID and JOB_ID), so a name changes here or
+nowhere."""
+
+from __future__ import annotations
+
+PARENT = "mlflow.parentRunId"  # MLflow's own: what nests a child run under its parent
+
+# What a run is and where it came from
+KIND = "runyard.kind"  # run (a plain job), sweep (a sweep's parent), trial, preflight
+JOB_ID = "runyard.sweep_id"  # the runyard job id, on the job's run and every trial run
+TRIAL_ID = "runyard.trial_id"  # t0000 ...: the trial's key, stable across resumes
+SEED = "runyard.seed"
+SAMPLE = "runyard.sample"  # which sampled config; a config's seeds share it
+WORKLOAD = "runyard.workload"
+SPEC_NAME = "runyard.spec_name"
+SPEC_HASH = "runyard.spec_hash"
+GIT_COMMIT = "runyard.git_commit"
+VERSION = "runyard.version"
+
+# Who writes the job now (the reconciler marks runs of a dead driver FAILED)
+DRIVER = "runyard.driver"  # host:pid
+DRIVER_STARTED = "runyard.driver_started"  # the process's start time, against pid reuse
+RAY_JOB = "runyard.ray_job"  # the Jobs API submission whose driver writes the job, if any
+
+# How it ended
+ERROR = "runyard.error"  # the last line of the traceback
+STOPPED_BY = "runyard.stopped_by"  # why a trial ended early, e.g. "time budget"
+FAILED_TRIALS = "runyard.failed_trials"
+NOT_STARTED = "runyard.not_started"  # trials a time budget left unstarted
+BEST_TRIAL_ID = "runyard.best_trial_id"
+BEST_RUN_ID = "runyard.best_run_id"
+BEST_CONFIG = "runyard.best_config"
+PREFLIGHT_CHECK = "runyard.preflight.{check}"  # pass | FAIL, per preflight check
