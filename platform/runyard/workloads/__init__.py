@@ -20,7 +20,6 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
@@ -53,6 +52,8 @@ def available() -> list[str]:
 
 def entry_point_names() -> dict[str, str]:
     """Workloads registered by installed packages: name -> `module:Class`."""
+    from importlib import metadata  # scanning installed packages: only when a name needs it
+
     return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
