@@ -154,7 +154,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_package(source, "lab_installed")
     (source / "pyproject.toml").write_text(textwrap.dedent("""\
         [build-system]
-        requires = ["setuptools>=68"]
+        requires = ["setuptools>=70.1"]
         build-backend = "setuptools.build_meta"
 
         [project]
