@@ -276,8 +276,9 @@ def _check_workload_config(data: dict[str, Any], where: _Locator
         return None, [Problem(where(("workload",)), "workload", str(error))]
     problems = [
         Problem(where((block,)), block,
-                f"{name} does not read a {block}: block; remove it (it reads: "
-                f"{', '.join(workload_cls.blocks + ('resources',))})")
+                f"{name} does not read this block; remove it (it reads "
+                f"{', '.join(workload_cls.blocks + ('resources',))}; a workload class lists "
+                "the blocks it reads in `blocks`)")
         for block in ("env", "rollout", "data")
         if data.get(block) is not None and block not in workload_cls.blocks
     ]
