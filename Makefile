@@ -22,11 +22,25 @@ $(STAMP): pyproject.toml
 
 # The cluster tests start a throwaway PostgreSQL (the cluster's tracking backend): Debian's
 # package, installed here when missing (as root, as on CI; otherwise say what to run).
+# The browser test drives Debian's chromium, installed the same way (Playwright's own browser
+# download is not reachable from these machines).
 system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else echo "The tests need PostgreSQL: sudo apt-get install postgresql"; exit 1; fi; \
+	fi
+	@# The namespaced test hosts (`cluster local up --hosts N`) need ip (iproute2), unshare,
+	@# nsenter and mount (util-linux).
+	@if ! command -v ip >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux; \
+	  else echo "The namespaced-host tests need root and: sudo apt-get install iproute2 util-linux"; fi; \
+	fi
+	@if ! test -x /usr/bin/chromium; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "The tests need Chromium: sudo apt-get install chromium"; exit 1; fi; \
 	fi
 
 demo: $(STAMP)
@@ -35,7 +49,7 @@ demo: $(STAMP)
 	$(BIN)/runyard run jobs/digits_linear_sweep.yaml
 	$(BIN)/runyard ls
 	@echo
-	@echo "Open these runs in the MLflow UI:  $(BIN)/runyard ui   (then http://127.0.0.1:5000)"
+	@echo "Open these runs in the MLflow UI:  $(BIN)/runyard ui   (then the link it prints for an experiment)"
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest

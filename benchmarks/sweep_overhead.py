@@ -87,6 +87,7 @@ def through_runyard(trials: int, workdir: Path, uri: str) -> float:
     from rich.console import Console
 
     from runyard.execute.job import run_job
+    from runyard.execute.storage import Storage
     from runyard.plan import expand
     from runyard.spec import load_spec
 
@@ -95,7 +96,7 @@ def through_runyard(trials: int, workdir: Path, uri: str) -> float:
     spec = load_spec(spec_path)
     started = time.perf_counter()
     outcome = run_job(spec, expand(spec), uri, workdir,
-                      Console(file=open(os.devnull, "w")), storage_root=workdir / "results")
+                      Console(file=open(os.devnull, "w")), Storage(str(workdir / "results")))
     elapsed = time.perf_counter() - started
     assert outcome.status == "FINISHED", outcome
     return elapsed

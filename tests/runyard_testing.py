@@ -4,9 +4,12 @@ would type it. (A module of its own: several conftest.py files exist under tests
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from runyard.launch import local_cluster, netns_hosts
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
@@ -25,3 +28,54 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None
 
 def tracking_uri(directory: Path) -> str:
     return f"sqlite:///{directory / '.runyard' / 'mlflow.db'}"
+
+
+def ledgers(directory: Path, prefix: str = "") -> list:
+    """The ledgers of the jobs run from `directory` (its default storage, .runyard/) whose id
+    starts with `prefix`."""
+    from runyard.execute.ledger import Ledger
+    from runyard.execute.storage import Storage
+
+    storage = Storage.resolve(None, directory)
+    return [Ledger.load(storage.ledger_path(job_id)) for job_id in storage.ledger_ids()
+            if job_id.startswith(prefix)]
+
+
+def ledger_of(directory: Path, key: str):
+    """The ledger of job `key` (an id or an MLflow run id) run from `directory`."""
+    from runyard.execute.ledger import Ledger
+    from runyard.execute.storage import Storage
+
+    return Ledger.find(Storage.resolve(None, directory), key)
+
+
+# ---------------------------------------------------------------- namespaced hosts
+
+
+def namespaced_hosts_unavailable() -> str | None:
+    """Why namespaced hosts cannot be made here (None: they can). CI runs as root with
+    iproute2 and util-linux, so there the tests run rather than skip."""
+    if not os.uname().sysname == "Linux":
+        return "namespaced hosts need Linux network and mount namespaces"
+    if os.geteuid() != 0:
+        return "namespaced hosts need root (ip netns, mount and PID namespaces); CI runs as root"
+    missing = [tool for tool in (*netns_hosts.REQUIRED_TOOLS, "nsenter") if shutil.which(tool) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (apt-get install -y iproute2 util-linux)"
+    return None
+
+
+def leftovers_of(cluster: local_cluster.LocalCluster) -> list[str]:
+    """What of this cluster is still on the machine after `down` (empty when nothing is)."""
+    left = []
+    netns = set(netns_hosts.netns_names())
+    left += [f"netns {node.netns}" for node in cluster.nodes if node.netns in netns]
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    names = {node.root_veth for node in cluster.nodes} | {cluster.network.bridge}
+    left += [f"link {name}" for name in names if f" {name}:" in links or f" {name}@" in links]
+    mounts = Path("/proc/self/mountinfo").read_text()
+    left += [f"mount with {cluster.cluster_id}" for line in mounts.splitlines() if cluster.cluster_id in line]
+    left += [f"process {pid}" for pid in local_cluster.processes_with_marker(cluster.cluster_id)]
+    if Path(cluster.ray_temp_root).exists():
+        left.append(f"folder {cluster.ray_temp_root}")
+    return left

@@ -99,3 +99,8 @@ def test_a_sweep_from_python_returns_its_best_config_as_the_cli_prints_it(workdi
     assert (f"best: score={top.value:.4g} ± {top.std:.3g} over 2 seeds  {top.label}  "
             f"({top.trial_id})") in cli.stdout.splitlines()
     assert "FINISHED  job toy-cli  (MLflow run " in cli.stdout
+
+
+def test_every_name_the_api_lists_resolves():
+    for name in api.__all__:
+        assert getattr(api, name) is not None, name

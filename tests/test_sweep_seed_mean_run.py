@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import run_cli, tracking_uri
-from runyard.execute.ledger import Ledger
+from runyard_testing import ledger_of, run_cli, tracking_uri
 from runyard.tracking.plots import CURVES_FILE, OBJECTIVE_FILE, PARALLEL_FILE
 
 pytestmark = pytest.mark.slow
@@ -39,7 +38,7 @@ def test_seed_mean_asha_sweep_and_its_plots(workdir: Path):
     assert result.returncode == 0, result.stdout + result.stderr
 
     client = MlflowClient(tracking_uri(workdir))
-    ledger = Ledger.find(workdir, "seeded")
+    ledger = ledger_of(workdir, "seeded")
     parent = client.get_run(ledger.run_id)
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.`mlflow.parentRunId` = '{ledger.run_id}'")

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import RUNYARD, run_cli, tracking_uri
-from runyard.execute.ledger import Ledger
+from runyard_testing import RUNYARD, ledger_of, ledgers, run_cli, tracking_uri
 from runyard.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -75,7 +74,7 @@ def test_resume_after_sigkill_continues_every_trial_in_its_own_run(workdir: Path
     driver.wait()
 
     client = MlflowClient(tracking_uri(workdir))
-    ledger = Ledger.find(workdir, "killed")
+    ledger = ledger_of(workdir, "killed")
     before = children_of(client, ledger.run_id)
     assert any(run.info.status == "RUNNING" for run in before)
 
@@ -115,7 +114,7 @@ def test_rerun_failed_reruns_exactly_the_failed_trials(workdir: Path):
     assert "rerun-failed flaky" in first.stdout
 
     client = MlflowClient(tracking_uri(workdir))
-    ledger = Ledger.find(workdir, "flaky")
+    ledger = ledger_of(workdir, "flaky")
     runs = {r.data.tags["runyard.trial_id"]: r for r in children_of(client, ledger.run_id)}
     failed = sorted(t for t, r in runs.items() if r.info.status == "FAILED")
     finished = sorted(t for t, r in runs.items() if r.info.status == "FINISHED")
@@ -143,7 +142,7 @@ def test_extend_adds_trials_under_the_same_parent_and_promote_writes_the_best(wo
     assert result.returncode == 0, result.stdout + result.stderr
 
     client = MlflowClient(tracking_uri(workdir))
-    ledger = Ledger.find(workdir, "grow")
+    ledger = ledger_of(workdir, "grow")
     children = children_of(client, ledger.run_id)
     assert sorted(r.data.tags["runyard.trial_id"] for r in children) == [
         "t0000", "t0001", "t0002", "t0003", "t0004"]
@@ -175,7 +174,7 @@ def test_asha_stops_poor_trials_early(workdir: Path):
     result = run_cli("run", str(spec), "--id", "asha", cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     client = MlflowClient(tracking_uri(workdir))
-    ledger = Ledger.find(workdir, "asha")
+    ledger = ledger_of(workdir, "asha")
     iterations = {float(r.data.params["config.x"]): int(r.data.metrics["training_iteration"])
                   for r in children_of(client, ledger.run_id)}
     assert iterations[0.3] == 9  # the best config is never stopped
@@ -206,7 +205,7 @@ def test_queue_runs_by_priority_and_resumes_after_its_process_is_killed(workdir:
     listing = run_cli("queue", "ls", cwd=workdir).stdout
     assert listing.count("done") == 3
     client = MlflowClient(tracking_uri(workdir))
-    ledger = next(Ledger.load(p) for p in Ledger.folder(workdir).glob("high-*.json"))
+    ledger = ledgers(workdir, "high-")[0]
     (child,) = children_of(client, ledger.run_id)
     assert child.info.status == "FINISHED" and steps(client, child.info.run_id).count(1) == 1
 
@@ -230,8 +229,7 @@ def test_queue_starts_the_next_sweep_as_soon_as_the_cluster_has_room(workdir: Pa
 
     client = MlflowClient(tracking_uri(workdir))
     trial = {}
-    for path in Ledger.folder(workdir).glob("*.json"):
-        ledger = Ledger.load(path)
+    for ledger in ledgers(workdir):
         (child,) = children_of(client, ledger.run_id)
         assert child.info.status == "FINISHED"
         trial[ledger.sweep_id.split("-")[0]] = child.info
@@ -253,7 +251,7 @@ def test_stopping_the_queue_runner_stops_its_sweeps_and_requeues_them(workdir: P
     assert "stopped; `runyard queue run` resumes it" in output, output
 
     client = MlflowClient(tracking_uri(workdir))
-    ledger = next(Ledger.load(p) for p in Ledger.folder(workdir).glob("stopped-*.json"))
+    ledger = ledgers(workdir, "stopped-")[0]
     (child,) = children_of(client, ledger.run_id)
     assert child.info.status == "KILLED"
     assert client.get_run(ledger.run_id).info.status == "KILLED"
@@ -275,7 +273,7 @@ def test_time_budget_ends_running_trials_where_they_are_and_starts_no_more(workd
     assert "2 trial(s) never started" in result.stdout
 
     client = MlflowClient(tracking_uri(workdir))
-    parent = client.get_run(Ledger.load(Ledger.folder(workdir) / "budget.json").run_id)
+    parent = client.get_run(ledger_of(workdir, "budget").run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["runyard.not_started"] == "2"
     (child,) = children_of(client, parent.info.run_id)
     assert child.info.status == "FINISHED"

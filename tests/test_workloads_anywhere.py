@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import RUNYARD, run_cli, tracking_uri
-from runyard.execute.ledger import Ledger
+from runyard_testing import RUNYARD, ledger_of, run_cli, tracking_uri
 from runyard.spec import SpecError, load_spec
 
 HILL = '''\
@@ -141,7 +140,7 @@ def test_an_import_path_in_the_project_is_checked_like_a_built_in(project: Path)
 def test_a_workload_that_does_not_load_says_what_and_why_at_its_line(project: Path, workload: str,
                                                                       cause: str):
     found = problems_of(write_spec(project, workload))
-    assert f"lab.yaml:2: workload: " in found
+    assert "lab.yaml:2: workload: " in found
     assert cause in found, found
 
 
@@ -207,7 +206,7 @@ def children_of(client: MlflowClient, parent_id: str) -> list:
 
 def assert_tracked_like_a_built_in(workdir: Path, job_id: str, workload: str, iterations: int) -> None:
     client = MlflowClient(tracking_uri(workdir))
-    ledger = Ledger.find(workdir, job_id)
+    ledger = ledger_of(workdir, job_id)
     parent = client.get_run(ledger.run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["runyard.workload"] == workload

@@ -5,6 +5,8 @@ own `up()`, stops them with `down()` and then checks that no process of theirs i
 40-60 s up, 5 s down on 2 shared cores). `postgres` starts a
 PostgreSQL server on a free port in a temp dir (initdb + pg_ctl from the Debian package
 `postgresql`; as root they run as the `postgres` user) and removes it afterwards.
+`namespaced_hosts` starts the head and two workers as hosts that share nothing but a bridge
+and a storage folder (`up(hosts=3)`, root only; skipped with the reason elsewhere).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from runyard_testing import leftovers_of, namespaced_hosts_unavailable
 
 from runyard.launch import local_cluster
 from runyard.tracking.server import processes_in_group
@@ -111,3 +114,35 @@ def postgres() -> Postgres:
     finally:
         subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data_dir), "-m", "immediate", "-w", "stop"]), capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class HostsUnderTest(ClusterUnderTest):
+    """A cluster of namespaced hosts: the head and two workers (`up(hosts=3)`), each with its
+    own network, mount, UTS and PID namespaces; `storage` is mounted at the same path in all."""
+
+    @property
+    def storage(self) -> Path:
+        return Path(self.cluster.storage_dir)
+
+    def on_host(self, name: str, *command: str) -> subprocess.CompletedProcess:
+        return local_cluster.exec_on_host(self.cluster, name, list(command))
+
+
+@pytest.fixture(scope="session")
+def namespaced_hosts(tmp_path_factory) -> HostsUnderTest:
+    """The head and two worker hosts (1 CPU and {"gpu_node": 1} each; the head has 0 CPUs, as
+    on the cloud cluster), MLflow on the bridge, a storage folder shared by all. About 60-80 s
+    up on 2 shared cores; `down` is checked to leave nothing of it behind."""
+    reason = namespaced_hosts_unavailable()
+    if reason:
+        pytest.skip(reason)
+    state_dir = tmp_path_factory.mktemp("hosts")
+    printed: list[str] = []
+    cluster = local_cluster.up(hosts=3, resources={"gpu_node": 1}, state_dir=state_dir,
+                               storage_dir=tmp_path_factory.mktemp("storage"), echo=printed.append)
+    try:
+        yield HostsUnderTest(cluster, "\n".join(printed))
+    finally:
+        local_cluster.down(cluster, echo=lambda _: None)
+    assert leftovers_of(cluster) == []

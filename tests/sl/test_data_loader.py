@@ -94,3 +94,21 @@ def test_counts_match_the_plan_for_every_rank(synth_shards):
             loader = ShardLoader(synth_shards, "train", 24, shuffle=shuffle, rank=rank, world_size=3)
             assert loader.num_examples == len(loader._plan(0)[0])
             assert len(loader) == len(list(loader.batches(0)))
+
+
+def test_resident_ddp_ranks_hold_their_part_and_cover_each_epoch_once(synth_shards):
+    # 320 training images: 2 or 4 ranks, batches that divide each part, so nothing is dropped.
+    one_process = ShardLoader(synth_shards, "train", 16, seed=2)
+    everything = sorted(keys(torch.cat([b for epoch in (0, 1) for b, _ in one_process.batches(epoch)])))
+    for world, batch in ((2, 16), (4, 8)):
+        ranks = [ShardLoader(synth_shards, "train", batch, seed=2, rank=r, world_size=world,
+                             resident=True) for r in range(world)]
+        assert [len(r._resident_images) for r in ranks] == [320 // world] * world
+        for epoch in (0, 1):
+            seen = [keys(torch.cat([b for b, _ in r.batches(epoch)])) for r in ranks]
+            union = sorted(k for part in seen for k in part)
+            assert union == sorted(set(union)) == sorted(set(everything))  # each image once
+        streamed = ShardLoader(synth_shards, "train", batch, seed=2, rank=world - 1,
+                               world_size=world)
+        for (a, la), (b, lb) in zip(streamed.batches(1), ranks[-1].batches(1)):
+            assert torch.equal(a, b) and torch.equal(la, lb)

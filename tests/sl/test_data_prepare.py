@@ -113,6 +113,19 @@ def test_npz_release_round_trip(tmp_path):
         np.testing.assert_array_equal(labels, np.concatenate([l for _, l in expected[split]]))
 
 
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_pixels_are_mapped_when_stored_and_read_once_when_compressed(tmp_path, save):
+    from runyard.data.npz import load_batch, planar_to_hwc
+
+    images = np.random.default_rng(4).integers(0, 256, size=(6, 8, 8, 3), dtype=np.uint8)
+    save(tmp_path / "train_data_batch_1.npz", data=planar(images), labels=[1, 2, 3, 1, 2, 3])
+    header_only, labels, side = load_batch(tmp_path / "train_data_batch_1.npz", load_data=False)
+    assert header_only is None and side == 8 and labels.tolist() == [0, 1, 2, 0, 1, 2]
+    data, _, _ = load_batch(tmp_path / "train_data_batch_1.npz")
+    assert isinstance(data, np.memmap) == (save is np.savez)  # stored: a view of the file
+    np.testing.assert_array_equal(planar_to_hwc(data[2:5], side), images[2:5])
+
+
 def test_npz_with_zero_based_labels_is_refused(tmp_path):
     (tmp_path / "npz").mkdir()
     for name in ("train_data_batch_1.npz", "val_data.npz"):

@@ -1,6 +1,7 @@
 """DDP with 2 CPU processes (gloo) matches 1 process fed the same global batches.
 
-Each rank reads its own half of the data (ShardLoader rank/world_size); the single-process
+Each rank reads its own half of the data (ShardLoader rank/world_size; sl.linear holds its
+half resident, sl.convnet streams it); the single-process
 reference trains on the concatenation of both ranks' batches, so the two runs see the same
 global batch at every update. Without batch norm (sl.linear) the updates are the same up to
 float summation order; with batch norm (sl.convnet) each rank normalises with its own half's
@@ -24,9 +25,9 @@ from runyard.workloads.sl.linear import LinearClassifier
 STEPS = 3
 CASES = {
     "linear": (LinearClassifier, dict(batch_size=32, batches_per_step=1, optimizer="sgd",
-                                      lr=0.05, init_std=1e-3, weight_decay=1e-3)),
+                                      lr=0.05, init_std=1e-3, weight_decay=1e-3), True),
     "convnet": (ConvNetClassifier, dict(arch="wrn", depth=10, width=0.5, batch_size=32,
-                                        batches_per_step=1, lr=0.05, base_batch_size=None)),
+                                        batches_per_step=1, lr=0.05, base_batch_size=None), False),
 }
 
 
@@ -41,13 +42,21 @@ def ddp_worker(rank: int, world: int, port: int, shards: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     try:
-        for name, (workload_cls, config) in CASES.items():
+        sync_error = ""
+        try:  # SyncBatchNorm on CPU ranks would fail at the first forward; setup says why
+            ConvNetClassifier().setup(ConvNetClassifier.Config(**CASES["convnet"][1], sync_batchnorm=True),
+                                      WorkloadContext(seed=0, data={"path": shards}))
+        except ValueError as error:
+            sync_error = str(error)
+        for name, (workload_cls, config, resident) in CASES.items():
             workload = workload_cls()
             workload.setup(workload_cls.Config(**config),
-                           WorkloadContext(seed=0, data={"path": shards}))
+                           WorkloadContext(seed=0, data={"path": shards, "resident": resident}))
             history = [workload.step() for _ in range(STEPS)]
+            train = (workload.shards if name == "linear" else workload.data).train
+            held = len(train._resident_images) if resident else 0
             if rank == 0:
-                torch.save({"history": history,
+                torch.save({"history": history, "resident_rows": held, "sync_error": sync_error,
                             "params": [p.detach().clone() for p in workload.model.parameters()]},
                            f"{out}/{name}.pt")
     finally:
@@ -55,7 +64,7 @@ def ddp_worker(rank: int, world: int, port: int, shards: str, out: str) -> None:
 
 
 def single_process_reference(name, shards):
-    workload_cls, config = CASES[name]
+    workload_cls, config, _ = CASES[name]
     workload = workload_cls()
     workload.setup(workload_cls.Config(**config), WorkloadContext(seed=0, data={"path": shards}))
     halves = [ShardLoader(shards, "train", 16, seed=0, rank=r, world_size=2).batches(0)
@@ -82,6 +91,9 @@ def test_two_gloo_workers_match_one_process(synth_shards, tmp_path):
         reference, losses = single_process_reference(name, str(synth_shards))
         ddp_losses = [h["train_loss"] for h in ddp["history"]]
         assert ddp_losses == pytest.approx(losses, rel=tolerance), (name, ddp_losses, losses)
-        if name == "linear":
+        if name == "convnet":
+            assert ddp["sync_error"].startswith("config.sync_batchnorm:")
+        if name == "linear":  # resident: each of the 2 ranks holds half of the 320 images
+            assert ddp["resident_rows"] == 160
             for a, b in zip(ddp["params"], reference.model.parameters()):
                 assert torch.allclose(a, b.detach(), atol=1e-6)

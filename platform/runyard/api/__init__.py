@@ -18,8 +18,9 @@ from typing import Any
 
 _HOMES = {
     "runyard.api.jobs": ["ClusterJob", "Plan", "PreflightFailed", "PreflightReport", "Submission",
-                         "cluster_jobs", "continue_job", "explain", "extend", "find_job", "plan",
-                         "preflight", "rerun_failed", "resume", "run", "submit", "validate"],
+                         "cluster_jobs", "continue_job", "continue_on_cluster", "explain", "extend",
+                         "find_job", "is_jobs_url", "plan", "preflight", "rerun_failed", "resume",
+                         "run", "submit", "validate"],
     "runyard.api.requests": ["ContinueRequest", "RunRequest"],
     "runyard.api.sweeps": ["BestTrial", "Promoted", "SweepReport", "best", "best_trial",
                            "compare", "promote"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from runyard.execute.explain import Explanation
     from runyard.execute.ledger import Ledger
     from runyard.execute.outcome import JobOutcome
+    from runyard.execute.storage import Storage
     from runyard.launch import RaySession
     from runyard.tracking.listing import JobRow
 
@@ -100,7 +102,7 @@ def plan(path: str | Path, overrides: Sequence[str] = (), cluster_config: str | 
 def preflight(path: str | Path, overrides: Sequence[str] = (), tracking_uri: str | None = None
               ) -> PreflightReport:
     """The Recipe's checks on the spec's model and data, recorded as an MLflow run."""
-    from runyard.plan.preflight import has_preflight
+    from runyard.execute.preflight import has_preflight
     from runyard.tracking.store import resolve_tracking_uri
 
     planned = plan(path, overrides)
@@ -110,11 +112,13 @@ def preflight(path: str | Path, overrides: Sequence[str] = (), tracking_uri: str
     return _preflight(planned.spec, resolve_tracking_uri(tracking_uri, Path.cwd()))
 
 
-def _preflight(spec: JobSpec, uri: str) -> PreflightReport:
-    from runyard.plan.preflight import run_preflight
+def _preflight(spec: JobSpec, uri: str, as_trial: bool = False) -> PreflightReport:
+    """The checks, in this process or (`as_trial`, inside a driver) in a Ray task of one
+    trial's size; recorded as an MLflow run."""
+    from runyard.execute.preflight import run_preflight, run_preflight_as_trial
     from runyard.tracking.preflight import record_preflight
 
-    checks = run_preflight(spec)
+    checks = run_preflight_as_trial(spec) if as_trial else run_preflight(spec)
     run_id = record_preflight(uri, spec, checks)
     return PreflightReport(spec.name, spec.workload, checks, run_id)
 
@@ -133,70 +137,112 @@ def run(spec: str | Path | RunRequest, overrides: Sequence[str] = (), *,
     A sweep of a workload with preflight checks runs them first (`on_preflight` sees the
     report) and raises PreflightFailed without starting when one fails."""
     from runyard.execute.job import run_job
-    from runyard.plan.preflight import has_preflight
+    from runyard.execute.preflight import has_preflight
     from runyard.tracking.store import resolve_tracking_uri
+
+    from runyard.execute.storage import Storage
 
     request = spec if isinstance(spec, RunRequest) else RunRequest(
         str(spec), tuple(overrides), **options)
+    refuse_jobs_url(request.address, "run", "runyard submit SPEC --address URL")
     planned = plan(request.spec, request.overrides, request.cluster_config)
     job = planned.spec
     workdir = Path.cwd()
     uri = resolve_tracking_uri(request.tracking_uri, workdir)
-    with _driver(request.address, request.num_cpus, job) as session:
+    storage = Storage.resolve(request.storage, workdir)
+    with _driver(request.address, request.num_cpus, job, storage) as session:
         check_feasible(job, planned.trials, session.nodes + planned.capacity)
         if job.sweep is not None and not request.skip_preflight and has_preflight(job):
-            report = _preflight(job, uri)
+            report = _preflight(job, uri, as_trial=True)
             if on_preflight is not None:
                 on_preflight(report)
             if not report.passed:
                 raise PreflightFailed(report)
-        return run_job(job, planned.trials, uri, workdir, _console(console),
+        return run_job(job, planned.trials, uri, workdir, _console(console), storage,
                        job_id=request.job_id, spec_path=Path(request.spec))
 
 
-def resume(job: str, *, address: str | None = None, num_cpus: int | None = None,
-           console: Console | None = None) -> JobOutcome:
+def resume(job: str, *, console: Console | None = None, **options: Any) -> JobOutcome:
     """Continue a job whose driver died: every unfinished trial from its last checkpoint,
-    in the MLflow runs it already has."""
-    return continue_job(ContinueRequest(job, "resume", address=address, num_cpus=num_cpus), console)
+    in the MLflow runs it already has. `options`: ContinueRequest's address, num_cpus,
+    storage."""
+    return continue_job(ContinueRequest(job, "resume", **options), console)
 
 
-def rerun_failed(job: str, *, address: str | None = None, num_cpus: int | None = None,
-                 console: Console | None = None) -> JobOutcome:
+def rerun_failed(job: str, *, console: Console | None = None, **options: Any) -> JobOutcome:
     """Run again only the trials of a job that failed, each in its own run."""
-    return continue_job(ContinueRequest(job, "rerun-failed", address=address, num_cpus=num_cpus),
-                        console)
+    return continue_job(ContinueRequest(job, "rerun-failed", **options), console)
 
 
-def extend(job: str, samples: int, *, address: str | None = None, num_cpus: int | None = None,
-           console: Console | None = None) -> JobOutcome:
+def extend(job: str, samples: int, *, console: Console | None = None, **options: Any) -> JobOutcome:
     """Add `samples` configs to a sweep, under the same parent run."""
-    return continue_job(ContinueRequest(job, "extend", samples=samples, address=address,
-                                        num_cpus=num_cpus), console)
+    return continue_job(ContinueRequest(job, "extend", samples=samples, **options), console)
 
 
 def continue_job(request: ContinueRequest, console: Console | None = None) -> JobOutcome:
+    """resume, rerun-failed or extend, with this process as the job's driver (joining the
+    cluster at a GCS address, or on an embedded Ray). A job that ran on a cluster is
+    continued there instead, from its storage: `continue_on_cluster`."""
     from runyard.execute.job import extend_job, load_ledger_spec, resume_job
     from runyard.tracking.reconcile import reconcile
     from runyard.tracking.store import client_for
 
-    if request.action == "extend" and (request.samples is None or request.samples < 1):
-        raise UserError("--samples must be at least 1")
-    ledger = find_job(request.job)
+    _check_samples(request)
+    refuse_jobs_url(request.address, request.action, "continue_on_cluster")
+    ledger = find_job(request.job, request.storage)
     spec = load_ledger_spec(ledger)
     reconcile(client_for(ledger.tracking_uri))
-    with _driver(request.address, request.num_cpus, spec) as session:
+    with _driver(request.address, request.num_cpus, spec, _storage_of(ledger)) as session:
         check_feasible(spec, expand(spec), session.nodes)
         if request.action == "extend":
             return extend_job(ledger, request.samples, _console(console))
         return resume_job(ledger, _console(console), errored_only=request.action == "rerun-failed")
 
 
-def find_job(key: str) -> Ledger:
-    """The job whose id or MLflow run id is `key`, from this working dir's ledgers."""
-    from runyard.execute.ledger import Ledger
+def continue_on_cluster(request: ContinueRequest) -> Submission:
+    """resume, rerun-failed or extend a job that ran on a cluster, from the laptop: a new
+    driver is submitted through the Jobs API at `request.address`; it finds the job's ledger
+    and Tune state in the cluster's storage (the laptop needs no access to it) and goes on
+    in the same MLflow runs."""
+    _check_samples(request)
+    driver = ContinueRequest(request.job, request.action, samples=request.samples,
+                             storage=request.storage)
+    job_id = f"{request.job}-{request.action}-{time.strftime('%H%M%S')}"
+    return _submit_driver(driver.argv(), request.address, job_id, request.job,
+                          {"runyard_continues": request.job})
 
-    return Ledger.find(Path.cwd(), key)
+
+def _check_samples(request: ContinueRequest) -> None:
+    if request.action == "extend" and (request.samples is None or request.samples < 1):
+        raise UserError("--samples must be at least 1")
+
+
+def find_job(key: str, storage: str | None = None) -> Ledger:
+    """The job whose id or MLflow run id is `key`, from the ledgers in `storage` (default:
+    RUNYARD_STORAGE, else this working dir's .runyard/)."""
+    from runyard.execute.ledger import Ledger
+    from runyard.execute.storage import Storage
+
+    return Ledger.find(Storage.resolve(storage, Path.cwd()), key)
+
+
+def _storage_of(ledger: Ledger) -> Storage:
+    from runyard.execute.storage import Storage
+
+    return Storage(ledger.storage)
+
+
+def is_jobs_url(address: str | None) -> bool:
+    """--address names a cluster either by its Jobs API (http://host:8265), where a driver is
+    submitted to run, or by its GCS (host:6379), which this process joins as the driver."""
+    return bool(address) and address.startswith(("http://", "https://"))
+
+
+def refuse_jobs_url(address: str | None, command: str, instead: str) -> None:
+    if is_jobs_url(address):
+        raise UserError(f"--address {address} is a Jobs API URL: `{command}` joins a cluster as "
+                        f"its driver and needs its GCS address (host:6379); to run the driver on "
+                        f"the cluster, use {instead}")
 
 
 def explain(job: str, address: str | None = None) -> Explanation:
@@ -216,43 +262,57 @@ def explain(job: str, address: str | None = None) -> Explanation:
 
 def submit(spec: str | Path, overrides: Sequence[str] = (), *, address: str | None = None,
            job_id: str | None = None, tracking_uri: str | None = None,
-           cluster_config: str | None = None) -> Submission:
+           cluster_config: str | None = None, storage: str | None = None) -> Submission:
     """Plan the job here, then run it on a Ray cluster through the Jobs API: the project
     travels as the job's working dir, this runyard travels with it (so the driver and every
     trial run the code that was submitted, not what a node has installed), and `runyard run`
-    is its driver on the head node."""
-    import shlex
-
-    import runyard
-
+    is its driver on the head node. `storage` is where its state lives on the cluster
+    (default: the cluster's RUNYARD_STORAGE)."""
     from runyard.execute.job import new_job_id
-    from runyard.execute.records import SUBMISSION_ENV
-    from runyard.launch import jobs_api
 
+    if address and not is_jobs_url(address):
+        raise UserError(f"--address {address}: submit talks to the cluster's Jobs API; give its "
+                        "URL, e.g. http://HEAD:8265 (host:port alone is a GCS address)")
     planned = validate(spec, overrides)
     project = Path.cwd().resolve()
     relative = in_project(spec, project)
-    capacity = None
     if cluster_config is not None:
         # Refused here, before anything is submitted; the driver checks again, live nodes
         # and node types together, once it runs on the cluster.
-        capacity = cluster_config_nodes(cluster_config)
-        check_feasible(planned.spec, planned.trials, capacity)
+        check_feasible(planned.spec, planned.trials, cluster_config_nodes(cluster_config))
     job_id = job_id or new_job_id(planned.spec)
     driver = RunRequest(
         str(relative), tuple(overrides), job_id=job_id, tracking_uri=tracking_uri,
-        cluster_config=str(in_project(cluster_config, project)) if cluster_config else None)
-    # `runyard stop` sends the driver SIGTERM; it then needs a few seconds to end its runs
-    # KILLED and flush their metrics before Ray's default 3 s grace turns into SIGKILL.
-    # The driver tags its runs with its submission id, by which the laptop judges them.
-    grace = {"RAY_JOB_STOP_WAIT_TIME_S": "30", SUBMISSION_ENV: job_id}
-    entrypoint = shlex.join(["python", "-m", "runyard.cli.main", *driver.argv()])
-    shipped = (Path(runyard.__file__).parent,)
-    submitted = jobs_api.submit(entrypoint, address, project, grace, py_modules=shipped,
-                                submission_id=job_id,
-                                metadata={"runyard_spec": str(relative),
-                                          "runyard_trials": str(len(planned.trials))})
-    return Submission(job_id, planned.spec.name, submitted.address, len(planned.trials), submitted.skipped_large_files)
+        cluster_config=str(in_project(cluster_config, project)) if cluster_config else None,
+        storage=storage)
+    submitted = _submit_driver(driver.argv(), address, job_id, planned.spec.name,
+                               {"runyard_spec": str(relative),
+                                "runyard_trials": str(len(planned.trials))})
+    return Submission(job_id, planned.spec.name, submitted.address, len(planned.trials),
+                      submitted.skipped_large_files)
+
+
+def _submit_driver(argv: list[str], address: str | None, job_id: str, name: str,
+                   metadata: dict[str, str]) -> Submission:
+    """`runyard ARGV` as a job's driver on the cluster, with the project and this runyard."""
+    import shlex
+
+    import runyard
+    from runyard.execute.records import SUBMISSION_ENV
+    from runyard.launch import jobs_api
+
+    env = {
+        # `runyard stop` sends the driver SIGTERM; it then needs a few seconds to end its
+        # runs KILLED and flush their metrics before Ray's default 3 s grace turns into SIGKILL.
+        "RAY_JOB_STOP_WAIT_TIME_S": "30",
+        # The driver tags its runs with its submission id, by which the laptop judges them.
+        SUBMISSION_ENV: job_id,
+    }
+    entrypoint = shlex.join(["python", "-m", "runyard.cli.main", *argv])
+    submitted = jobs_api.submit(entrypoint, address, Path.cwd().resolve(), env,
+                                py_modules=(Path(runyard.__file__).parent,),
+                                submission_id=job_id, metadata=metadata)
+    return Submission(job_id, name, submitted.address, 0, submitted.skipped_large_files)
 
 
 @dataclass(frozen=True)
@@ -322,12 +382,17 @@ def in_project(path: str | Path, project: Path) -> Path:
 
 
 @contextmanager
-def _driver(address: str | None, num_cpus: int | None, spec: JobSpec) -> Iterator[RaySession]:
-    """This process as a job's driver: connected to Ray, and ending its runs KILLED on
-    SIGTERM as on Ctrl-C."""
+def _driver(address: str | None, num_cpus: int | None, spec: JobSpec, storage: Storage
+            ) -> Iterator[RaySession]:
+    """This process as a job's driver: connected to Ray, its storage writable from every
+    node, and ending its runs KILLED on SIGTERM as on Ctrl-C."""
+    from runyard.execute.storage import check_every_node_shares, check_writable
     from runyard.launch import ray_session
 
+    check_writable(storage)
     with ray_session(address, num_cpus=num_cpus, dashboard=spec.resources.workers > 1) as session:
+        if not session.embedded:
+            check_every_node_shares(storage)
         with sigterm_as_interrupt():  # after ray.init, which installs a SIGTERM handler of its own
             yield session
 

@@ -28,13 +28,14 @@ class RunRequest:
     tracking_uri: str | None = None
     cluster_config: str | None = None  # a launcher config whose node types count as capacity
     skip_preflight: bool = False
+    storage: str | None = None  # where the job's state lives (default: RUNYARD_STORAGE, else .runyard/)
 
     def argv(self) -> list[str]:
         """The arguments after `runyard` that make the same request."""
         args = ["run", self.spec, *_sets(self.overrides)]
         args += _option("--id", self.job_id) + _option("--address", self.address)
         args += _option("--num-cpus", self.num_cpus) + _option("--tracking-uri", self.tracking_uri)
-        args += _option("--cluster-config", self.cluster_config)
+        args += _option("--cluster-config", self.cluster_config) + _option("--storage", self.storage)
         return args + (["--skip-preflight"] if self.skip_preflight else [])
 
 
@@ -47,12 +48,14 @@ class ContinueRequest:
     samples: int | None = None  # extend: configs to add
     address: str | None = None
     num_cpus: int | None = None
+    storage: str | None = None
 
     def argv(self) -> list[str]:
         args = [self.action, self.job]
         if self.action == "extend":
             args += _option("--samples", self.samples)
-        return args + _option("--address", self.address) + _option("--num-cpus", self.num_cpus)
+        args += _option("--address", self.address) + _option("--num-cpus", self.num_cpus)
+        return args + _option("--storage", self.storage)
 
 
 def _sets(overrides: tuple[str, ...]) -> list[str]:

@@ -64,7 +64,8 @@ def best(job: str, metric: str | None = None) -> SweepReport:
 
     ledger = find_job(job)
     spec = load_ledger_spec(ledger)
-    metrics = workloads.get(spec.workload).metrics
+    workload_cls = workloads.get(spec.workload)
+    metrics = workload_cls.declared_metrics(workload_cls.Config.model_validate(spec.config))
     metric = metric or (spec.sweep.metric if spec.sweep else next(iter(metrics)))
     if metric not in metrics:
         raise UserError(f"{spec.workload} does not report {metric!r}; it reports: "
@@ -122,14 +123,14 @@ def compare(sides: list[str], metric: str | None = None, mode: str | None = None
 
 def _side(text: str, metric: str | None) -> tuple[str, list[float], str | None, str | None]:
     """(name, values, metric, mode) of one side of a comparison."""
-    from runyard.execute.ledger import Ledger
+    from runyard.execute.storage import Storage
     from runyard.tracking.store import client_for, resolve_tracking_uri
 
     if "," not in text:
         try:
             report = best(text, metric)
         except UserError:
-            if not Ledger.folder(Path.cwd()).is_dir():
+            if not Storage.resolve(None, Path.cwd()).ledger_ids():
                 raise
         else:
             if report.best is None:

@@ -1,6 +1,7 @@
 """CLI: clusters (local and cloud), the tracking server, and jobs on a cluster.
 
     runyard cluster local up [--workers N] [--resources JSON]   a secured Ray cluster on this machine
+    runyard cluster local up --hosts N                          ... each node its own host (root)
     runyard cluster local down | status
     runyard cluster up | down | status [--config cluster.yaml]  the cloud cluster (ray up/down)
     runyard tracking serve [--backend URI]                      basic-auth MLflow server (foreground)
@@ -83,20 +84,34 @@ def _add_cluster(subparsers) -> None:
             "status/logs/stop find it there. The MLflow admin is MLFLOW_TRACKING_USERNAME /\n"
             "MLFLOW_TRACKING_PASSWORD when set, else 'admin' with a random password kept 0600\n"
             "in <state-dir>/tracking_password. Jobs on the cluster log to this server.\n\n"
+            "--hosts N (root, Linux) runs N hosts instead -- the head and N-1 workers -- each\n"
+            "with its own network namespace on a bridge in 198.18.0.0/15 (no route elsewhere),\n"
+            "hostname, /tmp, home and processes, the checkout hidden, runyard installed on it\n"
+            "from a wheel built now, and --storage-dir mounted at the same path on every host.\n"
+            "This machine then reaches the cluster only through the Jobs API\n"
+            "(http://<head>:8265) and MLflow (on the bridge), like a laptop. The head has\n"
+            "0 CPUs by default, as in cluster.yaml: trials run on worker hosts.\n\n"
             "examples:\n"
             "  runyard cluster local up\n"
             "  runyard cluster local up --workers 3 --resources '{\"gpu_node\": 1}'\n"
+            "  sudo runyard cluster local up --hosts 3 --storage-dir /srv/runyard-storage\n"
             "  runyard cluster local up --tracking-backend postgresql://mlflow:PW@127.0.0.1:5432/mlflow\n"
         ),
     )
-    up.add_argument("--workers", type=int, default=2, help="worker nodes besides the head (default 2)")
+    up.add_argument("--workers", type=int, default=None, help="worker nodes besides the head (default 2)")
+    up.add_argument("--hosts", type=int, default=None, metavar="N",
+                    help="N namespaced hosts in all: the head and N-1 workers (root only)")
+    up.add_argument("--storage-dir", default=None, metavar="DIR",
+                    help="with --hosts: the folder every host sees at the same path (default <state-dir>/storage)")
+    up.add_argument("--hosts-root", default=None, metavar="DIR",
+                    help="with --hosts: where each host's private /tmp and home live (default /var/tmp/runyard-hosts)")
     up.add_argument(
         "--resources",
         default=None,
         metavar="JSON",
         help='custom resources per worker: one object for all ({"gpu_node": 1}, the default) or a list, one per worker',
     )
-    up.add_argument("--head-cpus", type=int, default=2, help="logical CPUs of the head node (default 2)")
+    up.add_argument("--head-cpus", type=int, default=None, help="logical CPUs of the head node (default 2; 0 with --hosts)")
     up.add_argument("--worker-cpus", type=int, default=1, help="logical CPUs of each worker (default 1)")
     up.add_argument("--tracking-backend", default=None, metavar="URI", help="MLflow backend (default SQLite in the state dir)")
     up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"where state, secrets and logs live (default {DEFAULT_STATE_DIR})")
@@ -149,6 +164,9 @@ def _local_up(args) -> int:
 
     local_cluster.up(
         workers=args.workers,
+        hosts=args.hosts,
+        storage_dir=args.storage_dir,
+        **({"hosts_root": args.hosts_root} if args.hosts_root else {}),
         resources=_parse_resources(args.resources),
         state_dir=args.state_dir,
         head_cpus=args.head_cpus,
@@ -177,9 +195,12 @@ def _local_status(args) -> int:
     except OSError as error:
         print(f"nodes: cannot reach the head ({error})", file=sys.stderr)
         return EXIT_FAILED
+    if cluster.network is not None:
+        print(f"hosts on bridge:      {cluster.network.bridge} ({cluster.network.subnet}); shared storage {cluster.storage_dir}")
     print(f"nodes alive: {alive} of {len(cluster.nodes)}")
     for node in cluster.nodes:
-        print(f"  {node.name:10s} cpus={node.num_cpus} resources={json.dumps(node.resources)}")
+        where = f" {node.address:15s}" if node.address else ""
+        print(f"  {node.name:10s}{where} cpus={node.num_cpus} resources={json.dumps(node.resources)}")
     return EXIT_OK if alive == len(cluster.nodes) else EXIT_FAILED
 
 

@@ -1,10 +1,9 @@
 """Commands that start, continue and list jobs: validate, run, resume, rerun-failed, extend,
-ls, ui."""
+ls."""
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +12,7 @@ from rich.console import Console
 
 from runyard import api
 from runyard.api.requests import ContinueRequest, RunRequest
-from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UserError
+from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
@@ -63,6 +62,7 @@ EPILOG_RESUME = """\
 examples:
   runyard resume digits-linear-sweep-20261123-030516
   runyard resume 1fd447c0a1b04c80963c4db66bbf207f        # the sweep's MLflow run id
+  runyard resume JOB --address http://HEAD:8265         # a submitted job, continued on its cluster
 
 Continues a job whose driver died (killed, machine lost, Ctrl-C): every unfinished trial goes
 on from its last checkpoint (set checkpoint.every in the spec), writing to the MLflow run it
@@ -111,10 +111,11 @@ def add_commands(commands: Commands) -> None:
     submit.add_argument("--tracking-uri", help="tracking URI the driver uses (default: the "
                                                "cluster's own MLflow server)")
     add_cluster_config(submit)
+    add_storage(submit)
 
     resume = commands.add("resume", "continue a job whose driver died", EPILOG_RESUME, cmd_continue)
     resume.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
-    add_cluster(resume)
+    add_cluster(resume, continues=True)
 
     rerun = commands.add("rerun-failed", "run again only the trials of a job that failed",
                          "examples:\n  runyard rerun-failed digits-linear-sweep-20261123-030516\n\n"
@@ -122,7 +123,7 @@ def add_commands(commands: Commands) -> None:
                          "if it had none)\nin the MLflow run it already has; nothing else runs.\n",
                          cmd_continue)
     rerun.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
-    add_cluster(rerun)
+    add_cluster(rerun, continues=True)
 
     extend = commands.add("extend", "add trials to a finished sweep, under the same parent run",
                           "examples:\n  runyard extend digits-linear-sweep-20261123-030516 "
@@ -130,7 +131,7 @@ def add_commands(commands: Commands) -> None:
                           "the sweep's first trials never change.\n", cmd_continue)
     extend.add_argument("job", metavar="SWEEP", help="sweep id, or its MLflow parent run id")
     extend.add_argument("--samples", type=int, required=True, help="configs to add")
-    add_cluster(extend)
+    add_cluster(extend, continues=True)
 
     ls = commands.add("ls", "list recent jobs and sweeps from MLflow",
                       "examples:\n  runyard ls\n  runyard ls --experiment digits --limit 5\n\n"
@@ -142,13 +143,6 @@ def add_commands(commands: Commands) -> None:
     ls.add_argument("--address", help="with --cluster: Jobs API address (default: RAY_ADDRESS, "
                                       "else `cluster local up`'s)")
     add_tracking(ls)
-
-    ui = commands.add("ui", "open the MLflow UI on runyard's tracking store",
-                      "examples:\n  runyard ui\n  runyard ui --port 5001\n", cmd_ui)
-    ui.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default: 127.0.0.1, this machine only)")
-    ui.add_argument("--port", type=int, default=5000)
-    add_tracking(ui)
 
 
 def add_set(parser: argparse.ArgumentParser) -> None:
@@ -169,11 +163,22 @@ def add_cluster_config(parser: argparse.ArgumentParser) -> None:
                              "against the node types it can start too, not only live nodes")
 
 
-def add_cluster(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, "
-                                          "else start an embedded Ray in this process)")
+def add_cluster(parser: argparse.ArgumentParser, continues: bool = False) -> None:
+    where = ("; or its Jobs API URL http://HEAD:8265, to continue the job on the cluster "
+             "from the cluster's storage" if continues else "")
+    parser.add_argument("--address", help="the Ray cluster: its GCS address host:6379 joins it "
+                                          f"with this process as the driver{where} (default: "
+                                          "RAY_ADDRESS, else an embedded Ray in this process)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    add_storage(parser)
     add_tracking(parser)
+
+
+def add_storage(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", metavar="PATH_OR_URI",
+                        help="where the job's state lives (ledger, Tune state, checkpoints): a "
+                             "path every node mounts, or s3://bucket/prefix (default: "
+                             "RUNYARD_STORAGE, else .runyard/ here)")
 
 
 # ------------------------------------------------------------------------------- commands
@@ -183,13 +188,14 @@ def run_request(args: argparse.Namespace) -> RunRequest:
     """`runyard run`'s flags as the API's request (RunRequest.argv() turns it back)."""
     return RunRequest(args.spec, tuple(args.overrides), job_id=args.job_id, address=args.address,
                       num_cpus=args.num_cpus, tracking_uri=args.tracking_uri,
-                      cluster_config=args.cluster_config, skip_preflight=args.skip_preflight)
+                      cluster_config=args.cluster_config, skip_preflight=args.skip_preflight,
+                      storage=args.storage)
 
 
 def continue_request(args: argparse.Namespace) -> ContinueRequest:
     """`runyard resume | rerun-failed | extend`'s flags as the API's request."""
     return ContinueRequest(args.job, args.command, samples=getattr(args, "samples", None),
-                           address=args.address, num_cpus=args.num_cpus)
+                           address=args.address, num_cpus=args.num_cpus, storage=args.storage)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -230,7 +236,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     submitted = api.submit(args.spec, args.overrides, address=args.address, job_id=args.job_id,
-                           tracking_uri=args.tracking_uri, cluster_config=args.cluster_config)
+                           tracking_uri=args.tracking_uri, cluster_config=args.cluster_config,
+                           storage=args.storage)
     trials = submitted.trials
     print(f"submitted {submitted.job_id}: {submitted.name} ({trials} trial{'s' if trials != 1 else ''}) "
           f"to {submitted.address}")
@@ -263,9 +270,18 @@ def render_preflight(console: Console, report: api.PreflightReport) -> None:
 
 
 def cmd_continue(args: argparse.Namespace) -> int:
-    """resume, rerun-failed and extend."""
+    """resume, rerun-failed and extend: here, or (a Jobs API address) by a driver submitted
+    to the cluster, which finds the job in the cluster's storage."""
+    request = continue_request(args)
+    if api.is_jobs_url(request.address):
+        submitted = api.continue_on_cluster(request)
+        print(f"submitted {submitted.job_id}: {request.action} of {request.job} on "
+              f"{submitted.address}")
+        print(f"follow it: runyard logs {submitted.job_id} -f    status: runyard status "
+              f"{submitted.job_id}")
+        return EXIT_OK
     console = Console()
-    outcome = api.continue_job(continue_request(args), console)
+    outcome = api.continue_job(request, console)
     print_outcome(console, outcome)
     return outcome.exit_code
 
@@ -322,18 +338,3 @@ def _ls_cluster(args: argparse.Namespace) -> int:
     console.print(table if jobs else "no jobs on this cluster yet")
     return EXIT_OK
 
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    from runyard.tracking.store import artifact_root, is_embedded, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
-    if not is_embedded(uri):
-        raise UserError(f"{uri} is a tracking server already: open it in a browser")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--default-artifact-root", artifact_root(uri),
-               "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on {uri}\n  http://{args.host}:{args.port}   (Ctrl-C to stop)", flush=True)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return EXIT_OK

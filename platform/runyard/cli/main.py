@@ -12,7 +12,7 @@ import sys
 from typing import Callable
 
 from runyard import __version__
-from runyard.cli import cluster, data, explain, jobs, queue, sweeps, workloads
+from runyard.cli import cluster, data, explain, jobs, queue, sweeps, ui, workloads
 from runyard.errors import EXIT_INVALID, RunFailed, UserError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"runyard {__version__}")
     commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
-    for module in (jobs, sweeps, queue, explain, workloads):
+    for module in (jobs, sweeps, queue, explain, workloads, ui):
         module.add_commands(commands)
     cluster.add_cluster_commands(commands.subparsers)
     data.add_data_commands(commands.subparsers)

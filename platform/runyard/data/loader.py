@@ -2,11 +2,14 @@
 
 An epoch is planned before any pixel is read, from (seed, epoch) alone:
 
-1. shard order: a seeded permutation of the split's shards (training), file order otherwise;
-2. rank split: the concatenated rows are cut into `world_size` contiguous, equal parts (the
-   last few rows of an epoch, fewer than world_size, are dropped in training so that every
-   rank runs the same number of steps); a rank therefore reads only its own ~1/world of the
-   shards, which keeps streaming I/O proportional to its share;
+1. rank split: the split's rows, in file order, are cut into `world_size` contiguous, equal
+   parts, the same in every epoch (the last few rows, fewer than world_size, are dropped in
+   training so that every rank runs the same number of steps). A rank only ever reads its own
+   ~1/world of the data, streamed or resident, so 8 resident ranks hold the split once
+   between them, not 8 times; every epoch the ranks together see each kept row once.
+   Preparation shuffled the images before sharding, so every part is a random ~1/world.
+2. shard order: a seeded permutation, new every epoch, of the rank's pieces of shards
+   (training); file order otherwise;
 3. shuffle buffer: the rank's rows stream through a buffer of `shuffle_buffer` slots; each new
    row replaces a uniformly chosen slot, whose row is emitted (the reservoir shuffle of
    tf.data/Ray Data). The buffer holds row *indices*, not pixels: a shard's pixels are
@@ -15,7 +18,7 @@ An epoch is planned before any pixel is read, from (seed, epoch) alone:
 
 Because the plan is indices only, resuming mid-epoch is exact and free: `batches(epoch,
 start=k)` skips k planned batches without reading them. The same plan drives the resident
-mode, where the whole split sits in one tensor (on the GPU if asked) and a batch is an
+mode, where the rank's part sits in one tensor (on the GPU if asked) and a batch is an
 index_select, so resident and streamed runs see identical batches.
 
 Batches are (images uint8 N x H x W x 3, labels int64 N) torch tensors; the consumer
@@ -34,22 +37,33 @@ from runyard.data.shards import load_manifest, read_shard
 from runyard.errors import UserError
 
 
+def rank_bounds(shard_counts: list[int], rank: int, world_size: int,
+                drop_last: bool) -> tuple[int, int]:
+    """[first, last) of this rank's part of the split, as row numbers in file order."""
+    total = sum(shard_counts)
+    if drop_last:
+        per_rank = total // world_size
+        return rank * per_rank, (rank + 1) * per_rank
+    # evaluation: every example exactly once, parts differ by at most one
+    return rank * total // world_size, (rank + 1) * total // world_size
+
+
 def plan_epoch(shard_counts: list[int], *, batch_size: int, seed: int, epoch: int, shuffle: bool,
                shuffle_buffer: int, rank: int, world_size: int,
                drop_last: bool) -> tuple[np.ndarray, np.ndarray]:
     """This rank's (shard index, row) per example, in emission order, cut to whole batches
     when drop_last. Pure function of its arguments."""
+    first, last = rank_bounds(shard_counts, rank, world_size, drop_last)
+    starts = np.concatenate([[0], np.cumsum(shard_counts)]).astype(np.int64)
+    # The rank's piece of each shard it overlaps: rows [begin, end) of that shard.
+    pieces = [(s, max(first, starts[s]) - starts[s], min(last, starts[s + 1]) - starts[s])
+              for s in range(len(shard_counts)) if min(last, starts[s + 1]) > max(first, starts[s])]
     rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(shard_counts)) if shuffle else np.arange(len(shard_counts))
-    shard_ids = np.concatenate([np.full(shard_counts[s], s, np.int32) for s in order] or [np.zeros(0, np.int32)])
-    rows = np.concatenate([np.arange(shard_counts[s], dtype=np.int64) for s in order] or [np.zeros(0, np.int64)])
-    total = len(rows)
-    if drop_last:
-        per_rank = total // world_size
-        bounds = (rank * per_rank, (rank + 1) * per_rank)
-    else:  # evaluation: every example exactly once, parts differ by at most one
-        bounds = (rank * total // world_size, (rank + 1) * total // world_size)
-    shard_ids, rows = shard_ids[bounds[0] : bounds[1]], rows[bounds[0] : bounds[1]]
+    order = rng.permutation(len(pieces)) if shuffle else np.arange(len(pieces))
+    shard_ids = np.concatenate([np.full(pieces[p][2] - pieces[p][1], pieces[p][0], np.int32)
+                                for p in order] or [np.zeros(0, np.int32)])
+    rows = np.concatenate([np.arange(pieces[p][1], pieces[p][2], dtype=np.int64) for p in order]
+                          or [np.zeros(0, np.int64)])
     if shuffle:
         emitted = _reservoir_shuffle(len(rows), shuffle_buffer, np.random.default_rng([seed, epoch, rank, 1]))
         shard_ids, rows = shard_ids[emitted], rows[emitted]
@@ -83,8 +97,9 @@ class ShardLoader:
     batch_size: examples per batch on this rank (the global batch is batch_size*world_size).
     shuffle: seeded shard order + shuffle buffer (training); off: file order (evaluation).
     drop_last: defaults to `shuffle`; keeps every rank at the same number of steps.
-    resident: load the whole split once into `device` memory (a 64x64 ImageNet train split
-        is 15.7 GB: fine on an 80 GB GPU); otherwise stream shards from disk.
+    resident: load this rank's part of the split once into `device` memory (a 64x64 ImageNet
+        train split is 15.7 GB in all: fine on an 80 GB GPU, 2 GB per rank on 8); otherwise
+        stream its shards from disk.
     """
 
     def __init__(self, path: str | Path, split: str = "train", batch_size: int = 256, *,
@@ -110,8 +125,10 @@ class ShardLoader:
         self.epoch = 0
         self.resident = resident
         if resident:
-            self._resident_images, self._resident_labels = self._load_all()
-            self._offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+            first, last = rank_bounds(self.counts, rank, world_size, self.drop_last)
+            self._resident_images, self._resident_labels = self._load_rows(first, last)
+            # A planned (shard, row) is resident row offsets[shard] + row.
+            self._offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64) - first
 
     def __len__(self) -> int:
         return self.num_batches
@@ -186,16 +203,19 @@ class ShardLoader:
                 del decoded[shard]
             yield images.to(self.device, non_blocking=self.pin_memory), labels.to(self.device)
 
-    def _load_all(self) -> tuple[torch.Tensor, torch.Tensor]:
-        count = sum(self.counts)
-        images = torch.empty((count, *self.image_shape), dtype=torch.uint8, device=self.device)
-        labels = torch.empty(count, dtype=torch.int64, device=self.device)
-        offset = 0
-        for shard in self.shards:
-            shard_images, shard_labels = read_shard(self.path / shard["file"], self.image_shape)
-            images[offset : offset + len(shard_labels)].copy_(torch.from_numpy(shard_images.copy()))
-            labels[offset : offset + len(shard_labels)] = torch.from_numpy(shard_labels)
-            offset += len(shard_labels)
+    def _load_rows(self, first: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows [first, last) of the split (file order) in one tensor on the device."""
+        images = torch.empty((last - first, *self.image_shape), dtype=torch.uint8, device=self.device)
+        labels = torch.empty(last - first, dtype=torch.int64, device=self.device)
+        shard_start = 0
+        for shard, count in zip(self.shards, self.counts):
+            begin, end = max(first, shard_start), min(last, shard_start + count)
+            if end > begin:
+                shard_images, shard_labels = read_shard(self.path / shard["file"], self.image_shape)
+                piece = slice(begin - shard_start, end - shard_start)
+                images[begin - first : end - first].copy_(torch.from_numpy(shard_images[piece].copy()))
+                labels[begin - first : end - first] = torch.from_numpy(shard_labels[piece])
+            shard_start += count
         return images, labels
 
 

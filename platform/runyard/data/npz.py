@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import re
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -39,45 +41,77 @@ def find_batches(src: Path) -> dict[str, list[Path]]:
     return {"train": train, "val": val}
 
 
+def _data_member(path: Path) -> tuple[tuple[int, ...], np.dtype, int | None]:
+    """Shape and dtype of the `data` array from its .npy header alone, and the file offset of
+    its values when the member is stored uncompressed (np.savez) so they can be mapped."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("data.npy")
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            # Formats 2 and 3 share the header layout (a 4-byte length); 1 has a 2-byte one.
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(member)
+            header_bytes = member.tell()
+        if fortran or info.compress_type != zipfile.ZIP_STORED:
+            return shape, dtype, None
+        with open(path, "rb") as handle:  # the local file header: 30 bytes + name + extra
+            handle.seek(info.header_offset)
+            local = handle.read(30)
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        return shape, dtype, info.header_offset + 30 + name_length + extra_length + header_bytes
+
+
 def load_batch(path: Path, load_data: bool = True) -> tuple[np.ndarray | None, np.ndarray, int]:
-    """(images N x S x S x 3 uint8 or None, labels 0-based int64, side S), with checks."""
+    """(images N x S x S planar uint8 rows or None, labels 0-based int64, side S), with checks.
+
+    Only the labels and the data's header are read here; the data itself is memory-mapped
+    when the npz stores it uncompressed (the release does), so each shard written from it
+    reads its own rows once; a compressed npz is decompressed once."""
     try:
         with np.load(path, allow_pickle=False) as batch:
             if "labels" not in batch.files or "data" not in batch.files:
                 raise UserError(f"{path}: has keys {batch.files}; expected 'data' and 'labels'. "
                                 "Fix: pass the npz files of the downsampled-ImageNet release.")
             labels = np.asarray(batch["labels"]).astype(np.int64).ravel()
-            data = batch["data"] if load_data else None
-            width = batch["data"].shape[1] if data is None else data.shape[1]
-    except (OSError, ValueError, EOFError) as error:
+            shape, dtype, offset = _data_member(path)
+            data = None
+            if load_data:
+                data = (np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+                        if offset is not None else batch["data"])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as error:
         raise UserError(f"{path}: cannot be read as npz ({error}). Fix: download or unpack "
                         "that file again.") from None
-    side = math.isqrt(width // 3)
+    width = shape[1] if len(shape) == 2 else -1
+    side = math.isqrt(max(width, 0) // 3)
+    if dtype != np.uint8 or len(shape) != 2 or shape[0] != len(labels):
+        raise UserError(f"{path}: data is {dtype} {shape} with {len(labels)} labels; expected "
+                        "N x 3*S*S uint8 and N labels.")
     if width != 3 * side * side:
         raise UserError(f"{path}: rows have {width} values; expected 3*S*S (12288 for 64x64).")
     if len(labels) and labels.min() < 1:
         raise UserError(f"{path}: labels start at {labels.min()}; the release numbers classes "
                         "1..1000. Fix: pass the original files (we shift labels to 0..999).")
-    if data is not None:
-        if data.dtype != np.uint8 or data.ndim != 2 or len(data) != len(labels):
-            raise UserError(f"{path}: data is {data.dtype} {data.shape} with {len(labels)} "
-                            "labels; expected N x 3*S*S uint8 and N labels.")
-        # R plane, G plane, B plane -> S x S x RGB
-        data = np.ascontiguousarray(data.reshape(-1, 3, side, side).transpose(0, 2, 3, 1))
     return data, labels - 1, side
+
+
+def planar_to_hwc(rows: np.ndarray, side: int) -> np.ndarray:
+    """The release's rows (R plane, G plane, B plane) as N x S x S x RGB."""
+    return np.ascontiguousarray(rows.reshape(-1, 3, side, side).transpose(0, 2, 3, 1))
 
 
 def write_batch_shards(path: str, out_dir: str, split: str, files: list[str],
                        per_shard: int, num_classes: int) -> list[shards.ShardReceipt]:
-    """Convert one npz batch into its shards, skipping shards already written (a worker job)."""
-    images, labels, _ = load_batch(Path(path))
+    """Convert one npz batch into its shards, skipping shards already written (a worker job).
+    One shard's rows are in memory at a time."""
+    data, labels, side = load_batch(Path(path))
     receipts = []
     for number, file in enumerate(files):
         receipt = shards.read_receipt(Path(out_dir), file)
         if receipt is None:
             rows = slice(number * per_shard, (number + 1) * per_shard)
-            receipt = shards.write_shard(Path(out_dir), file, split, images[rows], labels[rows],
-                                         num_classes)
+            receipt = shards.write_shard(Path(out_dir), file, split, planar_to_hwc(data[rows], side),
+                                         labels[rows], num_classes)
         receipts.append(receipt)
     return receipts
 
@@ -101,7 +135,8 @@ def prepare_imagenet64_npz(src: str | Path, out: str | Path, *, class_map: str |
                            images_per_shard: int | None = None, overwrite: bool = False) -> dict:
     src, out = Path(src).resolve(), Path(out)
     batches = find_batches(src)
-    # Labels only (cheap) to plan shard names and find the class count before decoding.
+    # Labels and the data's header only, to plan shard names and find the class count; the
+    # pixels are read once, by the worker that writes their shards.
     counts, sides, top_label = {}, set(), 0
     for split, paths in batches.items():
         for path in paths:

@@ -22,7 +22,7 @@ from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from runyard.execute.payload import TrialPayload
-from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR, build_workload
+from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR, build_workload, metric_directions
 
 PROGRESS_FILE = "progress.json"
 
@@ -66,6 +66,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
     workload = build_workload(trial, {"device": get_device()})
+    directions = metric_directions(trial)
     iteration, elapsed = 0, 0.0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -79,7 +80,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         metrics = {name: float(value) for name, value in workload.step().items()}
         iteration += 1
         elapsed += time.time() - started
-        done = trial.stop.reached(type(workload).metrics, iteration, elapsed, metrics)
+        done = trial.stop.reached(directions, iteration, elapsed, metrics)
         if done and rank == 0:
             workload.artifacts(artifacts_dir)
         with tempfile.TemporaryDirectory() as directory:

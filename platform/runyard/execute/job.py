@@ -10,6 +10,7 @@ execute/records.py; this module strings them together.
 
 from __future__ import annotations
 
+import posixpath
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
 from runyard.execute.outcome import JobOutcome
 from runyard.execute.records import JobRecords
+from runyard.execute.storage import Storage
 from runyard.execute.tune_runner import SearchSettings, TuneRunner
 from runyard.plan import Trial, expand
 from runyard.plan.trials import grid_size
@@ -30,18 +32,17 @@ from runyard.spec.yamlpos import Origin
 
 
 def run_job(spec: JobSpec, trials: list[Trial], tracking_uri: str, workdir: Path,
-            console: Console, storage_root: Path | None = None, job_id: str | None = None,
+            console: Console, storage: Storage, job_id: str | None = None,
             spec_path: Path | None = None) -> JobOutcome:
-    """Start a new job."""
+    """Start a new job, its state in `storage`."""
     sweep_id = job_id or new_job_id(spec)
-    if (Ledger.folder(workdir) / f"{sweep_id}.json").exists():
+    if storage.exists(storage.ledger_path(sweep_id)):
         raise UserError(f"job {sweep_id!r} exists already; `runyard resume {sweep_id}` "
                         "continues it, or choose another --id")
     ledger = Ledger(sweep_id, spec.as_plain(), tracking_uri, spec.experiment, str(workdir),
-                    spec_path=str(Path(spec_path).resolve()) if spec_path else "")
-    storage_root = storage_root or (workdir / ".runyard" / "ray_results")
+                    storage.root, spec_path=str(Path(spec_path).resolve()) if spec_path else "")
     samples = max(t.sample for t in trials) + 1
-    segment = Segment(str(storage_root / sweep_id), first_sample=0, samples=samples)
+    segment = Segment(storage.tune_path(sweep_id), first_sample=0, samples=samples)
     return _Driver(spec, ledger, console, new=True).fit_new(segment, trials)
 
 
@@ -57,8 +58,9 @@ def extend_job(ledger: Ledger, samples: int, console: Console) -> JobOutcome:
     spec = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"samples": samples})})
     first = sum(segment.samples for segment in ledger.segments)
     trials = expand(spec, first_sample=first)
-    path = Path(ledger.segments[-1].tune_path).parent / f"{ledger.sweep_id}-x{first}"
-    segment = Segment(str(path), first_sample=first, samples=max(t.sample for t in trials) + 1 - first)
+    path = posixpath.join(posixpath.dirname(ledger.segments[-1].tune_path),
+                          f"{ledger.sweep_id}-x{first}")
+    segment = Segment(path, first_sample=first, samples=max(t.sample for t in trials) + 1 - first)
     return _Driver(spec, ledger, console, new=False).fit_new(segment, trials)
 
 
@@ -90,7 +92,9 @@ class _Driver:
     """One driver's run of a job: its MLflow records and its Tune experiments, together."""
 
     def __init__(self, spec: JobSpec, ledger: Ledger, console: Console, new: bool):
-        metrics = workloads.get(spec.workload).metrics
+        workload_cls = workloads.get(spec.workload)
+        # What the workload reports under this config (a command workload declares it there).
+        metrics = workload_cls.declared_metrics(workload_cls.Config.model_validate(spec.config))
         self.spec, self.ledger, self.console = spec, ledger, console
         self.settings = SearchSettings.of(spec, metrics)
         self.records = JobRecords(spec, ledger, self.settings, list(metrics))

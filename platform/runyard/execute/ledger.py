@@ -1,30 +1,29 @@
 """The durable record of a job: what to resume, re-run or extend, after any crash.
 
-One JSON file per job under `.runyard/sweeps/`, written before the first trial starts and
-after every change, atomically (a driver killed mid-write leaves the previous version). It
-holds the resolved spec, the tracking URI, the MLflow run the job writes under, and each
-segment of Tune state (a sweep extended later gets a new segment under the same parent).
-A SWEEP argument is a job id (`digits-linear-sweep-20261123-030516`) or the MLflow run id
-of the job's run.
+One JSON file per job in the job's storage (execute/storage.py: `.runyard/sweeps/` of the
+working dir by default, a shared path or a bucket on a cluster), written before the first
+trial starts and after every change, whole or not at all (a driver killed mid-write leaves
+the previous version). It holds the resolved spec, the tracking URI, the MLflow run the job
+writes under, and each segment of Tune state (a sweep extended later gets a new segment
+under the same parent). A SWEEP argument is a job id
+(`digits-linear-sweep-20261123-030516`) or the MLflow run id of the job's run.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from runyard.errors import UserError
+from runyard.execute.storage import Storage, read_text, write_text
 
 
 @dataclass
 class Segment:
     """One Tune experiment: trials [first_sample, first_sample + samples) of the spec."""
 
-    tune_path: str
+    tune_path: str  # a path or URI in the job's storage
     first_sample: int
     samples: int
 
@@ -35,48 +34,39 @@ class Ledger:
     spec: dict[str, Any]
     tracking_uri: str
     experiment: str
-    workdir: str
+    workdir: str  # where the driver that started it ran
+    storage: str  # the storage root it lives in (Storage.root)
     spec_path: str = ""  # the file it was run from (promote writes specs extending it)
     run_id: str = ""  # the job's MLflow run: a plain job's run, or a sweep's parent
     segments: list[Segment] = field(default_factory=list)
 
-    @staticmethod
-    def folder(workdir: Path) -> Path:
-        return Path(workdir) / ".runyard" / "sweeps"
-
     @property
-    def path(self) -> Path:
-        return self.folder(Path(self.workdir)) / f"{self.sweep_id}.json"
+    def path(self) -> str:
+        return Storage(self.storage).ledger_path(self.sweep_id)
 
     @property
     def is_sweep(self) -> bool:
         return self.spec.get("sweep") is not None
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=self.path.parent, delete=False,
-                                         suffix=".tmp") as handle:
-            json.dump(asdict(self), handle, indent=2)
-        os.replace(handle.name, self.path)
+        write_text(self.path, json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, path: Path) -> Ledger:
-        data = json.loads(Path(path).read_text())
+    def load(cls, path: str) -> Ledger:
+        data = json.loads(read_text(path))
         data["segments"] = [Segment(**s) for s in data["segments"]]
         return cls(**data)
 
     @classmethod
-    def find(cls, workdir: Path, key: str) -> Ledger:
+    def find(cls, storage: Storage, key: str) -> Ledger:
         """The job whose id or MLflow run id is `key`."""
-        folder = cls.folder(workdir)
-        direct = folder / f"{key}.json"
-        if direct.is_file():
-            return cls.load(direct)
-        known = sorted(folder.glob("*.json")) if folder.is_dir() else []
-        for path in known:
-            ledger = cls.load(path)
+        if storage.exists(storage.ledger_path(key)):
+            return cls.load(storage.ledger_path(key))
+        known = storage.ledger_ids()
+        for job_id in known:
+            ledger = cls.load(storage.ledger_path(job_id))
             if ledger.run_id == key:
                 return ledger
-        names = ", ".join(p.stem for p in known[-5:]) or "none yet"
-        raise UserError(f"no job {key!r} in {folder} (recent: {names}); give a job id as "
-                        "printed by `runyard run`, or its MLflow run id (`runyard ls`)")
+        names = ", ".join(known[-5:]) or "none yet"
+        raise UserError(f"no job {key!r} in {storage.join('sweeps')} (recent: {names}); give a "
+                        "job id as printed by `runyard run`, or its MLflow run id (`runyard ls`)")

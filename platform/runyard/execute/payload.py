@@ -58,6 +58,7 @@ class TrialPayload:
     checkpoint_every: int
     checkpoint_keep: int
     storage: str  # where a data-parallel trial's Ray Train run keeps its state
+    system_metrics_s: float | None = None  # seconds between system samples (None: none)
 
     def as_config(self) -> dict[str, Any]:
         """The trial's Tune config."""

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runyard.execute.payload import TrialPayload
+from runyard.execute.trainable import FINISHED
 
 
 class ProgressCallback(tune.Callback):
@@ -56,6 +57,8 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        if result.get(FINISHED):
+            return  # no iteration: the workload ended by itself after its last one
         trial_id = self._id(trial)
         self.latest[trial_id] = result
         value = result.get(self.metric)

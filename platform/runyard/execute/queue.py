@@ -25,6 +25,7 @@ import psutil
 
 from runyard.errors import UserError
 from runyard.execute.ledger import Ledger
+from runyard.execute.storage import Storage
 from runyard.plan import fits, trial_request
 from runyard.plan.resources import describe
 from runyard.spec import SpecError, load_spec
@@ -76,6 +77,7 @@ class SweepQueue:
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
         self.folder = self.workdir / ".runyard" / "queue"  # each sweep's log; the runner's Ray token
+        self.storage = Storage.resolve(None, self.workdir)  # where the sweeps' ledgers are
         path = self.workdir / ".runyard" / "queue.db"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -84,7 +86,7 @@ class SweepQueue:
     def add(self, spec: Path, overrides: list[str], priority: int, after: str | None,
             job_id: str) -> Entry:
         known = {e.job_id for e in self.entries()}
-        if after and after not in known and not (Ledger.folder(self.workdir) / f"{after}.json").exists():
+        if after and after not in known and not self.storage.exists(self.storage.ledger_path(after)):
             raise UserError(f"--after {after}: no such job or queued sweep (`runyard queue ls`)")
         if job_id in known:
             raise UserError(f"a queued sweep already has id {job_id}")
@@ -124,7 +126,7 @@ class SweepQueue:
             if entry.after is None:
                 return entry
             before = by_job.get(entry.after)
-            state = before.status if before else _job_state(self.workdir, entry.after)
+            state = before.status if before else _job_state(self.storage, entry.after)
             if state == DONE:
                 return entry
             if state in (FAILED, BLOCKED):
@@ -199,7 +201,7 @@ class SweepQueue:
                say: Callable[[str], None]) -> subprocess.Popen:
         """The entry's job as its own `runyard run` (or `resume`) process, its output in a log
         file: sweeps side by side would garble one terminal."""
-        resuming = (Ledger.folder(self.workdir) / f"{entry.job_id}.json").exists()
+        resuming = self.storage.exists(self.storage.ledger_path(entry.job_id))
         command = command_for(entry, resuming, address)
         log = self.log_path(entry)
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -300,10 +302,10 @@ def _entry(row: tuple) -> Entry:
                  added, started, finished, exit_code)
 
 
-def _job_state(workdir: Path, job_id: str) -> str:
+def _job_state(storage: Storage, job_id: str) -> str:
     """done / failed / queued (never ran, or can be resumed), from the job's MLflow run."""
-    path = Ledger.folder(workdir) / f"{job_id}.json"
-    if not path.exists():
+    path = storage.ledger_path(job_id)
+    if not storage.exists(path):
         return QUEUED
     ledger = Ledger.load(path)
     if not ledger.run_id:

@@ -30,11 +30,12 @@ from runyard.execute.tune_runner import SearchSettings
 from runyard.plan import Trial
 from runyard.spec import JobSpec, set_dotted
 from runyard.tracking import provenance
-from runyard.tracking.results import TrialResult, best_config, config_summaries, trial_results
+from runyard.tracking.results import (TrialResult, best_config, config_summaries,
+                                      sweep_description, trial_results)
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import (BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIVER,
                                    DRIVER_STARTED, ERROR, FAILED_TRIALS, GIT_COMMIT, JOB_ID, KIND,
-                                   NOT_STARTED, RAY_JOB, SAMPLE, SEED, SPEC_HASH, SPEC_NAME, TRIAL_ID,
+                                   NOT_STARTED, NOTE, RAY_JOB, SAMPLE, SEED, SPEC_HASH, SPEC_NAME, TRIAL_ID,
                                    VERSION, WORKLOAD)
 from runyard.tracking.writer import RunRef
 
@@ -156,6 +157,7 @@ class JobRecords:
                              BEST_CONFIG: best.label})
                 writer.log_metrics(self.job_run, {f"best_{settings.metric}": best.value},
                                    step=len(results))
+            tags[NOTE] = sweep_description(self.ledger.sweep_id, self.spec.sweep, results, best)
             writer.set_tags(self.job_run, tags)
             self._log_plots(results)
             writer.end_run(self.job_run, status)

@@ -13,6 +13,8 @@ cannot delete a point, and a replay from a checkpoint recomputes the same iterat
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,9 @@ from typing import Any
 from ray import tune
 
 from runyard.execute.payload import TrialPayload
-from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR
+from runyard.execute.trainable import ARTIFACTS_DIR, FINISHED, STATE_DIR, SYSTEM_METRICS
 from runyard.tracking.store import JobTracking, flatten
-from runyard.tracking.tags import DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
+from runyard.tracking.tags import CONFIG, DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
 from runyard.tracking.writer import RunRef
 
 
@@ -56,8 +58,12 @@ class TrackingCallback(tune.Callback):
         info = TrialPayload.of(trial.config)
         trial_id = info.trial_id
         if trial_id not in self.runs:
+            # CONFIG names the config without its seed: MLflow's "Group by" on it pools a
+            # config's seeds (mean and range in the charts); on the seed param or tag, or on
+            # a config.* param, it groups by that instead.
             tags = {**self.base_tags, KIND: "trial", TRIAL_ID: trial_id,
-                    SEED: str(info.seed), SAMPLE: str(info.sample)}
+                    SEED: str(info.seed), SAMPLE: str(info.sample),
+                    CONFIG: info.label.rsplit("seed=", 1)[0].rstrip(",") or "default"}
             params = {**self.base_params, **flatten({"config": info.config}), "seed": info.seed}
             run = self.tracking.start_run(info.label, tags, params, self.parent)
             for file_name, text in self.trial_files.get(trial_id, {}).items():
@@ -82,6 +88,8 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
+        if result.get(FINISHED):
+            return  # the workload ended by itself after its last iteration: nothing new
         trial_id = TrialPayload.of(trial.config).trial_id
         if result.get("checkpoint_path"):
             self.checkpoint_paths[trial_id] = result["checkpoint_path"]
@@ -93,16 +101,23 @@ class TrackingCallback(tune.Callback):
         metrics["time_total_s"] = result.get("time_total_s", 0.0)
         metrics["training_iteration"] = step
         self.tracking.writer.log_metrics(self.run_of(trial), metrics, step)
+        for sample in result.get(SYSTEM_METRICS, ()):  # taken in the trial, at their own times
+            self.tracking.writer.log_metrics(self.run_of(trial), sample.values, sample.index,
+                                             timestamp_ms=sample.timestamp_ms)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self.run_of(trial)
-        path = trial.checkpoint.path if trial.checkpoint is not None else \
-            self.checkpoint_paths.get(TrialPayload.of(trial.config).trial_id)
+        if trial.checkpoint is not None:
+            path, scratch = local_copy(trial.checkpoint)
+        else:
+            path, scratch = self.checkpoint_paths.get(TrialPayload.of(trial.config).trial_id), None
         if path is not None:
-            self.tracking.writer.log_artifacts(run, str(Path(path) / STATE_DIR), "checkpoint")
+            logged = [self.tracking.writer.log_artifacts(run, str(Path(path) / STATE_DIR), "checkpoint")]
             artifacts = Path(path) / ARTIFACTS_DIR
             if artifacts.is_dir():
-                self.tracking.writer.log_artifacts(run, str(artifacts))
+                logged.append(self.tracking.writer.log_artifacts(run, str(artifacts)))
+            if scratch is not None:  # a download from remote storage: gone once it is logged
+                logged[-1].add_done_callback(lambda _: shutil.rmtree(scratch, ignore_errors=True))
         self._end(trial, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -140,3 +155,15 @@ class TrackingCallback(tune.Callback):
             self.status[trial_id] = status
             self.tracking.writer.end_run(self.runs[trial_id], status)
         return unfinished
+
+
+def local_copy(checkpoint: Any) -> tuple[str, str | None]:
+    """A folder on this machine holding a Tune checkpoint (a ray.train.Checkpoint), and the
+    scratch folder to delete afterwards: None when the checkpoint is on a local or shared
+    path already, the download's folder when it is in a bucket."""
+    from pyarrow import fs
+
+    if isinstance(checkpoint.filesystem, fs.LocalFileSystem):
+        return checkpoint.path, None
+    scratch = tempfile.mkdtemp(prefix="runyard-checkpoint-")
+    return checkpoint.to_directory(scratch), scratch

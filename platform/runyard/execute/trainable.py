@@ -21,9 +21,20 @@ from ray import tune
 
 from runyard import workloads
 from runyard.execute.payload import TrialPayload
-from runyard.workloads.base import Workload, WorkloadContext
+from runyard.execute.system_metrics import SystemSampler
+from runyard.workloads.base import Direction, Workload, WorkloadContext, WorkloadFinished
 
 STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
+# The key of the result that ends a trial whose workload finished by itself: it is no
+# iteration, so the callbacks record nothing for it.
+FINISHED = "runyard_finished"
+SYSTEM_METRICS = "system_metrics"  # result key: the SystemSamples taken since the last result
+
+
+def metric_directions(trial: TrialPayload) -> dict[str, Direction]:
+    """The metrics the trial's workload reports under its config, with their directions."""
+    cls = workloads.get(trial.workload, project_dir=trial.workdir)
+    return cls.declared_metrics(cls.Config.model_validate(trial.config))
 
 
 def build_workload(trial: TrialPayload, parallel: dict[str, Any]) -> Workload:
@@ -48,18 +59,25 @@ class WorkloadTrainable(tune.Trainable):
 
     def _build(self, trial: TrialPayload) -> None:
         self.trial = trial
+        self.directions = metric_directions(trial)
         self.workload = build_workload(trial, _parallel_factories(trial))
         self.artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
+        self.sampler = SystemSampler(trial.system_metrics_s) if trial.system_metrics_s else None
 
     def step(self) -> dict[str, Any]:
         started = time.time()
-        metrics = {name: float(value) for name, value in self.workload.step().items()}
+        try:
+            metrics = {name: float(value) for name, value in self.workload.step().items()}
+        except WorkloadFinished:
+            self.workload.artifacts(self.artifacts_dir)
+            return {"done": True, FINISHED: True}
         iteration = self.iteration + 1
         elapsed = self._time_total + (time.time() - started)
-        done = self.trial.stop.reached(type(self.workload).metrics, iteration, elapsed, metrics)
+        done = self.trial.stop.reached(self.directions, iteration, elapsed, metrics)
         if done:
             self.workload.artifacts(self.artifacts_dir)
-        return {**metrics, "done": done}
+        samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
+        return {**metrics, **samples, "done": done}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         state = Path(checkpoint_dir) / STATE_DIR
@@ -77,6 +95,8 @@ class WorkloadTrainable(tune.Trainable):
         return True
 
     def cleanup(self) -> None:
+        if self.sampler:
+            self.sampler.stop()
         self.workload.close()
         shutil.rmtree(self.artifacts_dir, ignore_errors=True)
 

@@ -9,6 +9,7 @@ runyard.workloads.rl.rllib_baseline.)
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,24 @@ def replace_callbacks(tuner: Any, callbacks: list[Any]) -> None:
 
 
 def experiment_trials(tune_path: str | Path) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """The trials of the newest experiment state Tune wrote under `tune_path`: for each, the
+    """The trials of the newest experiment state Tune wrote under `tune_path` (a path or a
+    storage URI): for each, the
     trial as Tune serialized it (`config`, `status`, ...) and its runtime metadata
     (`num_failures`, `last_result`, ...). Tune writes `experiment_state-<timestamp>.json`
     with a `trial_data` list of [trial JSON, runtime JSON] pairs; neither the file name nor
     the layout is a public API."""
-    files = sorted(Path(tune_path).glob("experiment_state-*.json"))
-    if not files:
+    from pyarrow import fs
+
+    filesystem, folder = fs.FileSystem.from_uri(str(tune_path))
+    found = filesystem.get_file_info(fs.FileSelector(folder, allow_not_found=True))
+    states = sorted(info.path for info in found
+                    if posixpath.basename(info.path).startswith("experiment_state-")
+                    and info.path.endswith(".json"))
+    if not states:
         return
-    for trial_json, runtime_json in json.loads(files[-1].read_text())["trial_data"]:
+    with filesystem.open_input_stream(states[-1]) as stream:
+        state = json.loads(stream.read())
+    for trial_json, runtime_json in state["trial_data"]:
         yield json.loads(trial_json), json.loads(runtime_json)
 
 

@@ -131,7 +131,8 @@ def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) -> 
         resources=spec.resources.model_dump(mode="json"),
         stop=StopConditions(spec.stop.iterations, spec.stop.time_s, dict(spec.stop.thresholds)),
         workdir=str(workdir), checkpoint_every=spec.checkpoint.every,
-        checkpoint_keep=spec.checkpoint.keep, storage=str(storage))
+        checkpoint_keep=spec.checkpoint.keep, storage=str(storage),
+        system_metrics_s=spec.tracking.system_metrics or None)
 
 
 def _trial_name(trial: Any) -> str:

@@ -85,7 +85,7 @@ def validate_data(data: dict[str, Any], origins: Origins, default_origin: Origin
     if problems:
         raise SpecError(problems)
     if spec.sweep is not None and spec.sweep.mode is None:
-        mode = workload_cls.metrics[spec.sweep.metric]
+        mode = workload_cls.declared_metrics(config)[spec.sweep.metric]
         spec = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"mode": mode})})
     return spec
 
@@ -296,7 +296,7 @@ def _check_workload_config(data: dict[str, Any], where: _Locator
 def _check_against_workload(spec: JobSpec, workload_cls: type[Workload], config: BaseModel,
                             where: _Locator) -> list[Problem]:
     problems: list[Problem] = []
-    metrics = workload_cls.metrics
+    metrics = workload_cls.declared_metrics(config)
     known = ", ".join(sorted(metrics))
 
     def unknown_metric(field: tuple[str, ...], name: str) -> Problem:

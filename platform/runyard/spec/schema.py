@@ -52,9 +52,28 @@ class CheckpointSpec(Strict):
     keep: int = Field(2, ge=1, description="checkpoints kept per trial")
 
 
+SYSTEM_METRICS_EVERY_S = 10.0
+
+
 class TrackingSpec(Strict):
     experiment: str | None = Field(None, description="MLflow experiment (default: the spec name)")
     tags: dict[str, str] = Field(default_factory=dict)
+    system_metrics: bool | float = Field(
+        SYSTEM_METRICS_EVERY_S,
+        description="seconds between samples of each trial's CPU, memory and GPU use, logged "
+                    "as system/* metrics of its run (true: every 10 s); false: none")
+
+    @field_validator("system_metrics", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> bool | float:
+        if value is True:
+            return SYSTEM_METRICS_EVERY_S
+        if value is False:
+            return value
+        if not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise ValueError("give seconds between samples (> 0), e.g. 10, or false for none; "
+                             f"found {value!r}")
+        return float(value)
 
 
 class Distribution(Strict):

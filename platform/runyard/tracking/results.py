@@ -171,3 +171,37 @@ def welch(metric: str, names: tuple[str, str], a: list[float], b: list[float]) -
     return Comparison(metric, names, (mean_a, mean_b), (len(a), len(b)), mean_a - mean_b,
                       math.sqrt(var_a / len(a) + var_b / len(b)), float(test.statistic),
                       float(test.pvalue), g)
+
+
+def sweep_description(job_id: str, sweep: Any, results: list[TrialResult],
+                      best: dict[str, Any] | None) -> str:
+    """The sweep parent's Description in the MLflow UI (markdown): what was swept, the
+    objective, the best config and the job id. `sweep` is the spec's sweep block
+    (spec.schema.SweepSpec: tracking reads it, but imports nothing from spec)."""
+    configs = len({r.sample for r in results})
+    finished = sum(r.status == "FINISHED" for r in results)
+    failed = sum(r.status == "FAILED" for r in results)
+    dimensions = ", ".join(f"`{key}` ({d.kind} {_range_text(d.args)})"
+                           for key, d in sweep.space.items())
+    lines = [
+        f"**{sweep.search.capitalize()} search** over {dimensions}: {configs} config"
+        f"{'s' if configs != 1 else ''} × {sweep.seeds} seed{'s' if sweep.seeds != 1 else ''}, "
+        f"{len(results)} trials ({finished} finished, {failed} failed).",
+        f"**Objective:** {'maximize' if sweep.mode == 'max' else 'minimize'} `{sweep.metric}`, "
+        "the mean over a config's seeds of each trial's last reported value.",
+    ]
+    if best is None:
+        lines.append("**Best:** none (no trial finished with a value).")
+    else:
+        spread = f" ± {best.std:.3g} (std) over {best.seeds} seeds" if best.seeds > 1 else ""
+        lines.append(f"**Best:** `{best.label}`: {sweep.metric} = {best.value:.4g}{spread} "
+                     f"(trial {best.trial_id}, run {best.run_id}).")
+    lines.append(f"**Job:** `{job_id}`: `runyard best {job_id}` ranks every config; "
+                 f"`runyard extend {job_id} --samples N` adds more.")
+    return "\n\n".join(lines)
+
+
+def _range_text(args: Any) -> str:
+    if isinstance(args, (list, tuple)):
+        return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in args) + "]"
+    return str(args)

@@ -17,6 +17,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from runyard.tracking.redact import redact
+from runyard.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING
 from runyard.tracking.writer import RunRef, TrackingWriter
 
 
@@ -56,10 +57,14 @@ def client_for(uri: str) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    """The experiment's id, created if new; either way marked as a model-training one."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root(uri))
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=artifact_root(uri),
+                                        tags={EXPERIMENT_KIND: MODEL_TRAINING})
+    if EXPERIMENT_KIND not in experiment.tags:  # made by an earlier runyard, or by hand
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    return experiment.experiment_id
 
 
 class JobTracking:

@@ -4,7 +4,14 @@ nowhere."""
 
 from __future__ import annotations
 
-PARENT = "mlflow.parentRunId"  # MLflow's own: what nests a child run under its parent
+# MLflow's own
+PARENT = "mlflow.parentRunId"  # what nests a child run under its parent
+NOTE = "mlflow.note.content"  # a run's Description in the MLflow UI (markdown)
+# MLflow 3's kind of an experiment: "custom_model_development" is what its UI writes when one
+# picks "Machine learning" (the other kind, "genai_development", opens on traces). UIs that
+# read it open such an experiment on its runs table; without it they guess from its contents.
+# MLflow >= 3.10's UI follows its GenAI / Model training switch instead: see cli/ui.py.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 # What a run is and where it came from
 KIND = "runyard.kind"  # run (a plain job), sweep (a sweep's parent), trial, preflight
@@ -31,4 +38,5 @@ NOT_STARTED = "runyard.not_started"  # trials a time budget left unstarted
 BEST_TRIAL_ID = "runyard.best_trial_id"
 BEST_RUN_ID = "runyard.best_run_id"
 BEST_CONFIG = "runyard.best_config"
+CONFIG = "runyard.config"  # a trial's config without its seed: "Group by" pools its seeds
 PREFLIGHT_CHECK = "runyard.preflight.{check}"  # pass | FAIL, per preflight check

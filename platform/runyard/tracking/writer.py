@@ -101,8 +101,10 @@ class TrackingWriter:
 
         return RunRef(self.submit(create))
 
-    def log_metrics(self, run: RunRef, metrics: dict[str, float], step: int) -> None:
-        timestamp = int(time.time() * 1000)
+    def log_metrics(self, run: RunRef, metrics: dict[str, float], step: int,
+                    timestamp_ms: int | None = None) -> None:
+        """Queue metrics for the next batch, stamped now unless they were measured earlier."""
+        timestamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         entries = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
         self.submit(lambda: self._pending.setdefault(run.id, []).extend(entries))
 

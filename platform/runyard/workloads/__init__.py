@@ -31,6 +31,7 @@ REGISTRY: dict[str, str] = {
     "rl.pg": "runyard.workloads.rl.pg:PolicyGradient",
     "rl.trpo": "runyard.workloads.rl.trpo:TRPO",
     "rl.cem": "runyard.workloads.rl.cem:CrossEntropyMethod",
+    "command": "runyard.workloads.command:Command",
 }
 
 ENTRY_POINT_GROUP = "runyard.workloads"

@@ -51,6 +51,12 @@ class WorkloadContext:
     parallel: dict[str, Any] = field(default_factory=dict)
 
 
+class WorkloadFinished(Exception):
+    """Raised by `step()` when the workload has no further iteration to run (a program that
+    ended by itself). The trial ends FINISHED after the iteration before, as if a stop
+    condition had been met there."""
+
+
 class Workload(abc.ABC):
     """One trainable algorithm.
 
@@ -60,11 +66,18 @@ class Workload(abc.ABC):
                Specs are checked against it (sweep metric, stop conditions) before anything runs.
       blocks:  the spec blocks it reads besides `resources:` ("env", "rollout", "data"; the
                models are in runyard.workloads.blocks); a spec that writes another is refused.
+               A workload whose metrics depend on its config overrides `declared_metrics`.
     """
 
     Config: ClassVar[type[WorkloadConfig]] = WorkloadConfig
     metrics: ClassVar[dict[str, Direction]] = {}
     blocks: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def declared_metrics(cls, config: WorkloadConfig) -> dict[str, Direction]:
+        """The metrics `step()` reports under this config, with the direction that is better:
+        what the spec's checks, the stop conditions and tracking use. Default: `metrics`."""
+        return cls.metrics
 
     @classmethod
     def check_spec(cls, config: WorkloadConfig, context: WorkloadContext) -> list[str]:
@@ -93,7 +106,8 @@ class Workload(abc.ABC):
 
     @abc.abstractmethod
     def step(self) -> dict[str, float]:
-        """Run one iteration and return its metrics (a subset of `metrics`, plain floats)."""
+        """Run one iteration and return its metrics (a subset of `declared_metrics`, plain
+        floats), or raise WorkloadFinished when there is no further iteration."""
 
     @abc.abstractmethod
     def save(self, directory: Path) -> None:
@@ -103,10 +117,12 @@ class Workload(abc.ABC):
     def restore(self, directory: Path) -> None:
         """Load what `save` wrote; the next `step()` must equal the uninterrupted one."""
 
-    def preflight(self) -> list[Any] | None:
-        """The Recipe's sanity checks on this workload after `setup` (loss at init, overfit
-        one batch, ...), each an object with name, passed, measured, expected, explanation;
-        None for a workload that has none. Run by `runyard preflight` and before sweeps."""
+    @classmethod
+    def preflight_checks(cls, config: WorkloadConfig, context: WorkloadContext) -> list[Any] | None:
+        """The Recipe's sanity checks on fresh models of this config and a bounded sample of
+        its data (loss at init, overfit one batch, ...), each an object with name, passed,
+        measured, expected, explanation; None for a workload that has none. Nothing is set
+        up: run by `runyard preflight`, and before a sweep in a process of one trial's size."""
         return None
 
     def artifacts(self, directory: Path) -> None:

@@ -74,7 +74,7 @@ class ConvNetConfig(WorkloadConfig):
     batches_per_step: int | None = Field(None, ge=1, description="null: one epoch per step")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU")
     channels_last: bool | None = Field(None, description="null: on GPU only")
-    sync_batchnorm: bool = Field(False, description="DDP on GPU: batch statistics over all ranks")
+    sync_batchnorm: bool = Field(False, description="DDP on GPUs: batch statistics over all ranks")
 
 
 class ConvNetClassifier(Workload):
@@ -102,19 +102,21 @@ class ConvNetClassifier(Workload):
         return check_data_inputs(context.data)
 
     def setup(self, config: ConvNetConfig, context: WorkloadContext) -> None:
-        self.config = config
+        self.config, self.context = config, context
         self.device = training.training_device(context.parallel)
         on_gpu = self.device.type == "cuda"
         self.bf16 = config.precision == "bf16" or (config.precision == "auto" and on_gpu)
         self.channels_last = on_gpu if config.channels_last is None else config.channels_last
+        if on_gpu:
+            training.use_tf32(config.precision != "fp32")
         self.data = training.ShardData(context.data, context.seed, config.batch_size, self.device)
         self.cursor = training.BatchCursor(self.data.train)
         torch.manual_seed(context.seed)  # init and dropout draw from the global generator
-        self.model = self.build_model().to(self.device)
+        self.model = build_model(config, self.data.num_classes, self.data.image_shape[0]).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if config.sync_batchnorm and on_gpu and training.rank_and_world()[1] > 1:
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if config.sync_batchnorm:
+            self.model = use_sync_batchnorm(self.model, self.device)
         self.trained = training.wrap_distributed(self.model, self.device)
 
         decay = [p for p in self.model.parameters() if p.ndim > 1]
@@ -133,11 +135,6 @@ class ConvNetClassifier(Workload):
         self.steps = 0
         fixed_images, fixed_labels = next(self.data.val.batches(0))
         self.dynamics = training.PredictionDynamics(fixed_images[:16], fixed_labels[:16])
-
-    def build_model(self) -> torch.nn.Module:
-        c = self.config
-        return nets.build_convnet(c.arch, c.depth, c.width, self.data.num_classes,
-                                  self.data.image_shape[0], c.stem, c.stages, c.dropout)
 
     @property
     def peak_lr(self) -> float:
@@ -221,7 +218,8 @@ class ConvNetClassifier(Workload):
             correct += batch_correct
             seen += len(labels)
             batches += 1
-        totals = training.all_reduce_sum([loss_sum.item(), correct.item(), float(seen)], self.device)
+        totals = training.all_reduce_sum([*torch.stack([loss_sum, correct]).tolist(), float(seen)],
+                                         self.device)  # the step's one host sync
         elapsed = time.perf_counter() - start
         self.steps += 1
         val = training.evaluate(self.scores, self.data.val, self.device, self.data.val_batches)
@@ -271,26 +269,43 @@ class ConvNetClassifier(Workload):
         training.save_misclassified_grid(self.scores, self.data.val, self.device,
                                          self.data.class_names, directory / "misclassified.png")
 
-    def preflight(self, batch_size: int = 16, examples: int = 256) -> list:
-        """The Recipe's checks (preflight.py) on fresh copies of this model and real batches."""
-        from runyard.workloads.sl.preflight import run_preflight
+    @classmethod
+    def preflight_checks(cls, config: ConvNetConfig, context: WorkloadContext,
+                         batch_size: int = 16) -> list:
+        """The Recipe's checks (preflight.py) on fresh models of this config and a bounded,
+        class-balanced sample of the trial's shards; nothing is set up, no split loaded."""
+        from runyard.workloads.sl.preflight import run_checks
 
-        def gather(loader, count):
-            images, labels = [], []
-            for batch_images, batch_labels in loader.batches(0):
-                images.append(batch_images)
-                labels.append(batch_labels)
-                if sum(len(b) for b in labels) >= count:
-                    break
-            return self.inputs(torch.cat(images)[:count]), torch.cat(labels)[:count].to(self.device)
+        device = training.training_device(context.parallel)
+        channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-        inputs, labels = gather(self.data.train, examples)
-        held_inputs, held_labels = gather(self.data.val, examples)
+        def make_inputs(manifest):
+            normalize = training.normalizer_for(manifest).to(device)
+            return lambda images: normalize(images).contiguous(memory_format=memory_format)
+
+        sample = training.preflight_sample(context.data, device, make_inputs)
 
         def make_model(seed: int) -> torch.nn.Module:
             torch.manual_seed(seed)
-            model = self.build_model().to(self.device)
-            return model.to(memory_format=torch.channels_last) if self.channels_last else model
+            model = build_model(config, sample.num_classes, sample.inputs.shape[-1])
+            return model.to(device, memory_format=memory_format)
 
-        return run_preflight(make_model, inputs, labels, held_inputs, held_labels,
-                             self.data.num_classes, batch_size=batch_size)
+        return run_checks(make_model, sample, batch_size=min(batch_size, config.batch_size),
+                          seed=context.seed)
+
+
+
+def use_sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Every BatchNorm as a SyncBatchNorm: under DDP the batch statistics are computed over
+    all ranks' examples (worth it when each rank's batch is small). Outside DDP a
+    SyncBatchNorm computes exactly what BatchNorm does; torch syncs on GPUs only."""
+    if device.type != "cuda" and training.rank_and_world()[1] > 1:
+        raise ValueError("config.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only, and "
+                         "these DDP workers are on the CPU; set sync_batchnorm: false")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def build_model(config: ConvNetConfig, num_classes: int, image_size: int) -> torch.nn.Module:
+    return nets.build_convnet(config.arch, config.depth, config.width, num_classes, image_size,
+                              config.stem, config.stages, config.dropout)

@@ -5,7 +5,7 @@ with scikit-learn), split into train and validation by a seeded permutation, hel
 
 `data: {path: DIR, resident: false, shuffle_buffer: 65536, val_batches: null}` is a dataset
 prepared by `runyard data prepare` (Parquet shards + manifest.json), read by
-runyard.data.ShardLoader (see training.ShardData). resident: keep the whole split in
+runyard.data.ShardLoader (see training.ShardData). resident: keep the rank's part of the split in
 (GPU) memory; val_batches: evaluate on only that many validation batches per step.
 """
 

@@ -67,7 +67,7 @@ class LinearClassifier(Workload):
         from runyard.workloads.sl import training
         from runyard.workloads.sl.nets import LinearModel
 
-        self.config = config
+        self.config, self.context = config, context
         self.init_rng = torch.Generator().manual_seed(context.seed)
         self.shuffle_rng = torch.Generator().manual_seed(context.seed + 1)
         self.sharded = "path" in (context.data or {})
@@ -103,43 +103,42 @@ class LinearClassifier(Workload):
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)  # s = W x + b
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def train_batch(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on a batch of model inputs; returns (loss * n, correct) as device
+        tensors, so the caller decides when to synchronise with the host. Accuracy is read
+        off the same forward pass that trains (the scores before this update)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        scores = self.trained(inputs)
         # Softmax cross-entropy plus λ/2·‖W‖² (the bias is not regularised).
-        data_loss = F.cross_entropy(self.trained(x), y)
-        return data_loss + 0.5 * self.config.weight_decay * self.model.weight.pow(2).sum()
-
-    def train_batch(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-        """One update on a batch of model inputs; returns (loss * n, correct)."""
-        self.optimizer.zero_grad()
-        loss = self.loss(inputs, labels)
+        loss = (F.cross_entropy(scores, labels)
+                + 0.5 * self.config.weight_decay * self.model.weight.pow(2).sum())
         loss.backward()
         self.optimizer.step()
-        with torch.no_grad():
-            correct = (self.scores(inputs).argmax(1) == labels).sum().item()
-        return loss.item() * len(labels), correct
+        return loss.detach() * len(labels), (scores.detach().argmax(1) == labels).sum()
 
     def step(self) -> dict[str, float]:
+        from runyard.workloads.sl import training
+
         start = time.perf_counter()
         if self.sharded:
-            batches = ((self.inputs(images), labels.to(self.device))
+            batches = ((self.inputs(images), labels.to(self.device, non_blocking=True))
                        for images, labels in self.cursor.take(self.config.batches_per_step))
         else:
             x, y = self.data.x_train, self.data.y_train
             order = torch.randperm(len(y), generator=self.shuffle_rng)
             batches = ((x[batch], y[batch]) for batch in order.split(self.config.batch_size))
-        total_loss, correct, seen, batch_count = 0.0, 0.0, 0.0, 0
+        # Sums stay on the device: one host sync per step, not two per batch.
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        seen, batch_count = 0, 0
         for inputs, labels in batches:
             batch_loss, batch_correct = self.train_batch(inputs, labels)
-            total_loss += batch_loss
-            correct += batch_correct
+            sums += torch.stack([batch_loss.double(), batch_correct.double()])
             seen += len(labels)
             batch_count += 1
+        total_loss, correct, seen = training.all_reduce_sum([*sums.tolist(), float(seen)], self.device)
         elapsed = time.perf_counter() - start
         self.steps += 1
         if self.sharded:
-            from runyard.workloads.sl import training
-
-            total_loss, correct, seen = training.all_reduce_sum([total_loss, correct, seen], self.device)
             val = training.evaluate(lambda images: self.scores(self.inputs(images)),
                                     self.shards.val, self.device, self.shards.val_batches)
             self.epoch = self.cursor.epochs_done
@@ -218,24 +217,39 @@ class LinearClassifier(Workload):
                                              self.shards.val, self.device, self.class_names,
                                              directory / "misclassified.png")
 
-    def preflight(self, batch_size: int = 32) -> list:
-        """The Recipe's checks on this model and a batch of this trial's training data."""
+    @classmethod
+    def preflight_checks(cls, config: LinearConfig, context: WorkloadContext,
+                         batch_size: int = 32) -> list:
+        """The Recipe's checks (preflight.py) on fresh models of this config and a bounded,
+        class-balanced sample of the trial's data; nothing is set up, no split loaded."""
+        from runyard.workloads.sl import training
         from runyard.workloads.sl.nets import LinearModel
-        from runyard.workloads.sl.preflight import run_preflight
+        from runyard.workloads.sl.preflight import PreflightSample, run_checks, sample_sizes
 
-        if self.sharded:
-            images, labels = next(self.shards.train.batches(0))
-            inputs, labels = self.inputs(images), labels.to(self.device)
-            held_out = next(self.shards.val.batches(0))
-            held_inputs, held_labels = self.inputs(held_out[0]), held_out[1].to(self.device)
+        if "path" in (context.data or {}):
+            device = training.training_device(context.parallel)
+            center_only = config.preprocess == "center"
+            sample = training.preflight_sample(
+                context.data, device,
+                lambda manifest: training.normalizer_for(manifest, center_only).to(device).hwc)
+            image_shape = tuple(sample.inputs.shape[1:])
         else:
-            inputs, labels = self.data.x_train, self.data.y_train
-            held_inputs, held_labels = self.data.x_val, self.data.y_val
-        classes, features = self.model.weight.shape
+            from runyard.data.sample import take_per_class
+
+            device = torch.device("cpu")
+            data = load_dataset(context.data, seed=context.seed)
+            train_per_class, held_per_class = sample_sizes(data.num_classes)
+            train = torch.from_numpy(take_per_class(data.y_train.numpy(), train_per_class, data.num_classes))
+            held = torch.from_numpy(take_per_class(data.y_val.numpy(), held_per_class, data.num_classes))
+            sample = PreflightSample(data.x_train[train], data.y_train[train], data.x_val[held],
+                                     data.y_val[held], data.num_classes)
+            image_shape = data.image_shape
+        features = int(np.prod(image_shape))
 
         def make_model(seed: int) -> torch.nn.Module:
             generator = torch.Generator().manual_seed(seed)
-            return LinearModel(features, classes, self.config.init_std, generator).to(self.device)
+            return LinearModel(features, sample.num_classes, config.init_std, generator).to(device)
 
-        return run_preflight(make_model, inputs[:batch_size * 8], labels[:batch_size * 8],
-                             held_inputs, held_labels, classes, batch_size=batch_size)
+        return run_checks(make_model, sample, batch_size=min(batch_size, config.batch_size),
+                          seed=context.seed)
+

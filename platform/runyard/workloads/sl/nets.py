@@ -1,5 +1,9 @@
-"""ConvNet architectures for sl.convnet: ResNet and WideResNet, for 32, 64 and 224 inputs.
+"""The models of sl.linear and sl.convnet: a softmax linear classifier, ResNet and WideResNet.
 
+This module imports torch only, so a bare GPU machine can load it by path
+(benchmarks/gpu_check.py) without runyard's other dependencies.
+
+- LinearModel: s = W x + b over the flattened image, one template per class (sl.linear).
 - ResNet (He et al. 2016, "Deep Residual Learning"): depth 18/34 use basic blocks (two 3x3
   convs), 50/101/152 bottleneck blocks (1x1 -> 3x3 -> 1x1, 4x expansion); four stages of
   64*width, 128*width, 256*width, 512*width channels (x4 for bottlenecks).

@@ -1,0 +1,114 @@
+"""`runyard ui`: the MLflow UI on runyard's embedded store, with as few processes as MLflow
+allows, all of them stopped when the command is.
+
+`mlflow ui` starts, by default, a uvicorn supervisor with 4 workers, MLflow's job runner and
+its huey consumers (about 3 GB): machinery for GenAI jobs (scorers, trace rollups) that a
+viewer of runs never uses. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false leaves out the job
+runner and consumers, `--workers 1` makes uvicorn serve from one process with no supervisor:
+two processes remain, `mlflow server` and the uvicorn it waits on. They run in a process
+group of their own, which Ctrl-C or SIGTERM on `runyard ui` ends as a whole.
+
+MLflow >= 3.10's UI opens an experiment on traces or on runs by its "GenAI / Model training"
+switch, which the browser remembers (it defaults to GenAI), not by the experiment's kind
+tag; since 3.15 a `workflowType=machine_learning` query in the link sets it for that visit.
+So the links printed here open each experiment on its runs table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runyard.cli.jobs import add_tracking
+from runyard.errors import EXIT_OK, UserError
+
+if TYPE_CHECKING:
+    from runyard.cli.main import Commands
+
+VIEWER_ENV = {
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job runner, no huey consumers
+    "MLFLOW_DISABLE_TELEMETRY": "true",  # a local viewer reports nothing anywhere
+}
+RUNS_VIEW = "workflowType=machine_learning"  # MLflow's "Model training" switch, in a link
+STOP_GRACE_S = 15.0  # then the group is killed outright
+
+
+def add_commands(commands: Commands) -> None:
+    ui = commands.add(
+        "ui", "open the MLflow UI on runyard's tracking store",
+        "examples:\n  runyard ui\n  runyard ui --port 5001\n\n"
+        "Prints a link per recent experiment that opens on its runs table. Serves the\n"
+        "embedded store (.runyard/mlflow.db) with one MLflow server process; Ctrl-C stops it.\n",
+        cmd_ui)
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default: 127.0.0.1, this machine only)")
+    ui.add_argument("--port", type=int, default=5000)
+    add_tracking(ui)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from runyard.tracking.store import artifact_root, is_embedded, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    if not is_embedded(uri):
+        raise UserError(f"{uri} is a tracking server already: open it in a browser")
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {uri}\n  {base}   (Ctrl-C to stop)", flush=True)
+    for name, link in experiment_links(uri, base):
+        print(f"  {name}: {link}", flush=True)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--default-artifact-root", artifact_root(uri),
+               "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    server = subprocess.Popen(command, env={**os.environ, **VIEWER_ENV}, start_new_session=True)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # stopped like Ctrl-C: the group goes too
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        stop_group(server)
+
+
+def experiment_links(uri: str, base: str, limit: int = 5) -> list[tuple[str, str]]:
+    """(name, link to its runs table) of runyard's experiments updated last; none if the
+    store does not exist yet (the server creates it)."""
+    from runyard.tracking.store import EXPERIMENT_KIND, MODEL_TRAINING, client_for
+
+    if not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
+    experiments = client_for(uri).search_experiments(
+        max_results=limit, order_by=["last_update_time DESC"],
+        filter_string=f"tags.`{EXPERIMENT_KIND}` = '{MODEL_TRAINING}'")
+    return [(e.name, f"{base}/#/experiments/{e.experiment_id}/runs?{RUNS_VIEW}")
+            for e in experiments]
+
+
+def stop_group(server: subprocess.Popen) -> None:
+    """End every process of the server's group: SIGTERM, then SIGKILL after a grace."""
+    group = server.pid  # the leader of its own session and group
+    _signal_group(group, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while _signal_group(group, 0):  # signal 0: is anyone left in the group?
+        server.poll()  # reap the leader, so that it does not count as a zombie
+        if time.monotonic() > deadline:
+            _signal_group(group, signal.SIGKILL)
+        time.sleep(0.2)
+    server.wait()
+
+
+def _signal_group(group: int, signum: int) -> bool:
+    try:
+        os.killpg(group, signum)
+        return True
+    except ProcessLookupError:
+        return False

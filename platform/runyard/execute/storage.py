@@ -1,0 +1,152 @@
+"""Where a job's durable state lives: its ledger, its Tune and Ray Train state, its trials'
+checkpoints. One root for all of it:
+
+- embedded (the default): `.runyard/` in the working directory;
+- a cluster: a path every node mounts at the same place (NFS, a lab's shared disk), or a URI
+  that Ray's storage layer reads through pyarrow (`s3://bucket/prefix`, `gs://...`).
+
+Given by `--storage`, else RUNYARD_STORAGE (a cluster sets it in its nodes' environment),
+else the default. Everything here goes through pyarrow's filesystem layer, so a local
+folder and a bucket take the same code path.
+
+Layout under the root:
+    sweeps/<job id>.json        the ledger (execute/ledger.py)
+    ray_results/<job id>[-xN]   one Tune experiment per segment of the job
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from runyard.errors import UserError
+
+ENV = "RUNYARD_STORAGE"
+LEDGERS, TUNE = "sweeps", "ray_results"
+
+
+@dataclass(frozen=True)
+class Storage:
+    root: str  # an absolute local path, or a URI with a scheme
+
+    @classmethod
+    def resolve(cls, explicit: str | None, workdir: Path) -> Storage:
+        given = explicit or os.environ.get(ENV)
+        if not given:
+            return cls(str(Path(workdir).resolve() / ".runyard"))
+        if "://" in given and not given.startswith("file://"):
+            return cls(given.rstrip("/"))
+        return cls(str(Path(given.removeprefix("file://")).expanduser().resolve()))
+
+    @property
+    def is_uri(self) -> bool:
+        return "://" in self.root
+
+    def join(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def tune_path(self, name: str) -> str:
+        return self.join(TUNE, name)
+
+    def ledger_path(self, job_id: str) -> str:
+        return self.join(LEDGERS, f"{job_id}.json")
+
+    def ledger_ids(self) -> list[str]:
+        """Job ids with a ledger here, oldest name first."""
+        from pyarrow import fs
+
+        filesystem, folder = _filesystem(self.join(LEDGERS))
+        found = filesystem.get_file_info(fs.FileSelector(folder, allow_not_found=True))
+        return sorted(Path(info.path).stem for info in found
+                      if info.type == fs.FileType.File and info.path.endswith(".json"))
+
+    def exists(self, path: str) -> bool:
+        from pyarrow import fs
+
+        filesystem, inner = _filesystem(path)
+        return filesystem.get_file_info(inner).type != fs.FileType.NotFound
+
+
+def read_text(path: str) -> str:
+    filesystem, inner = _filesystem(path)
+    with filesystem.open_input_stream(inner) as stream:
+        return stream.read().decode()
+
+
+def write_text(path: str, text: str) -> None:
+    """Write `path` whole or not at all: a local file is written beside it and renamed over
+    it; an object store never shows a half-written object."""
+    filesystem, inner = _filesystem(path)
+    filesystem.create_dir(posixpath.dirname(inner), recursive=True)
+    staging = f"{inner}.{uuid.uuid4().hex}.tmp" if "://" not in path else inner
+    with filesystem.open_output_stream(staging) as stream:
+        stream.write(text.encode())
+    if staging != inner:
+        filesystem.move(staging, inner)
+
+
+def check_writable(storage: Storage) -> None:
+    """UserError unless this process can write under the storage root."""
+    probe = storage.join(f".probe-{uuid.uuid4().hex}")
+    try:
+        write_text(probe, "probe")
+        filesystem, inner = _filesystem(probe)
+        filesystem.delete_file(inner)
+    except Exception as error:  # noqa: BLE001 — pyarrow raises OSError and its own types
+        raise UserError(f"storage {storage.root}: cannot write here ({error}); give a "
+                        f"--storage (or {ENV}) that this node can write") from None
+
+
+def _filesystem(path: str):
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(path)
+
+
+def check_every_node_shares(storage: Storage, timeout_s: float = 120.0) -> None:
+    """UserError naming each node of the connected Ray cluster that cannot use the storage
+    root, before any trial starts: a path that is not mounted there (a node that writes into
+    its own local folder of that name does not see what this driver wrote), or a bucket it
+    has no credentials for. Otherwise Tune finds out at the first checkpoint, one trial at a
+    time."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = storage.join(f".probe-{uuid.uuid4().hex}")
+    write_text(marker, "written by the driver")
+    try:
+        probe = ray.remote(num_cpus=0)(_probe_on_this_node)
+        pending = {}
+        for node in (n for n in ray.nodes() if n.get("Alive")):
+            where = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            pending[probe.options(scheduling_strategy=where).remote(storage.root, marker)] = \
+                node.get("NodeManagerAddress", node["NodeID"])
+        ready, late = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
+        problems = [f"  node {pending[ref]}: {ray.get(ref)}" for ref in ready if ray.get(ref)]
+        problems += [f"  node {pending[ref]}: no answer in {timeout_s:g} s" for ref in late]
+    finally:
+        filesystem, inner = _filesystem(marker)
+        filesystem.delete_file(inner)
+    if problems:
+        raise UserError(f"storage {storage.root} is not shared by every node of the cluster; a "
+                        "job's state must be reachable from all of them (a path mounted at the "
+                        "same place on every node, or a bucket), given by --storage or "
+                        f"{ENV}:\n" + "\n".join(problems))
+
+
+def _probe_on_this_node(root: str, marker: str) -> str:
+    """'' when this node sees the driver's `marker` under `root` and can write there, else why
+    not."""
+    from pyarrow import fs
+
+    filesystem, inner = _filesystem(marker)
+    if filesystem.get_file_info(inner).type == fs.FileType.NotFound:
+        return f"does not see {marker}, which the driver just wrote (a local folder, not a shared one)"
+    try:
+        check_writable(Storage(root))
+    except UserError as error:
+        return str(error)
+    return ""

@@ -1,0 +1,467 @@
+"""command — any program as a workload: runyard runs it once per trial and reads what it reports.
+
+The program, `config.command`, is a list of arguments or a string split as a shell would split
+it; each argument is then filled in with `{params.NAME}` (the trial's `config.params`, which a
+sweep varies as `config.params.NAME`) and `{seed}`. It runs in its own process group, with
+the project directory (on a cluster, the submitted copy of it) as its working directory, and
+`python` on its PATH is the interpreter runyard runs under.
+
+What it reports, one line each, on its stdout (`reports: stdout`) or on the file descriptor
+whose number is in $RUNYARD_METRICS_FD (`reports: fd`, for programs whose stdout is noisy):
+
+    {"epoch": 3, "loss": 0.25, "acc": 0.91}     a JSON object
+    epoch=3 loss=0.25 acc=0.91                   or key=value pairs (spaces or commas between)
+
+A report holding at least one of `config.metrics` is one iteration, one `step()`; any other
+line is plain output and only kept in the log.
+
+Checkpoints: the program writes its state into $RUNYARD_CHECKPOINT_DIR, then says it is
+complete in a report, alone or in the line of the iteration it ends:
+  "checkpoint": "NAME"   the directory NAME inside it is complete. runyard moves it away at
+                         once (a rename): exact however soon the program writes the next one,
+                         which it writes under a new name (epoch-3, epoch-4, ...).
+  "checkpoint": true     the whole directory is complete. runyard copies it at once, with the
+                         program paused (SIGSTOP to its group) during the copy; exact when the
+                         program begins its next checkpoint some work after the report (an
+                         epoch), not in the instant after it.
+Either way a checkpoint the program is still writing is never the one kept. A retried,
+resumed or re-run trial starts the program again with $RUNYARD_RESTORE_DIR naming a copy of
+its last complete checkpoint (the contents of NAME, or of the whole directory; the variable
+is absent on a fresh start) and an empty $RUNYARD_CHECKPOINT_DIR. The program continues
+from there; the reports of iterations runyard had already tracked when it saved (those
+between the program's checkpoint and runyard's own) are read and skipped, so each
+iteration is tracked once.
+
+Ending: the program exiting with code 0 ends the trial FINISHED after its last report
+(`WorkloadFinished`); any other exit is a failed trial whose error is the end of its stderr.
+When runyard stops the trial first (stop conditions, the sweep's time budget, Ctrl-C) it
+terminates the program's whole process group: SIGTERM, then SIGKILL after `stop_grace_s`.
+Its stdout and stderr become the trial's artifacts stdout.log and stderr.log.
+"""
+
+from __future__ import annotations
+
+import collections
+import difflib
+import json
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import IO, Literal
+
+from pydantic import Field
+
+from runyard.workloads.base import (
+    Direction, Workload, WorkloadConfig, WorkloadContext, WorkloadFinished,
+)
+
+STDERR_TAIL_LINES = 30
+STATE_FILE = "command.json"
+_KEY = re.compile(r"[A-Za-z_][\w.\-/]*")
+
+
+class CommandConfig(WorkloadConfig):
+    command: str | list[str] = Field(
+        description="the program and its arguments: a list, or a string split like a shell "
+                    "line; each argument may hold {params.NAME} and {seed}")
+    params: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="values the command refers to as {params.NAME}; a sweep varies them as "
+                    "config.params.NAME")
+    metrics: dict[str, Direction] = Field(
+        min_length=1,
+        description="every metric the program reports, with the direction that is better "
+                    "(max or min); the sweep metric and stop thresholds must be among them")
+    reports: Literal["stdout", "fd"] = Field(
+        "stdout",
+        description="where the program writes its report lines: stdout, or the file "
+                    "descriptor numbered in $RUNYARD_METRICS_FD")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment variables set for the program, on top of runyard's own")
+    step_timeout_s: float | None = Field(
+        None, gt=0,
+        description="fail the trial when the program reports no iteration for this long; "
+                    "none: wait as long as it runs")
+    stop_grace_s: float = Field(
+        5.0, ge=0,
+        description="seconds the program has to exit after SIGTERM before it is killed")
+
+
+@dataclass(frozen=True)
+class Report:
+    """One report line: its numeric values, and the checkpoint it says is complete: True for
+    the whole checkpoint directory, a name for one directory in it, False for none."""
+
+    values: dict[str, float]
+    checkpoint: bool | str = False
+
+
+def parse_report(line: str) -> Report | None:
+    """The report in one line of the program's output, or None when the line is plain output
+    (anything that is neither a JSON object nor a run of key=value pairs with numbers)."""
+    text = line.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        values = {key: float(value) for key, value in data.items()
+                  if isinstance(value, int | float) and not isinstance(value, bool)
+                  and key != "checkpoint"}
+        mark = data.get("checkpoint", False)
+        checkpoint = mark if mark is True or (isinstance(mark, str) and mark) else False
+    else:
+        values, checkpoint = {}, False
+        for token in filter(None, re.split(r"[\s,]+", text)):
+            key, equals, value = token.partition("=")
+            if not equals or not _KEY.fullmatch(key):
+                return None
+            if key == "checkpoint":
+                flags = {"true": True, "1": True, "false": False, "0": False}
+                checkpoint = flags.get(value.lower(), value) if value else False
+                continue
+            try:
+                values[key] = float(value)
+            except ValueError:
+                return None
+    if not values and checkpoint is False:
+        return None
+    return Report(values, checkpoint)
+
+
+def command_arguments(config: CommandConfig, seed: int) -> list[str]:
+    """The program's argument list for this trial. A string is split before it is filled in,
+    so a value with spaces stays one argument."""
+    words = shlex.split(config.command) if isinstance(config.command, str) else config.command
+    params = SimpleNamespace(**config.params)
+    return [word.format(params=params, seed=seed) for word in words]
+
+
+def _placeholder_problems(config: CommandConfig) -> list[str]:
+    """`config.command: ...` for every {field} that names nothing the command is filled with."""
+    words = shlex.split(config.command) if isinstance(config.command, str) else config.command
+    problems = []
+    for word in words:
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(word) if name is not None]
+        except ValueError as error:
+            problems.append(f"config.command: {word!r}: {error} (write {{{{ and }}}} for "
+                            "literal braces)")
+            continue
+        for name in fields:
+            root, _, rest = name.partition(".")
+            if root == "seed" and not rest:
+                continue
+            if root == "params" and rest in config.params:
+                continue
+            if root == "params":
+                close = difflib.get_close_matches(rest, list(config.params), n=1)
+                hint = f" (did you mean {{params.{close[0]}}}?)" if close else ""
+                known = ", ".join(sorted(config.params)) or "nothing"
+                problems.append(f"config.command: {{{name}}} is not in config.params{hint}; "
+                                f"it holds: {known}")
+            else:
+                problems.append(f"config.command: {{{name}}} is unknown; a command may use "
+                                "{params.NAME} and {seed}")
+    return problems
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> bool:
+    """Send `signum` to the program's process group; False when the group is gone."""
+    try:
+        os.killpg(process.pid, signum)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@dataclass(frozen=True)
+class _Iteration:
+    number: int  # counted by the reader from the program's first report (or its checkpoint)
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class _Exited:
+    code: int
+
+
+@dataclass(frozen=True)
+class _Broken:
+    message: str
+
+
+class Command(Workload):
+    Config = CommandConfig
+
+    @classmethod
+    def declared_metrics(cls, config: CommandConfig) -> dict[str, Direction]:
+        return dict(config.metrics)
+
+    @classmethod
+    def check_spec(cls, config: CommandConfig, context: WorkloadContext) -> list[str]:
+        problems = _placeholder_problems(config)
+        if not (config.command if isinstance(config.command, list) else config.command.strip()):
+            problems.append("config.command: empty; write the program to run, e.g. "
+                            "python train.py --lr {params.lr}")
+        if int(context.resources.get("workers", 1)) > 1:
+            problems.append("resources.workers: the command workload runs one program per "
+                            "trial; start data-parallel workers inside the program, or set 1")
+        return problems
+
+    def setup(self, config: CommandConfig, context: WorkloadContext) -> None:
+        self.config = config
+        self.arguments = command_arguments(config, context.seed)
+        self.seed = context.seed
+        self.workdir = Path(context.workdir)
+        self.scratch = Path(tempfile.mkdtemp(prefix="runyard-command-"))
+        self.iteration = 0  # the last iteration step() returned
+        self.restore_dir: Path | None = None
+        self.first_number = 0  # the iteration the program starts from (its restored checkpoint)
+        # Complete checkpoints by the iteration they end; written by the reader thread.
+        self.snapshots: dict[int, Path] = {}
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen | None = None
+        self.readers: list[threading.Thread] = []
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.other_keys: set[str] = set()  # numeric keys reported that are not metrics
+
+    # ----------------------------------------------------------------------- the process
+
+    def _start(self) -> None:
+        """Start the program: lazily, at the first step, because Tune may restore a
+        checkpoint between setup() and the first step."""
+        live = self.scratch / "checkpoint"
+        shutil.rmtree(live, ignore_errors=True)
+        live.mkdir()
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        env = {**os.environ, "PATH": path,
+               "PYTHONUNBUFFERED": "1",  # a Python program's reports arrive as it prints them
+               "RUNYARD_CHECKPOINT_DIR": str(live), "RUNYARD_SEED": str(self.seed)}
+        env.pop("RUNYARD_RESTORE_DIR", None)
+        if self.restore_dir is not None:
+            env["RUNYARD_RESTORE_DIR"] = str(self.restore_dir)
+        report_read, report_write = os.pipe() if self.config.reports == "fd" else (None, None)
+        if report_write is not None:
+            env["RUNYARD_METRICS_FD"] = str(report_write)
+        env.update(self.config.env)
+        self.events: queue.Queue = queue.Queue()
+        try:
+            self.process = subprocess.Popen(
+                self.arguments, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                pass_fds=(report_write,) if report_write is not None else ())
+        except OSError as error:
+            if report_read is not None:
+                os.close(report_read)
+            raise RuntimeError(f"could not start {self.arguments[0]!r} in {self.workdir}: "
+                               f"{error}") from None
+        finally:
+            if report_write is not None:
+                os.close(report_write)
+        stdout_log = open(self.scratch / "stdout.log", "a", buffering=1)
+        stderr_log = open(self.scratch / "stderr.log", "a", buffering=1)
+        outputs = [threading.Thread(target=self._keep_stderr, daemon=True,
+                                    args=(self.process.stderr, stderr_log))]
+        if report_read is None:
+            source, log = self.process.stdout, stdout_log
+        else:
+            outputs.append(threading.Thread(target=self._keep_stdout,
+                                            args=(self.process.stdout, stdout_log), daemon=True))
+            source, log = open(report_read, "rb"), None
+        reports = threading.Thread(target=self._read_reports, daemon=True,
+                                   args=(source, log, outputs, self.events, self.process))
+        self.readers = [*outputs, reports]
+        for thread in self.readers:
+            thread.start()
+
+    def _read_reports(self, stream: IO[bytes], log: IO[str] | None,
+                      outputs: list[threading.Thread], events: queue.Queue,
+                      process: subprocess.Popen) -> None:
+        """Read report lines until the program closes the stream, then wait for it to exit."""
+        number = self.first_number
+        try:
+            for raw in stream:
+                line = raw.decode("utf-8", errors="replace")
+                if log is not None:
+                    log.write(line)
+                report = parse_report(line)
+                if report is None:
+                    continue
+                metrics = {k: v for k, v in report.values.items() if k in self.config.metrics}
+                self.other_keys.update(set(report.values) - set(metrics))
+                if metrics:
+                    number += 1
+                if report.checkpoint is not False:
+                    self._snapshot(number, process, report.checkpoint)
+                if metrics:
+                    events.put(_Iteration(number, metrics))
+        except (OSError, ValueError) as error:
+            events.put(_Broken(f"could not keep the checkpoint the program reported: {error}"))
+        finally:
+            stream.close()
+            for thread in outputs:
+                thread.join()
+            if log is not None:
+                log.close()
+            events.put(_Exited(process.wait()))
+
+    def _keep_stderr(self, stream: IO[bytes], log: IO[str]) -> None:
+        with log:
+            for raw in stream:
+                line = raw.decode("utf-8", errors="replace")
+                log.write(line)
+                self.stderr_tail.append(line.rstrip("\n"))
+
+    @staticmethod
+    def _keep_stdout(stream: IO[bytes], log: IO[str]) -> None:
+        with log:
+            for raw in stream:
+                log.write(raw.decode("utf-8", errors="replace"))
+
+    def _snapshot(self, number: int, process: subprocess.Popen, mark: bool | str) -> None:
+        """Keep the checkpoint the program just reported complete; save() sees it only once
+        it is whole. A named one is moved out of the program's reach at once (a rename, no
+        copy: exact however soon the program writes its next one). The whole directory is
+        copied with the program paused (SIGSTOP to its group), so it cannot start writing
+        the next checkpoint during the copy."""
+        live = self.scratch / "checkpoint"
+        final = self.scratch / "snapshots" / f"{number:08d}"
+        final.parent.mkdir(exist_ok=True)
+        if mark is True:
+            partial = final.with_name(final.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            paused = _signal_group(process, signal.SIGSTOP)
+            try:
+                shutil.copytree(live, partial)
+            finally:
+                if paused:
+                    _signal_group(process, signal.SIGCONT)
+        else:
+            partial = live / mark
+            if Path(mark).name != mark or mark in (".", "..") or not partial.is_dir():
+                raise ValueError(f"checkpoint {mark!r} names no directory directly inside "
+                                 "$RUNYARD_CHECKPOINT_DIR")
+        with self.lock:
+            shutil.rmtree(final, ignore_errors=True)
+            partial.rename(final)
+            self.snapshots[number] = final
+
+    def _stop(self) -> None:
+        """Terminate the program and everything it started (its process group)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if _signal_group(process, signal.SIGTERM):
+            try:
+                process.wait(self.config.stop_grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(process, signal.SIGKILL)  # what is left of the group, if anything
+        process.wait()
+        for thread in self.readers:
+            thread.join(timeout=5)
+
+    # ------------------------------------------------------------------------ protocol
+
+    def step(self) -> dict[str, float]:
+        if self.process is None:
+            self._start()
+        while True:
+            try:
+                event = self.events.get(timeout=self.config.step_timeout_s)
+            except queue.Empty:
+                raise RuntimeError(f"{self._name()} reported no iteration for "
+                                   f"{self.config.step_timeout_s} s (config.step_timeout_s)"
+                                   ) from None
+            if isinstance(event, _Exited):
+                self._ended(event.code)
+            if isinstance(event, _Broken):
+                raise RuntimeError(event.message)
+            if event.number <= self.iteration:
+                continue  # tracked already, before the restore this run continues from
+            self.iteration = event.number
+            self._forget_old_snapshots()
+            return event.metrics
+
+    def _ended(self, code: int) -> None:
+        if code == 0 and self.iteration > 0:
+            raise WorkloadFinished()
+        if code == 0:
+            others = ", ".join(sorted(self.other_keys)) or "no report at all"
+            raise RuntimeError(f"{self._name()} exited without reporting any of "
+                               f"{', '.join(self.config.metrics)} (config.metrics); it reported: "
+                               f"{others}")
+        how = (f"was killed by {signal.Signals(-code).name}" if code < 0
+               else f"exited with code {code}")
+        tail = list(self.stderr_tail)
+        last = next((line for line in reversed(tail) if line.strip()), "its stderr is empty")
+        # The last line is the summary (runyard tags the run with it); the tail comes first.
+        raise RuntimeError("the end of its stderr:\n" + "\n".join(tail) +
+                           f"\n{self._name()} {how}: {last.strip()}")
+
+    def _name(self) -> str:
+        """The program as errors name it: `python train.py` for `python train.py --lr 0.1`."""
+        return shlex.join(self.arguments[:2])
+
+    def _complete_checkpoint(self) -> tuple[int, Path | None]:
+        """The newest complete checkpoint the program had written by the last iteration
+        step() returned: (the iteration it ends, its copy), or (0, None)."""
+        with self.lock:
+            done = [number for number in self.snapshots if number <= self.iteration]
+            return (max(done), self.snapshots[max(done)]) if done else (0, None)
+
+    def _forget_old_snapshots(self) -> None:
+        newest, _ = self._complete_checkpoint()
+        with self.lock:
+            for number in [n for n in self.snapshots if n < newest]:
+                path = self.snapshots.pop(number)
+                if path != self.restore_dir:  # the program may still be reading that one
+                    shutil.rmtree(path, ignore_errors=True)
+
+    def save(self, directory: Path) -> None:
+        number, checkpoint = self._complete_checkpoint()
+        if checkpoint is not None:
+            shutil.copytree(checkpoint, Path(directory) / "checkpoint")
+        state = {"iteration": self.iteration, "checkpoint_iteration": number}
+        (Path(directory) / STATE_FILE).write_text(json.dumps(state))
+
+    def restore(self, directory: Path) -> None:
+        self._stop()
+        state = json.loads((Path(directory) / STATE_FILE).read_text())
+        self.iteration = state["iteration"]
+        self.first_number = 0
+        self.restore_dir = None
+        with self.lock:
+            self.snapshots = {}
+        if (Path(directory) / "checkpoint").is_dir():
+            self.restore_dir = self.scratch / "restore"
+            shutil.rmtree(self.restore_dir, ignore_errors=True)
+            shutil.copytree(Path(directory) / "checkpoint", self.restore_dir)
+            self.first_number = state["checkpoint_iteration"]
+            with self.lock:
+                self.snapshots[self.first_number] = self.restore_dir
+
+    def artifacts(self, directory: Path) -> None:
+        for name in ("stdout.log", "stderr.log"):
+            if (self.scratch / name).exists():
+                shutil.copyfile(self.scratch / name, Path(directory) / name)
+
+    def close(self) -> None:
+        self._stop()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+

@@ -1,0 +1,125 @@
+"""A job's state on hosts that share nothing but a bridge and a storage folder: refused when its
+storage is not shared, kept in the storage when it is, and continued from the laptop, which
+sees the cluster only through the Jobs API and MLflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from runyard.launch import jobs_api
+from runyard_testing import RUNYARD
+
+pytestmark = pytest.mark.slow
+
+SWEEP = """\
+name: stored
+workload: toy.quadratic
+config: {{sleep_s: {sleep}}}
+stop: {{iterations: {iterations}}}
+checkpoint: {{every: 1}}
+tracking: {{experiment: hosts-stored}}
+sweep:
+  samples: 2
+  metric: score
+  space:
+    config.x: {{uniform: [0.0, 1.0]}}
+"""
+
+
+def laptop(hosts, project: Path, *args: str) -> subprocess.CompletedProcess:
+    """runyard on the laptop (the root namespace), with the token and MLflow credentials."""
+    cluster = hosts.cluster
+    env = {**os.environ, "RAY_AUTH_TOKEN_PATH": cluster.token_path,
+           "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
+           "MLFLOW_TRACKING_PASSWORD": hosts.tracking_password}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("RUNYARD_STORAGE", None)
+    return subprocess.run([str(RUNYARD), *args, "--address", cluster.jobs_address], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=180)
+
+
+def finished(hosts, job_id: str, timeout_s: float = 420) -> tuple[str, str]:
+    cluster = hosts.cluster
+    state = jobs_api.wait(job_id, cluster.jobs_address, timeout_s=timeout_s, state_dir=cluster.state_dir)
+    return state, "".join(jobs_api.logs(job_id, cluster.jobs_address, state_dir=cluster.state_dir))
+
+
+def job_runs(hosts, monkeypatch, job_id: str) -> list:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", hosts.cluster.tracking_username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", hosts.tracking_password)
+    client = MlflowClient(hosts.cluster.tracking_uri)
+    experiment = client.get_experiment_by_name("hosts-stored")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.`runyard.sweep_id` = '{job_id}'")
+
+
+def test_a_storage_the_worker_hosts_do_not_share_is_refused_before_any_trial(
+        namespaced_hosts, tmp_path, monkeypatch):
+    # /tmp is each host's own: every worker can write a folder of that name, and sees nothing
+    # the driver wrote there.
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "sweep.yaml").write_text(SWEEP.format(sleep=0.1, iterations=2))
+    job_id = f"unshared-{namespaced_hosts.cluster.cluster_id[:6]}"
+    submitted = laptop(namespaced_hosts, project, "submit", "jobs/sweep.yaml", "--id", job_id,
+                       "--storage", "/tmp/runyard-head-only")
+    assert submitted.returncode == 0, submitted.stderr
+    state, log = finished(namespaced_hosts, job_id)
+    assert state == "FAILED", log[-3000:]
+    assert "storage /tmp/runyard-head-only is not shared by every node" in log, log[-3000:]
+    for worker in namespaced_hosts.cluster.nodes[1:]:
+        assert f"node {worker.address}: does not see" in log
+    assert job_runs(namespaced_hosts, monkeypatch, job_id) == []  # refused before any run
+
+
+def test_a_sweep_on_worker_hosts_keeps_its_state_in_storage_and_resumes_from_the_laptop(
+        namespaced_hosts, tmp_path, monkeypatch):
+    hosts = namespaced_hosts
+    storage = hosts.storage / "jobs"
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "sweep.yaml").write_text(SWEEP.format(sleep=1.0, iterations=12))
+    job_id = f"stored-{hosts.cluster.cluster_id[:6]}"
+    submitted = laptop(hosts, project, "submit", "jobs/sweep.yaml", "--id", job_id,
+                       "--storage", str(storage))
+    assert submitted.returncode == 0, submitted.stderr
+
+    # Both trials run on worker hosts (the head has no CPU) and checkpoint into the storage.
+    tune_dir = storage / "ray_results" / job_id
+    deadline = time.monotonic() + 300
+    while len(list(tune_dir.glob("t000*/checkpoint_000002"))) < 2:
+        assert time.monotonic() < deadline, finished(hosts, job_id, 1)[1][-3000:]
+        time.sleep(1)
+    assert (storage / "sweeps" / f"{job_id}.json").is_file()
+    stop = subprocess.run([str(RUNYARD), "stop", job_id, "--address", hosts.cluster.jobs_address],
+                          env={**os.environ, "RAY_AUTH_TOKEN_PATH": hosts.cluster.token_path},
+                          capture_output=True, text=True, timeout=120)
+    assert stop.returncode == 0, stop.stderr
+    assert finished(hosts, job_id)[0] == "STOPPED"
+    runs = job_runs(hosts, monkeypatch, job_id)
+    assert {r.info.status for r in runs if r.data.tags["runyard.kind"] == "trial"} == {"KILLED"}
+
+    # From the laptop, which never sees the storage: a new driver goes on where it stopped.
+    resumed = laptop(hosts, project, "resume", job_id, "--storage", str(storage))
+    assert resumed.returncode == 0, resumed.stderr
+    resume_id = next(word.rstrip(":") for word in resumed.stdout.split()
+                     if word.startswith(f"{job_id}-resume-"))
+    state, log = finished(hosts, resume_id)
+    assert state == "SUCCEEDED", log[-4000:]
+
+    runs = job_runs(hosts, monkeypatch, job_id)
+    trials = [r for r in runs if r.data.tags["runyard.kind"] == "trial"]
+    assert len(runs) == 3 and len(trials) == 2  # the same parent and trial runs, no new ones
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    client = MlflowClient(hosts.cluster.tracking_uri)
+    for trial in trials:
+        steps = sorted(m.step for m in client.get_metric_history(trial.info.run_id, "score"))
+        assert steps == list(range(1, 13)), (trial.info.run_name, steps)  # once per step

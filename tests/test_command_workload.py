@@ -1,0 +1,289 @@
+"""The command workload: a plain script, which knows runyard only by its environment
+variables, swept through the real CLI on a real embedded Ray and MLflow store; its line
+parser and its process handling on their own, without Ray."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from runyard_testing import ledger_of, run_cli, tracking_uri
+from runyard.workloads.base import WorkloadContext, WorkloadFinished
+from runyard.workloads.command import Command, CommandConfig, Report, parse_report
+
+# Counts epochs; score = rate * epoch. Checkpoints after every epoch, reports in JSON on odd
+# epochs and key=value on even ones, chatters on stdout, and can crash at one epoch: always
+# while a marker file exists, or once (it leaves a marker so the retry gets past).
+SCRIPT = """\
+import argparse, json, os, sys, time
+from pathlib import Path
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--rate", type=float, required=True)
+parser.add_argument("--epochs", type=int, required=True)
+parser.add_argument("--sleep", type=float, default=0.05)
+parser.add_argument("--crash-at", type=int, default=3)
+parser.add_argument("--crash", choices=["never", "once", "while-broken"], default="never")
+parser.add_argument("--named", action="store_true", help="each checkpoint in its own folder")
+args = parser.parse_args()
+
+checkpoints = Path(os.environ["RUNYARD_CHECKPOINT_DIR"])
+Path(f"pid-{args.crash}-{args.rate}").write_text(str(os.getpid()))
+start = 0
+if os.environ.get("RUNYARD_RESTORE_DIR"):
+    start = json.loads((Path(os.environ["RUNYARD_RESTORE_DIR"]) / "state.json").read_text())["epoch"]
+    print(f"resumed from epoch {start}")
+for epoch in range(start + 1, args.epochs + 1):
+    time.sleep(args.sleep)
+    marker = Path(f"crashed-{args.crash}-{args.rate}")
+    if epoch == args.crash_at and (
+            (args.crash == "once" and not marker.exists())
+            or (args.crash == "while-broken" and Path("broken").exists())):
+        marker.touch()
+        print("loss went to nan", file=sys.stderr)
+        raise ValueError(f"planted crash at epoch {epoch}")
+    folder = checkpoints / f"epoch-{epoch}" if args.named else checkpoints
+    folder.mkdir(exist_ok=True)
+    (folder / "state.json").write_text(json.dumps({"epoch": epoch}))
+    score, mark = args.rate * epoch, folder.name if args.named else "true"
+    if epoch % 2:
+        print(json.dumps({"epoch": epoch, "score": score, "checkpoint": mark == "true" or mark}))
+    else:
+        print(f"epoch={epoch} score={score} checkpoint={mark}")
+    print("just some chatter", flush=True)
+"""
+
+SPEC = """\
+name: {name}
+workload: command
+config:
+  command: python counter.py --rate {{params.rate}} --epochs {{params.epochs}} --crash {{params.crash}} --named
+  params: {{rate: 0.1, epochs: {epochs}, crash: never}}
+  metrics: {{score: max, epoch: max}}
+stop: {stop}
+checkpoint: {{every: 1, keep: 2}}
+tracking: {{experiment: command}}
+sweep:
+  samples: 1
+  metric: score
+  max_failures: {max_failures}
+  max_concurrent: 2
+  space:
+{space}
+"""
+
+
+def write_job(workdir: Path, name: str, space: dict[str, list], epochs: int = 5,
+              stop: str = "{iterations: 20}", max_failures: int = 0) -> Path:
+    """The script and a sweep of it: `space` maps a key of config.params (or "", the whole
+    of config.params) to its grid."""
+    (workdir / "counter.py").write_text(SCRIPT)
+    lines = "\n".join(f"    {'.'.join(['config.params', key]).rstrip('.')}: "
+                      f"{{grid: {json.dumps(values)}}}" for key, values in space.items())
+    path = workdir / f"{name}.yaml"
+    path.write_text(SPEC.format(name=name, epochs=epochs, stop=stop, max_failures=max_failures,
+                                space=lines))
+    return path
+
+
+def trial_runs(workdir: Path, job: str) -> dict[str, object]:
+    """The job's trial runs, by the rate their script ran with."""
+    client = MlflowClient(tracking_uri(workdir))
+    parent = client.get_run(ledger_of(workdir, job).run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return {float(run.data.params["config.params.rate"]): run for run in children}
+
+
+def history(workdir: Path, run, metric: str = "score") -> list[tuple[int, float]]:
+    client = MlflowClient(tracking_uri(workdir))
+    return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric))
+
+
+def gone(pid: int) -> bool:
+    """Whether a process has ended (an orphan that ended may be a zombie for a moment,
+    until init reaps it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def artifact_text(workdir: Path, run, name: str) -> str:
+    client = MlflowClient(tracking_uri(workdir))
+    return Path(client.download_artifacts(run.info.run_id, name, str(workdir))).read_text()
+
+
+# ----------------------------------------------------------------------------- the parser
+
+
+def test_a_json_object_line_is_a_report_of_its_numbers():
+    assert parse_report('{"epoch": 3, "loss": 0.25, "phase": "train"}\n') == \
+        Report({"epoch": 3.0, "loss": 0.25})
+    assert parse_report('{"checkpoint": true}') == Report({}, checkpoint=True)
+    assert parse_report('{"loss": 1, "checkpoint": true}') == Report({"loss": 1.0}, True)
+    assert parse_report('{"checkpoint": "step-300"}') == Report({}, checkpoint="step-300")
+    assert parse_report('{"ok": true}') is None  # a bool is not a number
+
+
+def test_key_value_pairs_are_a_report_only_when_every_word_is_one():
+    assert parse_report("epoch=3 loss=0.25, acc=9e-1") == \
+        Report({"epoch": 3.0, "loss": 0.25, "acc": 0.9})
+    assert parse_report("val/loss=2 checkpoint=true") == Report({"val/loss": 2.0}, True)
+    assert parse_report("lr=0.1 training starts") is None
+    assert parse_report("loss=low") is None
+    assert parse_report("checkpoint=step-300") == Report({}, "step-300")
+    assert parse_report("checkpoint=false") is None
+
+
+@pytest.mark.parametrize("line", ["", "Epoch 3/10", "{not json", "[1, 2]", '"loss=1"',
+                                  '{"phase": "train"}', "=3", "3=3"])
+def test_anything_else_is_plain_output(line: str):
+    assert parse_report(line) is None
+
+
+# ------------------------------------------------------------- the workload, without Ray
+
+
+def command_workload(tmp_path: Path, **config) -> Command:
+    (tmp_path / "counter.py").write_text(SCRIPT)
+    workload = Command()
+    workload.setup(CommandConfig(metrics={"score": "max"}, **config),
+                   WorkloadContext(seed=7, workdir=tmp_path))
+    return workload
+
+
+@pytest.mark.parametrize("options", [["--named"], ["--sleep", "0.2"]], ids=["named", "whole-dir"])
+def test_a_restored_program_continues_from_its_checkpoint_and_skips_what_was_tracked(
+        tmp_path: Path, options: list[str]):
+    # A named checkpoint is exact however fast the program runs on; the whole directory is
+    # exact when the next checkpoint comes some time after the report (an epoch's work).
+    command = [sys.executable, "counter.py", "--rate", "1", "--epochs", "4", *options]
+    first = command_workload(tmp_path, command=command)
+    assert [first.step()["score"] for _ in range(3)] == [1.0, 2.0, 3.0]
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    first.save(saved)
+    first.close()
+    assert json.loads((saved / "checkpoint" / "state.json").read_text()) == {"epoch": 3}
+
+    second = command_workload(tmp_path, command=command)
+    second.restore(saved)
+    assert second.step() == {"score": 4.0}
+    with pytest.raises(WorkloadFinished):
+        second.step()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    second.artifacts(logs)
+    second.close()
+    assert "resumed from epoch 3" in (logs / "stdout.log").read_text()
+
+
+def test_reports_on_a_file_descriptor_leave_stdout_to_the_program(tmp_path: Path):
+    script = tmp_path / "fd.py"
+    script.write_text(textwrap.dedent("""\
+        import os
+        print('{"score": 99}')  # stdout: only logged
+        with os.fdopen(int(os.environ["RUNYARD_METRICS_FD"]), "w") as reports:
+            print("score=1.5", file=reports)
+        """))
+    workload = command_workload(tmp_path, command=[sys.executable, str(script)], reports="fd")
+    assert workload.step() == {"score": 1.5}
+    with pytest.raises(WorkloadFinished):
+        workload.step()
+    workload.close()
+
+
+def test_a_crash_is_an_error_ending_with_the_last_line_of_stderr(tmp_path: Path):
+    workload = command_workload(tmp_path, command="python counter.py --rate 1 --epochs 5 "
+                                "--crash-at 2 --crash once")
+    assert workload.step() == {"score": 1.0}
+    with pytest.raises(RuntimeError) as error:
+        workload.step()
+    workload.close()
+    message = str(error.value)
+    assert "loss went to nan" in message
+    assert message.splitlines()[-1] == ("python counter.py exited with code 1: "
+                                        "ValueError: planted crash at epoch 2")
+
+
+def test_close_terminates_the_program_and_its_children(tmp_path: Path):
+    script = tmp_path / "spawner.py"
+    script.write_text(textwrap.dedent("""\
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        print(f"score=1 child={child.pid}", flush=True)
+        time.sleep(600)
+        """))
+    workload = Command()
+    workload.setup(CommandConfig(command=[sys.executable, str(script)],
+                                 metrics={"score": "max", "child": "max"}),
+                   WorkloadContext(workdir=tmp_path))
+    child = int(workload.step()["child"])
+    parent = workload.process.pid
+    workload.close()
+    assert gone(parent) and gone(child)
+
+
+def test_bad_commands_are_refused_by_validate_naming_the_field(workdir: Path):
+    spec = write_job(workdir, "typo", {"rate": [0.1]})
+    spec.write_text(spec.read_text().replace("{params.epochs}", "{params.epoch}")
+                    .replace("metric: score", "metric: acc"))
+    result = run_cli("validate", str(spec), cwd=workdir)
+    assert result.returncode == 2
+    assert "config.command" in result.stderr and "did you mean {params.epochs}" in result.stderr
+    assert "sweep.metric" in result.stderr and "'acc'" in result.stderr
+
+
+# ---------------------------------------------------------------- through `runyard run`
+
+
+@pytest.mark.slow
+def test_a_sweep_of_a_plain_script_stops_retries_fails_and_reruns_like_any_other(workdir: Path):
+    broken = workdir / "broken"
+    broken.touch()
+    spec = write_job(workdir, "script", {"": [
+        {"rate": 0.1, "epochs": 50, "crash": "never"},   # runs into the iteration limit
+        {"rate": 0.6, "epochs": 50, "crash": "never"},   # passes the score threshold at epoch 2
+        {"rate": 0.15, "epochs": 5, "crash": "once"},    # crashes once; the retry resumes
+        {"rate": 0.19, "epochs": 5, "crash": "while-broken"},  # crashes until fixed
+    ]}, stop="{iterations: 6, score: 1.0}", max_failures=1)
+    result = run_cli("run", str(spec), "--id", "script", cwd=workdir)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "rerun-failed script" in result.stdout
+
+    runs = trial_runs(workdir, "script")
+    assert {rate: run.info.status for rate, run in runs.items()} == {
+        0.1: "FINISHED", 0.6: "FINISHED", 0.15: "FINISHED", 0.19: "FAILED"}
+    # Every iteration's metrics, at its step; the stop conditions end the first two early.
+    assert history(workdir, runs[0.1]) == [(n, pytest.approx(0.1 * n)) for n in range(1, 7)]
+    assert history(workdir, runs[0.1], "epoch") == [(n, n) for n in range(1, 7)]
+    assert history(workdir, runs[0.6]) == [(1, 0.6), (2, 1.2)]
+    assert "just some chatter" in artifact_text(workdir, runs[0.1], "stdout.log")
+    # Stopped long before their 50 epochs, the programs were terminated, not left running.
+    assert all(gone(int((workdir / f"pid-never-{rate}").read_text())) for rate in (0.1, 0.6))
+
+    # Crashed in epoch 3, resumed from the checkpoint of epoch 2: every epoch tracked once,
+    # and the program's own end (5 epochs) ended the trial.
+    retried = runs[0.15]
+    assert [step for step, _ in history(workdir, retried)] == [1, 2, 3, 4, 5]
+    assert "resumed from epoch 2" in artifact_text(workdir, retried, "stdout.log")
+    assert retried.data.metrics["training_iteration"] == 5
+
+    failed = runs[0.19]
+    assert failed.data.tags["runyard.error"].endswith(
+        "python counter.py exited with code 1: ValueError: planted crash at epoch 3")
+    assert "loss went to nan" in artifact_text(workdir, failed, "error.txt")
+
+    broken.unlink()
+    rerun = run_cli("rerun-failed", "script", cwd=workdir)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    fixed = trial_runs(workdir, "script")[0.19]
+    assert fixed.info.run_id == failed.info.run_id and fixed.info.status == "FINISHED"
+    assert [step for step, _ in history(workdir, fixed)] == [1, 2, 3, 4, 5]

@@ -1,0 +1,71 @@
+"""A job's storage: where its ledger and Tune state live, chosen by --storage, RUNYARD_STORAGE
+or the default .runyard/, read and written through pyarrow's filesystem layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from runyard.errors import UserError
+from runyard.execute.ledger import Ledger, Segment
+from runyard.execute.storage import ENV, Storage, check_writable
+from runyard_testing import run_cli, tracking_uri
+
+
+def test_the_setting_comes_from_the_flag_then_the_environment_then_the_working_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv(ENV, raising=False)
+    assert Storage.resolve(None, tmp_path).root == str(tmp_path.resolve() / ".runyard")
+    monkeypatch.setenv(ENV, "s3://bucket/lab/")
+    assert Storage.resolve(None, tmp_path) == Storage("s3://bucket/lab")
+    assert Storage("s3://bucket/lab").tune_path("job-1") == "s3://bucket/lab/ray_results/job-1"
+    assert Storage.resolve(str(tmp_path / "shared"), tmp_path).root == str(tmp_path / "shared")
+
+
+def test_a_ledger_round_trips_and_is_found_by_id_or_run_id(tmp_path: Path):
+    storage = Storage(str(tmp_path / "store"))
+    ledger = Ledger("job-1", {"name": "x"}, "sqlite:///m.db", "x", str(tmp_path), storage.root,
+                    run_id="abc123", segments=[Segment(storage.tune_path("job-1"), 0, 2)])
+    ledger.save()
+    assert storage.ledger_ids() == ["job-1"]
+    assert Ledger.find(storage, "job-1") == ledger
+    assert Ledger.find(storage, "abc123") == ledger
+    assert not list((tmp_path / "store" / "sweeps").glob("*.tmp"))  # written whole, renamed
+    with pytest.raises(UserError, match=r"no job 'nope' in .*store/sweeps \(recent: job-1\)"):
+        Ledger.find(storage, "nope")
+
+
+def test_a_storage_that_cannot_be_written_is_refused_naming_it(tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match=r"storage .*a-file/state: cannot write here"):
+        check_writable(Storage(str(blocker / "state")))
+
+
+@pytest.mark.slow
+def test_a_job_keeps_its_state_in_the_storage_it_was_given_and_resumes_from_there(
+        workdir: Path):
+    shared = workdir / "shared-disk"
+    (workdir / "toy.yaml").write_text(
+        "name: stored\nworkload: toy.quadratic\nstop: {iterations: 3}\ncheckpoint: {every: 1}\n"
+        "sweep: {samples: 2, metric: score, space: {config.x: {uniform: [0.0, 1.0]}}}\n")
+    first = run_cli("run", "toy.yaml", "--id", "stored", "--num-cpus", "2", "--storage",
+                    str(shared), cwd=workdir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (shared / "sweeps" / "stored.json").is_file()
+    assert list((shared / "ray_results" / "stored").glob("t0000/checkpoint_*"))
+    assert not (workdir / ".runyard" / "sweeps").exists()
+    assert not (workdir / ".runyard" / "ray_results").exists()
+
+    # The job is found where it lives: with the flag, or with the environment variable.
+    missing = run_cli("best", "stored", cwd=workdir)
+    assert missing.returncode == 2 and "no job 'stored'" in missing.stderr
+    best = run_cli("best", "stored", cwd=workdir, env={ENV: str(shared)})
+    assert best.returncode == 0, best.stderr
+    again = run_cli("resume", "stored", "--storage", str(shared), "--num-cpus", "2", cwd=workdir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    client = MlflowClient(tracking_uri(workdir))
+    parent = client.get_run(Ledger.find(Storage(str(shared)), "stored").run_id)
+    assert parent.info.status == "FINISHED"
