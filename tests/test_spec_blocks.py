@@ -64,7 +64,7 @@ def test_an_unknown_or_wrong_data_key_is_refused_at_its_line(tmp_path: Path, dat
 
 
 def test_a_block_the_workload_does_not_read_is_refused():
-    with pytest.raises(SpecError, match=r"rollout: sl.linear does not read a rollout: block"):
+    with pytest.raises(SpecError, match=r"rollout: sl.linear does not read this block; remove it \(it reads data, resources"):
         load_spec(JOBS / "digits_linear.yaml", ["rollout.workers=2"])
 
 

@@ -153,7 +153,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_package(source, "lab_installed")
     (source / "pyproject.toml").write_text(textwrap.dedent("""\
         [build-system]
-        requires = ["setuptools>=68"]
+        requires = ["setuptools>=70.1"]
         build-backend = "setuptools.build_meta"
 
         [project]
@@ -229,7 +229,7 @@ def test_an_entry_point_workload_is_swept_with_two_seeds_and_tracked(installed: 
 
 @pytest.mark.slow
 def test_a_project_workload_sweep_resumes_after_sigkill(project: Path):
-    spec = write_spec(project, "lab_in_project.agents:Hill", name="killed", sleep=0.6, iterations=8)
+    spec = write_spec(project, "lab_in_project.agents:Hill", name="killed", sleep=0.5, iterations=6)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     driver = subprocess.Popen([str(RUNYARD), "run", str(spec), "--id", "killed"], cwd=project,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -245,4 +245,4 @@ def test_a_project_workload_sweep_resumes_after_sigkill(project: Path):
 
     result = run_cli("resume", "killed", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert_tracked_like_a_built_in(project, "killed", "lab_in_project.agents:Hill", iterations=8)
+    assert_tracked_like_a_built_in(project, "killed", "lab_in_project.agents:Hill", iterations=6)

@@ -76,8 +76,9 @@ def reference(name: str, workload_cls: type) -> str:
     lines.append("config:")
     lines += render_rows(field_rows(workload_cls.Config), indent="  ")
     lines.append("")
-    lines.append("metrics (the better direction): " + ", ".join(
-        f"{metric} ({direction})" for metric, direction in workload_cls.metrics.items()))
+    reported = ", ".join(f"{metric} ({direction})" for metric, direction in workload_cls.metrics.items())
+    lines.append("metrics (the better direction): "
+                 + (reported or "none of its own; a spec names them in its config"))
     for block in (*workload_cls.blocks, "resources"):
         for model in BLOCKS[block]:
             lines.append("")

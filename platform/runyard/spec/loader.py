@@ -8,6 +8,7 @@ is valid, so this layer touches no Ray and no MLflow.
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,7 @@ def _problem_from_pydantic(item: dict[str, Any], where: _Locator, root: type[Bas
     field = ".".join(loc)
     kind = item["type"]
     message = item["msg"].removeprefix("Value error, ").replace("Input should be", "expected")
+    message = re.sub(r" or instance of \w+", "", message)  # runyard's class names mean nothing in a spec
     if kind == "extra_forbidden":
         allowed = (sorted(data_form.model_fields) if data_form and len(inner) == 2
                    else _allowed_keys(root, inner[:-1]))
@@ -274,8 +276,9 @@ def _check_workload_config(data: dict[str, Any], where: _Locator
         return None, [Problem(where(("workload",)), "workload", str(error))]
     problems = [
         Problem(where((block,)), block,
-                f"{name} does not read a {block}: block; remove it (it reads: "
-                f"{', '.join(workload_cls.blocks + ('resources',))})")
+                f"{name} does not read this block; remove it (it reads "
+                f"{', '.join(workload_cls.blocks + ('resources',))}; a workload class lists "
+                "the blocks it reads in `blocks`)")
         for block in ("env", "rollout", "data")
         if data.get(block) is not None and block not in workload_cls.blocks
     ]

@@ -20,7 +20,6 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
@@ -54,6 +53,8 @@ def available() -> list[str]:
 
 def entry_point_names() -> dict[str, str]:
     """Workloads registered by installed packages: name -> `module:Class`."""
+    from importlib import metadata  # scanning installed packages: only when a name needs it
+
     return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
@@ -76,7 +77,10 @@ def get(name: str, project_dir: str | Path | None = None) -> type[Workload]:
         module_name, class_name = REGISTRY[name].split(":")
         return getattr(importlib.import_module(module_name), class_name)
     if ":" in name:
-        _put_on_path(Path(project_dir) if project_dir else Path.cwd())
+        # On another node of a cluster the driver's project directory may not exist; there
+        # the trial runs in the submitted copy of it, its working directory.
+        found = Path(project_dir) if project_dir and Path(project_dir).is_dir() else Path.cwd()
+        _put_on_path(found)
         return load_target(name, what=f"import path {name!r}")
     registered = entry_point_names()
     if name in registered:

@@ -1,0 +1,101 @@
+"""How fast the front door answers: `runyard --help` and `runyard validate` (a digits spec, a
+toy sweep, an RL spec) side by side with a bare `python -c pass`, a Python that imports
+pydantic and yaml (what checking a spec cannot do without), and `ray --help`, in one run.
+
+Each command runs as a fresh process, `--repeats` times, interleaved (one round runs every
+command once, in the same order), and the median wall time is reported with its ratio to
+`python -c pass`. The machine line carries the load average: on a shared machine only the
+ratios within one run compare.
+
+With `--before DIR` (a checkout of an older runyard, e.g. /work/main), the runyard commands
+also run with DIR/platform first on the path, in the same rounds, as "before:" rows.
+
+    python benchmarks/front_door.py [--repeats 7] [--before DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _machine import describe
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+TOY_SWEEP = """\
+name: toy-sweep
+workload: toy.quadratic
+stop: {iterations: 5}
+sweep:
+  samples: 8
+  metric: score
+  space:
+    config.x: {uniform: [0.0, 1.0]}
+"""
+
+
+Command = tuple[list[str], dict[str, str] | None]
+
+
+def commands(scratch: Path, before: Path | None) -> dict[str, Command]:
+    toy = scratch / "toy_sweep.yaml"
+    toy.write_text(TOY_SWEEP)
+    runyard, python = str(BIN / "runyard"), sys.executable
+    runyard_commands = {
+        "runyard --help": [runyard, "--help"],
+        "runyard validate digits_linear.yaml": [runyard, "validate", str(REPO / "jobs/digits_linear.yaml")],
+        "runyard validate toy sweep": [runyard, "validate", str(toy)],
+        "runyard validate cartpole_pg.yaml (RL)": [runyard, "validate", str(REPO / "jobs/cartpole_pg.yaml")],
+    }
+    now = {"PYTHONPATH": str(REPO / "platform")}
+    runs: dict[str, Command] = {
+        "python -c pass": ([python, "-c", "pass"], None),
+        "python -c 'import pydantic, yaml'": ([python, "-c", "import pydantic, yaml"], None),
+        "ray --help": ([str(BIN / "ray"), "--help"], None),
+    }
+    runs.update({name: (argv, now) for name, argv in runyard_commands.items()})
+    if before is not None:
+        then = {"PYTHONPATH": str(before / "platform")}
+        runs.update({f"before: {name}": (argv, then) for name, argv in runyard_commands.items()})
+    return runs
+
+
+def wall_time(command: Command) -> float:
+    argv, extra_env = command
+    env = {**os.environ, **(extra_env or {})}
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--before", type=Path, default=None, metavar="DIR",
+                        help="an older runyard checkout to time alongside")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        runs = commands(Path(scratch), args.before)
+        for command in runs.values():  # warm the file cache, so the first round is not an outlier
+            wall_time(command)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(args.repeats):
+            for name, command in runs.items():
+                times[name].append(wall_time(command))
+    print(describe())
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    base = medians["python -c pass"]
+    print(f"{'command':<42} {'median s':>9} {'min s':>7} {'x python':>9}   ({args.repeats} runs each)")
+    for name, median in medians.items():
+        print(f"{name:<42} {median:>9.3f} {min(times[name]):>7.3f} {median / base:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()
