@@ -8,6 +8,7 @@ sweep trial); resources, rollout layout and everything else stay as shipped."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +53,10 @@ def test_shipped_spec_runs_one_iteration_on_two_cpus(filename, tmp_path):
         space = {key: {"grid": dist.grid[:1]} if dist.kind == "grid" else dist.model_dump(exclude_none=True)
                  for key, dist in sweep.space.items()}
         overrides += ["sweep.samples=1", "sweep.seeds=1", f"sweep.space={json.dumps(space)}"]
-    args = [str(RUNYARD), "run", str(JOBS / filename), "--num-cpus", "2"]
+    # From a copy of the project, as a researcher runs a spec: relative paths in a spec (the
+    # command workload's script) are the project's.
+    shutil.copytree(JOBS, tmp_path / "jobs")
+    args = [str(RUNYARD), "run", f"jobs/{filename}", "--num-cpus", "2"]
     args += [item for o in overrides for item in ("--set", o)]
     result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
