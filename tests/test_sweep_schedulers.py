@@ -14,6 +14,7 @@ from pathlib import Path
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from runyard.execute.payload import StopConditions, TrialPayload
 from runyard.execute.schedulers import SeedMeanScheduler
 from runyard.workloads.base import WorkloadContext
 from runyard.workloads.toy import Quadratic
@@ -33,8 +34,14 @@ def sweep_trials(tmp_path: Path) -> tuple[list[Trial], dict[str, list[float]]]:
     for sample, x in enumerate((GOOD_X, BAD_X)):
         for offset in range(SEEDS):
             index = sample * SEEDS + offset
-            trial = Trial("WorkloadTrainable", trial_id=f"t{index:04d}", stub=True,
-                          config={"trial": {"sample": sample, "index": index}})
+            payload = TrialPayload(
+                trial_id=f"t{index:04d}", index=index, sample=sample, label=f"x={x}",
+                seed=FIRST_SEED + offset, workload="toy.quadratic", config={"x": x}, env=None,
+                data=None, rollout=None, resources={"cpus_per_trial": 1},
+                stop=StopConditions(iterations=ITERATIONS), workdir=str(tmp_path),
+                checkpoint_every=0, checkpoint_keep=1, storage=str(tmp_path))
+            trial = Trial("WorkloadTrainable", trial_id=payload.trial_id, stub=True,
+                          config=payload.as_config())
             trials.append(trial)
             scores[trial.trial_id] = toy_scores(x, FIRST_SEED + offset, tmp_path)
     return trials, scores
