@@ -339,12 +339,9 @@ def cluster_jobs(address: str | None = None, tracking_uri: str | None = None, li
     credentials: dict[str, str] = {}
     state = Path(local_cluster.DEFAULT_STATE_DIR)
     if uri is None and (state / local_cluster.STATE_FILE).exists():
-        cluster = local_cluster.LocalCluster.load(state)
-        uri = cluster.tracking_uri or None
-        if uri:  # the local cluster's server takes basic auth; MLflow reads it from the env
-            credentials = {
-                "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
-                "MLFLOW_TRACKING_PASSWORD": Path(cluster.tracking_password_path).read_text().strip()}
+        # The local cluster's server takes basic auth; MLflow reads it from the environment.
+        credentials = local_cluster.LocalCluster.load(state).tracking_env()
+        uri = credentials.pop("MLFLOW_TRACKING_URI", None)
     ids = [job.submission_id for job in jobs if job.submission_id]
     states = {job.submission_id: (job.status.value, job.message or "") for job in known}
     with _environment(credentials):

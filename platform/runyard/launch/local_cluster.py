@@ -143,19 +143,26 @@ class LocalCluster:
         env.update(
             # Job entrypoints (`python ...`, `runyard run ...`) resolve to this interpreter's env.
             PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-            RAY_AUTH_MODE="token",
             RAY_AUTH_TOKEN_PATH=self.token_path,
-            RAY_USAGE_STATS_ENABLED="0",
-            MLFLOW_DISABLE_TELEMETRY="true",
-            **{MARKER_ENV: self.cluster_id},
+            **self.cluster_env(),
         )
-        if self.tracking_uri:
-            env.update(
-                MLFLOW_TRACKING_URI=self.tracking_uri,
-                MLFLOW_TRACKING_USERNAME=self.tracking_username,
-                MLFLOW_TRACKING_PASSWORD=Path(self.tracking_password_path).read_text().strip(),
-            )
         return env
+
+    def cluster_env(self) -> dict[str, str]:
+        """What every node process of this cluster knows about it, on one machine or on its
+        own host: token auth, its marker, and its tracking server's client settings."""
+        return {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
+                "MLFLOW_DISABLE_TELEMETRY": "true", MARKER_ENV: self.cluster_id,
+                **self.tracking_env()}
+
+    def tracking_env(self) -> dict[str, str]:
+        """MLflow's client settings for this cluster's tracking server, password included
+        (never printed); empty when it has none."""
+        if not self.tracking_uri:
+            return {}
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri,
+                "MLFLOW_TRACKING_USERNAME": self.tracking_username,
+                "MLFLOW_TRACKING_PASSWORD": Path(self.tracking_password_path).read_text().strip()}
 
     def save(self) -> None:
         path = Path(self.state_dir) / STATE_FILE
@@ -704,18 +711,9 @@ def _boot_host(cluster: LocalCluster, index: int) -> None:
 def _host_cluster_env(cluster: LocalCluster) -> dict[str, str]:
     """What every host process needs to know about the cluster (never printed: it holds the
     tracking password)."""
-    env = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
-           "MLFLOW_DISABLE_TELEMETRY": "true", MARKER_ENV: cluster.cluster_id,
-           # Jobs keep their state in the shared folder (runyard.execute.storage reads it), as
-           # a real cluster's nodes name their NFS path or bucket.
-           "RUNYARD_STORAGE": cluster.storage_dir}
-    if cluster.tracking_uri:
-        env.update(
-            MLFLOW_TRACKING_URI=cluster.tracking_uri,
-            MLFLOW_TRACKING_USERNAME=cluster.tracking_username,
-            MLFLOW_TRACKING_PASSWORD=Path(cluster.tracking_password_path).read_text().strip(),
-        )
-    return env
+    # Jobs keep their state in the shared folder (runyard.execute.storage reads it), as a
+    # real cluster's nodes name their NFS path or bucket.
+    return {**cluster.cluster_env(), "RUNYARD_STORAGE": cluster.storage_dir}
 
 
 def _stop_tracking_and_stragglers(cluster: LocalCluster) -> int:
