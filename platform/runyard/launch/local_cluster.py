@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -547,17 +548,47 @@ def _reap(pid: int) -> None:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free TCP ports on 127.0.0.1 (all held open until all are chosen)."""
-    sockets = []
+    """`count` distinct TCP ports free on every address, all held open until all are chosen.
+
+    They are drawn below the kernel's ephemeral range: a port the kernel hands out for a
+    `bind(0)` or an outgoing connection (an embedded Ray's processes, any client) can be taken
+    by someone else between this check and the node binding it, and a Ray agent of another
+    cluster answering on our port is refused with a baffling "invalid token"."""
+    below_ephemeral = range(PRIVATE_PORTS_FLOOR, max(PRIVATE_PORTS_FLOOR, _ephemeral_port_range()[0]))
+    candidates = random.sample(below_ephemeral, min(len(below_ephemeral), 40 * count))
+    sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for port in candidates:
+            if len(sockets) == count:
+                break
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                s.close()
+                continue
+            sockets.append(s)
+        while len(sockets) < count:  # a crowded range: fall back on what the kernel picks
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("0.0.0.0", 0))
             sockets.append(s)
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
             s.close()
+
+
+# Ports for local nodes come from [PRIVATE_PORTS_FLOOR, start of the ephemeral range): above
+# Ray's default worker ports (10002-19999), which a default `ray start` on this machine takes.
+PRIVATE_PORTS_FLOOR = 20000
+
+
+def _ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default range
 
 
 # ---------------------------------------------------------------- namespaced hosts

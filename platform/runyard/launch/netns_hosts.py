@@ -212,8 +212,7 @@ def make_network(network: HostNetwork) -> None:
 
 
 def remove_network(network: HostNetwork) -> None:
-    if _link_exists(network.bridge):
-        ip("link", "del", network.bridge)
+    _delete_link(network.bridge)
     if network.made_netns_mount and _is_mount_point(NETNS_DIR) and not any(NETNS_DIR.iterdir()):
         subprocess.run(["umount", str(NETNS_DIR)], capture_output=True)
 
@@ -235,8 +234,7 @@ def remove_host_network(netns: str, root_veth: str) -> None:
     left in it), and the root-side veth if the namespace never got its peer."""
     if netns in netns_names():
         ip("netns", "del", netns)
-    if _link_exists(root_veth):
-        ip("link", "del", root_veth)
+    _delete_link(root_veth)
 
 
 def netns_names() -> set[str]:
@@ -248,6 +246,17 @@ def ip(*args: str) -> None:
     completed = subprocess.run(["ip", *args], capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"`ip {' '.join(args)}` failed: {completed.stderr.strip()}")
+
+
+def _delete_link(name: str) -> None:
+    """Delete a link if it is there. The kernel removes a veth pair on its own, a moment after
+    its namespace is deleted, so a link seen a moment ago may be gone by the time `ip` runs:
+    that is success, any other failure is not."""
+    if not _link_exists(name):
+        return
+    completed = subprocess.run(["ip", "link", "del", name], capture_output=True, text=True)
+    if completed.returncode != 0 and _link_exists(name):
+        raise RuntimeError(f"`ip link del {name}` failed: {completed.stderr.strip()}")
 
 
 def _link_exists(name: str) -> bool:
