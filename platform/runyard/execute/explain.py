@@ -130,6 +130,11 @@ def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
         notes.append("without --address (or RAY_ADDRESS) the job runs on an embedded Ray inside "
                      "its driver process, which no other process can join: cluster resources "
                      "are not shown")
+    if spec.adaptive:
+        unproposed = ledger.trial_count(spec) - len(states)
+        if unproposed > 0:
+            notes.append(f"{unproposed} trial(s) not proposed yet: TPE proposes each config when "
+                         "one can start, from the seed means of the configs before it")
     cluster = cluster_view(address) if address else None
     request, bundles = request_of(spec)
     running = sum(1 for s in states.values() if s == "RUNNING")

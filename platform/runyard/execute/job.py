@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import posixpath
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 
 from runyard import workloads
 from runyard.errors import RunFailed, UserError
+from runyard.execute.adaptive import JudgedConfig, check_restorable, judged_configs, proposed_trials
 from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
 from runyard.execute.outcome import JobOutcome
@@ -29,6 +31,7 @@ from runyard.plan.trials import grid_size
 from runyard.spec import JobSpec
 from runyard.spec.loader import validate_data
 from runyard.spec.yamlpos import Origin
+from runyard.tracking.results import config_summaries, trial_results
 
 
 def run_job(spec: JobSpec, trials: list[Trial], tracking_uri: str, workdir: Path,
@@ -61,14 +64,20 @@ def extend_job(ledger: Ledger, samples: int, console: Console) -> JobOutcome:
     path = posixpath.join(posixpath.dirname(ledger.segments[-1].tune_path),
                           f"{ledger.sweep_id}-x{first}")
     segment = Segment(path, first_sample=first, samples=max(t.sample for t in trials) + 1 - first)
-    return _Driver(spec, ledger, console, new=False).fit_new(segment, trials)
+    driver = _Driver(spec, ledger, console, new=False)
+    # A new TPE segment is a new study: it starts from every config judged so far.
+    judged = driver.judged_configs() if spec.adaptive else ()
+    return driver.fit_new(segment, trials, judged)
 
 
 def resume_job(ledger: Ledger, console: Console, errored_only: bool = False) -> JobOutcome:
     """Continue every unfinished trial from its last checkpoint (after a driver died), or,
     with `errored_only`, re-run just the trials that failed."""
-    driver = _Driver(load_ledger_spec(ledger), ledger, console, new=False)
-    return driver.fit_restored(errored_only)
+    spec = load_ledger_spec(ledger)
+    if spec.adaptive:  # refused before any run is reopened
+        for segment in ledger.segments:
+            check_restorable(segment.tune_path)
+    return _Driver(spec, ledger, console, new=False).fit_restored(errored_only)
 
 
 def load_ledger_spec(ledger: Ledger) -> JobSpec:
@@ -76,10 +85,12 @@ def load_ledger_spec(ledger: Ledger) -> JobSpec:
 
 
 def planned_trials(ledger: Ledger) -> list[Trial]:
-    """Every trial the job has, across its segments."""
+    """Every trial the job has, across its segments (of a TPE sweep: those proposed so far)."""
     spec = load_ledger_spec(ledger)
     if spec.sweep is None:
         return expand(spec)
+    if spec.adaptive:
+        return [t for segment in ledger.segments for t in proposed_trials(segment.tune_path)]
     trials = []
     for segment in ledger.segments:
         sized = spec.model_copy(update={"sweep": spec.sweep.model_copy(
@@ -103,19 +114,26 @@ class _Driver:
         else:
             self.records.reopen()
 
-    def fit_new(self, segment: Segment, trials: list[Trial]) -> JobOutcome:
+    def fit_new(self, segment: Segment, trials: list[Trial],
+                judged: Sequence[JudgedConfig] = ()) -> JobOutcome:
         self.ledger.segments.append(segment)
         self.ledger.save()
-        runner = self._runner(trials)
-        return self._fit(runner, [runner.new(segment.tune_path, trials)])
+        runner = self._runner(len(trials))
+        return self._fit(runner, [runner.new(segment.tune_path, trials, judged)])
 
     def fit_restored(self, errored_only: bool) -> JobOutcome:
-        runner = self._runner(planned_trials(self.ledger))
+        runner = self._runner(self.ledger.trial_count(self.spec))
         return self._fit(runner, [runner.restored(segment.tune_path, errored_only)
                                   for segment in self.ledger.segments])
 
-    def _runner(self, trials: list[Trial]) -> TuneRunner:
-        self.tracker, self.progress = self.records.callbacks(trials, self.console)
+    def judged_configs(self) -> list[JudgedConfig]:
+        """Every config of the sweep so far that has a seed mean."""
+        results = trial_results(self.records.tracking.client, self.ledger.run_id, self.settings.metric)
+        values = {row.sample: row.value for row in config_summaries(results, self.settings.mode)}
+        return judged_configs(planned_trials(self.ledger), values)
+
+    def _runner(self, trial_count: int) -> TuneRunner:
+        self.tracker, self.progress = self.records.callbacks(trial_count, self.console)
         metrics = MetricsCallback(self.spec.experiment, self.records.tracking.writer.backlog)
         return TuneRunner(self.spec, self.settings, Path(self.ledger.workdir),
                           [self.tracker, self.progress, metrics])
@@ -127,8 +145,8 @@ class _Driver:
             self.progress.close()
         ended = self.tracker.end_unfinished("FAILED" if result.error else "KILLED")
         interrupted = result.interrupted or (bool(ended) and result.error is None)
-        # Only a time budget leaves trials unstarted; counting them expands the plan again.
-        planned = len(planned_trials(self.ledger)) if self.settings.time_budget_s else 0
+        # Only a time budget leaves trials unstarted.
+        planned = self.ledger.trial_count(self.spec) if self.settings.time_budget_s else 0
         outcome = self.records.finish(interrupted, self.tracker, planned, result.error)
         if result.error is not None:
             raise RunFailed(f"the driver failed: {result.error!r}; job {self.ledger.sweep_id} "

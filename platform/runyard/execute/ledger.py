@@ -17,6 +17,7 @@ from typing import Any
 
 from runyard.errors import UserError
 from runyard.execute.storage import Storage, read_text, write_text
+from runyard.spec import JobSpec
 
 
 @dataclass
@@ -47,6 +48,12 @@ class Ledger:
     @property
     def is_sweep(self) -> bool:
         return self.spec.get("sweep") is not None
+
+    def trial_count(self, spec: JobSpec) -> int:
+        """How many trials the job has in all (a TPE sweep's, proposed yet or not)."""
+        if spec.sweep is None:
+            return 1
+        return sum(segment.samples for segment in self.segments) * spec.sweep.seeds
 
     def save(self) -> None:
         write_text(self.path, json.dumps(asdict(self), indent=2))

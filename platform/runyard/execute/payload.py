@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from runyard.plan import Trial
+
 CONFIG_KEY = "trial"
 
 
@@ -59,10 +61,16 @@ class TrialPayload:
     checkpoint_keep: int
     storage: str  # where a data-parallel trial's Ray Train run keeps its state
     system_metrics_s: float | None = None  # seconds between system samples (None: none)
+    overrides: dict[str, Any] = field(default_factory=dict)  # the swept values (dotted keys)
 
     def as_config(self) -> dict[str, Any]:
         """The trial's Tune config."""
         return {CONFIG_KEY: asdict(self)}
+
+    def as_trial(self) -> Trial:
+        """The planned trial this payload was made from."""
+        return Trial(self.index, self.trial_id, self.seed, self.sample, dict(self.overrides),
+                     dict(self.config))
 
     @classmethod
     def of(cls, config: Mapping[str, Any]) -> TrialPayload:

@@ -14,6 +14,7 @@ import socket
 import tempfile
 import threading
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,10 @@ from rich.console import Console
 from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from runyard.execute.ledger import Ledger
 from runyard.execute.outcome import JobOutcome
+from runyard.execute.payload import TrialPayload
 from runyard.execute.progress import ProgressCallback
 from runyard.execute.tracking_callback import TrackingCallback
 from runyard.execute.tune_runner import SearchSettings
-from runyard.plan import Trial
 from runyard.spec import JobSpec, set_dotted
 from runyard.tracking import provenance
 from runyard.tracking.results import (TrialResult, best_config, config_summaries,
@@ -35,7 +36,7 @@ from runyard.tracking.results import (TrialResult, best_config, config_summaries
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import (BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIVER,
                                    DRIVER_STARTED, ERROR, FAILED_TRIALS, GIT_COMMIT, JOB_ID, KIND,
-                                   NOT_STARTED, NOTE, RAY_JOB, SAMPLE, SEED, SPEC_HASH, SPEC_NAME, TRIAL_ID,
+                                   NOT_STARTED, NOTE, RAY_JOB, SAMPLE, SEARCH, SEED, SPEC_HASH, SPEC_NAME, TRIAL_ID,
                                    VERSION, WORKLOAD)
 from runyard.tracking.writer import RunRef
 
@@ -60,6 +61,8 @@ class JobRecords:
             VERSION: provenance.runyard_version(),
             **spec.tracking.tags,
         }
+        if self.is_sweep:
+            self.base_tags[SEARCH] = spec.sweep.search
         self.base_params = {"workload": spec.workload, **_frame_params(spec)}
         self.job_run: RunRef | None = None
         self.trial_runs: dict[str, RunRef] = {}
@@ -108,18 +111,18 @@ class JobRecords:
         for result in trial_results(self.tracking.client, self.ledger.run_id, None):
             self.trial_runs[result.trial_id] = RunRef.of(result.run_id)
 
-    def callbacks(self, trials: list[Trial], console: Console
+    def callbacks(self, trial_count: int, console: Console
                   ) -> tuple[TrackingCallback, ProgressCallback]:
-        """The Tune callbacks that write `trials` into their runs and draw their progress."""
+        """The Tune callbacks that write the job's trials into their runs and draw the
+        progress of `trial_count` trials."""
         spec, settings = self.spec, self.settings
-        trial_files = {t.trial_id: {"spec.yaml": _trial_yaml(spec, t), "pip-freeze.txt": self.freeze}
-                       for t in trials}
         tracker = TrackingCallback(
             self.tracking, self.job_run if self.is_sweep else None,
-            {**self.base_tags, **self.driver_tags()}, self.base_params, trial_files,
+            {**self.base_tags, **self.driver_tags()}, self.base_params,
+            TrialFiles(spec.as_plain(), self.freeze),
             set(self.metric_names), existing=self.trial_runs, time_budget_s=settings.time_budget_s)
         shown = [settings.metric] + [m for m in self.metric_names if m != settings.metric][:3]
-        progress = ProgressCallback(console, spec.name, len(trials), settings.metric,
+        progress = ProgressCallback(console, spec.name, trial_count, settings.metric,
                                     settings.mode, shown)
         return tracker, progress
 
@@ -191,14 +194,25 @@ class JobRecords:
             logging.getLogger(__name__).warning("could not plot the sweep: %s", error)
 
 
-def _trial_yaml(spec: JobSpec, trial: Trial) -> str:
-    """The spec that reproduces exactly this trial, as a plain job."""
-    plain = spec.as_plain()
-    plain.pop("sweep", None)
-    for key, value in trial.overrides.items():
-        plain = set_dotted(plain, key, value)
-    plain["seed"] = trial.seed
-    return yaml.safe_dump(plain, sort_keys=False)
+@dataclass(frozen=True)
+class TrialFiles:
+    """The files each trial's run starts with; made when the trial first starts (a TPE
+    sweep's configs are not known before). Plain data: Tune pickles it with the callback."""
+
+    spec: dict[str, Any]  # the job's resolved spec
+    freeze: str  # pip freeze of the driver's environment
+
+    def __call__(self, payload: TrialPayload) -> dict[str, str]:
+        return {"spec.yaml": self.trial_yaml(payload), "pip-freeze.txt": self.freeze}
+
+    def trial_yaml(self, payload: TrialPayload) -> str:
+        """The spec that reproduces exactly this trial, as a plain job."""
+        plain = dict(self.spec)  # set_dotted copies what it changes
+        plain.pop("sweep", None)
+        for key, value in payload.overrides.items():
+            plain = set_dotted(plain, key, value)
+        plain["seed"] = payload.seed
+        return yaml.safe_dump(plain, sort_keys=False)
 
 
 def _frame_params(spec: JobSpec) -> dict[str, Any]:

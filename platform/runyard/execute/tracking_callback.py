@@ -20,6 +20,7 @@ import posixpath
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,15 @@ from runyard.tracking.writer import RunRef
 
 class TrackingCallback(tune.Callback):
     def __init__(self, tracking: JobTracking, parent: RunRef | None, base_tags: dict[str, str],
-                 base_params: dict[str, Any], trial_files: dict[str, dict[str, str]],
+                 base_params: dict[str, Any],
+                 trial_files: Callable[[TrialPayload], dict[str, str]],
                  metric_names: set[str], existing: dict[str, RunRef],
                  time_budget_s: float | None = None):
         self.tracking = tracking
         self.parent = parent
         self.base_tags = base_tags
         self.base_params = base_params
-        self.trial_files = trial_files  # trial id -> {artifact file name: text}
+        self.trial_files = trial_files  # a trial's payload -> {artifact file name: text}
         self.metric_names = metric_names
         self.runs: dict[str, RunRef] = dict(existing)
         self.logged_through: dict[str, int] = {}  # trial id -> the last step in its run
@@ -71,7 +73,7 @@ class TrackingCallback(tune.Callback):
                     CONFIG: info.label.rsplit("seed=", 1)[0].rstrip(",") or "default"}
             params = {**self.base_params, **flatten({"config": info.config}), "seed": info.seed}
             run = self.tracking.start_run(info.label, tags, params, self.parent)
-            for file_name, text in self.trial_files.get(trial_id, {}).items():
+            for file_name, text in self.trial_files(info).items():
                 self.tracking.writer.log_text(run, text, file_name)
             self.runs[trial_id] = run
         return self.runs[trial_id]

@@ -7,14 +7,17 @@ MLflow records look like is decided elsewhere (execute/records.py); here nothing
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
+from runyard.execute.adaptive import JudgedConfig, ProposedTrials
 from runyard.execute.ddp import run_ddp_trial
 from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload
 from runyard.execute.trainable import WorkloadTrainable
@@ -58,17 +61,28 @@ class TuneRunner:
         self.workdir = workdir
         self.callbacks = callbacks
 
-    def new(self, tune_path: str, trials: list[Trial]) -> tune.Tuner:
-        """A Tune experiment at `tune_path` running exactly `trials` (a grid over their
-        payloads: runyard draws the configs itself, so they never depend on Tune's RNG)."""
+    def new(self, tune_path: str, trials: list[Trial],
+            judged: Sequence[JudgedConfig] = ()) -> tune.Tuner:
+        """A Tune experiment at `tune_path` running `trials`: exactly those (a grid over their
+        payloads: runyard draws random and grid configs itself, so they never depend on
+        Tune's RNG), or for a TPE sweep as many, their configs proposed while it runs, by a
+        searcher told the `judged` configs of the sweep's earlier segments."""
         spec, settings, path = self.spec, self.settings, Path(tune_path)
-        payloads = [trial_payload(spec, t, self.workdir, path).as_config()[CONFIG_KEY]
-                    for t in trials]
+        if spec.adaptive:
+            payload_of = functools.partial(trial_payload, spec, workdir=self.workdir, storage=path)
+            search = dict(search_alg=ProposedTrials(spec, trials[0].sample, payload_of, judged),
+                          num_samples=len(trials))
+            param_space = {}
+        else:
+            payloads = [trial_payload(spec, t, self.workdir, path).as_config()[CONFIG_KEY]
+                        for t in trials]
+            search = dict(num_samples=1)
+            param_space = {CONFIG_KEY: tune.grid_search(payloads)}
         return tune.Tuner(
             self.trainable(),
-            param_space={CONFIG_KEY: tune.grid_search(payloads)},
+            param_space=param_space,
             tune_config=tune.TuneConfig(
-                num_samples=1,
+                **search,
                 max_concurrent_trials=settings.max_concurrent,
                 time_budget_s=settings.time_budget_s,
                 scheduler=_scheduler(spec),
@@ -132,7 +146,7 @@ def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) -> 
         stop=StopConditions(spec.stop.iterations, spec.stop.time_s, dict(spec.stop.thresholds)),
         workdir=str(workdir), checkpoint_every=spec.checkpoint.every,
         checkpoint_keep=spec.checkpoint.keep, storage=str(storage),
-        system_metrics_s=spec.tracking.system_metrics or None)
+        system_metrics_s=spec.tracking.system_metrics or None, overrides=dict(trial.overrides))
 
 
 def _trial_name(trial: Any) -> str:

@@ -1,4 +1,5 @@
-"""Expand a spec into its trials: one for a plain job, samples x grid points x seeds for a sweep.
+"""Expand a spec into its trials: one for a plain job, samples x grid points x seeds for a sweep
+(for a TPE sweep, samples x seeds slots whose configs are proposed as it runs).
 
 runyard samples the search space itself (not Ray Tune's searcher) so that a sweep's trials are
 known, named and checked before anything starts, and so that sample i is the same whenever it
@@ -47,6 +48,13 @@ def expand(spec: JobSpec, first_sample: int = 0) -> list[Trial]:
     if spec.sweep is None:
         return [Trial(0, "t0000", spec.seed, 0, {}, dict(spec.config))]
     sweep = spec.sweep
+    if sweep.search == "tpe":
+        # Proposed while the sweep runs (execute/adaptive.py): known now are the slots, each
+        # with its id and seed and, for the configs, the spec's own.
+        return [Trial(sample * sweep.seeds + k, f"t{sample * sweep.seeds + k:04d}", spec.seed + k,
+                      sample, {}, dict(spec.config))
+                for sample in range(first_sample, first_sample + sweep.samples)
+                for k in range(sweep.seeds)]
     grid_keys = _grid_keys(spec)
     random_keys = [k for k in sweep.space if k not in grid_keys]
     grid_points = list(itertools.product(*(sweep.space[k].args for k in grid_keys)))

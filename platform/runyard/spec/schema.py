@@ -137,8 +137,13 @@ class SchedulerSpec(Strict):
 
 
 class SweepSpec(Strict):
-    search: Literal["random", "grid"] = "random"
-    samples: int = Field(1, ge=1, description="random configs drawn (per grid point)")
+    search: Literal["random", "grid", "tpe"] = Field(
+        "random", description="random: configs drawn up front; grid: every grid/choice point; "
+                              "tpe: each config proposed by Optuna's TPE from the seed means so far")
+    samples: int = Field(1, ge=1, description="configs drawn or proposed (per grid point)")
+    startup: int | None = Field(
+        None, ge=1, description="tpe: configs drawn at random before TPE models the results "
+                                "(default: a quarter of samples, at least 2)")
     seeds: int = Field(1, ge=1, description="seeds per config; the objective is their mean")
     metric: str
     mode: Literal["max", "min"] | None = Field(None, description="default: the metric's direction")
@@ -162,7 +167,18 @@ class SweepSpec(Strict):
         return value
 
     @model_validator(mode="after")
-    def _grid_search(self) -> SweepSpec:
+    def _search(self) -> SweepSpec:
+        if self.search == "tpe":
+            grid_dims = [k for k, d in self.space.items() if d.kind == "grid"]
+            if grid_dims:
+                raise ValueError(f"search: tpe proposes every dimension; {grid_dims} are grid "
+                                 "dimensions: give them as choice: [...]")
+            if self.scheduler is not None:
+                raise ValueError("search: tpe learns from each config's final seed mean, and a "
+                                 "scheduler would feed it early-stopped values: drop scheduler, "
+                                 "or use search: random with it")
+        elif self.startup is not None:
+            raise ValueError(f"startup applies to search: tpe only (this sweep is {self.search})")
         if self.search == "grid":
             random_dims = [k for k, d in self.space.items() if d.kind not in ("grid", "choice")]
             if random_dims:
@@ -171,6 +187,11 @@ class SweepSpec(Strict):
                     "random: use search: random, or give them as grid: [...]"
                 )
         return self
+
+    @property
+    def startup_samples(self) -> int:
+        """tpe: how many configs are drawn at random before TPE takes over."""
+        return min(self.samples, self.startup or max(2, self.samples // 4))
 
 
 class JobSpec(Strict):
@@ -191,6 +212,12 @@ class JobSpec(Strict):
     @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the sweep's configs are proposed while it runs (search: tpe), not drawn
+        before it starts."""
+        return self.sweep is not None and self.sweep.search == "tpe"
 
     def as_plain(self) -> dict[str, Any]:
         """The resolved spec as plain data (what `runyard validate --show` prints)."""

@@ -173,6 +173,10 @@ def welch(metric: str, names: tuple[str, str], a: list[float], b: list[float]) -
                       float(test.pvalue), g)
 
 
+SEARCH_NAMES = {"random": "Random search", "grid": "Grid search",
+                "tpe": "TPE search (Optuna; each config proposed from the seed means before it)"}
+
+
 def sweep_description(job_id: str, sweep: Any, results: list[TrialResult],
                       best: dict[str, Any] | None) -> str:
     """The sweep parent's Description in the MLflow UI (markdown): what was swept, the
@@ -184,7 +188,7 @@ def sweep_description(job_id: str, sweep: Any, results: list[TrialResult],
     dimensions = ", ".join(f"`{key}` ({d.kind} {_range_text(d.args)})"
                            for key, d in sweep.space.items())
     lines = [
-        f"**{sweep.search.capitalize()} search** over {dimensions}: {configs} config"
+        f"**{SEARCH_NAMES[sweep.search]}** over {dimensions}: {configs} config"
         f"{'s' if configs != 1 else ''} × {sweep.seeds} seed{'s' if sweep.seeds != 1 else ''}, "
         f"{len(results)} trials ({finished} finished, {failed} failed).",
         f"**Objective:** {'maximize' if sweep.mode == 'max' else 'minimize'} `{sweep.metric}`, "

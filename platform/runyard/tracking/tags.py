@@ -19,6 +19,7 @@ JOB_ID = "runyard.sweep_id"  # the runyard job id, on the job's run and every tr
 TRIAL_ID = "runyard.trial_id"  # t0000 ...: the trial's key, stable across resumes
 SEED = "runyard.seed"
 SAMPLE = "runyard.sample"  # which sampled config; a config's seeds share it
+SEARCH = "runyard.search"  # what chose a sweep's configs: random, grid or tpe (proposed as it ran)
 WORKLOAD = "runyard.workload"
 SPEC_NAME = "runyard.spec_name"
 SPEC_HASH = "runyard.spec_hash"

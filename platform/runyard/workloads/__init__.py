@@ -28,6 +28,7 @@ REGISTRY: dict[str, str] = {
     "sl.linear": "runyard.workloads.sl.linear:LinearClassifier",
     "sl.convnet": "runyard.workloads.sl.convnet:ConvNetClassifier",
     "toy.quadratic": "runyard.workloads.toy:Quadratic",
+    "toy.bowl": "runyard.workloads.toy:Bowl",
     "rl.pg": "runyard.workloads.rl.pg:PolicyGradient",
     "rl.trpo": "runyard.workloads.rl.trpo:TRPO",
     "rl.cem": "runyard.workloads.rl.cem:CrossEntropyMethod",
