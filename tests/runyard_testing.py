@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from runyard.launch import local_cluster, netns_hosts
@@ -26,6 +28,14 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None
                           timeout=timeout, env=full_env)
 
 
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """`runyard ARGS` in the background, in a session of its own (so that it and its Ray can
+    be killed together), its output discarded."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    return subprocess.Popen([str(RUNYARD), *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def tracking_uri(directory: Path) -> str:
     return f"sqlite:///{directory / '.runyard' / 'mlflow.db'}"
 
@@ -39,6 +49,31 @@ def ledgers(directory: Path, prefix: str = "") -> list:
     storage = Storage.resolve(None, directory)
     return [Ledger.load(storage.ledger_path(job_id)) for job_id in storage.ledger_ids()
             if job_id.startswith(prefix)]
+
+
+def children_of(client, parent_id: str) -> list:
+    """The child runs of an MLflow parent run (a sweep's trials)."""
+    parent = client.get_run(parent_id)
+    return client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def wait_for_checkpoint(process: subprocess.Popen, results: Path, pattern: str) -> None:
+    """Wait, while `process` runs, until a path under `results` matches `pattern`
+    (checkpoint_000001 exists once a trial has saved twice)."""
+    deadline = time.monotonic() + 300
+    while not list(results.glob(pattern)):
+        assert process.poll() is None, "it ended before the checkpoint it was waited for"
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+
+def sigkill_at_checkpoint(process: subprocess.Popen, results: Path, pattern: str) -> None:
+    """Once a checkpoint matching `pattern` exists, SIGKILL `process` (started with
+    start_new_session=True) and every process of its session, Ray's too: a lost machine."""
+    wait_for_checkpoint(process, results, pattern)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def ledger_of(directory: Path, key: str):

@@ -15,7 +15,7 @@ from runyard.api.requests import ContinueRequest, RunRequest
 from runyard.cli.jobs import continue_request, run_request
 from runyard.cli.main import build_parser
 from runyard.execute.queue import Entry
-from runyard_testing import run_cli, tracking_uri
+from runyard_testing import children_of, run_cli, tracking_uri
 
 TOY_SWEEP = """\
 name: toy-api
@@ -49,7 +49,9 @@ def test_a_run_request_survives_the_command_line(request_: RunRequest):
     ContinueRequest("job-1"),
     ContinueRequest("job-1", "rerun-failed", address="127.0.0.1:6379", num_cpus=1),
     ContinueRequest("job-1", "extend", samples=4, address="127.0.0.1:6379"),
-], ids=["resume", "rerun-failed", "extend"])
+    ContinueRequest("job-1", "resume", address="http://127.0.0.1:8265", storage="s3://b/p",
+                    cluster_config="cluster.yaml"),
+], ids=["resume", "rerun-failed", "extend", "every-flag"])
 def test_a_continue_request_survives_the_command_line(request_: ContinueRequest):
     assert continue_request(parsed(request_.argv())) == request_
 
@@ -63,6 +65,13 @@ def test_queue_entries_become_the_commands_the_cli_parses():
     again = entry_command(entry, resuming=True, address="127.0.0.1:6379")
     assert continue_request(parsed(_after_runyard(again))) == ContinueRequest(
         "a-q1", "resume", address="127.0.0.1:6379")
+    # `queue run --cluster-config` hands the node types on to every sweep it starts.
+    autoscaled = entry_command(entry, resuming=False, address="127.0.0.1:6379",
+                               cluster_config="/p/cluster.yaml")
+    assert run_request(parsed(_after_runyard(autoscaled))).cluster_config == "/p/cluster.yaml"
+    resumed = entry_command(entry, resuming=True, address="127.0.0.1:6379",
+                            cluster_config="/p/cluster.yaml")
+    assert continue_request(parsed(_after_runyard(resumed))).cluster_config == "/p/cluster.yaml"
 
 
 def _after_runyard(command: list[str]) -> list[str]:
@@ -87,9 +96,7 @@ def test_a_sweep_from_python_returns_its_best_config_as_the_cli_prints_it(workdi
     assert best.trial_id == outcome.best.trial_id
     assert best.config["x"] == pytest.approx(float(best.summary.params["config.x"]))
     client = MlflowClient(tracking_uri(workdir))
-    children = client.search_runs(
-        [client.get_run(outcome.run_id).info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{outcome.run_id}'")
+    children = children_of(client, outcome.run_id)
     assert {run.info.run_id for run in children} == set(outcome.trial_run_ids.values())
 
     # The same sweep through the CLI draws the same configs and prints the same best one.

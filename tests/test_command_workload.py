@@ -13,7 +13,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import ledger_of, run_cli, tracking_uri
+from runyard_testing import children_of, ledger_of, run_cli, tracking_uri
 from runyard.workloads.base import WorkloadContext, WorkloadFinished
 from runyard.workloads.command import Command, CommandConfig, Report, parse_report
 
@@ -95,9 +95,7 @@ def write_job(workdir: Path, name: str, space: dict[str, list], epochs: int = 5,
 def trial_runs(workdir: Path, job: str) -> dict[str, object]:
     """The job's trial runs, by the rate their script ran with."""
     client = MlflowClient(tracking_uri(workdir))
-    parent = client.get_run(ledger_of(workdir, job).run_id)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = children_of(client, ledger_of(workdir, job).run_id)
     return {float(run.data.params["config.params.rate"]): run for run in children}
 
 

@@ -96,7 +96,7 @@ def test_explain_says_pending_trials_wait_for_cpus_held_by_running_ones(workdir:
                                    address], cwd=workdir, env=env, stdout=sink,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
+        deadline, out = time.monotonic() + 180, ""
         while True:
             assert driver.poll() is None, f"the sweep ended first:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"never saw 2 running trials:\n{out}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import ledger_of, run_cli, tracking_uri
+from runyard_testing import children_of, ledger_of, run_cli, tracking_uri
 from runyard.tracking.plots import CURVES_FILE, OBJECTIVE_FILE, PARALLEL_FILE
 
 pytestmark = pytest.mark.slow
@@ -39,9 +39,7 @@ def test_seed_mean_asha_sweep_and_its_plots(workdir: Path):
 
     client = MlflowClient(tracking_uri(workdir))
     ledger = ledger_of(workdir, "seeded")
-    parent = client.get_run(ledger.run_id)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{ledger.run_id}'")
+    children = children_of(client, ledger.run_id)
     iterations: dict[float, list[int]] = {}
     for run in children:
         iterations.setdefault(float(run.data.params["config.x"]), []).append(

@@ -9,15 +9,13 @@ import functools
 import glob
 import os
 import pickle
-import signal
 import statistics
-import subprocess
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import RUNYARD, ledger_of, run_cli, tracking_uri
+from runyard_testing import children_of, ledger_of, run_cli, sigkill_at_checkpoint, start_cli, tracking_uri
 from runyard.execute.adaptive import ProposedTrials
 from runyard.execute.payload import TrialPayload
 from runyard.execute.tune_runner import trial_payload
@@ -155,18 +153,11 @@ def test_an_extension_starts_its_study_from_the_configs_judged_so_far(tmp_path: 
 
 @pytest.mark.slow
 def test_a_tpe_sweep_killed_with_sigkill_resumes_and_finishes_with_one_run_per_trial(tmp_path: Path):
-    spec = write_bowl(tmp_path, name="tpe-kill", samples=4, seeds=2, iterations=6, sleep=0.25)
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    driver = subprocess.Popen([str(RUNYARD), "run", str(spec), "--id", "tpe-kill"], cwd=tmp_path,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    # Kill the driver and its Ray once the third trial (the second config) has a checkpoint:
-    # the searcher has been told one config's mean and has proposed another.
-    from test_sweeps import wait_for_checkpoint
-
-    wait_for_checkpoint(driver, tmp_path / ".runyard" / "ray_results", "tpe-kill/t0002/checkpoint_000000")
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
+    spec = write_bowl(tmp_path, name="tpe-kill", samples=3, seeds=3, iterations=6, sleep=0.25)
+    driver = start_cli("run", str(spec), "--id", "tpe-kill", cwd=tmp_path)
+    # Kill the driver and its Ray once the fourth trial (the second config's first seed) has
+    # a checkpoint: the searcher has been told one config's mean and has proposed another.
+    sigkill_at_checkpoint(driver, tmp_path / ".runyard" / "ray_results", "tpe-kill/t0003/checkpoint_000000")
 
     resumed = run_cli("resume", "tpe-kill", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -174,9 +165,8 @@ def test_a_tpe_sweep_killed_with_sigkill_resumes_and_finishes_with_one_run_per_t
     client = MlflowClient(tracking_uri(tmp_path))
     ledger = ledger_of(tmp_path, "tpe-kill")
     parent = client.get_run(ledger.run_id)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{ledger.run_id}'")
-    assert sorted(r.data.tags["runyard.trial_id"] for r in children) == [f"t{i:04d}" for i in range(8)]
+    children = children_of(client, ledger.run_id)
+    assert sorted(r.data.tags["runyard.trial_id"] for r in children) == [f"t{i:04d}" for i in range(9)]
     assert all(r.info.status == "FINISHED" for r in children)
     assert {r.data.tags["runyard.search"] for r in children} == {"tpe"}
     assert parent.info.status == "FINISHED" and "TPE search" in parent.data.tags["mlflow.note.content"]

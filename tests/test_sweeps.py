@@ -3,17 +3,16 @@ promote and the queue — each against a real embedded Ray and a real MLflow sto
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import RUNYARD, ledger_of, ledgers, run_cli, tracking_uri
+from runyard_testing import (RUNYARD, children_of, ledger_of, ledgers, run_cli,
+                             sigkill_at_checkpoint, start_cli, tracking_uri, wait_for_checkpoint)
 from runyard.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -42,36 +41,15 @@ def write_toy(directory: Path, name: str = "toy", sleep: float = 0.0, iterations
     return path
 
 
-def children_of(client: MlflowClient, parent_id: str) -> list:
-    parent = client.get_run(parent_id)
-    return client.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
-
-
 def steps(client: MlflowClient, run_id: str, metric: str = "score") -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, metric))
 
 
-def wait_for_checkpoint(process: subprocess.Popen, results: Path, pattern: str) -> None:
-    """Wait, while `process` runs, until a path under `results` matches `pattern`
-    (checkpoint_000001 exists once a trial has saved twice)."""
-    deadline = time.monotonic() + 300
-    while not list(results.glob(pattern)):
-        assert process.poll() is None, "it ended before the checkpoint it was waited for"
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-
-
 def test_resume_after_sigkill_continues_every_trial_in_its_own_run(workdir: Path):
     spec = write_toy(workdir, "killed", sleep=0.6, iterations=8, every=2, samples=4)
-    driver = subprocess.Popen([str(RUNYARD), "run", str(spec), "--id", "killed"], cwd=workdir,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    # Wait until some trial has checkpointed at least twice, then kill the driver and every
-    # process of its session (Ray's too): what a lost machine looks like.
-    wait_for_checkpoint(driver, workdir / ".runyard" / "ray_results", "killed/t*/checkpoint_000001")
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
+    driver = start_cli("run", str(spec), "--id", "killed", cwd=workdir)
+    # Once some trial has checkpointed at least twice, a lost machine.
+    sigkill_at_checkpoint(driver, workdir / ".runyard" / "ray_results", "killed/t*/checkpoint_000001")
 
     client = MlflowClient(tracking_uri(workdir))
     ledger = ledger_of(workdir, "killed")
@@ -189,12 +167,8 @@ def test_queue_runs_by_priority_and_resumes_after_its_process_is_killed(workdir:
     for spec, priority in ((low, 0), (high, 10), (mid, 5)):
         assert run_cli("queue", "add", str(spec), "--priority", str(priority), cwd=workdir).returncode == 0
 
-    runner = subprocess.Popen([str(RUNYARD), "queue", "run"], cwd=workdir,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    wait_for_checkpoint(runner, workdir / ".runyard" / "ray_results", "high-*/t0000/checkpoint_000001")
-    os.killpg(runner.pid, signal.SIGKILL)
-    runner.wait()
+    runner = start_cli("queue", "run", cwd=workdir)
+    sigkill_at_checkpoint(runner, workdir / ".runyard" / "ray_results", "high-*/t0000/checkpoint_000001")
 
     result = run_cli("queue", "run", cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -5,23 +5,20 @@ swept, resumed and tracked exactly like a built-in one."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import RUNYARD, ledger_of, run_cli, tracking_uri
+from runyard_testing import children_of, ledger_of, run_cli, sigkill_at_checkpoint, start_cli, tracking_uri
 from runyard.spec import SpecError, load_spec
 
 HILL = '''\
 """A lab's own agent: climbs a hill whose top is at x = 0.5."""
 import json
-import time
 from pathlib import Path
 
 from pydantic import Field
@@ -198,12 +195,6 @@ def test_an_entry_point_of_an_installed_package_is_listed_and_checked(installed:
     assert "unknown workload 'lab-hil' (did you mean 'lab-hill'?)" in typo.stderr
 
 
-def children_of(client: MlflowClient, parent_id: str) -> list:
-    parent = client.get_run(parent_id)
-    return client.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
-
-
 def assert_tracked_like_a_built_in(workdir: Path, job_id: str, workload: str, iterations: int) -> None:
     client = MlflowClient(tracking_uri(workdir))
     ledger = ledger_of(workdir, job_id)
@@ -230,18 +221,8 @@ def test_an_entry_point_workload_is_swept_with_two_seeds_and_tracked(installed: 
 @pytest.mark.slow
 def test_a_project_workload_sweep_resumes_after_sigkill(project: Path):
     spec = write_spec(project, "lab_in_project.agents:Hill", name="killed", sleep=0.5, iterations=6)
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    driver = subprocess.Popen([str(RUNYARD), "run", str(spec), "--id", "killed"], cwd=project,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    results = project / ".runyard" / "ray_results"
-    deadline = time.monotonic() + 300
-    while not list(results.glob("killed/t*/checkpoint_000001")):
-        assert driver.poll() is None, "the sweep ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its Ray: a lost machine
-    driver.wait()
+    driver = start_cli("run", str(spec), "--id", "killed", cwd=project)
+    sigkill_at_checkpoint(driver, project / ".runyard" / "ray_results", "killed/t*/checkpoint_000001")
 
     result = run_cli("resume", "killed", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -192,8 +192,9 @@ def continue_job(request: ContinueRequest, console: Console | None = None) -> Jo
     ledger = find_job(request.job, request.storage)
     spec = load_ledger_spec(ledger)
     reconcile(client_for(ledger.tracking_uri))
+    capacity = cluster_config_nodes(request.cluster_config) if request.cluster_config else []
     with _driver(request.address, request.num_cpus, spec, _storage_of(ledger)) as session:
-        check_feasible(spec, expand(spec), session.nodes)
+        check_feasible(spec, expand(spec), session.nodes + capacity)
         if request.action == "extend":
             return extend_job(ledger, request.samples, _console(console))
         return resume_job(ledger, _console(console), errored_only=request.action == "rerun-failed")
@@ -205,8 +206,10 @@ def continue_on_cluster(request: ContinueRequest) -> Submission:
     and Tune state in the cluster's storage (the laptop needs no access to it) and goes on
     in the same MLflow runs."""
     _check_samples(request)
+    config = request.cluster_config
     driver = ContinueRequest(request.job, request.action, samples=request.samples,
-                             storage=request.storage)
+                             storage=request.storage,
+                             cluster_config=str(in_project(config, Path.cwd().resolve())) if config else None)
     job_id = f"{request.job}-{request.action}-{time.strftime('%H%M%S')}"
     return _submit_driver(driver.argv(), request.address, job_id, request.job,
                           {"runyard_continues": request.job})

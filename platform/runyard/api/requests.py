@@ -49,13 +49,14 @@ class ContinueRequest:
     address: str | None = None
     num_cpus: int | None = None
     storage: str | None = None
+    cluster_config: str | None = None  # a launcher config whose node types count as capacity
 
     def argv(self) -> list[str]:
         args = [self.action, self.job]
         if self.action == "extend":
             args += _option("--samples", self.samples)
         args += _option("--address", self.address) + _option("--num-cpus", self.num_cpus)
-        return args + _option("--storage", self.storage)
+        return args + _option("--storage", self.storage) + _option("--cluster-config", self.cluster_config)
 
 
 def _sets(overrides: tuple[str, ...]) -> list[str]:

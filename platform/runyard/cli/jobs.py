@@ -116,6 +116,7 @@ def add_commands(commands: Commands) -> None:
     resume = commands.add("resume", "continue a job whose driver died", EPILOG_RESUME, cmd_continue)
     resume.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
     add_cluster(resume, continues=True)
+    add_cluster_config(resume)
 
     rerun = commands.add("rerun-failed", "run again only the trials of a job that failed",
                          "examples:\n  runyard rerun-failed digits-linear-sweep-20261123-030516\n\n"
@@ -124,6 +125,7 @@ def add_commands(commands: Commands) -> None:
                          cmd_continue)
     rerun.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
     add_cluster(rerun, continues=True)
+    add_cluster_config(rerun)
 
     extend = commands.add("extend", "add trials to a finished sweep, under the same parent run",
                           "examples:\n  runyard extend digits-linear-sweep-20261123-030516 "
@@ -132,6 +134,7 @@ def add_commands(commands: Commands) -> None:
     extend.add_argument("job", metavar="SWEEP", help="sweep id, or its MLflow parent run id")
     extend.add_argument("--samples", type=int, required=True, help="configs to add")
     add_cluster(extend, continues=True)
+    add_cluster_config(extend)
 
     ls = commands.add("ls", "list recent jobs and sweeps from MLflow",
                       "examples:\n  runyard ls\n  runyard ls --experiment digits --limit 5\n\n"
@@ -195,7 +198,8 @@ def run_request(args: argparse.Namespace) -> RunRequest:
 def continue_request(args: argparse.Namespace) -> ContinueRequest:
     """`runyard resume | rerun-failed | extend`'s flags as the API's request."""
     return ContinueRequest(args.job, args.command, samples=getattr(args, "samples", None),
-                           address=args.address, num_cpus=args.num_cpus, storage=args.storage)
+                           address=args.address, num_cpus=args.num_cpus, storage=args.storage,
+                           cluster_config=args.cluster_config)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -62,6 +62,9 @@ def add_commands(commands: Commands) -> None:
     run.add_argument("--address", help="Ray cluster every sweep joins (default: RAY_ADDRESS, "
                                        "else an embedded Ray started here)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
+    run.add_argument("--cluster-config", metavar="YAML",
+                     help="a Ray cluster launcher config (e.g. cluster.yaml): its node types "
+                          "count as room each sweep can have once the autoscaler starts them")
     run.add_argument("--max-running", type=at_least_one, metavar="N",
                      help="run at most N sweeps at once (default: as many as the cluster has "
                           "room for; 1 runs them one after another)")
@@ -108,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{time.strftime('%H:%M:%S')} queue: {line}", flush=True)
 
     try:
-        failures = api.queue.drain(say, args.address, args.num_cpus, args.max_running)
+        failures = api.queue.drain(say, args.address, args.num_cpus, args.max_running,
+                                   args.cluster_config)
     except KeyboardInterrupt:
         say("stopped")
         return EXIT_INTERRUPTED

@@ -24,37 +24,42 @@ from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
 BEST_X = 0.3
 
 
-class QuadraticConfig(WorkloadConfig):
-    x: float = Field(0.0, description="the one hyperparameter; the best value is 0.3")
+class ToyConfig(WorkloadConfig):
     decay: float = Field(0.5, gt=0, lt=1, description="how fast the score approaches its limit")
     noise: float = Field(0.0, ge=0, description="std of Gaussian noise added to each score")
     sleep_s: float = Field(0.0, ge=0, description="seconds each step sleeps (simulated work)")
+
+
+class QuadraticConfig(ToyConfig):
+    x: float = Field(0.0, description="the one hyperparameter; the best value is 0.3")
     fail_at_iteration: int | None = Field(None, ge=1, description="raise at this iteration")
     fail_while_exists: str | None = Field(
         None, description="fail at fail_at_iteration only while this file exists (a transient "
                           "failure: remove the file and the trial can succeed)")
 
 
-class Quadratic(Workload):
-    Config = QuadraticConfig
-    metrics = {"score": "max", "distance": "min"}
+class _Toy(Workload):
+    """score_t = (1 - decay^t) * limit + noise * N(0, 1), where each toy says its limit (and
+    what else it reports); the noise is drawn from the trial's seed."""
 
-    def setup(self, config: QuadraticConfig, context: WorkloadContext) -> None:
+    config: ToyConfig
+
+    def setup(self, config: ToyConfig, context: WorkloadContext) -> None:
         self.config = config
         self.rng = np.random.default_rng(context.seed)
         self.iteration = 0
+
+    def limit(self) -> tuple[float, dict[str, float]]:
+        raise NotImplementedError
 
     def step(self) -> dict[str, float]:
         if self.config.sleep_s:
             time.sleep(self.config.sleep_s)
         self.iteration += 1
-        planted = self.config.fail_while_exists is None or Path(self.config.fail_while_exists).exists()
-        if self.config.fail_at_iteration == self.iteration and planted:
-            raise RuntimeError(f"toy.quadratic: planted failure at iteration {self.iteration}")
-        limit = 1.0 - (self.config.x - BEST_X) ** 2
+        limit, reported = self.limit()
         score = (1.0 - self.config.decay**self.iteration) * limit
         score += self.config.noise * float(self.rng.standard_normal())
-        return {"score": score, "distance": abs(self.config.x - BEST_X)}
+        return {"score": score, **reported}
 
     def save(self, directory: Path) -> None:
         state = {"iteration": self.iteration, "rng": self.rng.bit_generator.state}
@@ -64,6 +69,17 @@ class Quadratic(Workload):
         state = json.loads((Path(directory) / "toy.json").read_text())
         self.iteration = state["iteration"]
         self.rng.bit_generator.state = state["rng"]
+
+
+class Quadratic(_Toy):
+    Config = QuadraticConfig
+    metrics = {"score": "max", "distance": "min"}
+
+    def limit(self) -> tuple[float, dict[str, float]]:
+        planted = self.config.fail_while_exists is None or Path(self.config.fail_while_exists).exists()
+        if self.config.fail_at_iteration == self.iteration and planted:
+            raise RuntimeError(f"toy.quadratic: planted failure at iteration {self.iteration}")
+        return 1.0 - (self.config.x - BEST_X) ** 2, {"distance": abs(self.config.x - BEST_X)}
 
 
 # toy.bowl — four hyperparameters of a made-up trainer, with a known optimum, for judging searchers.
@@ -97,39 +113,17 @@ def bowl_score(values: dict[str, float]) -> float:
     return float(np.exp(-(bowl_distance(values) / BOWL_WIDTH) ** 2))
 
 
-class BowlConfig(WorkloadConfig):
+class BowlConfig(ToyConfig):
     lr: float = Field(1e-2, gt=0, description="best at 3e-3 (searched on a log scale)")
     momentum: float = Field(0.5, ge=0, le=1, description="best at 0.9")
     width: int = Field(32, ge=1, description="best at 128 (searched on a log scale)")
     dropout: float = Field(0.3, ge=0, le=1, description="best at 0.1")
-    decay: float = Field(0.5, gt=0, lt=1, description="how fast the score approaches its limit")
-    noise: float = Field(0.0, ge=0, description="std of Gaussian noise added to each score")
-    sleep_s: float = Field(0.0, ge=0, description="seconds each step sleeps (simulated work)")
 
 
-class Bowl(Workload):
+class Bowl(_Toy):
     Config = BowlConfig
     metrics = {"score": "max", "regret": "min"}
 
-    def setup(self, config: BowlConfig, context: WorkloadContext) -> None:
-        self.limit = bowl_score(config.model_dump())
-        self.config = config
-        self.rng = np.random.default_rng(context.seed)
-        self.iteration = 0
-
-    def step(self) -> dict[str, float]:
-        if self.config.sleep_s:
-            time.sleep(self.config.sleep_s)
-        self.iteration += 1
-        score = (1.0 - self.config.decay**self.iteration) * self.limit
-        score += self.config.noise * float(self.rng.standard_normal())
-        return {"score": score, "regret": 1.0 - self.limit}
-
-    def save(self, directory: Path) -> None:
-        state = {"iteration": self.iteration, "rng": self.rng.bit_generator.state}
-        (Path(directory) / "bowl.json").write_text(json.dumps(state))
-
-    def restore(self, directory: Path) -> None:
-        state = json.loads((Path(directory) / "bowl.json").read_text())
-        self.iteration = state["iteration"]
-        self.rng.bit_generator.state = state["rng"]
+    def limit(self) -> tuple[float, dict[str, float]]:
+        best = bowl_score(self.config.model_dump())
+        return best, {"regret": 1.0 - best}
