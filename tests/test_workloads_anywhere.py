@@ -19,6 +19,7 @@ from runyard.spec import SpecError, load_spec
 HILL = '''\
 """A lab's own agent: climbs a hill whose top is at x = 0.5."""
 import json
+import time
 from pathlib import Path
 
 from pydantic import Field
