@@ -35,7 +35,8 @@ from runyard.errors import UserError
 from runyard.execute.payload import TrialPayload
 from runyard.execute.tune_compat import experiment_trials
 from runyard.plan import Trial
-from runyard.spec import JobSpec, set_dotted
+from runyard.plan.trials import trial_of
+from runyard.spec import JobSpec
 from runyard.spec.schema import Distribution
 
 @dataclass(frozen=True)
@@ -68,12 +69,7 @@ class ProposedTrials(Searcher):
         if seed_index == 0:  # a new config: the Repeater hands out its seeds one after another
             self.next_sample += 1
         sample = self.next_sample - 1
-        overrides = self.codec.decode(proposal)
-        config = dict(self.spec.config)
-        for key, value in overrides.items():
-            config = set_dotted(config, key.removeprefix("config."), value)
-        index = sample * self.spec.sweep.seeds + seed_index
-        trial = Trial(index, f"t{index:04d}", self.spec.seed + seed_index, sample, overrides, config)
+        trial = trial_of(self.spec, sample, seed_index, self.codec.decode(proposal))
         self.proposed.add(trial_id)
         return self.payload_of(trial).as_config()
 

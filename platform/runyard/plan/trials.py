@@ -51,10 +51,8 @@ def expand(spec: JobSpec, first_sample: int = 0) -> list[Trial]:
     if sweep.search == "tpe":
         # Proposed while the sweep runs (execute/adaptive.py): known now are the slots, each
         # with its id and seed and, for the configs, the spec's own.
-        return [Trial(sample * sweep.seeds + k, f"t{sample * sweep.seeds + k:04d}", spec.seed + k,
-                      sample, {}, dict(spec.config))
-                for sample in range(first_sample, first_sample + sweep.samples)
-                for k in range(sweep.seeds)]
+        samples = range(first_sample, first_sample + sweep.samples)
+        return [trial_of(spec, sample, k, {}) for sample in samples for k in range(sweep.seeds)]
     grid_keys = _grid_keys(spec)
     random_keys = [k for k in sweep.space if k not in grid_keys]
     grid_points = list(itertools.product(*(sweep.space[k].args for k in grid_keys)))
@@ -66,15 +64,19 @@ def expand(spec: JobSpec, first_sample: int = 0) -> list[Trial]:
             overrides = dict(zip(grid_keys, point))
             overrides.update({key: draw(sweep.space[key], rng) for key in random_keys})
             ordered = {key: overrides[key] for key in sweep.space}
-            config = dict(spec.config)
-            for key, value in ordered.items():
-                config = set_dotted(config, key.removeprefix("config."), value)
-            for seed_offset in range(sweep.seeds):
-                index = sample * sweep.seeds + seed_offset
-                trials.append(Trial(index, f"t{index:04d}", spec.seed + seed_offset, sample,
-                                    ordered, config))
+            trials += [trial_of(spec, sample, k, ordered) for k in range(sweep.seeds)]
             sample += 1
     return trials
+
+
+def trial_of(spec: JobSpec, sample: int, seed_offset: int, overrides: dict[str, Any]) -> Trial:
+    """A sweep's trial: config `sample` (the spec's config with `overrides` set) on its seed
+    number `seed_offset`; its id follows from both."""
+    config = dict(spec.config)
+    for key, value in overrides.items():
+        config = set_dotted(config, key.removeprefix("config."), value)
+    index = sample * spec.sweep.seeds + seed_offset
+    return Trial(index, f"t{index:04d}", spec.seed + seed_offset, sample, dict(overrides), config)
 
 
 def _grid_keys(spec: JobSpec) -> list[str]:
