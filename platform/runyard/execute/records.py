@@ -36,8 +36,8 @@ from runyard.tracking.results import (TrialResult, best_config, config_summaries
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import (BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIVER,
                                    DRIVER_STARTED, ERROR, FAILED_TRIALS, GIT_COMMIT, JOB_ID, KIND,
-                                   NOT_STARTED, NOTE, RAY_JOB, SAMPLE, SEARCH, SEED, SPEC_HASH, SPEC_NAME, TRIAL_ID,
-                                   VERSION, WORKLOAD)
+                                   NOT_STARTED, NOTE, RAY_JOB, SAMPLE, SEARCH, SEED, SPEC_HASH,
+                                   SPEC_NAME, TRIAL_ID, VERSION, WORKLOAD)
 from runyard.tracking.writer import RunRef
 
 PLAIN_TRIAL = "t0000"  # a plain job's one trial
