@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from runyard_testing import write_separable_shards
 
 from runyard import api
 from runyard.data import check_stored, load_manifest
-from runyard.data.shards import MANIFEST, write_manifest, write_shard
+from runyard.data.shards import MANIFEST
 from runyard.data.stored import CACHE_ENV, local_copy
 from runyard.errors import UserError
 from runyard.workloads.base import WorkloadContext
@@ -29,21 +29,9 @@ TRAIN_SHARDS, IMAGES_PER_SHARD, SIDE = 6, 1500, 32  # 4.6 MB a shard: a copy tha
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    """A dataset as `runyard data prepare` writes it: 6 training shards and 1 validation
-    shard of random 32x32 images in 4 classes, manifest with per-shard sha256."""
-    out = tmp_path_factory.mktemp("prepared") / "random32"
-    out.mkdir()
-    rng = np.random.default_rng(0)
-    receipts = []
-    for index in range(TRAIN_SHARDS + 1):
-        split = "train" if index < TRAIN_SHARDS else "val"
-        images = rng.integers(0, 256, (IMAGES_PER_SHARD, SIDE, SIDE, 3), dtype=np.uint8)
-        labels = rng.integers(0, 4, IMAGES_PER_SHARD)
-        (out / ".parts").mkdir(exist_ok=True)
-        receipts.append(write_shard(out, f"{split}-{index:05d}.parquet", split, images, labels, 4))
-    classes = ["a", "b", "c", "d"]
-    write_manifest(out, receipts, classes, classes, (SIDE, SIDE, 3), {"kind": "test"})
-    return out
+    """6 training shards and 1 validation shard of 32x32 images in 4 classes."""
+    return write_separable_shards(tmp_path_factory.mktemp("prepared") / "random32",
+                                  TRAIN_SHARDS, IMAGES_PER_SHARD, SIDE)
 
 
 @pytest.fixture
