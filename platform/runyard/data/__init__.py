@@ -14,7 +14,7 @@ and runyard.fsio (files through pyarrow's filesystem layer).
 
 from runyard.data.loader import Normalizer, ShardLoader, plan_epoch
 from runyard.data.shards import load_manifest, read_shard
-from runyard.data.stored import check_stored, dataset_dir
+from runyard.data.stored import check_dataset, check_stored, dataset_dir
 
-__all__ = ["Normalizer", "ShardLoader", "check_stored", "dataset_dir", "load_manifest",
-           "plan_epoch", "read_shard"]
+__all__ = ["Normalizer", "ShardLoader", "check_dataset", "check_stored", "dataset_dir",
+           "load_manifest", "plan_epoch", "read_shard"]

@@ -4,9 +4,9 @@
 The folder is the one `runyard data prepare` wrote, copied as it is (manifest.json and the
 shards). It is read through pyarrow's filesystem layer (runyard.fsio) and never in place:
 
-- `check_stored(uri)`, the driver's check before any trial starts: the manifest is there and
-  whole, and every shard it lists is there with the recorded size. Cheap (the manifest and
-  one listing of the shards); no pixel is read.
+- `check_stored(uri)` (`check_dataset` for any data.path), the driver's check before any
+  trial starts: the manifest is there and whole, and every shard it lists is there with the
+  recorded size. Cheap (the manifest and one listing of the shards); no pixel is read.
 - `local_copy(uri)`, in each trial process: the dataset in this node's cache, fetched on
   first use. Each shard is hashed as it streams in and renamed into place only when its
   sha256 matches the manifest; the manifest is written last and marks the copy complete.
@@ -37,7 +37,8 @@ from typing import Any
 import pyarrow as pa
 from pyarrow import fs
 
-from runyard.data.shards import MANIFEST, atomic_write_bytes, manifest_shards, parse_manifest
+from runyard.data.shards import (MANIFEST, atomic_write_bytes, load_manifest, manifest_shards,
+                                 parse_manifest)
 from runyard.errors import UserError
 from runyard.fsio import filesystem, is_uri
 
@@ -59,6 +60,12 @@ def dataset_dir(path: str) -> Path:
     """The local folder to read for a `data.path`: a URI's copy in this node's cache (fetched
     if need be), or the path itself."""
     return local_copy(path).path if is_uri(path) else Path(path)
+
+
+def check_dataset(path: str) -> dict[str, Any]:
+    """The manifest of the dataset a `data.path` names, checked where it is (in storage for a
+    URI, on this machine's disk for a path); UserError naming what is missing."""
+    return check_stored(path) if is_uri(path) else load_manifest(path)
 
 
 def cache_root() -> Path:

@@ -78,15 +78,11 @@ def check_data_inputs(data: dict[str, Any] | None) -> list[str]:
     data = data or {}
     if "path" not in data:
         return []
-    from runyard.data import check_stored, load_manifest
+    from runyard.data import check_dataset
     from runyard.errors import UserError
-    from runyard.fsio import is_uri
 
     try:
-        if is_uri(data["path"]):
-            check_stored(data["path"])
-        else:
-            load_manifest(data["path"])
+        check_dataset(data["path"])
     except UserError as error:
         return [f"data.path: {error}"]
     return []
