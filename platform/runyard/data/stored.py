@@ -197,8 +197,10 @@ def _fetch(store: fs.FileSystem, source: str, path: Path, shard: dict[str, Any],
                     digest.update(chunk)
                     out.write(chunk)
         except (OSError, pa.ArrowException) as error:
-            raise UserError(f"{_shard_uri(uri, shard)}: cannot read it ({error}). Fix: check "
-                            "that the whole dataset folder is in storage.") from None
+            # Reading storage or writing the cache: the error itself says which.
+            raise UserError(f"{_shard_uri(uri, shard)}: cannot copy it into {path.parent} "
+                            f"({error}). Fix: check that the whole dataset folder is in storage "
+                            f"and that this node's cache ({CACHE_ENV}) has room.") from None
         if digest.hexdigest() != shard["sha256"]:
             raise UserError(
                 f"{_shard_uri(uri, shard)}: sha256 {digest.hexdigest()[:16]}..., the manifest "
