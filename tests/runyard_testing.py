@@ -114,3 +114,31 @@ def leftovers_of(cluster: local_cluster.LocalCluster) -> list[str]:
     if Path(cluster.ray_temp_root).exists():
         left.append(f"folder {cluster.ray_temp_root}")
     return left
+
+
+# ---------------------------------------------------------------- prepared data
+
+
+def write_separable_shards(out: Path, train_shards: int, images_per_shard: int, side: int,
+                           seed: int = 0) -> Path:
+    """A prepared dataset as `runyard data prepare` writes it (shards, receipts, a manifest
+    with each shard's sha256): `train_shards` training shards and one validation shard of
+    random images in 4 classes that show in their colour (red, green, blue, brighter red), so
+    that a linear model learns them and the Recipe's preflight passes."""
+    import numpy as np
+
+    from runyard.data.shards import PARTS, write_manifest, write_shard
+
+    (out / PARTS).mkdir(parents=True)
+    classes, rng, receipts = 4, np.random.default_rng(seed), []
+    for index in range(train_shards + 1):
+        split = "train" if index < train_shards else "val"
+        labels = rng.integers(0, classes, images_per_shard)
+        images = rng.integers(0, 128, (images_per_shard, side, side, 3), dtype=np.uint8)
+        images[np.arange(images_per_shard), :, :, labels % 3] += np.uint8(100)
+        images[labels == 3] += np.uint8(20)
+        receipts.append(write_shard(out, f"{split}-{index:05d}.parquet", split, images, labels,
+                                    classes))
+    names = [f"class-{c}" for c in range(classes)]
+    write_manifest(out, receipts, names, names, (side, side, 3), {"kind": "test"})
+    return out

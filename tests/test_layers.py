@@ -61,3 +61,8 @@ def test_layer_imports_only_what_is_below_it(layer: str):
 def test_every_layer_has_code():
     for layer in ("spec", "plan", "launch", "execute", "workloads", "tracking", "api", "cli"):
         assert files_of(layer), layer
+
+
+@pytest.mark.parametrize("leaf", ["errors.py", "fsio.py"])
+def test_the_leaf_modules_below_every_layer_import_none(leaf: str):
+    assert [name for name in imports_of(PACKAGE / leaf) if name.startswith("runyard")] == []

@@ -188,6 +188,30 @@ def write_manifest(out_dir: Path, receipts: list[ShardReceipt], classes: list[st
     return manifest
 
 
+def parse_manifest(raw: bytes, where: str) -> dict[str, Any]:
+    """A manifest's content, checked on its own (its format, its counts), wherever it was
+    read from; `where` names it in errors."""
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{where}: not valid JSON ({error}). Fix: rerun `runyard data prepare`.")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise UserError(f"{where}: format {found!r}, expected {FORMAT!r}. "
+                        "Fix: prepare the data again with this version of runyard.")
+    for split, info in manifest["splits"].items():
+        if sum(s["count"] for s in info["shards"]) != info["count"]:
+            raise UserError(f"{where}: splits.{split}: shard counts do not add up to "
+                            f"count={info['count']}. The manifest was edited or corrupted; "
+                            "Fix: rerun `runyard data prepare` into a new directory.")
+    return manifest
+
+
+def manifest_shards(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every shard of every split, as the manifest lists them (file, count, bytes, sha256)."""
+    return [shard for info in manifest["splits"].values() for shard in info["shards"]]
+
+
 def load_manifest(directory: str | Path, verify_checksums: bool = False) -> dict[str, Any]:
     """Read and check a prepared dataset's manifest against the shards on disk.
 
@@ -200,34 +224,23 @@ def load_manifest(directory: str | Path, verify_checksums: bool = False) -> dict
                 "command to complete it." if (directory / PARTS).exists() else
                 " Fix: prepare it first with `runyard data prepare imagenet --src ... --out DIR`.")
         raise UserError(f"{directory}: no {MANIFEST}, so this is not a prepared dataset.{hint}")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not valid JSON ({error}). Fix: rerun `runyard data prepare`.")
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}. "
-                        "Fix: prepare the data again with this version of runyard.")
-    for split, info in manifest["splits"].items():
-        if sum(s["count"] for s in info["shards"]) != info["count"]:
-            raise UserError(f"{path}: splits.{split}: shard counts do not add up to "
-                            f"count={info['count']}. The manifest was edited or corrupted; "
-                            "Fix: rerun `runyard data prepare` into a new directory.")
-        for shard in info["shards"]:
-            shard_path = directory / shard["file"]
-            if not shard_path.exists():
-                raise UserError(f"{shard_path}: listed in {MANIFEST} but missing. Fix: copy the "
-                                "whole dataset directory again, or rerun `runyard data prepare`.")
-            if shard_path.stat().st_size != shard["bytes"]:
-                raise UserError(f"{shard_path}: {shard_path.stat().st_size} bytes on disk, the "
-                                f"manifest says {shard['bytes']}. The shard was changed or "
-                                "truncated; Fix: copy it again or rerun `runyard data prepare`.")
-            rows = pq.ParquetFile(shard_path).metadata.num_rows
-            if rows != shard["count"]:
-                raise UserError(f"{shard_path}: {rows} images, the manifest says "
-                                f"{shard['count']}. Fix: rerun `runyard data prepare`.")
-            if verify_checksums and file_sha256(shard_path) != shard["sha256"]:
-                raise UserError(f"{shard_path}: checksum differs from {MANIFEST}; the file is "
-                                "corrupted. Fix: copy it again or rerun `runyard data prepare`.")
+    manifest = parse_manifest(path.read_bytes(), str(path))
+    for shard in manifest_shards(manifest):
+        shard_path = directory / shard["file"]
+        if not shard_path.exists():
+            raise UserError(f"{shard_path}: listed in {MANIFEST} but missing. Fix: copy the "
+                            "whole dataset directory again, or rerun `runyard data prepare`.")
+        if shard_path.stat().st_size != shard["bytes"]:
+            raise UserError(f"{shard_path}: {shard_path.stat().st_size} bytes on disk, the "
+                            f"manifest says {shard['bytes']}. The shard was changed or "
+                            "truncated; Fix: copy it again or rerun `runyard data prepare`.")
+        rows = pq.ParquetFile(shard_path).metadata.num_rows
+        if rows != shard["count"]:
+            raise UserError(f"{shard_path}: {rows} images, the manifest says "
+                            f"{shard['count']}. Fix: rerun `runyard data prepare`.")
+        if verify_checksums and file_sha256(shard_path) != shard["sha256"]:
+            raise UserError(f"{shard_path}: checksum differs from {MANIFEST}; the file is "
+                            "corrupted. Fix: copy it again or rerun `runyard data prepare`.")
     return manifest
 
 

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runyard.errors import UserError
-from runyard.execute.storage import Storage, read_text, write_text
+from runyard.execute.storage import Storage
+from runyard.fsio import read_text, write_text
 from runyard.spec import JobSpec
 
 

@@ -6,8 +6,8 @@ checkpoints. One root for all of it:
   that Ray's storage layer reads through pyarrow (`s3://bucket/prefix`, `gs://...`).
 
 Given by `--storage`, else RUNYARD_STORAGE (a cluster sets it in its nodes' environment),
-else the default. Everything here goes through pyarrow's filesystem layer, so a local
-folder and a bucket take the same code path.
+else the default. Everything here goes through pyarrow's filesystem layer (runyard.fsio), so
+a local folder and a bucket take the same code path.
 
 Layout under the root:
     sweeps/<job id>.json        the ledger (execute/ledger.py)
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runyard.errors import UserError
+from runyard.fsio import filesystem, write_text
 
 ENV = "RUNYARD_STORAGE"
 LEDGERS, TUNE = "sweeps", "ray_results"
@@ -58,34 +59,16 @@ class Storage:
         """Job ids with a ledger here, oldest name first."""
         from pyarrow import fs
 
-        filesystem, folder = _filesystem(self.join(LEDGERS))
-        found = filesystem.get_file_info(fs.FileSelector(folder, allow_not_found=True))
+        store, folder = filesystem(self.join(LEDGERS))
+        found = store.get_file_info(fs.FileSelector(folder, allow_not_found=True))
         return sorted(Path(info.path).stem for info in found
                       if info.type == fs.FileType.File and info.path.endswith(".json"))
 
     def exists(self, path: str) -> bool:
         from pyarrow import fs
 
-        filesystem, inner = _filesystem(path)
-        return filesystem.get_file_info(inner).type != fs.FileType.NotFound
-
-
-def read_text(path: str) -> str:
-    filesystem, inner = _filesystem(path)
-    with filesystem.open_input_stream(inner) as stream:
-        return stream.read().decode()
-
-
-def write_text(path: str, text: str) -> None:
-    """Write `path` whole or not at all: a local file is written beside it and renamed over
-    it; an object store never shows a half-written object."""
-    filesystem, inner = _filesystem(path)
-    filesystem.create_dir(posixpath.dirname(inner), recursive=True)
-    staging = f"{inner}.{uuid.uuid4().hex}.tmp" if "://" not in path else inner
-    with filesystem.open_output_stream(staging) as stream:
-        stream.write(text.encode())
-    if staging != inner:
-        filesystem.move(staging, inner)
+        store, inner = filesystem(path)
+        return store.get_file_info(inner).type != fs.FileType.NotFound
 
 
 def check_writable(storage: Storage) -> None:
@@ -93,17 +76,11 @@ def check_writable(storage: Storage) -> None:
     probe = storage.join(f".probe-{uuid.uuid4().hex}")
     try:
         write_text(probe, "probe")
-        filesystem, inner = _filesystem(probe)
-        filesystem.delete_file(inner)
+        store, inner = filesystem(probe)
+        store.delete_file(inner)
     except Exception as error:  # noqa: BLE001 — pyarrow raises OSError and its own types
         raise UserError(f"storage {storage.root}: cannot write here ({error}); give a "
                         f"--storage (or {ENV}) that this node can write") from None
-
-
-def _filesystem(path: str):
-    from pyarrow import fs
-
-    return fs.FileSystem.from_uri(path)
 
 
 def check_every_node_shares(storage: Storage, timeout_s: float = 120.0) -> None:
@@ -128,8 +105,8 @@ def check_every_node_shares(storage: Storage, timeout_s: float = 120.0) -> None:
         problems = [f"  node {pending[ref]}: {ray.get(ref)}" for ref in ready if ray.get(ref)]
         problems += [f"  node {pending[ref]}: no answer in {timeout_s:g} s" for ref in late]
     finally:
-        filesystem, inner = _filesystem(marker)
-        filesystem.delete_file(inner)
+        store, inner = filesystem(marker)
+        store.delete_file(inner)
     if problems:
         raise UserError(f"storage {storage.root} is not shared by every node of the cluster; a "
                         "job's state must be reachable from all of them (a path mounted at the "
@@ -142,8 +119,8 @@ def _probe_on_this_node(root: str, marker: str) -> str:
     not."""
     from pyarrow import fs
 
-    filesystem, inner = _filesystem(marker)
-    if filesystem.get_file_info(inner).type == fs.FileType.NotFound:
+    store, inner = filesystem(marker)
+    if store.get_file_info(inner).type == fs.FileType.NotFound:
         return f"does not see {marker}, which the driver just wrote (a local folder, not a shared one)"
     try:
         check_writable(Storage(root))

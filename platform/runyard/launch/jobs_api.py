@@ -24,9 +24,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from runyard.errors import UserError
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 # gitignore-style, relative to the working dir (Ray matches them with gitwildmatch). A leading
 # "/" anchors to the project root, so platform/runyard/data/ (code) still ships; no trailing
@@ -168,10 +171,10 @@ def submit(
     }
     if env_vars:
         runtime_env["env_vars"] = {str(k): str(v) for k, v in env_vars.items()}
-    if py_modules:
-        runtime_env["py_modules"] = [str(Path(module).resolve()) for module in py_modules]
     jobs = client(address, state_dir)
     with api_errors(jobs.get_address()):
+        if py_modules:
+            runtime_env["py_modules"] = _uploaded_packages(jobs, py_modules)
         job_id = jobs.submit_job(
             entrypoint=entrypoint,
             runtime_env=runtime_env,
@@ -181,6 +184,24 @@ def submit(
             metadata=dict(metadata) if metadata else None,
         )
     return Submitted(job_id=job_id, address=jobs.get_address(), skipped_large_files=tuple(large))
+
+
+# What a shipped package (py_modules) leaves out; the project's excludes are not for it.
+PACKAGE_EXCLUDES = ("__pycache__", "*.pyc")
+
+
+def _uploaded_packages(jobs: JobSubmissionClient, packages: tuple[str | Path, ...]) -> list[str]:
+    """The package folders uploaded on their own, as the URIs a runtime env takes.
+
+    Ray packs py_modules with the working dir's `excludes`, each matched relative to the
+    folder being packed, so the project's `/data` also dropped runyard's own `data` package
+    (every job on prepared shards failed on the cluster with "No module named
+    'runyard.data'"). Ray has no public way to give packages excludes of their own: this is
+    the private upload step `submit_job` runs itself, which then leaves the URIs as they are."""
+    packed = {"py_modules": [str(Path(package).resolve()) for package in packages],
+              "excludes": list(PACKAGE_EXCLUDES)}
+    jobs._upload_py_modules_if_needed(packed)
+    return packed["py_modules"]
 
 
 def status(job_id: str, address: str | None = None, state_dir: str | Path = ".runyard/cluster"):

@@ -58,7 +58,9 @@ class DigitsData(Block):
 class ShardsData(Block):
     """A dataset prepared by `runyard data prepare` (Parquet shards and a manifest)."""
 
-    path: str = Field(min_length=1, description="the folder `runyard data prepare` wrote")
+    path: str = Field(min_length=1, description="the folder `runyard data prepare` wrote, or a "
+                                                "URI of its copy in storage (s3://, gs://, "
+                                                "file://), fetched to each node's disk once")
     resident: bool = Field(False, description="keep the whole split in (GPU) memory instead of "
                                               "streaming shards")
     shuffle_buffer: int = Field(65536, ge=1, description="images in the streaming shuffle buffer")

@@ -5,7 +5,8 @@ with scikit-learn), split into train and validation by a seeded permutation, hel
 
 `data: {path: DIR, resident: false, shuffle_buffer: 65536, val_batches: null}` is a dataset
 prepared by `runyard data prepare` (Parquet shards + manifest.json), read by
-runyard.data.ShardLoader (see training.ShardData). resident: keep the rank's part of the split in
+runyard.data.ShardLoader (see training.ShardData). DIR may be a URI of its copy in storage
+(s3://, gs://, file://): each node reads its own verified copy (runyard.data.stored). resident: keep the rank's part of the split in
 (GPU) memory; val_batches: evaluate on only that many validation batches per step.
 """
 
@@ -70,15 +71,18 @@ def _check_shard_data(data: dict[str, Any]) -> list[str]:
 
 
 def check_data_inputs(data: dict[str, Any] | None) -> list[str]:
-    """Machine-dependent problems: a prepared-data path that is missing or broken here."""
+    """Machine-dependent problems: a prepared-data path that is missing or broken here, or a
+    dataset in storage (a URI) that is missing or incomplete there. The driver checks this
+    before any trial starts; on a cluster that is the submitted driver, so the laptop needs
+    no access to the storage."""
     data = data or {}
     if "path" not in data:
         return []
-    from runyard.data import load_manifest
+    from runyard.data import check_dataset
     from runyard.errors import UserError
 
     try:
-        load_manifest(data["path"])
+        check_dataset(data["path"])
     except UserError as error:
         return [f"data.path: {error}"]
     return []

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from runyard.data import Normalizer, ShardLoader, load_manifest
+from runyard.data import Normalizer, ShardLoader, dataset_dir, load_manifest
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -91,13 +91,14 @@ class ShardData:
         if global_batch_size % world:
             raise ValueError(f"config.batch_size {global_batch_size} is not divisible by the "
                              f"{world} DDP workers; choose a multiple of {world}")
-        self.manifest = load_manifest(data["path"])
+        folder = dataset_dir(data["path"])  # a dataset in storage: this node's copy
+        self.manifest = load_manifest(folder)
         per_rank = global_batch_size // world
         common = dict(seed=seed, rank=rank, world_size=world, resident=data.get("resident", False),
                       device=device, pin_memory=device.type == "cuda", manifest=self.manifest)
-        self.train = ShardLoader(data["path"], "train", per_rank, shuffle=True,
+        self.train = ShardLoader(folder, "train", per_rank, shuffle=True,
                                  shuffle_buffer=data.get("shuffle_buffer", 65536), **common)
-        self.val = ShardLoader(data["path"], "val", per_rank, shuffle=False, **common)
+        self.val = ShardLoader(folder, "val", per_rank, shuffle=False, **common)
         self.val_batches = data.get("val_batches")
         if len(self.train) == 0:
             raise ValueError(f"data.path: {data['path']} has {self.train.num_examples} training "
@@ -123,12 +124,13 @@ def preflight_sample(data: dict[str, Any], device: torch.device,
     from runyard.data.sample import class_balanced_sample
     from runyard.workloads.sl.preflight import PreflightSample, sample_sizes
 
-    manifest = load_manifest(data["path"])
+    folder = dataset_dir(data["path"])
+    manifest = load_manifest(folder)
     num_classes = len(manifest["classes"])
     to_inputs = make_inputs(manifest)
     parts: list[torch.Tensor] = []
     for split, per_class in zip(("train", "val"), sample_sizes(num_classes)):
-        images, labels = class_balanced_sample(data["path"], split, per_class, manifest=manifest)
+        images, labels = class_balanced_sample(folder, split, per_class, manifest=manifest)
         parts += [to_inputs(torch.from_numpy(images).to(device)), torch.from_numpy(labels).to(device)]
     return PreflightSample(*parts, num_classes=num_classes)
 
