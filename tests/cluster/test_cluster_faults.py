@@ -26,7 +26,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runyard.execute.payload import TrialPayload
-from runyard.execute.tune_compat import experiment_trials
+from runyard.ray_compat import experiment_trials
 from runyard.launch import local_cluster
 from runyard.tracking.server import processes_in_group, serve, terminate_process_group
 from runyard.tracking.writer import RunRef, TrackingWriter

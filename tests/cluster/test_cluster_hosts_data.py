@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from runyard_testing import write_separable_shards
 
-from runyard.execute.tune_compat import experiment_trials
+from runyard.ray_compat import experiment_trials
 from test_cluster_hosts_storage import finished, job_runs, laptop
 
 pytestmark = pytest.mark.slow

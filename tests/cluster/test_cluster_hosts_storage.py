@@ -130,7 +130,7 @@ def test_a_lost_worker_host_s_trial_goes_on_from_its_stored_checkpoint_on_anothe
     """Every process of one worker host dies at once (a machine lost): its trial is retried
     on the other worker host from its last checkpoint in the storage, in the same run."""
     from runyard.execute.payload import TrialPayload
-    from runyard.execute.tune_compat import experiment_trials
+    from runyard.ray_compat import experiment_trials
     from runyard.launch import local_cluster
 
     hosts = namespaced_hosts

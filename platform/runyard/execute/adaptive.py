@@ -33,7 +33,7 @@ from ray.tune.search.repeater import TRIAL_INDEX
 
 from runyard.errors import UserError
 from runyard.execute.payload import TrialPayload
-from runyard.execute.tune_compat import experiment_trials
+from runyard.ray_compat import experiment_trials
 from runyard.plan import Trial
 from runyard.plan.trials import trial_of
 from runyard.spec import JobSpec

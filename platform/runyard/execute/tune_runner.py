@@ -21,7 +21,7 @@ from runyard.execute.adaptive import JudgedConfig, ProposedTrials
 from runyard.execute.ddp import run_ddp_trial
 from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload
 from runyard.execute.trainable import WorkloadTrainable
-from runyard.execute.tune_compat import replace_callbacks
+from runyard.ray_compat import replace_callbacks
 from runyard.plan import Trial, trial_bundles
 from runyard.spec import JobSpec
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 from runyard.errors import UserError
+from runyard.ray_compat import upload_py_modules
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -196,11 +197,11 @@ def _uploaded_packages(jobs: JobSubmissionClient, packages: tuple[str | Path, ..
     Ray packs py_modules with the working dir's `excludes`, each matched relative to the
     folder being packed, so the project's `/data` also dropped runyard's own `data` package
     (every job on prepared shards failed on the cluster with "No module named
-    'runyard.data'"). Ray has no public way to give packages excludes of their own: this is
-    the private upload step `submit_job` runs itself, which then leaves the URIs as they are."""
+    'runyard.data'"). Ray has no public way to give packages excludes of their own
+    (runyard.ray_compat.upload_py_modules)."""
     packed = {"py_modules": [str(Path(package).resolve()) for package in packages],
               "excludes": list(PACKAGE_EXCLUDES)}
-    jobs._upload_py_modules_if_needed(packed)
+    upload_py_modules(jobs, packed)
     return packed["py_modules"]
 
 

@@ -1,6 +1,8 @@
 """Every use of a Ray API that is not public, in one place, each checked against Ray 2.60.
+A leaf below every layer (it imports nothing of runyard), so that launch and execute both
+use it.
 
-tests/test_tune_compat.py fails loudly (and fast) when an upgrade of Ray moves one of them;
+tests/test_ray_compat.py fails loudly (and fast) when an upgrade of Ray moves one of them;
 change them here and nowhere else. (RLlib's algorithm registry is read by the rllib
 baseline workload itself, because workloads may not import the executor; see
 runyard.workloads.rl.rllib_baseline.)
@@ -60,3 +62,11 @@ def autoscaler_pending(gcs_address: str) -> list[str]:
     launches = [f"{r.count} x {r.instance_type_name} (launching)" for r in status.pending_launches]
     return launches + [f"{n.instance_type_name} {n.node_id or ''} (starting)".replace("  ", " ")
                        for n in status.pending_nodes]
+
+
+def upload_py_modules(jobs: Any, runtime_env: dict[str, Any]) -> None:
+    """Upload the folders of `runtime_env["py_modules"]`, packed with its `excludes`, and put
+    their package URIs in its place, through the Jobs client `jobs`: the private step
+    `JobSubmissionClient.submit_job` runs itself (`_upload_py_modules_if_needed`). A runtime
+    env whose py_modules are URIs already is left as it is by `submit_job`."""
+    jobs._upload_py_modules_if_needed(runtime_env)
