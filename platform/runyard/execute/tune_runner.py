@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,8 +62,9 @@ class TuneRunner:
     def new(self, tune_path: str, trials: list[Trial]) -> tune.Tuner:
         """A Tune experiment at `tune_path` running exactly `trials` (a grid over their
         payloads: runyard draws the configs itself, so they never depend on Tune's RNG)."""
-        spec, settings, path = self.spec, self.settings, Path(tune_path)
-        payloads = [trial_payload(spec, t, self.workdir, path).as_config()[CONFIG_KEY]
+        spec, settings = self.spec, self.settings
+        # A string throughout: Path() would fold a bucket's "s3://" into "s3:/".
+        payloads = [trial_payload(spec, t, self.workdir, tune_path).as_config()[CONFIG_KEY]
                     for t in trials]
         return tune.Tuner(
             self.trainable(),
@@ -77,8 +79,8 @@ class TuneRunner:
                 trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
-                name=path.name,
-                storage_path=str(path.parent),
+                name=posixpath.basename(tune_path),
+                storage_path=posixpath.dirname(tune_path),
                 callbacks=self.callbacks,
                 verbose=0,
                 checkpoint_config=self.checkpoint_config(),
@@ -120,7 +122,7 @@ class TuneRunner:
                                      checkpoint_frequency=self.spec.checkpoint.every)
 
 
-def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) -> TrialPayload:
+def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: str) -> TrialPayload:
     """Everything a trial process needs (it crosses to another process)."""
     return TrialPayload(
         trial_id=trial.trial_id, index=trial.index, sample=trial.sample, label=trial.label,
@@ -131,7 +133,7 @@ def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) -> 
         resources=spec.resources.model_dump(mode="json"),
         stop=StopConditions(spec.stop.iterations, spec.stop.time_s, dict(spec.stop.thresholds)),
         workdir=str(workdir), checkpoint_every=spec.checkpoint.every,
-        checkpoint_keep=spec.checkpoint.keep, storage=str(storage),
+        checkpoint_keep=spec.checkpoint.keep, storage=storage,
         system_metrics_s=spec.tracking.system_metrics or None)
 
 
