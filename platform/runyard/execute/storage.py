@@ -12,6 +12,11 @@ folder and a bucket take the same code path.
 Layout under the root:
     sweeps/<job id>.json        the ledger (execute/ledger.py)
     ray_results/<job id>[-xN]   one Tune experiment per segment of the job
+
+A bucket is reached with the S3 client's usual environment (S3_CLIENT_ENV): credentials,
+region, and AWS_ENDPOINT_URL for an S3-compatible server. A node that has no settings of its
+own (a cloud node has an instance profile instead) gets them from the job that names the
+bucket: `client_env` is what a submitted job carries.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from runyard.errors import UserError
 
 ENV = "RUNYARD_STORAGE"
 LEDGERS, TUNE = "sweeps", "ray_results"
+# What pyarrow's S3 client (the AWS SDK) reads from the environment.
+S3_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,12 @@ class Storage:
         if not given:
             return cls(str(Path(workdir).resolve() / ".runyard"))
         if "://" in given and not given.startswith("file://"):
+            if "@" in given.split("://", 1)[1].split("/", 1)[0]:
+                # It would be written into the ledger, the job's command line and its runs.
+                raise UserError(f"storage {given.split('://', 1)[0]}://...: credentials in the "
+                                "URI; give the bucket alone and the credentials in "
+                                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the node's "
+                                "instance profile)")
             return cls(given.rstrip("/"))
         return cls(str(Path(given.removeprefix("file://")).expanduser().resolve()))
 
@@ -68,6 +82,17 @@ class Storage:
 
         filesystem, inner = _filesystem(path)
         return filesystem.get_file_info(inner).type != fs.FileType.NotFound
+
+
+def client_env(root: str | None) -> dict[str, str]:
+    """The settings of this environment that a process on another node needs to reach the
+    storage `root` as this one does: for an s3:// bucket, the S3 client's variables set here,
+    secrets among them (a job carries them in its env, which the Jobs API shows only to
+    holders of the cluster's token); nothing for a path, or when no storage is named (then
+    the nodes' own RUNYARD_STORAGE and settings apply)."""
+    if not root or not root.startswith("s3://"):
+        return {}
+    return {name: os.environ[name] for name in S3_CLIENT_ENV if os.environ.get(name)}
 
 
 def read_text(path: str) -> str:
