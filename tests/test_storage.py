@@ -84,10 +84,17 @@ def test_a_job_in_a_bucket_runs_its_tune_experiment_there(s3_env, tmp_path: Path
     assert {TrialPayload.of({"trial": p}).storage for p in payloads} == {tune_path}
 
 
-def test_credentials_in_a_storage_uri_are_refused_without_repeating_them(tmp_path: Path):
+def test_credentials_in_a_storage_uri_are_refused_without_repeating_them(workdir: Path):
+    uri = "s3://AKIAEXAMPLE:s3cr3t-value@bucket/lab"
     with pytest.raises(UserError, match="AWS_SECRET_ACCESS_KEY") as refused:
-        Storage.resolve("s3://AKIAEXAMPLE:s3cr3t-value@bucket/lab", tmp_path)
+        Storage.resolve(uri, workdir)
     assert "s3cr3t-value" not in str(refused.value) and "AKIAEXAMPLE" not in str(refused.value)
+    # Nor does it travel to a cluster, whose job list would show it (nothing listens there).
+    (workdir / "toy.yaml").write_text("name: toy\nworkload: toy.quadratic\nstop: {iterations: 1}\n")
+    submitted = run_cli("submit", "toy.yaml", "--storage", uri, "--address", "http://127.0.0.1:9",
+                        cwd=workdir, timeout=120)
+    assert submitted.returncode == 2, submitted.stdout + submitted.stderr
+    assert "credentials in the URI" in submitted.stderr and "s3cr3t" not in submitted.stderr
 
 
 def test_a_job_that_names_a_bucket_carries_this_environment_s_s3_settings(monkeypatch):

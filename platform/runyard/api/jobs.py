@@ -301,9 +301,11 @@ def _submit_driver(argv: list[str], address: str | None, job_id: str, name: str,
 
     import runyard
     from runyard.execute.records import SUBMISSION_ENV
-    from runyard.execute.storage import client_env
+    from runyard.execute.storage import check_no_credentials, client_env
     from runyard.launch import jobs_api
 
+    if storage:  # refused here, before it is on the cluster's job list
+        check_no_credentials(storage)
     env = {
         **client_env(storage),
         # `runyard stop` sends the driver SIGTERM; it then needs a few seconds to end its

@@ -46,12 +46,7 @@ class Storage:
         if not given:
             return cls(str(Path(workdir).resolve() / ".runyard"))
         if "://" in given and not given.startswith("file://"):
-            if "@" in given.split("://", 1)[1].split("/", 1)[0]:
-                # It would be written into the ledger, the job's command line and its runs.
-                raise UserError(f"storage {given.split('://', 1)[0]}://...: credentials in the "
-                                "URI; give the bucket alone and the credentials in "
-                                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the node's "
-                                "instance profile)")
+            check_no_credentials(given)
             return cls(given.rstrip("/"))
         return cls(str(Path(given.removeprefix("file://")).expanduser().resolve()))
 
@@ -82,6 +77,17 @@ class Storage:
 
         filesystem, inner = _filesystem(path)
         return filesystem.get_file_info(inner).type != fs.FileType.NotFound
+
+
+def check_no_credentials(uri: str) -> None:
+    """UserError (not repeating them) when `uri` carries credentials (`s3://KEY:SECRET@bucket`,
+    which pyarrow accepts): they would be written into the ledger, the job's command line
+    and its runs."""
+    scheme, _, rest = uri.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        raise UserError(f"storage {scheme}://...: credentials in the URI; give the bucket alone "
+                        "and the credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or "
+                        "the nodes' instance profile)")
 
 
 def client_env(root: str | None) -> dict[str, str]:
