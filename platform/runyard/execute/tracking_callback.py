@@ -135,7 +135,9 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self.run_of(trial)
-        checkpoint = trial.checkpoint or self.ddp_checkpoints.get(TrialPayload.of(trial.config).trial_id)
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            checkpoint = self.ddp_checkpoints.get(TrialPayload.of(trial.config).trial_id)
         if checkpoint is not None:
             path, scratch = local_copy(checkpoint)
             logged = [self.tracking.writer.log_artifacts(run, str(Path(path) / STATE_DIR), "checkpoint")]
