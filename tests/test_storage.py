@@ -3,6 +3,7 @@ or the default .runyard/, read and written through pyarrow's filesystem layer.""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,21 @@ def test_a_job_in_a_bucket_runs_its_tune_experiment_there(s3_env, tmp_path: Path
     assert (run_config.storage_path, run_config.name) == (f"s3://{s3_env.name}/team/ray_results", "toy-1")
     payloads = tuner._local_tuner.param_space["trial"]["grid_search"]
     assert {TrialPayload.of({"trial": p}).storage for p in payloads} == {tune_path}
+
+
+def test_a_data_parallel_trial_s_checkpoint_is_read_from_its_bucket(s3_env, tmp_path: Path):
+    from runyard.execute.tracking_callback import local_copy, stored_checkpoint
+
+    storage = f"s3://{s3_env.name}/team/ray_results/job-1"
+    # Ray Train reports the path inside the storage's filesystem, without the scheme.
+    reported = f"{s3_env.name}/team/ray_results/job-1/t0000/t0000-ddp/checkpoint_000001"
+    with s3_env.filesystem().open_output_stream(f"{reported}/state/weights.txt") as out:
+        out.write(b"trained")
+    path, scratch = local_copy(stored_checkpoint(storage, reported))
+    try:
+        assert (Path(path) / "state" / "weights.txt").read_text() == "trained"
+    finally:
+        shutil.rmtree(scratch)
 
 
 def test_credentials_in_a_storage_uri_are_refused_without_repeating_them(workdir: Path):
