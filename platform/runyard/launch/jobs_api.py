@@ -168,9 +168,16 @@ def submit(
     }
     if env_vars:
         runtime_env["env_vars"] = {str(k): str(v) for k, v in env_vars.items()}
-    if py_modules:
-        runtime_env["py_modules"] = [str(Path(module).resolve()) for module in py_modules]
     jobs = client(address, state_dir)
+    if py_modules:
+        # Ray applies a runtime_env's `excludes` to py_modules folders too, each relative to
+        # its own root: the project's "/data" dropped runyard's own runyard/data package
+        # (ModuleNotFoundError on the cluster). Uploaded first without them (the SDK's own
+        # step, called early), the modules travel as package URIs that submit_job leaves be.
+        modules = {"py_modules": [str(Path(module).resolve()) for module in py_modules]}
+        with api_errors(jobs.get_address()):
+            jobs._upload_py_modules_if_needed(modules)
+        runtime_env["py_modules"] = modules["py_modules"]
     with api_errors(jobs.get_address()):
         job_id = jobs.submit_job(
             entrypoint=entrypoint,
