@@ -4,12 +4,17 @@ would type it. (A module of its own: several conftest.py files exist under tests
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from runyard.launch import local_cluster, netns_hosts
 
@@ -114,6 +119,106 @@ def leftovers_of(cluster: local_cluster.LocalCluster) -> list[str]:
     if Path(cluster.ray_temp_root).exists():
         left.append(f"folder {cluster.ray_temp_root}")
     return left
+
+
+def laptop(hosts, project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """runyard on the laptop (the root namespace) against the hosts' Jobs API, with the token
+    and MLflow credentials, plus `env`."""
+    cluster = hosts.cluster
+    full_env = {**os.environ, "RAY_AUTH_TOKEN_PATH": cluster.token_path,
+                "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
+                "MLFLOW_TRACKING_PASSWORD": hosts.tracking_password, **(env or {})}
+    full_env.pop("RAY_ADDRESS", None)
+    full_env.pop("RUNYARD_STORAGE", None)
+    return subprocess.run([str(RUNYARD), *args, "--address", cluster.jobs_address], cwd=project,
+                          env=full_env, capture_output=True, text=True, timeout=180)
+
+
+def finished(hosts, job_id: str, timeout_s: float = 420) -> tuple[str, str]:
+    """The submitted job's end state (waiting at most `timeout_s`) and its driver's output."""
+    from runyard.launch import jobs_api
+
+    cluster = hosts.cluster
+    state = jobs_api.wait(job_id, cluster.jobs_address, timeout_s=timeout_s, state_dir=cluster.state_dir)
+    return state, "".join(jobs_api.logs(job_id, cluster.jobs_address, state_dir=cluster.state_dir))
+
+
+def job_runs(hosts, monkeypatch, experiment: str, job_id: str) -> list:
+    """The MLflow runs of job `job_id` in the hosts' tracking server."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", hosts.cluster.tracking_username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", hosts.tracking_password)
+    client = MlflowClient(hosts.cluster.tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return client.search_runs([found.experiment_id],
+                              filter_string=f"tags.`runyard.sweep_id` = '{job_id}'")
+
+
+# ---------------------------------------------------------------- an S3 server
+
+
+@dataclass(frozen=True)
+class S3Bucket:
+    name: str
+    endpoint: str  # http://HOST:PORT
+    env: dict  # the S3 client's settings that reach it: endpoint, region, fresh credentials
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every object under `prefix` in the bucket, as `prefix/...` keys."""
+        from pyarrow import fs
+
+        found = self.filesystem().get_file_info(
+            fs.FileSelector(f"{self.name}/{prefix}", recursive=True, allow_not_found=True))
+        return sorted(info.path.removeprefix(f"{self.name}/") for info in found
+                      if info.type == fs.FileType.File)
+
+    def filesystem(self, allow_bucket_creation: bool = False):
+        from pyarrow import fs
+
+        return fs.S3FileSystem(endpoint_override=self.endpoint, region=self.env["AWS_DEFAULT_REGION"],
+                               access_key=self.env["AWS_ACCESS_KEY_ID"],
+                               secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
+                               allow_bucket_creation=allow_bucket_creation)
+
+
+@contextmanager
+def s3_bucket(host: str, name: str, log: Path, timeout_s: float = 30.0) -> Iterator[S3Bucket]:
+    """A bucket on a moto S3 server (an S3-compatible HTTP server, what Ray's own storage
+    tests use) listening on `host` only: this machine's loopback, or a test bridge's address
+    that the namespaced hosts reach. The server ends with the block."""
+    port = local_cluster.free_ports(1)[0]
+    endpoint = f"http://{host}:{port}"
+    with open(log, "ab") as out:
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # No proxy may stand between the test and its own server.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert server.poll() is None, f"moto server exited with {server.returncode}: {log.read_text()[-2000:]}"
+            try:
+                opener.open(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"moto server not answering after {timeout_s:g} s"
+                time.sleep(0.2)
+        bucket = S3Bucket(name, endpoint, {
+            "AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": f"AKIA{secrets.token_hex(8).upper()}",
+            "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)})
+        bucket.filesystem(allow_bucket_creation=True).create_dir(name)
+        yield bucket
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 # ---------------------------------------------------------------- prepared data

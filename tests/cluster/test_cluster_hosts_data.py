@@ -9,10 +9,9 @@ import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
-from runyard_testing import write_separable_shards
+from runyard_testing import finished, job_runs, laptop, write_separable_shards
 
 from runyard.ray_compat import experiment_trials
-from test_cluster_hosts_storage import finished, job_runs, laptop
 
 pytestmark = pytest.mark.slow
 
@@ -57,12 +56,12 @@ def test_trials_on_worker_hosts_read_a_dataset_in_storage_and_a_missing_one_is_r
         assert state == "FAILED", log[-3000:]
         missing_uri = (hosts.storage / "datasets" / "nowhere").as_uri()
         assert f"data.path: {missing_uri}: no manifest.json there" in log, log[-3000:]
-        assert job_runs(hosts, monkeypatch, f"missing-{suffix}") == []  # refused before any run
+        assert job_runs(hosts, monkeypatch, "hosts-stored", f"missing-{suffix}") == []  # refused before any run
 
         job_id = f"stored-{suffix}"
         state, log = finished(hosts, job_id, timeout_s=420)
         assert state == "SUCCEEDED", log[-4000:]
-        runs = job_runs(hosts, monkeypatch, job_id)
+        runs = job_runs(hosts, monkeypatch, "hosts-stored", job_id)
         trials = [r for r in runs if r.data.tags["runyard.kind"] == "trial"]
         assert len(trials) == 2 and {r.info.status for r in runs} == {"FINISHED"}
         client = MlflowClient(hosts.cluster.tracking_uri)

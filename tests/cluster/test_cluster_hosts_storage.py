@@ -7,15 +7,15 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard.launch import jobs_api
-from runyard_testing import RUNYARD
+from runyard_testing import RUNYARD, finished, job_runs, laptop
 
 pytestmark = pytest.mark.slow
+
+EXPERIMENT = "hosts-stored"
 
 SWEEP = """\
 name: stored
@@ -30,35 +30,6 @@ sweep:
   space:
     config.x: {{uniform: [0.0, 1.0]}}
 """
-
-
-def laptop(hosts, project: Path, *args: str) -> subprocess.CompletedProcess:
-    """runyard on the laptop (the root namespace), with the token and MLflow credentials."""
-    cluster = hosts.cluster
-    env = {**os.environ, "RAY_AUTH_TOKEN_PATH": cluster.token_path,
-           "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
-           "MLFLOW_TRACKING_PASSWORD": hosts.tracking_password}
-    env.pop("RAY_ADDRESS", None)
-    env.pop("RUNYARD_STORAGE", None)
-    return subprocess.run([str(RUNYARD), *args, "--address", cluster.jobs_address], cwd=project,
-                          env=env, capture_output=True, text=True, timeout=180)
-
-
-def finished(hosts, job_id: str, timeout_s: float = 420) -> tuple[str, str]:
-    cluster = hosts.cluster
-    state = jobs_api.wait(job_id, cluster.jobs_address, timeout_s=timeout_s, state_dir=cluster.state_dir)
-    return state, "".join(jobs_api.logs(job_id, cluster.jobs_address, state_dir=cluster.state_dir))
-
-
-def job_runs(hosts, monkeypatch, job_id: str) -> list:
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", hosts.cluster.tracking_username)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", hosts.tracking_password)
-    client = MlflowClient(hosts.cluster.tracking_uri)
-    experiment = client.get_experiment_by_name("hosts-stored")
-    if experiment is None:
-        return []
-    return client.search_runs([experiment.experiment_id],
-                              filter_string=f"tags.`runyard.sweep_id` = '{job_id}'")
 
 
 def test_a_storage_the_worker_hosts_do_not_share_is_refused_before_any_trial(
@@ -77,7 +48,7 @@ def test_a_storage_the_worker_hosts_do_not_share_is_refused_before_any_trial(
     assert "storage /tmp/runyard-head-only is not shared by every node" in log, log[-3000:]
     for worker in namespaced_hosts.cluster.nodes[1:]:
         assert f"node {worker.address}: does not see" in log
-    assert job_runs(namespaced_hosts, monkeypatch, job_id) == []  # refused before any run
+    assert job_runs(namespaced_hosts, monkeypatch, EXPERIMENT, job_id) == []  # refused before any run
 
 
 def test_a_sweep_on_worker_hosts_keeps_its_state_in_storage_and_resumes_from_the_laptop(
@@ -104,7 +75,7 @@ def test_a_sweep_on_worker_hosts_keeps_its_state_in_storage_and_resumes_from_the
                           capture_output=True, text=True, timeout=120)
     assert stop.returncode == 0, stop.stderr
     assert finished(hosts, job_id)[0] == "STOPPED"
-    runs = job_runs(hosts, monkeypatch, job_id)
+    runs = job_runs(hosts, monkeypatch, EXPERIMENT, job_id)
     assert {r.info.status for r in runs if r.data.tags["runyard.kind"] == "trial"} == {"KILLED"}
 
     # From the laptop, which never sees the storage: a new driver goes on where it stopped.
@@ -115,7 +86,7 @@ def test_a_sweep_on_worker_hosts_keeps_its_state_in_storage_and_resumes_from_the
     state, log = finished(hosts, resume_id)
     assert state == "SUCCEEDED", log[-4000:]
 
-    runs = job_runs(hosts, monkeypatch, job_id)
+    runs = job_runs(hosts, monkeypatch, EXPERIMENT, job_id)
     trials = [r for r in runs if r.data.tags["runyard.kind"] == "trial"]
     assert len(runs) == 3 and len(trials) == 2  # the same parent and trial runs, no new ones
     assert {r.info.status for r in runs} == {"FINISHED"}
@@ -158,7 +129,7 @@ def test_a_lost_worker_host_s_trial_goes_on_from_its_stored_checkpoint_on_anothe
                 for trial, runtime in experiment_trials(tune_dir)}
     assert sorted(failures.values()) == [0, 1], failures  # the lost host's trial, retried once
     client = MlflowClient(hosts.cluster.tracking_uri)
-    trials = [r for r in job_runs(hosts, monkeypatch, job_id) if r.data.tags["runyard.kind"] == "trial"]
+    trials = [r for r in job_runs(hosts, monkeypatch, EXPERIMENT, job_id) if r.data.tags["runyard.kind"] == "trial"]
     assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}
     for trial in trials:
         steps = sorted(m.step for m in client.get_metric_history(trial.info.run_id, "score"))

@@ -212,7 +212,7 @@ def continue_on_cluster(request: ContinueRequest) -> Submission:
                              cluster_config=str(in_project(config, Path.cwd().resolve())) if config else None)
     job_id = f"{request.job}-{request.action}-{time.strftime('%H%M%S')}"
     return _submit_driver(driver.argv(), request.address, job_id, request.job,
-                          {"runyard_continues": request.job})
+                          {"runyard_continues": request.job}, request.storage)
 
 
 def _check_samples(request: ContinueRequest) -> None:
@@ -290,21 +290,27 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, address: str | No
         storage=storage)
     submitted = _submit_driver(driver.argv(), address, job_id, planned.spec.name,
                                {"runyard_spec": str(relative),
-                                "runyard_trials": str(len(planned.trials))})
+                                "runyard_trials": str(len(planned.trials))}, storage)
     return Submission(job_id, planned.spec.name, submitted.address, len(planned.trials),
                       submitted.skipped_large_files)
 
 
 def _submit_driver(argv: list[str], address: str | None, job_id: str, name: str,
-                   metadata: dict[str, str]) -> Submission:
-    """`runyard ARGV` as a job's driver on the cluster, with the project and this runyard."""
+                   metadata: dict[str, str], storage: str | None) -> Submission:
+    """`runyard ARGV` as a job's driver on the cluster, with the project and this runyard,
+    and what this environment knows about reaching `storage` (a bucket's endpoint and
+    credentials), which the driver and every trial process of the job get in their env."""
     import shlex
 
     import runyard
     from runyard.execute.records import SUBMISSION_ENV
+    from runyard.execute.storage import check_no_credentials, client_env
     from runyard.launch import jobs_api
 
+    if storage:  # refused here, before it is on the cluster's job list
+        check_no_credentials(storage)
     env = {
+        **client_env(storage),
         # `runyard stop` sends the driver SIGTERM; it then needs a few seconds to end its
         # runs KILLED and flush their metrics before Ray's default 3 s grace turns into SIGKILL.
         "RAY_JOB_STOP_WAIT_TIME_S": "30",

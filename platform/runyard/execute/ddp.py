@@ -4,7 +4,8 @@ The Tune trial is a small function that runs a TorchTrainer; each of its workers
 same loop as WorkloadTrainable (setup, step, stop conditions, checkpoints) on one DDP rank —
 gloo on CPUs, NCCL on GPUs. The workload notices torch.distributed is initialised and shards
 its data and averages its gradients (runyard.workloads.sl.training); rank 0's metrics (which
-the workload has already reduced over ranks) and checkpoints go back to Tune and MLflow.
+the workload has already reduced over ranks) and checkpoints go back to Tune and MLflow, and
+rank 0's final artifacts include RANKS_FILE: the host and Ray node each rank ran on.
 With workers > 1, `cpus_per_trial` and `gpus_per_trial` are what each worker holds.
 """
 
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import ray
 import ray.train
+import torch.distributed as dist
 from ray.train.torch import TorchTrainer, get_device
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -25,6 +29,7 @@ from runyard.execute.payload import TrialPayload
 from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR, build_workload, metric_directions
 
 PROGRESS_FILE = "progress.json"
+RANKS_FILE = "ranks.json"
 
 
 def run_ddp_trial(config: dict[str, Any]) -> None:
@@ -66,6 +71,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
     workload = build_workload(trial, {"device": get_device()})
+    ranks = _where_ranks_run()
     directions = metric_directions(trial)
     iteration, elapsed = 0, 0.0
     checkpoint = ray.train.get_checkpoint()
@@ -83,6 +89,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         done = trial.stop.reached(directions, iteration, elapsed, metrics)
         if done and rank == 0:
             workload.artifacts(artifacts_dir)
+            (artifacts_dir / RANKS_FILE).write_text(json.dumps(ranks, indent=2))
         with tempfile.TemporaryDirectory() as directory:
             saved = None
             if rank == 0 and (done or (every and iteration % every == 0)):
@@ -97,3 +104,12 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         if done:
             break
     workload.close()
+
+
+def _where_ranks_run() -> list[dict[str, str]]:
+    """Every rank's host and Ray node, in rank order: which machines a slow or failed run
+    used. Collective: every rank calls it, at the same point of the loop."""
+    here = {"host": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, here)
+    return everyone

@@ -12,6 +12,11 @@ a local folder and a bucket take the same code path.
 Layout under the root:
     sweeps/<job id>.json        the ledger (execute/ledger.py)
     ray_results/<job id>[-xN]   one Tune experiment per segment of the job
+
+A bucket is reached with the S3 client's usual environment (S3_CLIENT_ENV): credentials,
+region, and AWS_ENDPOINT_URL for an S3-compatible server. A node that has no settings of its
+own (a cloud node has an instance profile instead) gets them from the job that names the
+bucket: `client_env` is what a submitted job carries.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from runyard.fsio import filesystem, write_text
 
 ENV = "RUNYARD_STORAGE"
 LEDGERS, TUNE = "sweeps", "ray_results"
+# What pyarrow's S3 client (the AWS SDK) reads from the environment.
+S3_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Storage:
         if not given:
             return cls(str(Path(workdir).resolve() / ".runyard"))
         if "://" in given and not given.startswith("file://"):
+            check_no_credentials(given)
             return cls(given.rstrip("/"))
         return cls(str(Path(given.removeprefix("file://")).expanduser().resolve()))
 
@@ -69,6 +78,28 @@ class Storage:
 
         store, inner = filesystem(path)
         return store.get_file_info(inner).type != fs.FileType.NotFound
+
+
+def check_no_credentials(uri: str) -> None:
+    """UserError (not repeating them) when `uri` carries credentials (`s3://KEY:SECRET@bucket`,
+    which pyarrow accepts): they would be written into the ledger, the job's command line
+    and its runs."""
+    scheme, _, rest = uri.partition("://")
+    if "@" in rest.split("/", 1)[0]:
+        raise UserError(f"storage {scheme}://...: credentials in the URI; give the bucket alone "
+                        "and the credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or "
+                        "the nodes' instance profile)")
+
+
+def client_env(root: str | None) -> dict[str, str]:
+    """The settings of this environment that a process on another node needs to reach the
+    storage `root` as this one does: for an s3:// bucket, the S3 client's variables set here,
+    secrets among them (a job carries them in its env, which the Jobs API shows only to
+    holders of the cluster's token); nothing for a path, or when no storage is named (then
+    the nodes' own RUNYARD_STORAGE and settings apply)."""
+    if not root or not root.startswith("s3://"):
+        return {}
+    return {name: os.environ[name] for name in S3_CLIENT_ENV if os.environ.get(name)}
 
 
 def check_writable(storage: Storage) -> None:

@@ -49,7 +49,8 @@ class TrackingCallback(tune.Callback):
         self.runs: dict[str, RunRef] = dict(existing)
         self.logged_through: dict[str, int] = {}  # trial id -> the last step in its run
         self.status: dict[str, str] = {}  # final status of trials that ran under this driver
-        self.checkpoint_paths: dict[str, str] = {}  # data-parallel trials report them as results
+        # Data-parallel trials report their checkpoints as results: a path in the trial's storage.
+        self.ddp_checkpoints: dict[str, Any] = {}
         self.time_budget_s = time_budget_s
         self.started = time.monotonic()
 
@@ -117,9 +118,11 @@ class TrackingCallback(tune.Callback):
                         **info: Any) -> None:
         if result.get(FINISHED):
             return  # the workload ended by itself after its last iteration: nothing new
-        trial_id = TrialPayload.of(trial.config).trial_id
+        payload = TrialPayload.of(trial.config)
+        trial_id = payload.trial_id
         if result.get("checkpoint_path"):
-            self.checkpoint_paths[trial_id] = result["checkpoint_path"]
+            self.ddp_checkpoints[trial_id] = stored_checkpoint(payload.storage,
+                                                               result["checkpoint_path"])
         step = int(result["training_iteration"])
         if step <= self.logged_through.get(trial_id, 0):
             return  # a replayed iteration (see the module's docstring)
@@ -134,11 +137,11 @@ class TrackingCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self.run_of(trial)
-        if trial.checkpoint is not None:
-            path, scratch = local_copy(trial.checkpoint)
-        else:
-            path, scratch = self.checkpoint_paths.get(TrialPayload.of(trial.config).trial_id), None
-        if path is not None:
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            checkpoint = self.ddp_checkpoints.get(TrialPayload.of(trial.config).trial_id)
+        if checkpoint is not None:
+            path, scratch = local_copy(checkpoint)
             logged = [self.tracking.writer.log_artifacts(run, str(Path(path) / STATE_DIR), "checkpoint")]
             artifacts = Path(path) / ARTIFACTS_DIR
             if artifacts.is_dir():
@@ -182,6 +185,16 @@ class TrackingCallback(tune.Callback):
             self.status[trial_id] = status
             self.tracking.writer.end_run(self.runs[trial_id], status)
         return unfinished
+
+
+def stored_checkpoint(storage: str, path: str) -> Any:
+    """The checkpoint at `path`, as Ray Train reports it (inside the filesystem of the trial's
+    `storage`: no scheme, so a bucket's path reads as a local one)."""
+    from pyarrow import fs
+    from ray.train import Checkpoint
+
+    filesystem, _ = fs.FileSystem.from_uri(storage)
+    return Checkpoint(path, filesystem=filesystem)
 
 
 def local_copy(checkpoint: Any) -> tuple[str, str | None]:

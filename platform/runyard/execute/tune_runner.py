@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,14 +68,15 @@ class TuneRunner:
         payloads: runyard draws random and grid configs itself, so they never depend on
         Tune's RNG), or for a TPE sweep as many, their configs proposed while it runs, by a
         searcher told the `judged` configs of the sweep's earlier segments."""
-        spec, settings, path = self.spec, self.settings, Path(tune_path)
+        spec, settings = self.spec, self.settings
+        # A string throughout: Path() would fold a bucket's "s3://" into "s3:/".
         if spec.adaptive:
-            payload_of = functools.partial(trial_payload, spec, workdir=self.workdir, storage=path)
+            payload_of = functools.partial(trial_payload, spec, workdir=self.workdir, storage=tune_path)
             search = dict(search_alg=ProposedTrials(spec, trials[0].sample, payload_of, judged),
                           num_samples=len(trials))
             param_space = {}
         else:
-            payloads = [trial_payload(spec, t, self.workdir, path).as_config()[CONFIG_KEY]
+            payloads = [trial_payload(spec, t, self.workdir, tune_path).as_config()[CONFIG_KEY]
                         for t in trials]
             search = dict(num_samples=1)
             param_space = {CONFIG_KEY: tune.grid_search(payloads)}
@@ -91,8 +93,8 @@ class TuneRunner:
                 trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
-                name=path.name,
-                storage_path=str(path.parent),
+                name=posixpath.basename(tune_path),
+                storage_path=posixpath.dirname(tune_path),
                 callbacks=self.callbacks,
                 verbose=0,
                 checkpoint_config=self.checkpoint_config(),
@@ -134,7 +136,7 @@ class TuneRunner:
                                      checkpoint_frequency=self.spec.checkpoint.every)
 
 
-def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) -> TrialPayload:
+def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: str) -> TrialPayload:
     """Everything a trial process needs (it crosses to another process)."""
     return TrialPayload(
         trial_id=trial.trial_id, index=trial.index, sample=trial.sample, label=trial.label,
@@ -145,7 +147,7 @@ def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: Path) -> 
         resources=spec.resources.model_dump(mode="json"),
         stop=StopConditions(spec.stop.iterations, spec.stop.time_s, dict(spec.stop.thresholds)),
         workdir=str(workdir), checkpoint_every=spec.checkpoint.every,
-        checkpoint_keep=spec.checkpoint.keep, storage=str(storage),
+        checkpoint_keep=spec.checkpoint.keep, storage=storage,
         system_metrics_s=spec.tracking.system_metrics or None, overrides=dict(trial.overrides))
 
 
