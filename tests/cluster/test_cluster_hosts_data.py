@@ -44,11 +44,11 @@ def test_trials_on_worker_hosts_read_a_dataset_in_storage_and_a_missing_one_is_r
     dataset = write_separable_shards(hosts.storage / "datasets" / "colours16", 2, 200, 16)
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
-    for name, folder in (("stored", dataset), ("missing", hosts.storage / "datasets" / "nowhere")):
+    for name, folder in (("dataset", dataset), ("missing", hosts.storage / "datasets" / "nowhere")):
         (project / "jobs" / f"{name}.yaml").write_text(SWEEP.format(uri=folder.as_uri()))
     suffix = hosts.cluster.cluster_id[:6]
     try:
-        for name in ("stored", "missing"):  # both at once: the refusal takes no trial's CPU
+        for name in ("dataset", "missing"):  # both at once: the refusal takes no trial's CPU
             submitted = laptop(hosts, project, "submit", f"jobs/{name}.yaml", "--id", f"{name}-{suffix}")
             assert submitted.returncode == 0, submitted.stderr
 
@@ -58,7 +58,7 @@ def test_trials_on_worker_hosts_read_a_dataset_in_storage_and_a_missing_one_is_r
         assert f"data.path: {missing_uri}: no manifest.json there" in log, log[-3000:]
         assert job_runs(hosts, monkeypatch, "hosts-stored", f"missing-{suffix}") == []  # refused before any run
 
-        job_id = f"stored-{suffix}"
+        job_id = f"dataset-{suffix}"  # not "stored-": the storage test's id on the same cluster
         state, log = finished(hosts, job_id, timeout_s=420)
         assert state == "SUCCEEDED", log[-4000:]
         runs = job_runs(hosts, monkeypatch, "hosts-stored", job_id)
