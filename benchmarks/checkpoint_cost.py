@@ -37,14 +37,11 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -54,6 +51,9 @@ from pydantic import Field
 
 from _machine import describe
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from runyard_testing import s3_bucket  # noqa: E402  (the tests' moto server)
 
 BENCHMARKS = Path(__file__).resolve().parent
 STATE_FILE, ITERATION_FILE, WORKLOAD_TIMES = "state.bin", "iteration", "workload-times.jsonl"
@@ -217,44 +217,13 @@ def plain_copies(storage_root: str, source: Path, rounds: int, scratch: Path) ->
 
 
 @contextmanager
-def moto_bucket(scratch: Path, timeout_s: float = 60.0) -> Iterator[str]:
-    """s3://bucket on a moto S3 server on 127.0.0.1, its address and made-up credentials in
-    this process's environment (Ray's workers, started later, inherit them); the server ends
-    with the block."""
-    from pyarrow import fs
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"
-    with open(scratch / "moto.log", "ab") as log:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"moto server exited ({server.returncode}); see {scratch / 'moto.log'}")
-            try:
-                no_proxy.open(f"{endpoint}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server not answering after {timeout_s:g} s") from None
-                time.sleep(0.2)
-        os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION="us-east-1",
-                          AWS_ACCESS_KEY_ID=f"AKIA{secrets.token_hex(8).upper()}",
-                          AWS_SECRET_ACCESS_KEY=secrets.token_urlsafe(30))
-        fs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True).create_dir("ckpt")
-        yield "s3://ckpt/runyard"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+def moto_bucket(scratch: Path) -> Iterator[str]:
+    """s3://bucket on the tests' moto S3 server on 127.0.0.1, its address and made-up
+    credentials in this process's environment (Ray's workers, started later, inherit them);
+    the server ends with the block."""
+    with s3_bucket("127.0.0.1", "ckpt", scratch / "moto.log", timeout_s=60) as bucket:
+        os.environ.update(bucket.env)
+        yield f"s3://{bucket.name}/runyard"
 
 
 def row(label: str, mb: float, trial: TrialTimes, there: list[float], back: list[float]) -> str:

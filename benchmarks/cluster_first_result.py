@@ -42,24 +42,15 @@ from typing import Iterator
 from unittest import mock
 
 from _machine import describe
+
 from runyard import api
 from runyard.launch import jobs_api, local_cluster
 
-SWEEP = """\
-name: {name}
-workload: toy.quadratic
-config: {{sleep_s: {sleep_s}}}
-stop: {{iterations: {iterations}}}
-checkpoint: {{every: {every}}}
-tracking: {{experiment: first-result}}
-sweep:
-  samples: 2
-  metric: score
-  space:
-    config.x: {{uniform: [0.0, 1.0]}}
-"""
-QUICK = SWEEP.format(name="first-result", sleep_s=0.1, iterations=3, every=0)  # 0: only at the end
-CHECKPOINTING = SWEEP.format(name="resume-first-result", sleep_s=0.5, iterations=20, every=2)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from runyard_testing import toy_sweep  # noqa: E402  (the tests' quick sweep)
+
+QUICK = toy_sweep("first-result", "first-result", 0.1, 3, every=0)  # 0: only at the end
+CHECKPOINTING = toy_sweep("resume-first-result", "first-result", 0.5, 20, every=2)
 # Each way of submitting: its name in job ids, its row in the table.
 NOT_SHIPPED, UNCHANGED, EDITED = "not-shipped", "shipped", "edited"
 ROWS = {NOT_SHIPPED: "not shipped: the nodes' runyard (before)",

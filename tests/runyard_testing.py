@@ -157,6 +157,29 @@ def job_runs(hosts, monkeypatch, experiment: str, job_id: str) -> list:
                               filter_string=f"tags.`runyard.sweep_id` = '{job_id}'")
 
 
+# ---------------------------------------------------------------- a quick sweep
+
+
+def toy_sweep(name: str, experiment: str, sleep_s: float, iterations: int, every: int = 1) -> str:
+    """A job spec: two toy.quadratic trials over config.x, `iterations` steps of `sleep_s`
+    seconds, a checkpoint every `every` steps (0: only at the end). No preflight and no data,
+    so it starts at once. It ends inside its sweep block: lines appended with two spaces of
+    indent are sweep keys."""
+    return f"""\
+name: {name}
+workload: toy.quadratic
+config: {{sleep_s: {sleep_s}}}
+stop: {{iterations: {iterations}}}
+checkpoint: {{every: {every}}}
+tracking: {{experiment: {experiment}}}
+sweep:
+  samples: 2
+  metric: score
+  space:
+    config.x: {{uniform: [0.0, 1.0]}}
+"""
+
+
 # ---------------------------------------------------------------- an S3 server
 
 

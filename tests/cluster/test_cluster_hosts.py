@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from runyard_testing import REPO, RUNYARD, leftovers_of, namespaced_hosts_unavailable
+from runyard_testing import REPO, RUNYARD, leftovers_of, namespaced_hosts_unavailable, toy_sweep
 
 from runyard.errors import UserError
 from runyard.launch import jobs_api, local_cluster, netns_hosts
@@ -171,19 +171,7 @@ def test_work_on_each_worker_host_sees_its_own_machine(namespaced_hosts, tmp_pat
 
 # A checkpointing sweep with no preflight (that alone takes 20 s on a loaded machine); the same
 # failure happens with jobs/digits_linear_sweep.yaml --set checkpoint.every=2.
-CHECKPOINTING_SWEEP = """\
-name: checkpointing
-workload: toy.quadratic
-config: {sleep_s: 0.2}
-stop: {iterations: 4}
-checkpoint: {every: 1}
-tracking: {experiment: hosts-storage}
-sweep:
-  samples: 2
-  metric: score
-  space:
-    config.x: {uniform: [0.0, 1.0]}
-"""
+CHECKPOINTING_SWEEP = toy_sweep("checkpointing", "hosts-storage", 0.2, 4)
 
 
 @pytest.mark.slow

@@ -14,23 +14,11 @@ from mlflow.tracking import MlflowClient
 from runyard.data.imagenet import prepare_imagenet
 from runyard.data.synth import write_synthetic_imagenet
 from runyard.execute.storage import ENV
-from runyard_testing import finished, job_runs, laptop, run_cli, s3_bucket
+from runyard_testing import finished, job_runs, laptop, run_cli, s3_bucket, toy_sweep
 
 pytestmark = pytest.mark.slow
 
-SWEEP = """\
-name: in-bucket
-workload: toy.quadratic
-config: {sleep_s: 0.2}
-stop: {iterations: 3}
-checkpoint: {every: 1}
-tracking: {experiment: hosts-s3}
-sweep:
-  samples: 2
-  metric: score
-  space:
-    config.x: {uniform: [0.0, 1.0]}
-"""
+SWEEP = toy_sweep("in-bucket", "hosts-s3", 0.2, 3)
 
 # 0.6 CPU per rank: two ranks do not fit on one 1-CPU worker host, so they sit on both.
 DDP = """\

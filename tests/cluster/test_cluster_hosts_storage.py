@@ -11,25 +11,11 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from runyard_testing import RUNYARD, finished, job_runs, laptop
+from runyard_testing import RUNYARD, finished, job_runs, laptop, toy_sweep
 
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = "hosts-stored"
-
-SWEEP = """\
-name: stored
-workload: toy.quadratic
-config: {{sleep_s: {sleep}}}
-stop: {{iterations: {iterations}}}
-checkpoint: {{every: 1}}
-tracking: {{experiment: hosts-stored}}
-sweep:
-  samples: 2
-  metric: score
-  space:
-    config.x: {{uniform: [0.0, 1.0]}}
-"""
 
 
 def test_a_storage_the_worker_hosts_do_not_share_is_refused_before_any_trial(
@@ -38,7 +24,7 @@ def test_a_storage_the_worker_hosts_do_not_share_is_refused_before_any_trial(
     # the driver wrote there.
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
-    (project / "jobs" / "sweep.yaml").write_text(SWEEP.format(sleep=0.1, iterations=2))
+    (project / "jobs" / "sweep.yaml").write_text(toy_sweep("stored", EXPERIMENT, 0.1, 2))
     job_id = f"unshared-{namespaced_hosts.cluster.cluster_id[:6]}"
     submitted = laptop(namespaced_hosts, project, "submit", "jobs/sweep.yaml", "--id", job_id,
                        "--storage", "/tmp/runyard-head-only")
@@ -57,7 +43,7 @@ def test_a_sweep_on_worker_hosts_keeps_its_state_in_storage_and_resumes_from_the
     storage = hosts.storage / "jobs"
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
-    (project / "jobs" / "sweep.yaml").write_text(SWEEP.format(sleep=1.0, iterations=12))
+    (project / "jobs" / "sweep.yaml").write_text(toy_sweep("stored", EXPERIMENT, 1.0, 12))
     job_id = f"stored-{hosts.cluster.cluster_id[:6]}"
     submitted = laptop(hosts, project, "submit", "jobs/sweep.yaml", "--id", job_id,
                        "--storage", str(storage))
@@ -108,7 +94,7 @@ def test_a_lost_worker_host_s_trial_goes_on_from_its_stored_checkpoint_on_anothe
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
     (project / "jobs" / "sweep.yaml").write_text(
-        SWEEP.format(sleep=1.0, iterations=10) + "  max_failures: 2\n")
+        toy_sweep("stored", EXPERIMENT, 1.0, 10) + "  max_failures: 2\n")
     job_id = f"lost-{hosts.cluster.cluster_id[:6]}"
     submitted = laptop(hosts, project, "submit", "jobs/sweep.yaml", "--id", job_id)
     assert submitted.returncode == 0, submitted.stderr
