@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-from runyard_testing import REPO, RUNYARD, leftovers_of, namespaced_hosts_unavailable, toy_sweep
+from runyard_testing import (REPO, RUNYARD, finished, job_runs, laptop, leftovers_of,
+                             namespaced_hosts_unavailable, toy_sweep)
 
 from runyard.errors import UserError
 from runyard.launch import jobs_api, local_cluster, netns_hosts
@@ -147,7 +147,8 @@ def test_work_on_each_worker_host_sees_its_own_machine(namespaced_hosts, tmp_pat
         assert where["hosts' folders"] == [], where
     # Storage is one folder for all (the head saw both workers' files); /tmp is each host's own.
     assert {"written-by-worker-1", "written-by-worker-2"} <= set(driver["storage"])
-    assert sorted(p.name for p in namespaced_hosts.storage.iterdir()) == [
+    # (Other tests on the session's hosts keep their jobs' state in the same folder.)
+    assert sorted(p.name for p in namespaced_hosts.storage.glob("written-by-*")) == [
         "written-by-head", "written-by-worker-1", "written-by-worker-2"]
     assert list(Path("/tmp").glob(f"{marker}-*")) == []
 
@@ -182,17 +183,10 @@ def test_checkpointing_sweep_submitted_to_worker_hosts_finishes(namespaced_hosts
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
     (project / "jobs" / "checkpointing.yaml").write_text(CHECKPOINTING_SWEEP)
-    env = {**os.environ, "RAY_AUTH_TOKEN_PATH": cluster.token_path,
-           "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
-           "MLFLOW_TRACKING_PASSWORD": namespaced_hosts.tracking_password}
-    env.pop("RAY_ADDRESS", None)
     job_id = f"ckpt-{cluster.cluster_id[:6]}"
-    submit = subprocess.run(
-        [str(RUNYARD), "submit", "jobs/checkpointing.yaml", "--id", job_id, "--address", cluster.jobs_address],
-        cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    submit = laptop(namespaced_hosts, project, "submit", "jobs/checkpointing.yaml", "--id", job_id)
     assert submit.returncode == 0, submit.stderr
-    state = jobs_api.wait(job_id, cluster.jobs_address, timeout_s=300, state_dir=cluster.state_dir)
-    log = "".join(jobs_api.logs(job_id, cluster.jobs_address, state_dir=cluster.state_dir))
+    state, log = finished(namespaced_hosts, job_id, timeout_s=300)
     # Before jobs had a storage, Tune kept this state in the driver's working dir on the head
     # and the first checkpoint on a worker failed with Ray's "Unable to set up cluster storage
     # ... A local path on the head node is not accessible by worker nodes". The cluster's
@@ -201,11 +195,7 @@ def test_checkpointing_sweep_submitted_to_worker_hosts_finishes(namespaced_hosts
     assert state == "SUCCEEDED", log[-4000:]
     assert len(list((namespaced_hosts.storage / "ray_results" / job_id).glob("t000*/checkpoint_*"))) >= 2
 
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", cluster.tracking_username)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", namespaced_hosts.tracking_password)
-    client = MlflowClient(cluster.tracking_uri)
-    experiment = client.get_experiment_by_name("hosts-storage")
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`runyard.sweep_id` = '{job_id}'")
+    runs = job_runs(namespaced_hosts, monkeypatch, "hosts-storage", job_id)
     trials = [run for run in runs if run.data.tags.get("runyard.kind") == "trial"]
     assert len(trials) == 2 and {run.info.status for run in trials} == {"FINISHED"}
 
