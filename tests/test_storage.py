@@ -154,6 +154,10 @@ def test_a_job_keeps_its_state_in_the_storage_it_was_given_and_resumes_from_ther
     assert missing.returncode == 2 and "no job 'stored'" in missing.stderr
     best = run_cli("best", "stored", cwd=workdir, env={ENV: str(shared)})
     assert best.returncode == 0, best.stderr
+    explained = run_cli("explain", "stored", "--storage", str(shared), cwd=workdir)
+    assert explained.returncode == 0 and "stored: 2 TERMINATED" in explained.stdout, explained.stderr
+    promoted = run_cli("promote", "stored", "--to", "best.yaml", "--storage", str(shared), cwd=workdir)
+    assert promoted.returncode == 0 and (workdir / "best.yaml").is_file(), promoted.stderr
     again = run_cli("resume", "stored", "--storage", str(shared), "--num-cpus", "2", cwd=workdir)
     assert again.returncode == 0, again.stdout + again.stderr
     client = MlflowClient(tracking_uri(workdir))

@@ -248,14 +248,14 @@ def refuse_jobs_url(address: str | None, command: str, instead: str) -> None:
                         f"the cluster, use {instead}")
 
 
-def explain(job: str, address: str | None = None) -> Explanation:
+def explain(job: str, address: str | None = None, storage: str | None = None) -> Explanation:
     """Why a job's trials are pending (see runyard.execute.explain)."""
     import os
 
     from runyard.execute.explain import explain as explain_job
     from runyard.execute.job import load_ledger_spec
 
-    ledger = find_job(job)
+    ledger = find_job(job, storage)
     return explain_job(ledger, load_ledger_spec(ledger),
                        address or os.environ.get("RAY_ADDRESS") or None)
 

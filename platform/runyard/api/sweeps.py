@@ -53,16 +53,17 @@ class Promoted:
     best: ConfigSummary
 
 
-def best(job: str, metric: str | None = None) -> SweepReport:
+def best(job: str, metric: str | None = None, storage: str | None = None) -> SweepReport:
     """The job's configs by their mean over seeds of the last value of `metric` (default:
-    the sweep's), with which hyperparameters matter."""
+    the sweep's), with which hyperparameters matter. `storage`: where the job's ledger is
+    (as for `run`; default RUNYARD_STORAGE, else .runyard/ here)."""
     from runyard import workloads
     from runyard.execute.job import load_ledger_spec
     from runyard.tracking.reconcile import reconcile
     from runyard.tracking.results import config_summaries, sensitivity, trial_results
     from runyard.tracking.store import client_for
 
-    ledger = find_job(job)
+    ledger = find_job(job, storage)
     spec = load_ledger_spec(ledger)
     workload_cls = workloads.get(spec.workload)
     metrics = workload_cls.declared_metrics(workload_cls.Config.model_validate(spec.config))
@@ -88,19 +89,19 @@ def best(job: str, metric: str | None = None) -> SweepReport:
     return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, rows, ranked)
 
 
-def best_trial(job: str) -> BestTrial:
+def best_trial(job: str, storage: str | None = None) -> BestTrial:
     """The best config of a finished sweep as the trial it ran as (config and seed)."""
     from runyard.execute.job import planned_trials
 
-    report = best(job)
+    report = best(job, storage=storage)
     if report.best is None:
         raise UserError(f"{report.job_id} has no finished trial reporting {report.metric} yet")
-    trial = next(t for t in planned_trials(find_job(job)) if t.trial_id == report.best.trial_id)
+    trial = next(t for t in planned_trials(find_job(job, storage)) if t.trial_id == report.best.trial_id)
     return BestTrial(trial.trial_id, trial.seed, trial.config, report.best)
 
 
-def compare(sides: list[str], metric: str | None = None, mode: str | None = None
-            ) -> tuple[str, str, list[tuple[str, list[float]]], list[Comparison]]:
+def compare(sides: list[str], metric: str | None = None, mode: str | None = None,
+            storage: str | None = None) -> tuple[str, str, list[tuple[str, list[float]]], list[Comparison]]:
     """Each side is a job (its best config's values over seeds) or comma-separated MLflow run
     ids (each run's last value of `metric`); the first side against each other one with
     Welch's t-test. Returns (metric, mode, [(side name, values)], comparisons)."""
@@ -110,7 +111,7 @@ def compare(sides: list[str], metric: str | None = None, mode: str | None = None
         raise UserError("compare needs at least two sides")
     named = []
     for text in sides:
-        name, values, side_metric, side_mode = _side(text, metric)
+        name, values, side_metric, side_mode = _side(text, metric, storage)
         metric = metric or side_metric
         mode = mode or side_mode
         named.append((name, values))
@@ -121,16 +122,16 @@ def compare(sides: list[str], metric: str | None = None, mode: str | None = None
     return metric, mode, named, comparisons
 
 
-def _side(text: str, metric: str | None) -> tuple[str, list[float], str | None, str | None]:
+def _side(text: str, metric: str | None, storage: str | None) -> tuple[str, list[float], str | None, str | None]:
     """(name, values, metric, mode) of one side of a comparison."""
     from runyard.execute.storage import Storage
     from runyard.tracking.store import client_for, resolve_tracking_uri
 
     if "," not in text:
         try:
-            report = best(text, metric)
+            report = best(text, metric, storage)
         except UserError:
-            if not Storage.resolve(None, Path.cwd()).ledger_ids():
+            if not Storage.resolve(storage, Path.cwd()).ledger_ids():
                 raise
         else:
             if report.best is None:
@@ -152,17 +153,17 @@ def _side(text: str, metric: str | None) -> tuple[str, list[float], str | None, 
     return name, values, metric, None
 
 
-def promote(job: str, to: str | Path) -> Promoted:
+def promote(job: str, to: str | Path, storage: str | None = None) -> Promoted:
     """Write a sweep's best config back as a plain job spec that extends the sweep's own
     spec file (or repeats it, when that file is gone); never overwrites."""
     target = Path(to)
-    ledger = find_job(job)
+    ledger = find_job(job, storage)
     if not ledger.is_sweep:
         raise UserError(f"{ledger.sweep_id} is a plain job, not a sweep: nothing to promote")
     if target.exists():
         raise UserError(f"{target} exists; choose another --to (promote never overwrites)")
     try:
-        chosen = best_trial(job)
+        chosen = best_trial(job, storage)
     except UserError:
         raise UserError(f"{ledger.sweep_id} has no finished trial to promote") from None
     report = chosen.summary

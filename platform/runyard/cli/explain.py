@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runyard import api
+from runyard.cli.jobs import add_storage
 from runyard.errors import EXIT_OK
 
 if TYPE_CHECKING:
@@ -19,7 +20,8 @@ examples:
   runyard explain digits-linear-sweep-20261123-030516
   runyard explain digits-linear-sweep-20261123-030516 --address 127.0.0.1:6379
 
-Reads the job's Tune state (its paths are in .runyard/sweeps/<id>.json) and, with --address
+Reads the job's Tune state (its paths are in the job's ledger, sweeps/<id>.json in its
+storage: --storage, RUNYARD_STORAGE or .runyard/ here) and, with --address
 (or RAY_ADDRESS), the cluster's free and total resources, placement groups waiting and nodes
 the autoscaler is starting. For each PENDING trial it prints what it asks for and why it
 waits: no node can ever hold it, max_concurrent reached, the autoscaler is starting nodes,
@@ -33,12 +35,13 @@ def add_commands(commands: Commands) -> None:
     explain.add_argument("job", metavar="SWEEP", help="job id, or its MLflow run id")
     explain.add_argument("--address", help="the Ray cluster the job runs on (default: "
                                            "RAY_ADDRESS; none: the job's embedded Ray)")
+    add_storage(explain)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from runyard.plan.resources import describe
 
-    result = api.explain(args.job, args.address)
+    result = api.explain(args.job, args.address, args.storage)
     console = Console(width=max(120, Console().width))
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts().items())) or "no trials yet"
     console.print(f"{result.sweep_id}: {counts}", highlight=False)

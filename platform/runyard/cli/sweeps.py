@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runyard import api
+from runyard.cli.jobs import add_storage
 from runyard.errors import EXIT_OK, UserError
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ def add_commands(commands: Commands) -> None:
         cmd_best)
     best.add_argument("job", metavar="SWEEP", help="sweep id, or its MLflow parent run id")
     best.add_argument("--top", type=int, default=10, help="rows to show (default: 10)")
+    add_storage(best)
 
     compare = commands.add(
         "compare", "compare runs or sweeps, with a significance test",
@@ -40,6 +42,7 @@ def add_commands(commands: Commands) -> None:
     compare.add_argument("sides", nargs="+", metavar="SIDE", help="2 or more sides")
     compare.add_argument("--metric", help="metric to compare (default: the first sweep's metric)")
     compare.add_argument("--mode", choices=["max", "min"], help="which direction is better")
+    add_storage(compare)
 
     promote = commands.add(
         "promote", "write a sweep's best config back as a job spec",
@@ -50,10 +53,11 @@ def add_commands(commands: Commands) -> None:
     promote.add_argument("job", metavar="SWEEP", help="sweep id, or its MLflow parent run id")
     promote.add_argument("--to", required=True, type=Path, metavar="FILE",
                          help="spec file to write (refuses to overwrite)")
+    add_storage(promote)
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    report = api.best(args.job)
+    report = api.best(args.job, storage=args.storage)
     if report.best is None:
         raise UserError(f"{report.job_id} has no finished trial reporting {report.metric} yet")
     console = Console()
@@ -82,7 +86,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    metric, mode, sides, comparisons = api.compare(args.sides, args.metric, args.mode)
+    metric, mode, sides, comparisons = api.compare(args.sides, args.metric, args.mode, args.storage)
     console = Console()
     table = Table(title=f"{metric} ({mode} is better)", title_justify="left", header_style="bold")
     for column in ("side", "mean", "std", "n"):
@@ -97,7 +101,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    promoted = api.promote(args.job, args.to)
+    promoted = api.promote(args.job, args.to, args.storage)
     best = promoted.best
     print(f"wrote {promoted.path}: {best.label} ({promoted.metric}={best.value:.4g}"
           f"{api.sweeps.spread(best)})")
