@@ -191,6 +191,9 @@ def continue_job(request: ContinueRequest, console: Console | None = None) -> Jo
     refuse_jobs_url(request.address, request.action, "runyard.api.continue_on_cluster")
     ledger = find_job(request.job, request.storage)
     spec = load_ledger_spec(ledger)
+    # What `run` checked on its machine may be gone or elsewhere here (a deleted dataset, a
+    # driver on another node): refused before any trial starts, as a new job would be.
+    check_inputs(spec, f"{ledger.sweep_id} (spec {ledger.spec_path or ledger.path})")
     reconcile(client_for(ledger.tracking_uri))
     capacity = cluster_config_nodes(request.cluster_config) if request.cluster_config else []
     with _driver(request.address, request.num_cpus, spec, _storage_of(ledger)) as session:
