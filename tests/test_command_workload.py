@@ -5,8 +5,10 @@ parser and its process handling on their own, without Ray."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psutil
@@ -227,6 +229,46 @@ def test_close_terminates_the_program_and_its_children(tmp_path: Path):
     parent = workload.process.pid
     workload.close()
     assert gone(parent) and gone(child)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_a_trial_process_killed_outright_takes_its_program_with_it(tmp_path: Path):
+    # The trial process: a Command started in its main thread, as in a Ray worker; the
+    # program reports its pid and sleeps. SIGKILL gives the trial no chance to stop it.
+    (tmp_path / "trial.py").write_text(textwrap.dedent(f"""\
+        import sys, time
+        from pathlib import Path
+        from runyard.workloads.base import WorkloadContext
+        from runyard.workloads.command import Command, CommandConfig
+        program = "import os, time; print('score=1 pid=%d' % os.getpid(), flush=True); time.sleep(600)"
+        workload = Command()
+        workload.setup(CommandConfig(command=[sys.executable, "-c", program],
+                                     metrics={{"score": "max", "pid": "max"}}),
+                       WorkloadContext(workdir=Path({str(tmp_path)!r})))
+        print(int(workload.step()["pid"]), flush=True)
+        time.sleep(600)
+        """))
+    trial = subprocess.Popen([sys.executable, str(tmp_path / "trial.py")], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        program = int(trial.stdout.readline())
+        assert not gone(program)
+    finally:
+        trial.kill()
+        trial.wait()
+    deadline = time.monotonic() + 10
+    while not gone(program) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gone(program)
+
+
+def test_a_program_that_cannot_start_is_a_failed_trial_saying_why(tmp_path: Path):
+    workload = Command()
+    workload.setup(CommandConfig(command=["no-such-program-here", "--lr", "1"], metrics={"score": "max"}),
+                   WorkloadContext(workdir=tmp_path))
+    with pytest.raises(RuntimeError, match="no-such-program-here"):
+        workload.step()
+    workload.close()
 
 
 def test_bad_commands_are_refused_by_validate_naming_the_field(workdir: Path):

@@ -36,6 +36,8 @@ Ending: the program exiting with code 0 ends the trial FINISHED after its last r
 (`WorkloadFinished`); any other exit is a failed trial whose error is the end of its stderr.
 When runyard stops the trial first (stop conditions, the sweep's time budget, Ctrl-C) it
 terminates the program's whole process group: SIGTERM, then SIGKILL after `stop_grace_s`.
+On Linux the program also gets SIGTERM when the trial process dies without stopping it (a
+SIGKILL from Ray's memory monitor, a lost node), so no orphan keeps a GPU busy.
 Its stdout and stderr become the trial's artifacts stdout.log and stderr.log.
 """
 
@@ -67,6 +69,21 @@ from runyard.workloads.base import (
 )
 
 STDERR_TAIL_LINES = 30
+# How a program starts on Linux: this stub asks the kernel to SIGTERM it when the thread that
+# started it ends (prctl PR_SET_PDEATHSIG; the trial's main thread ends only with the trial
+# process), checks that the trial process had not already died, then becomes the program
+# (exec keeps the request). A failed exec exits 127 with the reason, as a shell would.
+DEATH_SIGNAL_STUB = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as error:
+    sys.stderr.write(f"could not start {sys.argv[2]!r}: {error}\\n")
+    sys.exit(127)
+"""
 STATE_FILE = "command.json"
 _KEY = re.compile(r"[A-Za-z_][\w.\-/]*")
 
@@ -260,9 +277,12 @@ class Command(Workload):
             env["RUNYARD_METRICS_FD"] = str(report_write)
         env.update(self.config.env)
         self.events: queue.Queue = queue.Queue()
+        arguments = self.arguments
+        if sys.platform == "linux" and threading.current_thread() is threading.main_thread():
+            arguments = [sys.executable, "-I", "-c", DEATH_SIGNAL_STUB, str(os.getpid()), *arguments]
         try:
             self.process = subprocess.Popen(
-                self.arguments, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
+                arguments, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                 pass_fds=(report_write,) if report_write is not None else ())
         except OSError as error:
