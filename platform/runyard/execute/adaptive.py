@@ -33,11 +33,12 @@ from ray.tune.search.repeater import TRIAL_INDEX
 
 from runyard.errors import UserError
 from runyard.execute.payload import TrialPayload
-from runyard.ray_compat import experiment_trials
 from runyard.plan import Trial
 from runyard.plan.trials import trial_of
+from runyard.ray_compat import experiment_trials
 from runyard.spec import JobSpec
 from runyard.spec.schema import Distribution
+
 
 @dataclass(frozen=True)
 class JudgedConfig:
