@@ -96,12 +96,14 @@ def best_trial(job: str, storage: str | None = None) -> BestTrial:
     report = best(job, storage=storage)
     if report.best is None:
         raise UserError(f"{report.job_id} has no finished trial reporting {report.metric} yet")
-    trial = next(t for t in planned_trials(find_job(job, storage)) if t.trial_id == report.best.trial_id)
+    trial = next(t for t in planned_trials(find_job(job, storage))
+                 if t.trial_id == report.best.trial_id)
     return BestTrial(trial.trial_id, trial.seed, trial.config, report.best)
 
 
 def compare(sides: list[str], metric: str | None = None, mode: str | None = None,
-            storage: str | None = None) -> tuple[str, str, list[tuple[str, list[float]]], list[Comparison]]:
+            storage: str | None = None
+            ) -> tuple[str, str, list[tuple[str, list[float]]], list[Comparison]]:
     """Each side is a job (its best config's values over seeds) or comma-separated MLflow run
     ids (each run's last value of `metric`); the first side against each other one with
     Welch's t-test. Returns (metric, mode, [(side name, values)], comparisons)."""
@@ -122,7 +124,8 @@ def compare(sides: list[str], metric: str | None = None, mode: str | None = None
     return metric, mode, named, comparisons
 
 
-def _side(text: str, metric: str | None, storage: str | None) -> tuple[str, list[float], str | None, str | None]:
+def _side(text: str, metric: str | None, storage: str | None
+          ) -> tuple[str, list[float], str | None, str | None]:
     """(name, values, metric, mode) of one side of a comparison."""
     from runyard.execute.storage import Storage
     from runyard.tracking.store import client_for, resolve_tracking_uri

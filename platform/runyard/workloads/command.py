@@ -81,7 +81,7 @@ if os.getppid() != int(sys.argv[1]):
 try:
     os.execvp(sys.argv[2], sys.argv[2:])
 except OSError as error:
-    sys.stderr.write(f"could not start {sys.argv[2]!r}: {error}\\n")
+    sys.stderr.write(f"could not start {sys.argv[2]!r} in {os.getcwd()}: {error}\\n")
     sys.exit(127)
 """
 STATE_FILE = "command.json"
