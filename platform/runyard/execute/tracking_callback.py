@@ -10,7 +10,9 @@ its last report (or from the start, when it had none) reports those iterations a
 steps are in its run already, and the first value logged for a step is the one kept: MLflow
 cannot delete a point, and a replay from a checkpoint recomputes the same iteration. Steps
 that a driver which died had not yet written go in from the checkpoint the trial goes on
-from: each checkpoint carries the trial's reports since the one before.
+from: each checkpoint carries the trial's reports since the one before, and a checkpoint is
+taken as the trial's newest (Tune records it, so a resume goes on from it) only once every
+report up to the one before is in MLflow (`on_checkpoint`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,8 @@ class TrackingCallback(tune.Callback):
         self.metric_names = metric_names
         self.runs: dict[str, RunRef] = dict(existing)
         self.logged_through: dict[str, int] = {}  # trial id -> the last step in its run
+        # trial id -> the write of its metrics up to its newest checkpoint (on_checkpoint)
+        self.checkpoint_flushes: dict[str, futures.Future] = {}
         self.status: dict[str, str] = {}  # final status of trials that ran under this driver
         # Data-parallel trials report their checkpoints as results: a path in the trial's storage.
         self.ddp_checkpoints: dict[str, Any] = {}
@@ -57,7 +62,7 @@ class TrackingCallback(tune.Callback):
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the live MLflow writer (a
         # thread) stays with this driver, and a resuming driver brings its own callbacks.
-        return {**self.__dict__, "tracking": None}
+        return {**self.__dict__, "tracking": None, "checkpoint_flushes": {}}
 
     def setup(self, **info: Any) -> None:
         self.started = time.monotonic()  # Tune starts the sweep's time budget now too
@@ -134,6 +139,20 @@ class TrackingCallback(tune.Callback):
         for sample in result.get(SYSTEM_METRICS, ()):  # taken in the trial, at their own times
             self.tracking.writer.log_metrics(self.run_of(trial), sample.values, sample.index,
                                              timestamp_ms=sample.timestamp_ms)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
+                      **info: Any) -> None:
+        """Tune calls this before it records the checkpoint as the trial's newest. The
+        checkpoint's reports reach back only to the one before, so the reports up to that one
+        must be in MLflow first: their write was queued when it was taken, and is waited for
+        here (at once, unless the writer is a whole checkpoint interval behind: a slow or
+        unreachable server holds the sweep back rather than lose a step)."""
+        run = self.run_of(trial)
+        trial_id = TrialPayload.of(trial.config).trial_id
+        earlier = self.checkpoint_flushes.get(trial_id)
+        self.checkpoint_flushes[trial_id] = self.tracking.writer.flush_run(run)
+        if earlier is not None:
+            futures.wait([earlier])  # a failed write keeps its metrics queued; the writer says so
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self.run_of(trial)

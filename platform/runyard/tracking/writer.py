@@ -128,6 +128,10 @@ class TrackingWriter:
         """Mark an ended run RUNNING again: a resumed or re-run trial continues in it."""
         return self.submit(lambda: self.client.update_run(run.id, status="RUNNING"))
 
+    def flush_run(self, run: RunRef) -> Future:
+        """Write the run's queued metrics now, after everything submitted before."""
+        return self.submit(lambda: self._flush(run.id))
+
     def flush(self) -> None:
         """Block until everything submitted so far, metrics included, is written."""
         self.submit(self._flush_all).result()
