@@ -36,11 +36,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe  # noqa: E402
 
 from runyard.execute.rollout_pool import RayRolloutPool  # noqa: E402
+from runyard.workloads.blocks import EnvSpec  # noqa: E402
 from runyard.workloads.rl.atari import AtariVectorEnvs, preprocess_frame, register_ale, vector_settings  # noqa: E402
 from runyard.workloads.rl.policies import Policy, PolicySpec  # noqa: E402
 from runyard.workloads.rl.rollout import LocalRolloutPool  # noqa: E402
 
-ENV = {"id": "ALE/Pong-v5", "kwargs": {}, "max_episode_steps": None, "preprocess": "pong"}
+ENV = EnvSpec(id="ALE/Pong-v5", preprocess="pong")
 SPEC = PolicySpec(hidden=(200,), activation="relu", head="bernoulli")
 OBS_SPACE, ACTION_SPACE = gym.spaces.Box(-1, 1, (80, 80), np.int8), gym.spaces.Discrete(2)
 
@@ -118,10 +119,10 @@ def main() -> None:
     policy = make_policy()
     weights = {k: v.numpy() for k, v in policy.state_dict().items()}
     vector = AtariVectorEnvs(vector_settings(ENV), args.envs, threads=2, pong=True)
-    local = LocalRolloutPool(ENV, SPEC.model_dump(), seed=0, workers=1, envs_per_worker=args.envs,
+    local = LocalRolloutPool(ENV, SPEC, seed=0, workers=1, envs_per_worker=args.envs,
                              threads_per_worker=2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    remote = RayRolloutPool(ENV, SPEC.model_dump(), seed=0, workers=2, envs_per_worker=args.envs // 2,
+    remote = RayRolloutPool(ENV, SPEC, seed=0, workers=2, envs_per_worker=args.envs // 2,
                             num_cpus_per_actor=0.995)
     remote.sample(weights, num_steps=400)  # actors built and warm
     rows = {"bare gymnasium x2 (2 processes)": [], "ale-py vector (2 threads)": [],

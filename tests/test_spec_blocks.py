@@ -11,7 +11,8 @@ import pytest
 
 from runyard_testing import JOBS, REPO
 from runyard.spec import SpecError, load_spec
-from runyard.workloads.blocks import BLOCKS
+from runyard.workloads.base import WorkloadContext
+from runyard.workloads.blocks import BLOCKS, DigitsData, EnvSpec, RolloutSpec, ShardsData
 from runyard.workloads.reference import field_rows
 
 RL = """\
@@ -72,10 +73,22 @@ def test_the_workload_sees_each_block_with_its_defaults():
     from runyard.spec import workload_context
 
     context = workload_context(load_spec(JOBS / "imagenet64_linear.yaml"))
-    assert context.data == {"path": "data/imagenet64", "resident": True, "shuffle_buffer": 65536,
-                            "val_batches": None}
+    assert context.data == ShardsData(path="data/imagenet64", resident=True, shuffle_buffer=65536,
+                                      val_batches=None)
     rollout = workload_context(load_spec(JOBS / "cartpole_pg.yaml")).rollout
-    assert rollout == {"workers": 1, "envs_per_worker": 8, "backend": "ray", "cpus_per_worker": 1}
+    assert rollout == RolloutSpec(workers=1, envs_per_worker=8, backend="ray", cpus_per_worker=1)
+    # Plain data (a trial's payload, a test) becomes the same typed block, defaults filled in.
+    assert WorkloadContext(data={"path": "data/imagenet64", "resident": True}).data == context.data
+    assert WorkloadContext(data={}).data == DigitsData(source="digits", val_fraction=0.2, split_seed=0)
+
+
+def test_an_ale_pong_env_gets_the_pong_preprocessing_unless_it_says_otherwise():
+    # The default the env block documents: a spec that names only the id trains on the
+    # 80x80 difference frames, as the seed does (not on full 210x160 RGB frames).
+    assert EnvSpec(id="ALE/Pong-v5").preprocessing == "pong"
+    assert EnvSpec(id="ALE/Breakout-v5").preprocessing is None
+    assert EnvSpec(id="CartPole-v1").preprocessing is None
+    assert WorkloadContext(env={"id": "ALE/Pong-v5"}).env.preprocessing == "pong"
 
 
 def test_the_readme_field_reference_names_every_key_of_every_block():

@@ -8,12 +8,13 @@ import pytest
 
 from runyard.workloads import get
 from runyard.workloads.base import WorkloadContext
+from runyard.workloads.blocks import EnvSpec
 from runyard.workloads.rl.atari import (AtariVectorEnvs, PongFromPixels, preprocess_frame, preprocess_frames,
                                         register_ale, vector_settings)
 from runyard.workloads.rl.policies import Policy, PolicySpec, weights_of
 from runyard.workloads.rl.rollout import RolloutWorker
 
-PONG = {"id": "ALE/Pong-v5", "kwargs": {}, "max_episode_steps": None, "preprocess": "pong"}
+PONG = EnvSpec(id="ALE/Pong-v5", preprocess="pong")
 
 
 def seed_prepro(I):
@@ -75,13 +76,13 @@ def test_the_vector_env_has_pong_v5s_dynamics():
     assert settings["noop_max"] == 0 and not settings["use_fire_reset"] and not settings["reward_clipping"]
     assert not settings["maxpool"] and settings["stack_num"] == 1 and not settings["grayscale"]
     assert settings["max_num_frames_per_episode"] == 108000
-    assert vector_settings({"id": "ALE/Pong-v5", "kwargs": {"obs_type": "grayscale"}}) is None
+    assert vector_settings(EnvSpec(id="ALE/Pong-v5", kwargs={"obs_type": "grayscale"})) is None
 
 
 def test_vector_env_observations_equal_the_gymnasium_wrappers():
     """Same actions, no sticky actions (so both are deterministic): frame for frame the same
     difference frames, rewards and ends, through a whole game and the reset after it."""
-    spec = PONG | {"kwargs": {"repeat_action_probability": 0.0}}
+    spec = PONG.model_copy(update={"kwargs": {"repeat_action_probability": 0.0}})
     register_ale()
     reference = PongFromPixels(gym.make("ALE/Pong-v5", repeat_action_probability=0.0))
     vector = AtariVectorEnvs(vector_settings(spec), num_envs=2, threads=1, pong=True)
@@ -112,7 +113,7 @@ def test_vector_env_observations_equal_the_gymnasium_wrappers():
 
 def test_step_batches_stop_at_the_first_point_after_each_envs_share():
     spec = PolicySpec(hidden=(8,), head="bernoulli")
-    worker = RolloutWorker(PONG, spec.model_dump(), envs_per_worker=2, seed=0)
+    worker = RolloutWorker(PONG, spec, envs_per_worker=2, seed=0)
     policy = Policy(spec, worker.envs.single_observation_space, worker.envs.single_action_space)
     batch = worker.run(weights_of(policy), num_steps=60, until_point=True)
     worker.close()

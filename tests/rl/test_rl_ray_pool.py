@@ -11,10 +11,11 @@ import ray
 from runyard.execute.rollout_pool import RayRolloutPool
 from runyard.workloads import get
 from runyard.workloads.base import WorkloadContext
+from runyard.workloads.blocks import EnvSpec
 from runyard.workloads.rl.policies import Policy, PolicySpec, weights_of
 from runyard.workloads.rl.rollout import LocalRolloutPool, make_env, worker_seed
 
-CARTPOLE = {"id": "CartPole-v1", "kwargs": {}, "max_episode_steps": None}
+CARTPOLE = EnvSpec(id="CartPole-v1")
 SPEC = PolicySpec(hidden=(16,))
 
 
@@ -39,8 +40,8 @@ def assert_same_batch(a, b):
 
 
 def test_same_seed_same_batches_locally_and_on_actors(local_ray, weights):
-    local = LocalRolloutPool(CARTPOLE, SPEC.model_dump(), seed=7, workers=2, envs_per_worker=2)
-    remote = RayRolloutPool(CARTPOLE, SPEC.model_dump(), seed=7, workers=2, envs_per_worker=2)
+    local = LocalRolloutPool(CARTPOLE, SPEC, seed=7, workers=2, envs_per_worker=2)
+    remote = RayRolloutPool(CARTPOLE, SPEC, seed=7, workers=2, envs_per_worker=2)
     try:
         for _ in range(2):
             assert_same_batch(local.sample(weights, num_episodes=5), remote.sample(weights, num_episodes=5))
@@ -56,12 +57,12 @@ def test_same_seed_same_batches_locally_and_on_actors(local_ray, weights):
 @pytest.mark.slow
 def test_a_killed_actor_is_replaced_and_its_share_resampled(local_ray, weights):
     # What the iteration must give: slot 0 as a fresh worker reseeded for call 1, slot 1 as it was.
-    reference = LocalRolloutPool(CARTPOLE, SPEC.model_dump(), seed=3, workers=2, envs_per_worker=1)
+    reference = LocalRolloutPool(CARTPOLE, SPEC, seed=3, workers=2, envs_per_worker=1)
     reference._workers[0].reseed(worker_seed(3, 1, 0))
     expected = reference.sample(weights, num_steps=16000)
     reference.close()
 
-    pool = RayRolloutPool(CARTPOLE, SPEC.model_dump(), seed=3, workers=2, envs_per_worker=1)
+    pool = RayRolloutPool(CARTPOLE, SPEC, seed=3, workers=2, envs_per_worker=1)
     victim = pool.actors[0]
     ray.get(victim.__ray_ready__.remote())  # both actors up before the clock starts
     ray.get(pool.actors[1].__ray_ready__.remote())

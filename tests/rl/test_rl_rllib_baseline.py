@@ -1,8 +1,6 @@
 """rllib.<ALGO> workloads: name lookup, config checks, and a real (tiny) PPO run with a
 checkpoint round trip."""
 
-import sys
-
 import pytest
 
 from runyard.workloads import get

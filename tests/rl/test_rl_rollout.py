@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from runyard.workloads.blocks import EnvSpec
 from runyard.workloads.rl.policies import Policy, PolicySpec, weights_of
 from runyard.workloads.rl.rollout import LocalRolloutPool, RolloutWorker, make_env
 
-CARTPOLE = {"id": "CartPole-v1", "kwargs": {}, "max_episode_steps": None}
-SPEC = PolicySpec(hidden=(16,)).model_dump()
+CARTPOLE = EnvSpec(id="CartPole-v1")
+SPEC = PolicySpec(hidden=(16,))
 
 
 def cartpole_weights(seed=0):
@@ -83,11 +84,11 @@ def test_zero_workers_is_an_error():
 
 
 def test_continuous_actions_on_mujoco():
-    env_spec = {"id": "Hopper-v5"}
+    env_spec = EnvSpec(id="Hopper-v5")
     spec = PolicySpec(hidden=(8,), normalize_obs=True)
     env = make_env(env_spec)
     weights = weights_of(Policy(spec, env.observation_space, env.action_space))
-    worker = RolloutWorker(env_spec, spec.model_dump(), envs_per_worker=2, seed=0)
+    worker = RolloutWorker(env_spec, spec, envs_per_worker=2, seed=0)
     batch = worker.run(weights, seed=0, num_steps=50)
     worker.close()
     assert batch["actions"].shape == (50, 3) and batch["obs"].shape == (50, 11)

@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import numpy as np
+import pydantic
 import pytest
 
 from runyard.workloads import get
@@ -127,16 +128,21 @@ def test_conv_policy_on_vector_observations():
     assert problem.startswith("config.policy.torso:") and "(4,)" in problem and "mlp" in problem
 
 
-def test_zero_workers_and_bad_head():
-    found = problems("rl.cem", rollout={"workers": 0, "envs_per_worker": 2}, policy={"head": "gaussian"})
-    assert any(p.startswith("rollout.workers:") for p in found)
+def test_workers_beyond_the_trials_cpus_and_bad_head():
+    found = problems("rl.cem", rollout={"workers": 3, "envs_per_worker": 2}, policy={"head": "gaussian"})
+    assert any(p.startswith("rollout.workers: 3 actors") for p in found)
     assert any(p.startswith("config.policy.head:") for p in found)
     assert problems("rl.pg", env={"id": "Acrobot-v1"}, policy={"head": "bernoulli"})[0].startswith(
         "config.policy.head: a bernoulli head needs 2 actions")
 
 
-def test_missing_env_id():
-    assert problems("rl.pg", env={})[0].startswith("env.id: required")
+def test_missing_env_block():
+    assert problems("rl.pg", env=None)[0].startswith("env.id: required")
+
+
+def test_zero_workers_is_refused_by_the_rollout_block_itself():
+    with pytest.raises(pydantic.ValidationError, match="workers"):
+        problems("rl.pg", rollout={"workers": 0})
 
 
 def test_rollout_actors_must_fit_the_trials_cpus():

@@ -14,6 +14,7 @@ from runyard.data import sample as data_sample
 from runyard.data.shards import start_plan, write_manifest, write_shard
 from runyard.spec import load_spec
 from runyard.workloads.base import WorkloadContext
+from runyard.workloads.blocks import ShardsData
 from runyard.workloads.sl import training
 from runyard.workloads.sl.convnet import ConvNetClassifier
 from runyard.workloads.sl.linear import LinearClassifier
@@ -64,7 +65,7 @@ def seed_sweep(path):
 
 def test_the_seeds_1000_class_sweep_passes_on_well_formed_data(thousand_classes):
     config, context = seed_sweep(thousand_classes)
-    assert context.data["resident"] is True  # preflight must not load the split anyway
+    assert context.data.resident is True  # preflight must not load the split anyway
     results = by_name(preflight_workload(LinearClassifier, config, context))
     assert set(results) == CHECKS
     failed = [r for r in results.values() if not r.passed]
@@ -73,7 +74,7 @@ def test_the_seeds_1000_class_sweep_passes_on_well_formed_data(thousand_classes)
 
 def thousand_class_sample(path):
     sample = training.preflight_sample(
-        {"path": str(path)}, torch.device("cpu"),
+        ShardsData(path=str(path)), torch.device("cpu"),
         lambda manifest: training.normalizer_for(manifest, center_only=True).hwc)
     assert len(sample.labels) == 2 * CLASSES and len(sample.held_labels) == CLASSES
     assert sample.labels.bincount(minlength=CLASSES).min() == 2

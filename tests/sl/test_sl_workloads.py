@@ -117,9 +117,8 @@ def test_spec_and_input_problems_name_the_field(tmp_path):
     assert ConvNetClassifier.check_spec(config, WorkloadContext(data={"source": "digits"}))[0] \
         .startswith("data.path:")
     bad = ConvNetClassifier.check_spec(ConvNetClassifier.Config(arch="wrn", depth=11),
-                                       WorkloadContext(data={"path": "x", "resident": "yes"}))
+                                       WorkloadContext(data={"path": "x"}))
     assert any(p.startswith("config.depth:") for p in bad)
-    assert any(p.startswith("data.resident:") for p in bad)
     assert LinearClassifier.check_spec(LinearClassifier.Config(batches_per_step=2),
                                        WorkloadContext(data={"source": "digits"})) \
         [0].startswith("config.batches_per_step:")

@@ -27,6 +27,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from runyard.execute.payload import TrialPayload
 from runyard.execute.trainable import ARTIFACTS_DIR, STATE_DIR, build_workload, metric_directions
+from runyard.plan.resources import process_bundle
 
 PROGRESS_FILE = "progress.json"
 RANKS_FILE = "ranks.json"
@@ -40,9 +41,9 @@ def run_ddp_trial(config: dict[str, Any]) -> None:
         _worker_loop,
         train_loop_config=trial.as_config(),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=resources["workers"],
-            use_gpu=resources["gpus_per_trial"] > 0,
-            resources_per_worker=_worker_resources(resources),
+            num_workers=resources.workers,
+            use_gpu=resources.gpus_per_trial > 0,
+            resources_per_worker=process_bundle(resources),
         ),
         # Same name and storage on a retry: Ray Train resumes from its latest checkpoint.
         run_config=ray.train.RunConfig(
@@ -53,16 +54,6 @@ def run_ddp_trial(config: dict[str, Any]) -> None:
         ),
     )
     trainer.fit()
-
-
-def _worker_resources(resources: dict[str, Any]) -> dict[str, float]:
-    per_worker = {"CPU": float(resources["cpus_per_trial"])}
-    if resources["gpus_per_trial"]:
-        per_worker["GPU"] = float(resources["gpus_per_trial"])
-    if resources.get("memory_gb"):
-        per_worker["memory"] = resources["memory_gb"] * 1024**3
-    per_worker.update(resources.get("custom") or {})
-    return per_worker
 
 
 def _worker_loop(loop_config: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ the trials, and the trainable that Tune runs in another process.
 Tune carries a trial's config as plain data (it writes it into its experiment state as JSON,
 which `runyard explain` reads back), so the payload travels as a dict under the config key
 `trial`; every reader goes through `TrialPayload.of(config)` and gets typed fields, never
-string keys.
+string keys: its spec blocks arrive as the typed models of runyard.workloads.blocks.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runyard.plan import Trial
+from runyard.workloads.blocks import DigitsData, EnvSpec, ResourcesSpec, RolloutSpec, ShardsData, as_block
 
 CONFIG_KEY = "trial"
+BLOCK_KEYS = ("env", "data", "rollout", "resources")
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,10 @@ class TrialPayload:
     seed: int
     workload: str
     config: dict[str, Any]  # the workload's config, swept values filled in
-    env: dict[str, Any] | None  # the spec's blocks, as plain data
-    data: dict[str, Any] | None
-    rollout: dict[str, Any] | None
-    resources: dict[str, Any]
+    env: EnvSpec | None  # the spec's blocks
+    data: DigitsData | ShardsData | None
+    rollout: RolloutSpec | None
+    resources: ResourcesSpec
     stop: StopConditions
     workdir: str  # the job's working dir (the project, on a cluster its submitted copy)
     checkpoint_every: int
@@ -63,9 +65,18 @@ class TrialPayload:
     system_metrics_s: float | None = None  # seconds between system samples (None: none)
     overrides: dict[str, Any] = field(default_factory=dict)  # the swept values (dotted keys)
 
+    def __post_init__(self) -> None:
+        # Tune hands the blocks back as the plain data `as_config` made of them.
+        for key in BLOCK_KEYS:
+            object.__setattr__(self, key, as_block(key, getattr(self, key)))
+
     def as_config(self) -> dict[str, Any]:
-        """The trial's Tune config."""
-        return {CONFIG_KEY: asdict(self)}
+        """The trial's Tune config: plain data, the blocks dumped as JSON would hold them."""
+        fields = asdict(self)
+        for key in BLOCK_KEYS:
+            block = getattr(self, key)
+            fields[key] = None if block is None else block.model_dump(mode="json")
+        return {CONFIG_KEY: fields}
 
     def as_trial(self) -> Trial:
         """The planned trial this payload was made from."""

@@ -20,6 +20,8 @@ import dataclasses
 import ray
 import torch
 
+from runyard.workloads.blocks import EnvSpec
+from runyard.workloads.rl.policy_spec import PolicySpec
 from runyard.workloads.rl.rollout import Batch, RolloutPool, RolloutWorker, Task, run_task, worker_seed
 
 
@@ -27,7 +29,8 @@ class RolloutActor:
     """The remote side: one RolloutWorker. Its emulators get the actor's CPUs as threads; the
     policy's forward pass is small and batched over the envs, so one torch thread."""
 
-    def __init__(self, env_spec: dict, policy_spec: dict, envs_per_worker: int, seed: int, threads: int):
+    def __init__(self, env_spec: EnvSpec, policy_spec: PolicySpec, envs_per_worker: int, seed: int,
+                 threads: int):
         torch.set_num_threads(1)
         self.worker = RolloutWorker(env_spec, policy_spec, envs_per_worker, seed, threads)
 
@@ -43,8 +46,8 @@ class RayRolloutPool(RolloutPool):
 
     max_attempts = 3  # per task: a task whose actor died this many times fails the call
 
-    def __init__(self, env_spec: dict, policy_spec: dict, seed: int, workers: int, envs_per_worker: int,
-                 threads_per_worker: int = 1, *, num_cpus_per_actor: float = 1.0):
+    def __init__(self, env_spec: EnvSpec, policy_spec: PolicySpec, seed: int, workers: int,
+                 envs_per_worker: int, threads_per_worker: int = 1, *, num_cpus_per_actor: float = 1.0):
         super().__init__(env_spec, policy_spec, seed, workers, envs_per_worker, threads_per_worker)
         self._actor_class = ray.remote(num_cpus=num_cpus_per_actor, max_restarts=0)(RolloutActor)
         self.actors = [self._start_actor(w) for w in range(workers)]

@@ -47,7 +47,7 @@ def build_workload(trial: TrialPayload, parallel: dict[str, Any]) -> Workload:
     cls = workloads.get(trial.workload, project_dir=trial.workdir)
     if "torch" in sys.modules:
         # Concurrent trials each get their share of the cores, not all of them each.
-        sys.modules["torch"].set_num_threads(max(1, int(trial.resources["cpus_per_trial"])))
+        sys.modules["torch"].set_num_threads(max(1, int(trial.resources.cpus_per_trial)))
     workload = cls()
     context = WorkloadContext(
         seed=trial.seed, env=trial.env, data=trial.data, rollout=trial.rollout,
@@ -113,12 +113,11 @@ class WorkloadTrainable(tune.Trainable):
 def _parallel_factories(trial: TrialPayload) -> dict[str, Any]:
     """Parallel resources the executor offers this trial: Ray rollout actors for RL, placed
     in the bundles the trial's placement group reserved for them (plan.trial_bundles)."""
-    rollout = trial.rollout or {}
-    if rollout and rollout.get("backend", "ray") == "ray":
+    if trial.rollout is not None and trial.rollout.backend == "ray":
         # Imported here: the pool brings torch, which trials without rollouts never need.
         from runyard.execute.rollout_pool import RayRolloutPool
         from runyard.workloads.rl.layout import resolve_layout
 
-        layout = resolve_layout(rollout, float(trial.resources["cpus_per_trial"]))
+        layout = resolve_layout(trial.rollout, trial.resources.cpus_per_trial)
         return {"rollout_pool": functools.partial(RayRolloutPool, num_cpus_per_actor=layout.cpus_per_worker)}
     return {}

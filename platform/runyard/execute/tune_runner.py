@@ -141,10 +141,7 @@ def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: str) -> T
     return TrialPayload(
         trial_id=trial.trial_id, index=trial.index, sample=trial.sample, label=trial.label,
         seed=trial.seed, workload=spec.workload, config=trial.config,
-        env=spec.env.model_dump(mode="json") if spec.env else None,
-        data=spec.data.model_dump(mode="json") if spec.data else None,
-        rollout=spec.rollout.model_dump(mode="json") if spec.rollout else None,
-        resources=spec.resources.model_dump(mode="json"),
+        env=spec.env, data=spec.data, rollout=spec.rollout, resources=spec.resources,
         stop=StopConditions(spec.stop.iterations, spec.stop.time_s, dict(spec.stop.thresholds)),
         workdir=str(workdir), checkpoint_every=spec.checkpoint.every,
         checkpoint_keep=spec.checkpoint.keep, storage=storage,

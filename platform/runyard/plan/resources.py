@@ -19,6 +19,7 @@ from runyard import workloads
 from runyard.errors import UserError
 from runyard.plan.trials import Trial
 from runyard.spec import JobSpec
+from runyard.workloads.blocks import ResourcesSpec
 from runyard.workloads.rl.layout import DRIVER_CPUS, LayoutError, resolve_layout
 
 Bundle = dict[str, float]
@@ -29,6 +30,18 @@ GIB = 1024**3
 DDP_DRIVER_BUNDLE: Bundle = {"CPU": 0.01}
 
 
+def process_bundle(res: ResourcesSpec) -> Bundle:
+    """What one process of a trial holds (its own, or each data-parallel worker's): CPUs,
+    GPUs, memory and custom resources."""
+    bundle: Bundle = {"CPU": res.cpus_per_trial}
+    if res.gpus_per_trial:
+        bundle["GPU"] = res.gpus_per_trial
+    if res.memory_gb:
+        bundle["memory"] = res.memory_gb * GIB
+    bundle.update(res.custom)
+    return bundle
+
+
 def trial_bundles(spec: JobSpec) -> list[Bundle]:
     """What one trial of this spec holds: its process's bundle (CPUs, GPUs, memory, custom
     resources) and one bundle per rollout actor or workload helper, whose CPUs are taken out
@@ -36,19 +49,14 @@ def trial_bundles(spec: JobSpec) -> list[Bundle]:
     per data-parallel worker (each holding cpus_per_trial and gpus_per_trial) after a small
     bundle for the process that drives them."""
     res = spec.resources
-    head: Bundle = {"CPU": res.cpus_per_trial}
-    if res.gpus_per_trial:
-        head["GPU"] = res.gpus_per_trial
-    if res.memory_gb:
-        head["memory"] = res.memory_gb * GIB
-    head.update(res.custom)
+    head = process_bundle(res)
     if res.workers > 1:
         return [dict(DDP_DRIVER_BUNDLE)] + [dict(head) for _ in range(res.workers)]
     workload_cls = workloads.get(spec.workload)
     helpers = workload_cls.helper_bundles(workload_cls.Config.model_validate(spec.config))
     if spec.rollout is not None:
         try:
-            layout = resolve_layout(spec.rollout.model_dump(), res.cpus_per_trial)
+            layout = resolve_layout(spec.rollout, res.cpus_per_trial)
         except LayoutError as error:
             raise UserError(f"{spec.name}: {error}") from None
         if layout.backend == "ray":

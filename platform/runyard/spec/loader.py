@@ -94,10 +94,7 @@ def workload_context(spec: JobSpec, seed: int | None = None, **extra: Any) -> Wo
     """The context a workload of this spec is set up with."""
     return WorkloadContext(
         seed=spec.seed if seed is None else seed,
-        env=spec.env.model_dump(mode="json") if spec.env else None,
-        data=spec.data.model_dump(mode="json") if spec.data else None,
-        rollout=spec.rollout.model_dump(mode="json") if spec.rollout else None,
-        resources=spec.resources.model_dump(mode="json"),
+        env=spec.env, data=spec.data, rollout=spec.rollout, resources=spec.resources,
         **extra,
     )
 

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from runyard.workloads.blocks import DigitsData, EnvSpec, ResourcesSpec, RolloutSpec, ShardsData, as_block
+
 Direction = Literal["max", "min"]
 
 
@@ -30,12 +32,12 @@ class WorkloadContext:
     """What the executor hands a workload besides its config.
 
     seed: the trial's seed; every random stream in the workload derives from it.
-    env: the spec's `env:` block as a plain dict (RL workloads), or None.
-    data: the spec's `data:` block as a plain dict (supervised workloads), or None.
-    rollout: the spec's `rollout:` block as a plain dict, or None.
-    resources: the spec's `resources:` block as a plain dict.
-    Each block is validated against its model in runyard.workloads.blocks first, so every
-    key is known and typed, with the model's defaults filled in.
+    env: the spec's `env:` block (RL workloads), or None.
+    data: the spec's `data:` block, digits or prepared shards (supervised workloads), or None.
+    rollout: the spec's `rollout:` block, or None.
+    resources: the spec's `resources:` block.
+    The blocks are the typed models of runyard.workloads.blocks, defaults filled in; one
+    given as plain data (in a test, a notebook) is validated into its model here.
     workdir: a directory the workload may write scratch files and artifacts into.
     parallel: executor-provided factories for parallel resources, keyed by name
         (for example "rollout_pool"); a workload falls back to its local implementation
@@ -43,12 +45,16 @@ class WorkloadContext:
     """
 
     seed: int = 0
-    env: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None
-    rollout: dict[str, Any] | None = None
-    resources: dict[str, Any] = field(default_factory=dict)
+    env: EnvSpec | None = None
+    data: DigitsData | ShardsData | None = None
+    rollout: RolloutSpec | None = None
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     workdir: Path = field(default_factory=Path.cwd)
     parallel: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("env", "data", "rollout", "resources"):
+            object.__setattr__(self, key, as_block(key, getattr(self, key)))
 
 
 class WorkloadFinished(Exception):

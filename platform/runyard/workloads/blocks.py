@@ -9,9 +9,10 @@ only pydantic, so checking a spec never pays for torch or Ray.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator
 
 
 class Block(BaseModel):
@@ -28,6 +29,13 @@ class EnvSpec(Block):
     preprocess: Literal["pong"] | None = Field(
         None, description="observation preprocessing: pong = the Pong-from-pixels 80x80 "
                           "difference frames (the default for ALE/Pong ids)")
+
+    @property
+    def preprocessing(self) -> Literal["pong"] | None:
+        """The preprocessing the env gets: `preprocess`, or its default for the id."""
+        if self.preprocess is not None:
+            return self.preprocess
+        return "pong" if self.id.startswith("ALE/") and "Pong" in self.id else None
 
 
 class RolloutSpec(Block):
@@ -111,3 +119,19 @@ BLOCKS: dict[str, tuple[type[Block], ...]] = {
     "resources": (ResourcesSpec,),
 }
 """Every block, by its spec key, with the models it may take (data has two forms)."""
+
+
+@functools.cache
+def _data_adapter() -> TypeAdapter:
+    return TypeAdapter(DataSpec)
+
+
+def as_block(key: str, value: Any) -> Block | None:
+    """The block under spec key `key` from plain data (a trial's payload, a test), validated
+    as the spec's own is; a block or None is returned as it is."""
+    if value is None or isinstance(value, Block):
+        return value
+    if key == "data":
+        return _data_adapter().validate_python(value)
+    [model] = BLOCKS[key]
+    return model.model_validate(value)

@@ -235,7 +235,7 @@ class Command(Workload):
         if not (config.command if isinstance(config.command, list) else config.command.strip()):
             problems.append("config.command: empty; write the program to run, e.g. "
                             "python train.py --lr {params.lr}")
-        if int(context.resources.get("workers", 1)) > 1:
+        if context.resources.workers > 1:
             problems.append("resources.workers: the command workload runs one program per "
                             "trial; start data-parallel workers inside the program, or set 1")
         return problems

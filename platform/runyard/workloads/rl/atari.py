@@ -11,6 +11,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from runyard.workloads.blocks import EnvSpec
+
 # Pong's background colours in the red channel (the seed's "erase background (type 1/2)").
 BACKGROUND_RED = (144, 109)
 # ALE's Pong action set: 0 NOOP, 1 FIRE, 2 RIGHT (= paddle up), 3 LEFT (= paddle down).
@@ -81,20 +83,20 @@ VECTOR_SETTINGS = {
 IGNORED_SETTINGS = {"game", "obs_type", "render_mode"}
 
 
-def vector_settings(env_spec: dict) -> dict | None:
+def vector_settings(env_spec: EnvSpec) -> dict | None:
     """AtariVectorEnv's keyword arguments for exactly the dynamics of the gymnasium env that
     `env_spec` names (its registered kwargs overlaid by env.kwargs), or None if the vector env
     cannot reproduce them. Everything the gymnasium env does not do is switched off: no noop
     starts, no FIRE on reset, no reward clipping, no max-pooling of frames, no frame stack,
     full 210x160 RGB frames."""
     register_ale()
-    registered = gym.spec(env_spec["id"])
-    settings = dict(registered.kwargs) | dict(env_spec.get("kwargs") or {})
+    registered = gym.spec(env_spec.id)
+    settings = dict(registered.kwargs) | dict(env_spec.kwargs)
     if settings.get("obs_type", "rgb") != "rgb" or not isinstance(settings.get("frameskip", 4), int):
         return None
     if set(settings) - set(VECTOR_SETTINGS) - IGNORED_SETTINGS:
         return None
-    max_steps = env_spec.get("max_episode_steps") or registered.max_episode_steps
+    max_steps = env_spec.max_episode_steps or registered.max_episode_steps
     kwargs = {VECTOR_SETTINGS[key]: settings[key] for key in VECTOR_SETTINGS if key in settings}
     if max_steps is not None:
         frames = int(max_steps) * int(settings.get("frameskip", 4))

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+
+from runyard.workloads.blocks import RolloutSpec
 
 # What the trial's own process reserves when its actors take the rest: it only waits on them
 # while they sample, and learns while they are idle.
@@ -45,29 +46,19 @@ class LayoutError(ValueError):
     """A rollout block that cannot fit its trial's CPUs; the message names field and fix."""
 
 
-def resolve_layout(rollout: dict[str, Any] | None, cpus_per_trial: float) -> RolloutLayout:
-    """The rollout block (as a dict, any of its keys missing) resolved against the trial's CPUs."""
-    rollout = rollout or {}
-    backend = rollout.get("backend") or "ray"
-    envs = rollout.get("envs_per_worker", 1)
-    requested = rollout.get("workers", 1)
-    for name, value in (("workers", requested), ("envs_per_worker", envs)):
-        if value == "auto" and name == "workers":
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise LayoutError(
-                f"rollout.{name}: must be an integer >= 1{' or auto' if name == 'workers' else ''} "
-                f"(got {value!r}); the rollout pool needs at least one worker stepping at least one env"
-            )
-    if backend == "local":
-        workers = 1 if requested == "auto" else int(requested)
+def resolve_layout(rollout: RolloutSpec | None, cpus_per_trial: float) -> RolloutLayout:
+    """The rollout block (None: its defaults) resolved against the trial's CPUs."""
+    rollout = rollout or RolloutSpec()
+    envs, requested = rollout.envs_per_worker, rollout.workers
+    if rollout.backend == "local":
+        workers = 1 if requested == "auto" else requested
         return RolloutLayout("local", workers, envs, float(cpus_per_trial), float(cpus_per_trial))
-    per_worker = float(rollout.get("cpus_per_worker") or 1)
+    per_worker = float(rollout.cpus_per_worker)
     if requested == "auto":
         workers = max(1, math.floor((cpus_per_trial + 1e-9) / per_worker))
         per_worker = min(per_worker, float(cpus_per_trial))
     else:
-        workers = int(requested)
+        workers = requested
     if workers * per_worker > cpus_per_trial + 1e-9:
         raise LayoutError(
             f"rollout.workers: {workers} actors x rollout.cpus_per_worker {per_worker:g} = "

@@ -27,7 +27,7 @@ from pydantic import ConfigDict
 
 from runyard.workloads.base import Direction, Workload, WorkloadConfig, WorkloadContext
 from runyard.workloads.rl.rollout import env_spaces
-from runyard.workloads.rl.workload import EPISODE_METRICS, check_env_id, env_block
+from runyard.workloads.rl.workload import EPISODE_METRICS, check_env_id
 
 # Algorithms whose RLlib implementation only handles discrete actions (Q-learning over a finite set).
 DISCRETE_ACTIONS_ONLY = {"DQN"}
@@ -96,10 +96,10 @@ class RLlibBaseline(Workload):
     def check_spec(cls, config: RLlibConfig, context: WorkloadContext) -> list[str]:
         problems = check_env_id(context.env)
         if not problems and cls.algorithm in DISCRETE_ACTIONS_ONLY:
-            _, action_space = env_spaces(env_block(context.env))
+            _, action_space = env_spaces(context.env)
             if not isinstance(action_space, gym.spaces.Discrete):
                 problems.append(
-                    f"env.id: rllib.{cls.algorithm} does not support {context.env['id']}'s action space "
+                    f"env.id: rllib.{cls.algorithm} does not support {context.env.id}'s action space "
                     f"{action_space}; it supports Discrete action spaces (for continuous ones use rllib.SAC or rllib.PPO)"
                 )
         algo_config = default_config(cls.algorithm)
@@ -140,18 +140,18 @@ class RLlibBaseline(Workload):
 
         # The local learner gets the trial's CPUs that its env runner actors do not use.
         runners = int(config.env_runners.get("num_env_runners", 0) or 0)
-        cpus = int(context.resources.get("cpus_per_trial") or 1)
+        cpus = int(context.resources.cpus_per_trial)
         torch.set_num_threads(max(1, cpus - runners))
         # RLlib starts Ray on its own if none is running, with a dashboard; standalone, start a
         # private one without it, and stop it again in close().
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             ray.init(num_cpus=1 + runners, include_dashboard=False, log_to_driver=False)
-        env = context.env or {}
-        env_config = dict(env.get("kwargs") or {})
-        if env.get("max_episode_steps") is not None:
-            env_config["max_episode_steps"] = int(env["max_episode_steps"])
-        algo_config = self.algorithm_config(config).environment(env=env["id"], env_config=env_config)
+        env = context.env
+        env_config = dict(env.kwargs)
+        if env.max_episode_steps is not None:
+            env_config["max_episode_steps"] = env.max_episode_steps
+        algo_config = self.algorithm_config(config).environment(env=env.id, env_config=env_config)
         self.algo = algo_config.debugging(seed=context.seed).build_algo()
         self.env_steps_total = 0
 

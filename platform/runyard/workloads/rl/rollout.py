@@ -39,6 +39,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from runyard.workloads.blocks import EnvSpec
 from runyard.workloads.lazy import lazy_module
 from runyard.workloads.rl.policy_spec import PolicySpec
 
@@ -48,34 +49,26 @@ policies = lazy_module("runyard.workloads.rl.policies")  # the networks: torch
 Batch = dict[str, Any]
 
 
-def make_env(env_spec: dict[str, Any]) -> gym.Env:
-    """One env from the spec's env block: {id, kwargs, max_episode_steps, preprocess}.
-
-    preprocess: "pong" wraps the env in the Pong-from-pixels preprocessing; it is the
-    default for ALE Pong ids. ALE ids are registered on demand.
-    """
-    env_id = env_spec["id"]
-    if env_id.startswith("ALE/"):
+def make_env(env_spec: EnvSpec) -> gym.Env:
+    """One env of the spec's env block. Its preprocessing "pong" wraps the env in the
+    Pong-from-pixels preprocessing (the default for ALE Pong ids). ALE ids are registered on
+    demand."""
+    if env_spec.id.startswith("ALE/"):
         from runyard.workloads.rl.atari import register_ale
 
         register_ale()
-    kwargs = dict(env_spec.get("kwargs") or {})
-    if env_spec.get("max_episode_steps") is not None:
-        kwargs["max_episode_steps"] = int(env_spec["max_episode_steps"])
-    env = gym.make(env_id, **kwargs)
-    if preprocessing(env_spec) == "pong":
+    kwargs = dict(env_spec.kwargs)
+    if env_spec.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = env_spec.max_episode_steps
+    env = gym.make(env_spec.id, **kwargs)
+    if env_spec.preprocessing == "pong":
         from runyard.workloads.rl.atari import PongFromPixels
 
         env = PongFromPixels(env)
     return env
 
 
-def preprocessing(env_spec: dict[str, Any]) -> str | None:
-    default = "pong" if "Pong" in env_spec["id"] and env_spec["id"].startswith("ALE/") else None
-    return env_spec.get("preprocess", default)
-
-
-def env_spaces(env_spec: dict[str, Any]) -> tuple[gym.Space, gym.Space]:
+def env_spaces(env_spec: EnvSpec) -> tuple[gym.Space, gym.Space]:
     """(observation_space, action_space) of the env a spec describes (builds and closes one)."""
     env = make_env(env_spec)
     try:
@@ -98,7 +91,7 @@ class GymVectorEnvs:
     """K copies of a gymnasium env, stepped one after another; an env that ends is reset in
     the same step. Only the envs asked to step do: one that has its share waits unchanged."""
 
-    def __init__(self, env_spec: dict, num_envs: int):
+    def __init__(self, env_spec: EnvSpec, num_envs: int):
         self.num_envs = num_envs
         self.envs = [make_env(env_spec) for _ in range(num_envs)]
         self.single_observation_space = self.envs[0].observation_space
@@ -133,14 +126,14 @@ class GymVectorEnvs:
             env.close()
 
 
-def make_vector_envs(env_spec: dict, num_envs: int, threads: int = 1):
+def make_vector_envs(env_spec: EnvSpec, num_envs: int, threads: int = 1):
     """K envs of the spec: ale-py's vector env for ALE ids it can reproduce, else gymnasium."""
-    if env_spec["id"].startswith("ALE/"):
+    if env_spec.id.startswith("ALE/"):
         from runyard.workloads.rl.atari import AtariVectorEnvs, vector_settings
 
         settings = vector_settings(env_spec)
         if settings is not None:
-            return AtariVectorEnvs(settings, num_envs, threads, pong=preprocessing(env_spec) == "pong")
+            return AtariVectorEnvs(settings, num_envs, threads, pong=env_spec.preprocessing == "pong")
     return GymVectorEnvs(env_spec, num_envs)
 
 
@@ -148,12 +141,12 @@ class RolloutWorker:
     """K envs that live across batches, a local copy of the policy, and this worker's own
     random streams (env seeds and action sampling)."""
 
-    def __init__(self, env_spec: dict, policy_spec: dict, envs_per_worker: int, seed: int, threads: int = 1):
+    def __init__(self, env_spec: EnvSpec, policy_spec: PolicySpec, envs_per_worker: int, seed: int,
+                 threads: int = 1):
         self.num_envs = envs_per_worker
         self.envs = make_vector_envs(env_spec, envs_per_worker, threads)
-        self.policy = policies.Policy(
-            PolicySpec(**policy_spec), self.envs.single_observation_space, self.envs.single_action_space
-        )
+        self.policy = policies.Policy(policy_spec, self.envs.single_observation_space,
+                                      self.envs.single_action_space)
         self.policy.requires_grad_(False)
         self.reseed(seed)
 
@@ -317,11 +310,11 @@ class RolloutPool(abc.ABC):
     — the signature of the factory an executor places in context.parallel["rollout_pool"].
     """
 
-    def __init__(self, env_spec: dict, policy_spec: dict, seed: int, workers: int, envs_per_worker: int,
-                 threads_per_worker: int = 1):
+    def __init__(self, env_spec: EnvSpec, policy_spec: PolicySpec, seed: int, workers: int,
+                 envs_per_worker: int, threads_per_worker: int = 1):
         if workers < 1 or envs_per_worker < 1:
             raise ValueError(f"rollout needs workers >= 1 and envs_per_worker >= 1, got {workers}, {envs_per_worker}")
-        self.env_spec, self.policy_spec = dict(env_spec), dict(policy_spec)
+        self.env_spec, self.policy_spec = env_spec, policy_spec
         self.seed, self.workers, self.envs_per_worker = seed, workers, envs_per_worker
         self.threads_per_worker = threads_per_worker
         self.calls = 0  # sample/evaluate calls so far: the "iteration" seeds derive from
@@ -386,8 +379,8 @@ class RolloutPool(abc.ABC):
 class LocalRolloutPool(RolloutPool):
     """W workers in this process, run one after another (no Ray needed)."""
 
-    def __init__(self, env_spec: dict, policy_spec: dict, seed: int, workers: int, envs_per_worker: int,
-                 threads_per_worker: int = 1):
+    def __init__(self, env_spec: EnvSpec, policy_spec: PolicySpec, seed: int, workers: int,
+                 envs_per_worker: int, threads_per_worker: int = 1):
         super().__init__(env_spec, policy_spec, seed, workers, envs_per_worker, threads_per_worker)
         self._workers = [
             RolloutWorker(env_spec, policy_spec, envs_per_worker, worker_seed(seed, 0, w), threads_per_worker)

@@ -20,10 +20,11 @@ import numpy as np
 from pydantic import Field
 
 from runyard.workloads.base import Direction, Workload, WorkloadConfig, WorkloadContext
+from runyard.workloads.blocks import EnvSpec, RolloutSpec
 from runyard.workloads.lazy import lazy_module
 from runyard.workloads.rl.layout import LayoutError, RolloutLayout, resolve_layout
 from runyard.workloads.rl.policy_spec import PolicySpec, resolve_head
-from runyard.workloads.rl.rollout import Batch, LocalRolloutPool, env_spaces, make_env, preprocessing
+from runyard.workloads.rl.rollout import Batch, LocalRolloutPool, env_spaces, make_env
 
 torch = lazy_module("torch")  # imported on first use: validating a spec needs no torch
 policies = lazy_module("runyard.workloads.rl.policies")  # the networks: torch
@@ -55,19 +56,14 @@ class RLConfig(WorkloadConfig):
 
 def rollout_layout(context: WorkloadContext) -> RolloutLayout:
     """The trial's rollout block resolved against its CPUs (LayoutError if it cannot fit)."""
-    return resolve_layout(context.rollout, float(context.resources.get("cpus_per_trial") or 1))
+    return resolve_layout(context.rollout, context.resources.cpus_per_trial)
 
 
-def env_block(env: dict[str, Any] | None) -> dict[str, Any]:
-    """The env block with its optional keys filled in."""
-    return {"kwargs": {}, "max_episode_steps": None} | dict(env or {})
-
-
-def check_env_id(env: dict[str, Any] | None) -> list[str]:
+def check_env_id(env: EnvSpec | None) -> list[str]:
     """`env.id` is given and registered with gymnasium (ALE ids registered on demand)."""
-    env_id = (env or {}).get("id")
-    if not env_id:
+    if env is None:
         return ["env.id: required for RL workloads, e.g. env: {id: CartPole-v1}"]
+    env_id = env.id
     if env_id.startswith("ALE/"):
         from runyard.workloads.rl.atari import register_ale
 
@@ -99,13 +95,12 @@ class RLWorkload(Workload):
             rollout_layout(context)
         except LayoutError as err:
             problems.append(str(err))
-        env = context.env or {}
-        env_problems = check_env_id(env)
+        env_problems = check_env_id(context.env)
         if env_problems:
             return problems + env_problems
-        env_id = env["id"]
+        env_id = context.env.id
         try:
-            obs_space, action_space = env_spaces(env_block(env))
+            obs_space, action_space = env_spaces(context.env)
         except Exception as err:  # the env's own constructor rejected the kwargs
             return problems + [f"env: could not build {env_id!r}: {type(err).__name__}: {err}"]
         supported = "Discrete, Box (1-D, continuous)"
@@ -138,8 +133,8 @@ class RLWorkload(Workload):
         # Small nets on a busy machine: intra-op threads beyond the trial's CPUs cost more in
         # contention than they save (10x on a shared 2-core box), so use exactly those CPUs:
         # learning runs while the rollout actors that share them are idle.
-        torch.set_num_threads(max(1, int(context.resources.get("cpus_per_trial") or 1)))
-        self.env_spec = env_block(context.env)
+        torch.set_num_threads(max(1, int(context.resources.cpus_per_trial)))
+        self.env_spec = context.env
         self.observation_space, self.action_space = env_spaces(self.env_spec)
         with torch.random.fork_rng():
             torch.manual_seed(context.seed)
@@ -151,9 +146,10 @@ class RLWorkload(Workload):
         pool_factory = context.parallel.get("rollout_pool")
         if pool_factory is None:  # no executor offers actors: the workers run in this process
             pool_factory = LocalRolloutPool
-            context = dataclasses.replace(context, rollout=(context.rollout or {}) | {"backend": "local"})
+            rollout = (context.rollout or RolloutSpec()).model_copy(update={"backend": "local"})
+            context = dataclasses.replace(context, rollout=rollout)
         layout = rollout_layout(context)
-        self.pool = pool_factory(self.env_spec, config.policy.model_dump(), context.seed, layout.workers,
+        self.pool = pool_factory(self.env_spec, config.policy, context.seed, layout.workers,
                                  layout.envs_per_worker, layout.threads_per_worker)
         self.iteration = 0
         self.env_steps_total = 0
@@ -259,8 +255,8 @@ class RLWorkload(Workload):
         directory.mkdir(parents=True, exist_ok=True)
         from runyard.workloads.rl import visualize
 
-        visualize.learning_curve(self.history, directory / "learning_curve.png", title=self.env_spec["id"])
-        if preprocessing(self.env_spec) == "pong":
+        visualize.learning_curve(self.history, directory / "learning_curve.png", title=self.env_spec.id)
+        if self.env_spec.preprocessing == "pong":
             visualize.first_layer_weights(self.policy, directory / "first_layer_weights.png")
             visualize.greedy_episode_gif(
                 lambda: make_env(self.env_spec), self.policy, directory / "greedy_episode.gif",

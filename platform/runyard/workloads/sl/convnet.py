@@ -34,9 +34,10 @@ from typing import Literal
 from pydantic import Field
 
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
+from runyard.workloads.blocks import ShardsData
 from runyard.workloads.lazy import lazy_module
 from runyard.workloads.sl.archs import check_arch
-from runyard.workloads.sl.datasets import check_data, check_data_inputs
+from runyard.workloads.sl.datasets import check_data_inputs
 from runyard.workloads.sl.metrics import CLASSIFIER_METRICS
 
 # Imported on first use, so `runyard validate` reads ConvNetConfig without paying for torch.
@@ -84,11 +85,10 @@ class ConvNetClassifier(Workload):
 
     @classmethod
     def check_spec(cls, config: ConvNetConfig, context: WorkloadContext) -> list[str]:
-        data = context.data or {}
-        if "path" not in data:
+        if not isinstance(context.data, ShardsData):
             return ["data.path: sl.convnet trains on prepared shards; set data: {path: DIR} "
                     "with DIR from `runyard data prepare` (try `runyard data synth` first)"]
-        problems = check_data(data) + check_arch(config.arch, config.depth, config.stages)
+        problems = check_arch(config.arch, config.depth, config.stages)
         if config.arch == "resnet" and config.dropout:
             problems.append("config.dropout: only for arch wrn")
         if config.arch == "resnet" and config.stages != 3:

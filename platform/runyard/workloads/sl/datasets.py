@@ -1,28 +1,25 @@
-"""Datasets for the supervised workloads, selected by the spec's `data:` block.
+"""Datasets for the supervised workloads, selected by the spec's `data:` block (its two
+forms, keys and defaults are runyard.workloads.blocks.DigitsData and ShardsData).
 
 `data: {source: digits}` is scikit-learn's 8x8 handwritten digits (1,797 real images that ship
 with scikit-learn), split into train and validation by a seeded permutation, held in memory.
 
-`data: {path: DIR, resident: false, shuffle_buffer: 65536, val_batches: null}` is a dataset
-prepared by `runyard data prepare` (Parquet shards + manifest.json), read by
-runyard.data.ShardLoader (see training.ShardData). DIR may be a URI of its copy in storage
-(s3://, gs://, file://): each node reads its own verified copy (runyard.data.stored). resident: keep the rank's part of the split in
-(GPU) memory; val_batches: evaluate on only that many validation batches per step.
+`data: {path: DIR}` is a dataset prepared by `runyard data prepare` (Parquet shards +
+manifest.json), read by runyard.data.ShardLoader (see training.ShardData). DIR may be a URI
+of its copy in storage (s3://, gs://, file://): each node reads its own verified copy
+(runyard.data.stored).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from runyard.workloads.blocks import DigitsData, ShardsData
 from runyard.workloads.lazy import lazy_module
 
 torch = lazy_module("torch")  # only load_dataset needs it; spec checks import this module
-
-SOURCES = ("digits",)
-
 
 @dataclass(frozen=True)
 class ArrayDataset:
@@ -35,61 +32,25 @@ class ArrayDataset:
     class_names: list[str]
 
 
-SHARD_KEYS = {"path", "resident", "shuffle_buffer", "val_batches"}
-
-
-def check_data(data: dict[str, Any] | None) -> list[str]:
-    """Spec problems with a `data:` block, as `field: message` strings."""
-    data = data or {}
-    if "path" in data:
-        return _check_shard_data(data)
-    source = data.get("source", "digits")
-    problems = []
-    if source not in SOURCES:
-        problems.append(f"data.source: unknown source {source!r}; expected one of {', '.join(SOURCES)}")
-    fraction = data.get("val_fraction", 0.2)
-    if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        problems.append(f"data.val_fraction: expected a number between 0 and 1, found {fraction!r}")
-    return problems
-
-
-def _check_shard_data(data: dict[str, Any]) -> list[str]:
-    problems = [f"data.{key}: unknown key for a prepared dataset; expected one of "
-                f"{', '.join(sorted(SHARD_KEYS))}" for key in data if key not in SHARD_KEYS]
-    if not isinstance(data["path"], str) or not data["path"]:
-        problems.append(f"data.path: expected the folder written by `runyard data prepare`, "
-                        f"found {data['path']!r}")
-    if not isinstance(data.get("resident", False), bool):
-        problems.append(f"data.resident: expected true or false, found {data['resident']!r}")
-    buffer = data.get("shuffle_buffer", 65536)
-    if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 1:
-        problems.append(f"data.shuffle_buffer: expected a positive number of images, found {buffer!r}")
-    val_batches = data.get("val_batches")
-    if val_batches is not None and (not isinstance(val_batches, int) or val_batches < 1):
-        problems.append(f"data.val_batches: expected a positive integer or null, found {val_batches!r}")
-    return problems
-
-
-def check_data_inputs(data: dict[str, Any] | None) -> list[str]:
+def check_data_inputs(data: DigitsData | ShardsData | None) -> list[str]:
     """Machine-dependent problems: a prepared-data path that is missing or broken here, or a
     dataset in storage (a URI) that is missing or incomplete there. The driver checks this
     before any trial starts; on a cluster that is the submitted driver, so the laptop needs
     no access to the storage."""
-    data = data or {}
-    if "path" not in data:
+    if not isinstance(data, ShardsData):
         return []
     from runyard.data import check_dataset
     from runyard.errors import UserError
 
     try:
-        check_dataset(data["path"])
+        check_dataset(data.path)
     except UserError as error:
         return [f"data.path: {error}"]
     return []
 
 
-def load_dataset(data: dict[str, Any] | None, seed: int) -> ArrayDataset:
-    data = data or {}
+def load_dataset(data: DigitsData | None, seed: int) -> ArrayDataset:
+    data = data or DigitsData()
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -97,8 +58,8 @@ def load_dataset(data: dict[str, Any] | None, seed: int) -> ArrayDataset:
     labels = digits.target.astype(np.int64)
     # The split depends on the data seed only, never on the trial seed, so every trial of a
     # sweep is scored on the same validation images.
-    order = np.random.default_rng(data.get("split_seed", 0)).permutation(len(labels))
-    n_val = int(round(len(labels) * data.get("val_fraction", 0.2)))
+    order = np.random.default_rng(data.split_seed).permutation(len(labels))
+    n_val = int(round(len(labels) * data.val_fraction))
     val, train = order[:n_val], order[n_val:]
     mean, std = images[train].mean(), images[train].std()
     standardise = lambda a: torch.from_numpy((a - mean) / std)  # noqa: E731

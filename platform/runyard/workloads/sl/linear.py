@@ -23,9 +23,10 @@ import numpy as np
 from pydantic import Field
 
 from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
+from runyard.workloads.blocks import ShardsData
 from runyard.workloads.lazy import lazy_module
 from runyard.workloads.sl.metrics import CLASSIFIER_METRICS
-from runyard.workloads.sl.datasets import ArrayDataset, check_data, check_data_inputs, load_dataset
+from runyard.workloads.sl.datasets import ArrayDataset, check_data_inputs, load_dataset
 
 # Imported on first use, so `runyard validate` reads LinearConfig without paying for torch.
 torch = lazy_module("torch")
@@ -53,8 +54,8 @@ class LinearClassifier(Workload):
 
     @classmethod
     def check_spec(cls, config: LinearConfig, context: WorkloadContext) -> list[str]:
-        problems = check_data(context.data)
-        if config.batches_per_step is not None and "path" not in (context.data or {}):
+        problems = []
+        if config.batches_per_step is not None and not isinstance(context.data, ShardsData):
             problems.append("config.batches_per_step: only applies to prepared shards "
                             "(data: {path: ...}); digits steps are whole epochs")
         return problems
@@ -70,7 +71,7 @@ class LinearClassifier(Workload):
         self.config, self.context = config, context
         self.init_rng = torch.Generator().manual_seed(context.seed)
         self.shuffle_rng = torch.Generator().manual_seed(context.seed + 1)
-        self.sharded = "path" in (context.data or {})
+        self.sharded = isinstance(context.data, ShardsData)
         if self.sharded:
             self.device = training.training_device(context.parallel)
             self.shards = training.ShardData(context.data, context.seed, config.batch_size,
@@ -226,7 +227,7 @@ class LinearClassifier(Workload):
         from runyard.workloads.sl.nets import LinearModel
         from runyard.workloads.sl.preflight import PreflightSample, run_checks, sample_sizes
 
-        if "path" in (context.data or {}):
+        if isinstance(context.data, ShardsData):
             device = training.training_device(context.parallel)
             center_only = config.preprocess == "center"
             sample = training.preflight_sample(

@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from runyard.data import Normalizer, ShardLoader, dataset_dir, load_manifest
+from runyard.workloads.blocks import ShardsData
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -85,23 +86,23 @@ class ShardData:
     global_batch_size is split evenly over the ranks; normalisation (per-channel mean/std of
     the training split, from the manifest) happens on `device`."""
 
-    def __init__(self, data: dict[str, Any], seed: int, global_batch_size: int,
+    def __init__(self, data: ShardsData, seed: int, global_batch_size: int,
                  device: torch.device, center_only: bool = False):
         rank, world = rank_and_world()
         if global_batch_size % world:
             raise ValueError(f"config.batch_size {global_batch_size} is not divisible by the "
                              f"{world} DDP workers; choose a multiple of {world}")
-        folder = dataset_dir(data["path"])  # a dataset in storage: this node's copy
+        folder = dataset_dir(data.path)  # a dataset in storage: this node's copy
         self.manifest = load_manifest(folder)
         per_rank = global_batch_size // world
-        common = dict(seed=seed, rank=rank, world_size=world, resident=data.get("resident", False),
+        common = dict(seed=seed, rank=rank, world_size=world, resident=data.resident,
                       device=device, pin_memory=device.type == "cuda", manifest=self.manifest)
         self.train = ShardLoader(folder, "train", per_rank, shuffle=True,
-                                 shuffle_buffer=data.get("shuffle_buffer", 65536), **common)
+                                 shuffle_buffer=data.shuffle_buffer, **common)
         self.val = ShardLoader(folder, "val", per_rank, shuffle=False, **common)
-        self.val_batches = data.get("val_batches")
+        self.val_batches = data.val_batches
         if len(self.train) == 0:
-            raise ValueError(f"data.path: {data['path']} has {self.train.num_examples} training "
+            raise ValueError(f"data.path: {data.path} has {self.train.num_examples} training "
                              f"images per worker, fewer than one batch of {per_rank}")
         self.normalize = normalizer_for(self.manifest, center_only).to(device)
         self.num_classes = len(self.manifest["classes"])
@@ -116,7 +117,7 @@ def normalizer_for(manifest: dict[str, Any], center_only: bool = False) -> Norma
     return Normalizer(manifest["pixel_mean"], std)
 
 
-def preflight_sample(data: dict[str, Any], device: torch.device,
+def preflight_sample(data: ShardsData, device: torch.device,
                      make_inputs: Callable[[dict[str, Any]], Callable[[torch.Tensor], torch.Tensor]]):
     """A bounded, class-balanced PreflightSample of a prepared dataset (preflight.sample_sizes
     examples per class from the first shards of train and val), never the whole split.
@@ -124,7 +125,7 @@ def preflight_sample(data: dict[str, Any], device: torch.device,
     from runyard.data.sample import class_balanced_sample
     from runyard.workloads.sl.preflight import PreflightSample, sample_sizes
 
-    folder = dataset_dir(data["path"])
+    folder = dataset_dir(data.path)
     manifest = load_manifest(folder)
     num_classes = len(manifest["classes"])
     to_inputs = make_inputs(manifest)
