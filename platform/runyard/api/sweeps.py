@@ -16,7 +16,7 @@ from runyard.spec import JobSpec, load_spec
 
 if TYPE_CHECKING:
     from runyard.execute.ledger import Ledger
-    from runyard.tracking.results import Comparison, ConfigSummary
+    from runyard.tracking.results import Comparison, ConfigSummary, Sensitivity
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class SweepReport:
     metric: str
     mode: str  # max | min
     rows: list[ConfigSummary]
-    sensitivity: list[dict[str, Any]]  # per swept parameter: rho, p, good region
+    sensitivity: list[Sensitivity]  # per swept parameter, strongest first
 
     @property
     def best(self) -> ConfigSummary | None:
@@ -84,7 +84,7 @@ def best(job: str, metric: str | None = None, storage: str | None = None) -> Swe
             std=0.0, ci=(value, value), seeds=1, values=[value], params=run.data.params)]
     else:
         rows = config_summaries(trial_results(client, ledger.run_id, metric), mode)
-    ranked = sensitivity(rows, {key: d.kind for key, d in spec.sweep.space.items()}) \
+    ranked = sensitivity(rows, list(spec.sweep.space)) \
         if spec.sweep is not None and len(rows) >= 3 else []
     return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, rows, ranked)
 

@@ -78,9 +78,9 @@ def cmd_best(args: argparse.Namespace) -> int:
         for column in ("parameter", "rho", "p", "good region"):
             ranked.add_column(column)
         for item in report.sensitivity:
-            rho = "-" if item["rho"] is None else f"{item['rho']:+.2f}"
-            p = "-" if item["p"] is None else f"{item['p']:.2g}"
-            ranked.add_row(item["parameter"], rho, p, item["good"])
+            rho = "-" if item.rho is None else f"{item.rho:+.2f}"
+            p = "-" if item.p is None else f"{item.p:.2g}"
+            ranked.add_row(item.parameter, rho, p, item.good)
         console.print(ranked)
     return EXIT_OK
 

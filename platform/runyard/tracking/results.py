@@ -96,26 +96,35 @@ def config_summaries(results: list[TrialResult], mode: str) -> list[ConfigSummar
     return sorted(rows, key=lambda row: row.value, reverse=(mode == "max"))
 
 
-def sensitivity(rows: list[ConfigSummary], space: dict[str, str]) -> list[dict[str, Any]]:
-    """Which hyperparameters matter, from a random search's configs: the Spearman rank
-    correlation of each numeric dimension with the objective (over log values for loguniform
-    ones), and the range it spans among the best quarter of configs (the good region)."""
+@dataclass(frozen=True)
+class Sensitivity:
+    """How one swept hyperparameter relates to the objective across a sweep's configs."""
+
+    parameter: str  # the swept key, e.g. config.lr
+    rho: float | None  # Spearman rank correlation with the objective (None: values not ordered)
+    p: float | None  # its two-sided p-value
+    good: str  # the values, or the span, of the best quarter of configs
+
+
+def sensitivity(rows: list[ConfigSummary], parameters: list[str]) -> list[Sensitivity]:
+    """Which hyperparameters matter: the Spearman rank correlation of each dimension whose
+    values are numbers with the objective (a rank statistic, so a log-uniform dimension
+    needs no log), and where the best quarter of configs lies. A dimension of names
+    (a choice of strings) gets only the best quarter's values. Strongest first."""
     report = []
     top = rows[: max(1, len(rows) // 4)]
-    for key, kind in space.items():
-        param = f"{key}"
-        values = [_number(row.params.get(param)) for row in rows]
-        if kind in ("choice", "grid") or any(v is None for v in values) or len(rows) < 3:
-            best_values = sorted({row.params.get(param) for row in top})
-            report.append({"parameter": key, "rho": None, "p": None, "good": ", ".join(best_values)})
+    for key in parameters:
+        values = [_number(row.params.get(key)) for row in rows]
+        ordered = len(rows) >= 3 and None not in values and len(set(values)) > 1
+        if not ordered:
+            best = sorted({row.params.get(key) or "" for row in top})
+            report.append(Sensitivity(key, None, None, ", ".join(best)))
             continue
-        x = [math.log(v) if kind == "loguniform" else v for v in values]
-        rho, p = stats.spearmanr(x, [row.value for row in rows])
-        good = [_number(row.params[param]) for row in top]
-        report.append({"parameter": key, "rho": float(rho), "p": float(p),
-                       "good": f"{min(good):.3g} .. {max(good):.3g}"})
-    return sorted(report, key=lambda r: -abs(r["rho"]) if r["rho"] is not None and
-                  math.isfinite(r["rho"]) else 0.0)
+        rho, p = stats.spearmanr(values, [row.value for row in rows])
+        good = [_number(row.params[key]) for row in top]
+        report.append(Sensitivity(key, float(rho), float(p), f"{min(good):.3g} .. {max(good):.3g}"))
+    return sorted(report, key=lambda r: -abs(r.rho) if r.rho is not None and math.isfinite(r.rho)
+                  else 0.0)
 
 
 def _number(text: str | None) -> float | None:
