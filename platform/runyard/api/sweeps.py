@@ -57,13 +57,16 @@ def best(job: str, metric: str | None = None, storage: str | None = None) -> Swe
     """The job's configs by their mean over seeds of the last value of `metric` (default:
     the sweep's), with which hyperparameters matter. `storage`: where the job's ledger is
     (as for `run`; default RUNYARD_STORAGE, else .runyard/ here)."""
+    return _ranked(find_job(job, storage), metric)
+
+
+def _ranked(ledger: Ledger, metric: str | None) -> SweepReport:
     from runyard import workloads
     from runyard.execute.job import load_ledger_spec
     from runyard.tracking.reconcile import reconcile
     from runyard.tracking.results import config_summaries, sensitivity, trial_results
     from runyard.tracking.store import client_for
 
-    ledger = find_job(job, storage)
     spec = load_ledger_spec(ledger)
     workload_cls = workloads.get(spec.workload)
     metrics = workload_cls.declared_metrics(workload_cls.Config.model_validate(spec.config))
@@ -93,11 +96,11 @@ def best_trial(job: str, storage: str | None = None) -> BestTrial:
     """The best config of a finished sweep as the trial it ran as (config and seed)."""
     from runyard.execute.job import planned_trials
 
-    report = best(job, storage=storage)
+    ledger = find_job(job, storage)
+    report = _ranked(ledger, None)
     if report.best is None:
         raise UserError(f"{report.job_id} has no finished trial reporting {report.metric} yet")
-    trial = next(t for t in planned_trials(find_job(job, storage))
-                 if t.trial_id == report.best.trial_id)
+    trial = next(t for t in planned_trials(ledger) if t.trial_id == report.best.trial_id)
     return BestTrial(trial.trial_id, trial.seed, trial.config, report.best)
 
 
