@@ -33,6 +33,14 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None
                           timeout=timeout, env=full_env)
 
 
+def embedded_ray_sessions() -> set[str]:
+    """The session folders of the Rays started on this machine without a cluster: each start
+    leaves one under Ray's temp folder (/tmp/ray unless RAY_TMPDIR moves it). A command that
+    must not start Ray leaves this set as it was."""
+    root = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+    return {path.name for path in root.glob("session_2*")}
+
+
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     """`runyard ARGS` in the background, in a session of its own (so that it and its Ray can
     be killed together), its output discarded."""

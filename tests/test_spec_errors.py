@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-import ray
 
+from runyard_testing import embedded_ray_sessions
 from runyard.cli.main import main
 
 VALID = """\
@@ -88,6 +88,7 @@ def test_bad_spec_is_rejected_before_anything_starts(case, command, workdir: Pat
         (workdir / name).write_text(text)
     args = [command, spec_name] + [item for o in overrides for item in ("--set", o)]
 
+    sessions = embedded_ray_sessions()
     code = main(args)
 
     err = capsys.readouterr().err
@@ -96,7 +97,7 @@ def test_bad_spec_is_rejected_before_anything_starts(case, command, workdir: Pat
         assert fragment in err, f"{fragment!r} not in:\n{err}"
     if line is not None:
         assert re.search(rf"{re.escape(spec_name)}:{line}\b", err), f"line {line} not named:\n{err}"
-    assert not ray.is_initialized()
+    assert embedded_ray_sessions() == sessions, "Ray was started for an invalid spec"
     assert not (workdir / ".runyard").exists(), "an invalid spec created tracking state"
 
 

@@ -93,11 +93,3 @@ def test_a_workload_runs_on_the_ray_pool_like_on_the_local_one(local_ray):
     for local, remote in zip(*runs):
         for key in ("episode_return_mean", "episode_len_mean", "env_steps_total", "entropy"):
             assert local[key] == remote[key], key
-
-
-def test_rollout_pool_module_does_not_use_tune():
-    import runyard.execute.rollout_pool as module
-    from pathlib import Path
-
-    source = Path(module.__file__).read_text()
-    assert "ray.tune" not in source and "from ray import tune" not in source

@@ -32,14 +32,6 @@ def test_config_sections_are_checked_against_the_algorithm():
         ppo.Config(trainig={"lr": 1e-3})  # an unknown section is a config error
 
 
-def test_the_module_imports_no_tune():
-    import runyard.workloads.rl.rllib_baseline as module
-    from pathlib import Path
-
-    source = Path(module.__file__).read_text()
-    assert "ray.tune" not in source and "from ray import tune" not in source
-
-
 @pytest.mark.slow
 def test_ppo_trains_saves_and_restores(tmp_path):
     import ray
