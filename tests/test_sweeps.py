@@ -160,6 +160,29 @@ def test_asha_stops_poor_trials_early(workdir: Path):
     assert sum(iterations.values()) < 9 * 9
 
 
+def test_the_median_rule_on_seed_means_stops_the_worst_configs(workdir: Path):
+    """The median-stopping branch of the seed-mean scheduler, through Tune: five configs of
+    two seeds, judged on their seed means against the configs that reported before them."""
+    spec = write_toy(workdir, "median", sleep=0.2, iterations=8, samples=1, concurrent=2,
+                     extra="  seeds: 2\n  scheduler: {median: {grace: 2}}\n")
+    spec.write_text(spec.read_text().replace("{uniform: [0.0, 1.0]}",
+                                             "{grid: [0.3, 0.35, 0.5, 0.8, 1.0]}"))
+    result = run_cli("run", str(spec), "--id", "median", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri(workdir))
+    iterations: dict[float, list[int]] = {}
+    for run in children_of(client, ledger_of(workdir, "median").run_id):
+        assert run.info.status == "FINISHED", run.info.run_name
+        iterations.setdefault(float(run.data.params["config.x"]), []).append(
+            int(run.data.metrics["training_iteration"]))
+    assert sorted(iterations) == [0.3, 0.35, 0.5, 0.8, 1.0]
+    assert iterations[0.3] == [8, 8], iterations  # the best config is never stopped
+    # The worst is stopped once both its seeds reached an iteration past the grace period (a
+    # seed whose sibling started late may have run to the end alone by then).
+    assert min(iterations[1.0]) < 8, iterations
+    assert sum(map(sum, iterations.values())) < 10 * 8
+
+
 def test_queue_runs_by_priority_and_resumes_after_its_process_is_killed(workdir: Path):
     low = write_toy(workdir, "low", iterations=2, samples=1)
     high = write_toy(workdir, "high", sleep=0.5, iterations=12, every=2, samples=1)
