@@ -49,7 +49,8 @@ def check_data_inputs(data: DigitsData | ShardsData | None) -> list[str]:
     return []
 
 
-def load_dataset(data: DigitsData | None, seed: int) -> ArrayDataset:
+def load_dataset(data: DigitsData | None) -> ArrayDataset:
+    """The digits, split and standardised as the `data:` block says (its defaults if None)."""
     data = data or DigitsData()
     from sklearn.datasets import load_digits
 

@@ -83,7 +83,7 @@ class LinearClassifier(Workload):
             self.dynamics = training.PredictionDynamics(fixed_images[:16], fixed_labels[:16])
         else:
             self.device = torch.device("cpu")
-            self.data: ArrayDataset = load_dataset(context.data, seed=context.seed)
+            self.data: ArrayDataset = load_dataset(context.data)
             classes, self.image_shape = self.data.num_classes, self.data.image_shape
             self.class_names = self.data.class_names
         features = int(np.prod(self.image_shape))
@@ -238,7 +238,7 @@ class LinearClassifier(Workload):
             from runyard.data.sample import take_per_class
 
             device = torch.device("cpu")
-            data = load_dataset(context.data, seed=context.seed)
+            data = load_dataset(context.data)
             train_per_class, held_per_class = sample_sizes(data.num_classes)
             train = torch.from_numpy(take_per_class(data.y_train.numpy(), train_per_class, data.num_classes))
             held = torch.from_numpy(take_per_class(data.y_val.numpy(), held_per_class, data.num_classes))
