@@ -162,10 +162,10 @@ def test_a_workload_trains_on_its_node_s_copy_as_on_the_folder(prepared, in_stor
     for path in (str(prepared), uri):
         workload = LinearClassifier()
         workload.setup(config, WorkloadContext(seed=3, data={"path": path, "shuffle_buffer": 512}))
-        batches.append(next(workload.shards.train.batches(0)))
+        batches.append(next(workload.data.train.batches(0)))
         assert workload.step()["val_top1"] >= 0
     assert torch.equal(batches[0][0], batches[1][0]) and torch.equal(batches[0][1], batches[1][1])
-    assert workload.shards.train.path.parent == cache  # the stored one read from the cache
+    assert workload.data.train.path.parent == cache  # the stored one read from the cache
 
 
 def test_run_refuses_a_missing_stored_dataset_before_making_anything(tmp_path, monkeypatch, cache):

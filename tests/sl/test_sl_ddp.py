@@ -53,7 +53,7 @@ def ddp_worker(rank: int, world: int, port: int, shards: str, out: str) -> None:
             workload.setup(workload_cls.Config(**config),
                            WorkloadContext(seed=0, data={"path": shards, "resident": resident}))
             history = [workload.step() for _ in range(STEPS)]
-            train = (workload.shards if name == "linear" else workload.data).train
+            train = workload.data.train
             held = len(train._resident_images) if resident else 0
             if rank == 0:
                 torch.save({"history": history, "resident_rows": held, "sync_error": sync_error,

@@ -17,6 +17,7 @@ from runyard.workloads.base import WorkloadContext
 from runyard.workloads.blocks import ShardsData
 from runyard.workloads.sl import training
 from runyard.workloads.sl.convnet import ConvNetClassifier
+from runyard.workloads.sl.datasets import load_dataset
 from runyard.workloads.sl.linear import LinearClassifier
 from runyard.workloads.sl.nets import LinearModel
 from runyard.workloads.sl.preflight import PreflightSample, preflight_workload, run_checks
@@ -82,9 +83,7 @@ def thousand_class_sample(path):
 
 
 def digits_sample():
-    workload = LinearClassifier()
-    workload.setup(LinearClassifier.Config(), WorkloadContext(seed=0))
-    data = workload.data
+    data = load_dataset(None)
     return PreflightSample(data.x_train[:520], data.y_train[:520], data.x_val, data.y_val, 10)
 
 

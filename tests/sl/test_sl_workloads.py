@@ -25,12 +25,33 @@ def test_registry_has_convnet():
     assert get("sl.convnet") is ConvNetClassifier
 
 
-def test_linear_on_digits_beats_the_majority_class():
+def test_linear_on_digits_beats_the_majority_class(tmp_path):
     workload, history = run(LinearClassifier, {}, WorkloadContext(seed=0), steps=3)
-    labels = workload.data.y_val.numpy()
+    labels = workload.data.val.labels.numpy()
     majority = np.bincount(labels).max() / len(labels)
     assert history[-1]["val_top1"] > majority + 0.5
     assert set(history[-1]) == set(LinearClassifier.metrics)
+    assert [h["epoch"] for h in history] == [1.0, 2.0, 3.0]  # a step is an epoch by default
+    workload.artifacts(tmp_path)  # the same figures as on shards
+    for name in ("templates.png", "prediction_dynamics.png", "misclassified.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_linear_on_digits_resumes_mid_epoch_exactly(tmp_path):
+    # 45 batches of 32 per epoch, 7 per step: most steps end mid-epoch.
+    config, context = dict(batch_size=32, batches_per_step=7), WorkloadContext(seed=3)
+    uninterrupted, history = run(LinearClassifier, config, context, steps=9)
+    first, _ = run(LinearClassifier, config, context, steps=4)
+    first.save(tmp_path)
+    resumed = LinearClassifier()
+    resumed.setup(LinearClassifier.Config(**config), context)
+    resumed.restore(tmp_path)
+    for expected in history[4:]:
+        actual = resumed.step()
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "epoch"):
+            assert actual[key] == expected[key], key
+    assert history[-1]["epoch"] == pytest.approx(63 / 45)
+    assert torch.equal(uninterrupted.model.weight, resumed.model.weight)
 
 
 @pytest.mark.slow
@@ -119,6 +140,3 @@ def test_spec_and_input_problems_name_the_field(tmp_path):
     bad = ConvNetClassifier.check_spec(ConvNetClassifier.Config(arch="wrn", depth=11),
                                        WorkloadContext(data={"path": "x"}))
     assert any(p.startswith("config.depth:") for p in bad)
-    assert LinearClassifier.check_spec(LinearClassifier.Config(batches_per_step=2),
-                                       WorkloadContext(data={"source": "digits"})) \
-        [0].startswith("config.batches_per_step:")

@@ -12,14 +12,17 @@ of its copy in storage (s3://, gs://, file://): each node reads its own verified
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from runyard.workloads.blocks import DigitsData, ShardsData
 from runyard.workloads.lazy import lazy_module
 
-torch = lazy_module("torch")  # only load_dataset needs it; spec checks import this module
+torch = lazy_module("torch")  # only loading the data needs it; spec checks import this module
+
 
 @dataclass(frozen=True)
 class ArrayDataset:
@@ -73,3 +76,63 @@ def load_dataset(data: DigitsData | None) -> ArrayDataset:
         image_shape=(8, 8, 1),
         class_names=[str(d) for d in range(10)],
     )
+
+
+class ArrayLoader:
+    """One split of an in-memory dataset, batched as runyard.data.ShardLoader batches a
+    prepared one (`len`, `batches(epoch, start)`), so one training loop reads either. A
+    training split is reshuffled every epoch from (seed, epoch) alone, so a checkpoint
+    resumes mid-epoch from its cursor; each DDP rank takes every world-th image of the order.
+    The last batch of an epoch may be smaller."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
+        self.num_examples = len(range(rank, len(labels), world_size))
+
+    def __len__(self) -> int:
+        return -(-self.num_examples // self.batch_size)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.shuffle:
+            epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+            order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(epoch_seed))
+        else:
+            order = torch.arange(len(self.labels))
+        order = order[self.rank::self.world_size]
+        for batch in range(start, len(self)):
+            rows = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            yield self.images[rows], self.labels[rows]
+
+
+@dataclass(frozen=True)
+class DigitsSplits:
+    """The digits in the shape of training.ShardData (train and val loaders, a normalizer,
+    what the classes are), so sl.linear trains on either without branching."""
+
+    train: ArrayLoader
+    val: ArrayLoader
+    normalize: Any  # a runyard.data.Normalizer; the identity, load_dataset standardised already
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    class_names: list[str]
+    val_batches: int | None = None  # evaluate on every validation batch
+
+
+def digits_splits(data: DigitsData | None, seed: int, global_batch_size: int, rank: int = 0,
+                  world_size: int = 1) -> DigitsSplits:
+    """Loaders over the digits for this rank; the global batch is split over the ranks."""
+    from runyard.data import Normalizer
+
+    digits = load_dataset(data)
+    per_rank = max(1, global_batch_size // world_size)
+    channels = digits.image_shape[-1]
+    return DigitsSplits(
+        train=ArrayLoader(digits.x_train, digits.y_train, per_rank, shuffle=True, seed=seed,
+                          rank=rank, world_size=world_size),
+        val=ArrayLoader(digits.x_val, digits.y_val, per_rank, shuffle=False, rank=rank,
+                        world_size=world_size),
+        normalize=Normalizer([0.0] * channels, [1.0] * channels),
+        num_classes=digits.num_classes, image_shape=digits.image_shape,
+        class_names=digits.class_names)

@@ -6,11 +6,11 @@ weight decay ~100, on mean-centred 0..255 pixels: `preprocess: center`) are ordi
 values (jobs/imagenet64_linear.yaml).
 
 Data: `data: {source: digits}` (in memory) or `data: {path: DIR}` (shards prepared by
-`runyard data prepare`, streamed or resident, sharded over DDP ranks when
-torch.distributed is initialized). On digits one `step()` is one pass over the training
-set; on shards it is one epoch or `batches_per_step` batches. Each step ends with an
-evaluation on the validation set. All randomness (init, shuffling) derives from the trial
-seed and is saved in checkpoints, so a restored run continues bit for bit.
+`runyard data prepare`, streamed or resident), both read the same way: train and validation
+loaders, split over DDP ranks when torch.distributed is initialized. One `step()` is one
+epoch or `batches_per_step` batches, and ends with an evaluation on the validation set. All
+randomness (init, the per-epoch shuffle) derives from the trial seed, and a checkpoint keeps
+the position in the epoch, so a restored run continues bit for bit.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from runyard.workloads.base import Workload, WorkloadConfig, WorkloadContext
 from runyard.workloads.blocks import ShardsData
 from runyard.workloads.lazy import lazy_module
 from runyard.workloads.sl.metrics import CLASSIFIER_METRICS
-from runyard.workloads.sl.datasets import ArrayDataset, check_data_inputs, load_dataset
+from runyard.workloads.sl.datasets import check_data_inputs, digits_splits, load_dataset
 
 # Imported on first use, so `runyard validate` reads LinearConfig without paying for torch.
 torch = lazy_module("torch")
@@ -43,22 +43,14 @@ class LinearConfig(WorkloadConfig):
     preprocess: Literal["standardize", "center"] = Field(
         "standardize", description="shards: (x-mean)/std per channel, or only x-mean on the "
                                    "0..255 scale (the seed's setting, for lr ~1e-7)")
-    batches_per_step: int | None = Field(None, ge=1, description="shards: batches per step "
-                                                                 "(null: one epoch)")
+    batches_per_step: int | None = Field(None, ge=1, description="batches per step (null: one "
+                                                                 "epoch)")
 
 
 class LinearClassifier(Workload):
     Config = LinearConfig
     metrics = CLASSIFIER_METRICS
     blocks = ("data",)
-
-    @classmethod
-    def check_spec(cls, config: LinearConfig, context: WorkloadContext) -> list[str]:
-        problems = []
-        if config.batches_per_step is not None and not isinstance(context.data, ShardsData):
-            problems.append("config.batches_per_step: only applies to prepared shards "
-                            "(data: {path: ...}); digits steps are whole epochs")
-        return problems
 
     @classmethod
     def check_inputs(cls, config: LinearConfig, context: WorkloadContext) -> list[str]:
@@ -70,22 +62,19 @@ class LinearClassifier(Workload):
 
         self.config, self.context = config, context
         self.init_rng = torch.Generator().manual_seed(context.seed)
-        self.shuffle_rng = torch.Generator().manual_seed(context.seed + 1)
-        self.sharded = isinstance(context.data, ShardsData)
-        if self.sharded:
-            self.device = training.training_device(context.parallel)
-            self.shards = training.ShardData(context.data, context.seed, config.batch_size,
-                                             self.device, center_only=config.preprocess == "center")
-            self.cursor = training.BatchCursor(self.shards.train)
-            classes, self.image_shape = self.shards.num_classes, self.shards.image_shape
-            self.class_names = self.shards.class_names
-            fixed_images, fixed_labels = next(self.shards.val.batches(0))
-            self.dynamics = training.PredictionDynamics(fixed_images[:16], fixed_labels[:16])
+        self.device = training.training_device(context.parallel)
+        if isinstance(context.data, ShardsData):
+            self.data = training.ShardData(context.data, context.seed, config.batch_size,
+                                           self.device, center_only=config.preprocess == "center")
         else:
-            self.device = torch.device("cpu")
-            self.data: ArrayDataset = load_dataset(context.data)
-            classes, self.image_shape = self.data.num_classes, self.data.image_shape
-            self.class_names = self.data.class_names
+            self.data = digits_splits(context.data, context.seed, config.batch_size,
+                                      *training.rank_and_world())
+        self.normalize = self.data.normalize.to(self.device)
+        self.cursor = training.BatchCursor(self.data.train)
+        classes, self.image_shape = self.data.num_classes, self.data.image_shape
+        self.class_names = self.data.class_names
+        fixed_images, fixed_labels = next(self.data.val.batches(0))
+        self.dynamics = training.PredictionDynamics(fixed_images[:16], fixed_labels[:16])
         features = int(np.prod(self.image_shape))
         self.model = LinearModel(features, classes, config.init_std, self.init_rng).to(self.device)
         self.trained = training.wrap_distributed(self.model, self.device)
@@ -94,12 +83,11 @@ class LinearClassifier(Workload):
             self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
         else:
             self.optimizer = torch.optim.Adam(params, lr=config.lr)
-        self.epoch = 0
         self.steps = 0
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """Shards: uint8 N x H x W x 3 -> normalised floats in the same pixel order."""
-        return self.shards.normalize.hwc(images.to(self.device)) if self.sharded else images
+        """N x H x W x C images -> normalised floats in the same pixel order."""
+        return self.normalize.hwc(images.to(self.device))
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)  # s = W x + b
@@ -121,13 +109,8 @@ class LinearClassifier(Workload):
         from runyard.workloads.sl import training
 
         start = time.perf_counter()
-        if self.sharded:
-            batches = ((self.inputs(images), labels.to(self.device, non_blocking=True))
-                       for images, labels in self.cursor.take(self.config.batches_per_step))
-        else:
-            x, y = self.data.x_train, self.data.y_train
-            order = torch.randperm(len(y), generator=self.shuffle_rng)
-            batches = ((x[batch], y[batch]) for batch in order.split(self.config.batch_size))
+        batches = ((self.inputs(images), labels.to(self.device, non_blocking=True))
+                   for images, labels in self.cursor.take(self.config.batches_per_step))
         # Sums stay on the device: one host sync per step, not two per batch.
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)
         seen, batch_count = 0, 0
@@ -139,20 +122,14 @@ class LinearClassifier(Workload):
         total_loss, correct, seen = training.all_reduce_sum([*sums.tolist(), float(seen)], self.device)
         elapsed = time.perf_counter() - start
         self.steps += 1
-        if self.sharded:
-            val = training.evaluate(lambda images: self.scores(self.inputs(images)),
-                                    self.shards.val, self.device, self.shards.val_batches)
-            self.epoch = self.cursor.epochs_done
-            epoch_time = elapsed * len(self.shards.train) / max(batch_count, 1)
-            with torch.no_grad():
-                self.dynamics.record(self.steps, self.scores(self.inputs(self.dynamics.images)))
-        else:
-            val = self.evaluate(self.data.x_val, self.data.y_val)
-            self.epoch += 1
-            epoch_time = elapsed
+        val = training.evaluate(lambda images: self.scores(self.inputs(images)),
+                                self.data.val, self.device, self.data.val_batches)
+        with torch.no_grad():
+            self.dynamics.record(self.steps, self.scores(self.inputs(self.dynamics.images)))
+        epoch = self.cursor.epochs_done
         if not np.isfinite(total_loss):
             raise FloatingPointError(
-                f"training loss is not finite after epoch {self.epoch} (lr={self.config.lr}); "
+                f"training loss is not finite after epoch {epoch:g} (lr={self.config.lr}); "
                 "lower config.lr or config.init_std")
         return {
             "train_loss": total_loss / seen,
@@ -160,19 +137,9 @@ class LinearClassifier(Workload):
             "val_loss": val["loss"],
             "val_top1": val["top1"],
             "val_top5": val["top5"],
-            "epoch": float(self.epoch),
+            "epoch": float(epoch),
             "images_per_s": seen / elapsed,
-            "epoch_time_s": epoch_time,
-        }
-
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        with torch.no_grad():
-            scores = self.scores(x)
-        top5 = scores.topk(min(5, scores.shape[1]), dim=1).indices
-        return {
-            "loss": F.cross_entropy(scores, y).item(),
-            "top1": (top5[:, 0] == y).float().mean().item(),
-            "top5": (top5 == y[:, None]).any(1).float().mean().item(),
+            "epoch_time_s": elapsed * len(self.data.train) / max(batch_count, 1),
         }
 
     def save(self, directory: Path) -> None:
@@ -180,13 +147,10 @@ class LinearClassifier(Workload):
             "weight": self.model.weight.detach().cpu().clone(),
             "bias": self.model.bias.detach().cpu().clone(),
             "optimizer": self.optimizer.state_dict(),
-            "shuffle_rng": self.shuffle_rng.get_state(),
-            "epoch": self.epoch,
             "steps": self.steps,
+            "cursor": self.cursor.state_dict(),
+            "dynamics": self.dynamics.state_dict(),
         }
-        if self.sharded:
-            state["cursor"] = self.cursor.state_dict()
-            state["dynamics"] = self.dynamics.state_dict()
         torch.save(state, Path(directory) / "linear.pt")
 
     def restore(self, directory: Path) -> None:
@@ -195,28 +159,23 @@ class LinearClassifier(Workload):
             self.model.weight.copy_(state["weight"])
             self.model.bias.copy_(state["bias"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.shuffle_rng.set_state(state["shuffle_rng"].cpu())
-        self.epoch = state["epoch"]
-        self.steps = state.get("steps", int(self.epoch))
-        if self.sharded:
-            self.cursor.load_state_dict(state["cursor"])
-            self.dynamics.load_state_dict(state["dynamics"])
+        self.steps = state["steps"]
+        self.cursor.load_state_dict(state["cursor"])
+        self.dynamics.load_state_dict(state["dynamics"])
 
     def artifacts(self, directory: Path) -> None:
-        """The learned weights as images: one template per class (the seed's figure); on
-        shards also the prediction dynamics and a grid of misclassified validation images."""
+        """The learned weights as images: one template per class (the seed's figure), the
+        prediction dynamics and a grid of misclassified validation images."""
+        from runyard.workloads.sl import training
         from runyard.workloads.sl.templates import save_template_grid
 
         directory = Path(directory)
         save_template_grid(self.model.weight.detach().cpu().numpy(), self.image_shape,
                            self.class_names, directory / "templates.png")
-        if self.sharded:
-            from runyard.workloads.sl import training
-
-            self.dynamics.save(directory, self.class_names)
-            training.save_misclassified_grid(lambda images: self.scores(self.inputs(images)),
-                                             self.shards.val, self.device, self.class_names,
-                                             directory / "misclassified.png")
+        self.dynamics.save(directory, self.class_names)
+        training.save_misclassified_grid(lambda images: self.scores(self.inputs(images)),
+                                         self.data.val, self.device, self.class_names,
+                                         directory / "misclassified.png")
 
     @classmethod
     def preflight_checks(cls, config: LinearConfig, context: WorkloadContext,
