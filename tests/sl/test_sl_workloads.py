@@ -37,23 +37,6 @@ def test_linear_on_digits_beats_the_majority_class(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
-def test_linear_on_digits_resumes_mid_epoch_exactly(tmp_path):
-    # 45 batches of 32 per epoch, 7 per step: most steps end mid-epoch.
-    config, context = dict(batch_size=32, batches_per_step=7), WorkloadContext(seed=3)
-    uninterrupted, history = run(LinearClassifier, config, context, steps=9)
-    first, _ = run(LinearClassifier, config, context, steps=4)
-    first.save(tmp_path)
-    resumed = LinearClassifier()
-    resumed.setup(LinearClassifier.Config(**config), context)
-    resumed.restore(tmp_path)
-    for expected in history[4:]:
-        actual = resumed.step()
-        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "epoch"):
-            assert actual[key] == expected[key], key
-    assert history[-1]["epoch"] == pytest.approx(63 / 45)
-    assert torch.equal(uninterrupted.model.weight, resumed.model.weight)
-
-
 @pytest.mark.slow
 def test_convnet_beats_linear_where_spatial_structure_matters(synth_shards, tmp_path):
     context = WorkloadContext(seed=0, data={"path": str(synth_shards)}, workdir=tmp_path)
@@ -73,6 +56,24 @@ def test_convnet_beats_linear_where_spatial_structure_matters(synth_shards, tmp_
     assert dynamics["true_prob"].shape == (3, 16)
 
 
+def resumes_exactly(workload_cls, config, context, tmp_path, steps: int, saved_after: int) -> list:
+    """Steps after a save and a restore into a fresh workload equal those of a run that went
+    on; returns the uninterrupted run's history."""
+    uninterrupted, history = run(workload_cls, config, context, steps=steps)
+    first, _ = run(workload_cls, config, context, steps=saved_after)
+    first.save(tmp_path)
+    resumed = workload_cls()
+    resumed.setup(workload_cls.Config(**config), context)
+    resumed.restore(tmp_path)
+    for expected in history[saved_after:]:
+        actual = resumed.step()
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "epoch"):
+            assert actual[key] == expected[key], key
+    for a, b in zip(uninterrupted.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    return history
+
+
 @pytest.mark.parametrize("workload_cls,config", [
     pytest.param(ConvNetClassifier, dict(TINY_WRN, batches_per_step=3, schedule="cosine", epochs=2,
                              warmup_epochs=0.3, label_smoothing=0.1, dropout=0.1,
@@ -85,18 +86,14 @@ def test_checkpoint_mid_epoch_resumes_exactly(synth_shards, tmp_path, workload_c
     # 3 batches per step: steps end mid-epoch (10 batches per epoch), so the data position,
     # schedule clock, dropout generator and optimizer state must all be restored.
     context = WorkloadContext(seed=3, data={"path": str(synth_shards), "val_batches": 1})
-    uninterrupted, history = run(workload_cls, config, context, steps=5)
-    first, _ = run(workload_cls, config, context, steps=2)
-    first.save(tmp_path)
-    resumed = workload_cls()
-    resumed.setup(workload_cls.Config(**config), context)
-    resumed.restore(tmp_path)
-    for expected in history[2:]:
-        actual = resumed.step()
-        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "epoch"):
-            assert actual[key] == expected[key], key
-    for a, b in zip(uninterrupted.model.parameters(), resumed.model.parameters()):
-        assert torch.equal(a, b)
+    resumes_exactly(workload_cls, config, context, tmp_path, steps=5, saved_after=2)
+
+
+def test_linear_on_digits_resumes_mid_epoch_exactly(tmp_path):
+    # 45 batches of 32 per epoch, 7 per step: most steps end mid-epoch.
+    history = resumes_exactly(LinearClassifier, dict(batch_size=32, batches_per_step=7),
+                              WorkloadContext(seed=3), tmp_path, steps=9, saved_after=4)
+    assert history[-1]["epoch"] == pytest.approx(63 / 45)
 
 
 def test_learning_rate_schedules_and_linear_scaling(synth_shards):
