@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runyard.plan import Trial
-from runyard.workloads.blocks import DigitsData, EnvSpec, ResourcesSpec, RolloutSpec, ShardsData, as_block
+from runyard.workloads.blocks import (BLOCKS, DigitsData, EnvSpec, ResourcesSpec, RolloutSpec,
+                                     ShardsData, as_block)
 
 CONFIG_KEY = "trial"
-BLOCK_KEYS = ("env", "data", "rollout", "resources")
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,13 @@ class TrialPayload:
 
     def __post_init__(self) -> None:
         # Tune hands the blocks back as the plain data `as_config` made of them.
-        for key in BLOCK_KEYS:
+        for key in BLOCKS:
             object.__setattr__(self, key, as_block(key, getattr(self, key)))
 
     def as_config(self) -> dict[str, Any]:
         """The trial's Tune config: plain data, the blocks dumped as JSON would hold them."""
         fields = asdict(self)
-        for key in BLOCK_KEYS:
+        for key in BLOCKS:
             block = getattr(self, key)
             fields[key] = None if block is None else block.model_dump(mode="json")
         return {CONFIG_KEY: fields}

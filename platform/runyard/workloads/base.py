@@ -16,7 +16,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from runyard.workloads.blocks import DigitsData, EnvSpec, ResourcesSpec, RolloutSpec, ShardsData, as_block
+from runyard.workloads.blocks import (BLOCKS, DigitsData, EnvSpec, ResourcesSpec, RolloutSpec,
+                                     ShardsData, as_block)
 
 Direction = Literal["max", "min"]
 
@@ -53,7 +54,7 @@ class WorkloadContext:
     parallel: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for key in ("env", "data", "rollout", "resources"):
+        for key in BLOCKS:
             object.__setattr__(self, key, as_block(key, getattr(self, key)))
 
 
