@@ -31,6 +31,12 @@ class EnvSpec(Block):
                           "difference frames (the default for ALE/Pong ids)")
 
     @property
+    def make_kwargs(self) -> dict[str, Any]:
+        """gymnasium.make's keyword arguments: `kwargs`, and the episode limit when given."""
+        limit = {} if self.max_episode_steps is None else {"max_episode_steps": self.max_episode_steps}
+        return {**self.kwargs, **limit}
+
+    @property
     def preprocessing(self) -> Literal["pong"] | None:
         """The preprocessing the env gets: `preprocess`, or its default for the id."""
         if self.preprocess is not None:

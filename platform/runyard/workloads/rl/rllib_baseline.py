@@ -147,11 +147,8 @@ class RLlibBaseline(Workload):
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             ray.init(num_cpus=1 + runners, include_dashboard=False, log_to_driver=False)
-        env = context.env
-        env_config = dict(env.kwargs)
-        if env.max_episode_steps is not None:
-            env_config["max_episode_steps"] = env.max_episode_steps
-        algo_config = self.algorithm_config(config).environment(env=env.id, env_config=env_config)
+        algo_config = self.algorithm_config(config).environment(env=context.env.id,
+                                                                env_config=context.env.make_kwargs)
         self.algo = algo_config.debugging(seed=context.seed).build_algo()
         self.env_steps_total = 0
 

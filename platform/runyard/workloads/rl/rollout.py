@@ -57,10 +57,7 @@ def make_env(env_spec: EnvSpec) -> gym.Env:
         from runyard.workloads.rl.atari import register_ale
 
         register_ale()
-    kwargs = dict(env_spec.kwargs)
-    if env_spec.max_episode_steps is not None:
-        kwargs["max_episode_steps"] = env_spec.max_episode_steps
-    env = gym.make(env_spec.id, **kwargs)
+    env = gym.make(env_spec.id, **env_spec.make_kwargs)
     if env_spec.preprocessing == "pong":
         from runyard.workloads.rl.atari import PongFromPixels
 
