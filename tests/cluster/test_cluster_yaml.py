@@ -19,6 +19,9 @@ import yaml
 
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+# Ray's command line imports Ray Serve's config models, which warn about Pydantic 1 idioms.
+pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
+
 CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
 FORWARDED_ONLY_PORTS = {8265, 5000, 6379, 8080}
 
