@@ -80,30 +80,32 @@ def load_dataset(data: DigitsData | None) -> ArrayDataset:
 
 class ArrayLoader:
     """One split of an in-memory dataset, batched as runyard.data.ShardLoader batches a
-    prepared one (`len`, `batches(epoch, start)`), so one training loop reads either. A
-    training split is reshuffled every epoch from (seed, epoch) alone, so a checkpoint
-    resumes mid-epoch from its cursor; each DDP rank takes every world-th image of the order.
-    The last batch of an epoch may be smaller."""
+    prepared one, by the same epoch plan (runyard.data.plan_epoch, the array as one shard):
+    a training split reshuffled every epoch from (seed, epoch) alone, so a checkpoint resumes
+    mid-epoch from its cursor, and each DDP rank its own part. The last batch may be smaller."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+        from runyard.data.loader import rank_bounds
+
         self.images, self.labels, self.batch_size = images, labels, batch_size
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
-        self.num_examples = len(range(rank, len(labels), world_size))
+        first, last = rank_bounds([len(labels)], rank, world_size, drop_last=False)
+        self.num_examples = last - first
 
     def __len__(self) -> int:
         return -(-self.num_examples // self.batch_size)
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.shuffle:
-            epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-            order = torch.randperm(len(self.labels), generator=torch.Generator().manual_seed(epoch_seed))
-        else:
-            order = torch.arange(len(self.labels))
-        order = order[self.rank::self.world_size]
-        for batch in range(start, len(self)):
-            rows = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            yield self.images[rows], self.labels[rows]
+        from runyard.data import plan_epoch
+
+        _, rows = plan_epoch([len(self.labels)], batch_size=self.batch_size, seed=self.seed,
+                             epoch=epoch, shuffle=self.shuffle, shuffle_buffer=len(self.labels),
+                             rank=self.rank, world_size=self.world_size, drop_last=False)
+        rows = torch.from_numpy(rows)
+        for first in range(start * self.batch_size, len(rows), self.batch_size):
+            batch = rows[first:first + self.batch_size]
+            yield self.images[batch], self.labels[batch]
 
 
 @dataclass(frozen=True)
