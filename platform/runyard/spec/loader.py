@@ -315,6 +315,8 @@ def _check_against_workload(spec: JobSpec, workload_cls: type[Workload], config:
                                     f"{'higher' if better == 'max' else 'lower'}; "
                                     f"write mode: {better}, or leave mode out"))
         problems += _check_space(spec, workload_cls, where)
+        if spec.population_based:
+            problems += _check_population(spec, where)
     context = workload_context(spec)
     for text in workload_cls.check_spec(config, context):
         field, _, message = text.partition(": ")
@@ -346,6 +348,35 @@ def _check_space(spec: JobSpec, workload_cls: type[Workload], where: _Locator) -
                 problems.append(Problem(where(loc + (distribution.kind,)), ".".join(loc),
                                         f"value {value!r} is invalid for {key}: {reason}"))
                 break
+    return problems
+
+
+def _check_population(spec: JobSpec, where: _Locator) -> list[Problem]:
+    """What population-based training needs of the rest of the spec."""
+    sweep, problems = spec.sweep, []
+
+    def problem(loc: tuple[str, ...], message: str) -> None:
+        problems.append(Problem(where(loc), ".".join(loc), message))
+
+    every, interval = spec.checkpoint.every, sweep.pbt.interval
+    if every == 0 or interval % every:
+        divisors = [d for d in range(interval, 0, -1) if interval % d == 0][:3]
+        problem(("checkpoint", "every"),
+                f"{every} does not divide sweep.pbt.interval ({interval}): a member is copied "
+                f"at each interval and must have a checkpoint then; set checkpoint.every to a "
+                f"divisor of {interval} ({', '.join(map(str, divisors))})")
+    if sweep.scheduler is not None:
+        problem(("sweep", "scheduler"), "search: pbt is the scheduler (it pauses, copies and "
+                "perturbs members) and takes no other: remove scheduler:, or use search: random "
+                "with it")
+    for key, distribution in sweep.space.items():
+        if distribution.kind == "grid":
+            problem(("sweep", "space", key), "search: pbt perturbs every dimension, and a grid "
+                    "is enumerated, not perturbed: give it as choice: [...]")
+    if spec.resources.workers > 1:
+        problem(("resources", "workers"), "search: pbt pauses and restores members as single "
+                "processes; a data-parallel trial (workers > 1) cannot be a member: set "
+                "workers: 1, or use search: random")
     return problems
 
 

@@ -136,19 +136,48 @@ class SchedulerSpec(Strict):
         return self
 
 
+class PbtSpec(Strict):
+    """Population-based training: every `interval` iterations a member in the bottom
+    `quantile` of its population copies a top member's checkpoint and hyperparameters, then
+    perturbs them (Ray Tune's PopulationBasedTraining; the defaults are Tune's)."""
+
+    interval: int = Field(ge=1, description="iterations between a member's exploit/explore steps")
+    quantile: float = Field(0.25, gt=0, le=0.5,
+                            description="fraction of the population that copies (bottom) and "
+                                        "is copied (top)")
+    resample_probability: float = Field(0.25, ge=0, le=1,
+                                        description="chance that a copied value is drawn afresh "
+                                                    "from its dimension instead of perturbed")
+    factors: tuple[float, float] = Field((1.2, 0.8),
+                                         description="a perturbed numeric value is multiplied "
+                                                     "by one of these")
+
+    @field_validator("factors")
+    @classmethod
+    def _positive(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(math.isfinite(f) and f > 0 for f in value):
+            raise ValueError(f"both factors must be positive numbers, found {list(value)}")
+        return value
+
+
 class SweepSpec(Strict):
-    search: Literal["random", "grid", "tpe"] = Field(
+    search: Literal["random", "grid", "tpe", "pbt"] = Field(
         "random", description="random: configs drawn up front; grid: every grid/choice point; "
-                              "tpe: each config proposed by Optuna's TPE from the seed means so far")
-    samples: int = Field(1, ge=1, description="configs drawn or proposed (per grid point)")
+                              "tpe: each config proposed by Optuna's TPE from the seed means so "
+                              "far; pbt: a population whose members copy and perturb the best "
+                              "ones while they train")
+    samples: int = Field(1, ge=1, description="configs drawn or proposed (per grid point); "
+                                              "pbt: the population's size")
     startup: int | None = Field(
         None, ge=1, description="tpe: configs drawn at random before TPE models the results "
                                 "(default: a quarter of samples, at least 2)")
-    seeds: int = Field(1, ge=1, description="seeds per config; the objective is their mean")
+    seeds: int = Field(1, ge=1, description="seeds per config; the objective is their mean "
+                                            "(pbt: independent populations, one per seed)")
     metric: str
     mode: Literal["max", "min"] | None = Field(None, description="default: the metric's direction")
     space: dict[str, Distribution]
     scheduler: SchedulerSpec | None = None
+    pbt: PbtSpec | None = None
     max_concurrent: int | None = Field(None, ge=1)
     max_failures: int = Field(0, ge=0, description="retries of a failed trial from its checkpoint")
     time_budget_s: float | None = Field(
@@ -179,6 +208,12 @@ class SweepSpec(Strict):
                                  "or use search: random with it")
         elif self.startup is not None:
             raise ValueError(f"startup applies to search: tpe only (this sweep is {self.search})")
+        if self.search == "pbt" and self.pbt is None:
+            raise ValueError("search: pbt needs a pbt: block saying how often members are "
+                             "compared, e.g. pbt: {interval: 5}")
+        if self.search != "pbt" and self.pbt is not None:
+            raise ValueError(f"the pbt: block applies to search: pbt only (this sweep is "
+                             f"{self.search}): remove it, or write search: pbt")
         if self.search == "grid":
             random_dims = [k for k, d in self.space.items() if d.kind not in ("grid", "choice")]
             if random_dims:
@@ -218,6 +253,11 @@ class JobSpec(Strict):
         """Whether the sweep's configs are proposed while it runs (search: tpe), not drawn
         before it starts."""
         return self.sweep is not None and self.sweep.search == "tpe"
+
+    @property
+    def population_based(self) -> bool:
+        """Whether the sweep's configs change while its trials train (search: pbt)."""
+        return self.sweep is not None and self.sweep.search == "pbt"
 
     def as_plain(self) -> dict[str, Any]:
         """The resolved spec as plain data (what `runyard validate --show` prints)."""
