@@ -10,9 +10,11 @@ runyard.workloads.rl.rllib_baseline.)
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,64 @@ def upload_py_modules(jobs: Any, runtime_env: dict[str, Any]) -> None:
     `JobSubmissionClient.submit_job` runs itself (`_upload_py_modules_if_needed`). A runtime
     env whose py_modules are URIs already is left as it is by `submit_job`."""
     jobs._upload_py_modules_if_needed(runtime_env)
+
+
+@dataclass(frozen=True)
+class ExploitFacts:
+    """What Tune's PopulationBasedTraining knows of an exploit when it builds the member's
+    new config, beyond the two trials' configs."""
+
+    member_iteration: int  # the member's last iteration before it copies
+    donor_config: dict[str, Any]  # the donor's config, before perturbation
+    donor_iteration: int  # the iteration of the donor's checkpoint that is copied
+    checkpoint: str  # that checkpoint's path
+
+
+def population_based_training(keep_member: Callable[[dict, dict, ExploitFacts], dict],
+                              **options: Any) -> Any:
+    """Tune's PopulationBasedTraining (`options` are its arguments), except that an exploiting
+    member's new config comes from `keep_member(member config, perturbed donor config,
+    facts)`: Tune would hand the member the donor's whole config, and a runyard config
+    carries the trial's identity (its id, seed and MLflow run). PBT builds the new config in
+    its private `_get_new_config(trial, trial_to_clone)`, and keeps each trial's newest
+    result, and the donor's checkpoint, in the private `_trial_state[trial]` (`last_result`,
+    `last_checkpoint`, resolved by the time `_get_new_config` is called). (`trial.last_result`
+    is a result behind there: Tune updates it after the scheduler has decided.)"""
+    return _member_keeping_pbt()(keep_member, **options)
+
+
+@functools.cache
+def _member_keeping_pbt() -> type:
+    # Built on first use: importing Tune's schedulers here would load Tune into every
+    # process that imports this module (the CLI, `launch`).
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    class MemberKeepingPBT(PopulationBasedTraining):
+        def __init__(self, keep_member: Callable[[dict, dict, ExploitFacts], dict],
+                     **options: Any):
+            super().__init__(**options)
+            self.keep_member = keep_member
+
+        def _get_new_config(self, trial: Any, trial_to_clone: Any) -> tuple[dict, dict]:
+            new_config, operations = super()._get_new_config(trial, trial_to_clone)
+            member, donor = self._trial_state[trial], self._trial_state[trial_to_clone]
+            facts = ExploitFacts(
+                member_iteration=int(member.last_result.get("training_iteration", 0)),
+                donor_config=trial_to_clone.config,
+                donor_iteration=int(donor.last_result.get("training_iteration", 0)),
+                checkpoint=str(donor.last_checkpoint.path))
+            return self.keep_member(trial.config, new_config, facts), operations
+
+        def __reduce__(self) -> tuple:
+            # Tune pickles the scheduler with the Tuner; a class made in a function is
+            # found again through this module's function, not by its name.
+            return (_unpickle_member_keeping_pbt, (self.__dict__,))
+
+    return MemberKeepingPBT
+
+
+def _unpickle_member_keeping_pbt(state: dict[str, Any]) -> Any:
+    cls = _member_keeping_pbt()
+    scheduler = cls.__new__(cls)
+    scheduler.__dict__.update(state)
+    return scheduler

@@ -45,6 +45,21 @@ class StopConditions:
 
 
 @dataclass(frozen=True)
+class Exploit:
+    """One exploit step of a population-based sweep's member: after its iteration
+    `iteration` it went on from `donor`'s checkpoint (taken after the donor's iteration
+    `donor_iteration`) with the donor's hyperparameters, perturbed. Values by dotted key."""
+
+    iteration: int
+    donor: str  # the donor's runyard trial id
+    donor_iteration: int
+    checkpoint: str  # the donor's checkpoint the member restored
+    before: dict[str, Any]  # the member's own values until then
+    copied: dict[str, Any]  # the donor's values
+    after: dict[str, Any]  # what the member trains with from then on
+
+
+@dataclass(frozen=True)
 class TrialPayload:
     trial_id: str  # runyard's id (t0000 ...), which keys the trial's MLflow run
     index: int  # position in the job's trial list
@@ -64,11 +79,17 @@ class TrialPayload:
     storage: str  # where a data-parallel trial's Ray Train run keeps its state
     system_metrics_s: float | None = None  # seconds between system samples (None: none)
     overrides: dict[str, Any] = field(default_factory=dict)  # the swept values (dotted keys)
+    # A population-based sweep's member: each time it copied another member, oldest first.
+    # Kept in the config because Tune saves the config with its experiment: a resumed sweep
+    # has every member's history.
+    exploits: tuple[Exploit, ...] = ()
 
     def __post_init__(self) -> None:
         # Tune hands the blocks back as the plain data `as_config` made of them.
         for key in BLOCKS:
             object.__setattr__(self, key, as_block(key, getattr(self, key)))
+        object.__setattr__(self, "exploits", tuple(
+            e if isinstance(e, Exploit) else Exploit(**e) for e in self.exploits))
 
     def as_config(self) -> dict[str, Any]:
         """The trial's Tune config: plain data, the blocks dumped as JSON would hold them."""

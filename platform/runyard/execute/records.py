@@ -8,13 +8,14 @@ writes a trial into its run), nowhere else: to Tune every job is a sweep.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import socket
 import tempfile
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from runyard.execute.ledger import Ledger
 from runyard.execute.outcome import JobOutcome
 from runyard.execute.payload import TrialPayload
+from runyard.execute.population import lineage
 from runyard.execute.progress import ProgressCallback
 from runyard.execute.tracking_callback import TrackingCallback
 from runyard.execute.tune_runner import SearchSettings
 from runyard.spec import JobSpec, set_dotted
 from runyard.tracking import provenance
-from runyard.tracking.results import (TrialResult, best_config, config_summaries,
+from runyard.tracking.results import (TrialResult, best_config, config_summaries, population_best,
                                       sweep_description, trial_results)
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import (BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIVER,
@@ -120,7 +122,8 @@ class JobRecords:
             self.tracking, self.job_run if self.is_sweep else None,
             {**self.base_tags, **self.driver_tags()}, self.base_params,
             TrialFiles(spec.as_plain(), self.freeze),
-            set(self.metric_names), existing=self.trial_runs, time_budget_s=settings.time_budget_s)
+            set(self.metric_names), existing=self.trial_runs, time_budget_s=settings.time_budget_s,
+            population_space=spec.sweep.space if spec.population_based else None)
         shown = [settings.metric] + [m for m in self.metric_names if m != settings.metric][:3]
         progress = ProgressCallback(console, spec.name, trial_count, settings.metric,
                                     settings.mode, shown)
@@ -147,7 +150,10 @@ class JobRecords:
                 writer.flush()
             status = self.tracking.client.get_run(self.ledger.run_id).info.status
             failed = [PLAIN_TRIAL] if status == "FAILED" else []
-        best = best_config(results, settings.mode) if self.is_sweep else None
+        if self.spec.population_based:
+            best = population_best(results, settings.mode)
+        else:
+            best = best_config(results, settings.mode) if self.is_sweep else None
         status = "KILLED" if interrupted else ("FAILED" if failed or driver_error else "FINISHED")
         not_started = 0
         if self.is_sweep:
@@ -162,7 +168,11 @@ class JobRecords:
                                    step=len(results))
             tags[NOTE] = sweep_description(self.ledger.sweep_id, self.spec.sweep, results, best)
             writer.set_tags(self.job_run, tags)
-            self._log_plots(results)
+            # A population's configs changed as it ran: its picture is its lineage.
+            if self.spec.population_based:
+                self._log_lineage(results)
+            else:
+                self._log_plots(results)
             writer.end_run(self.job_run, status)
         self.tracking.close()
         exit_code = EXIT_INTERRUPTED if interrupted else (EXIT_FAILED if failed else EXIT_OK)
@@ -192,6 +202,31 @@ class JobRecords:
                     self.tracking.writer.log_artifacts(self.job_run, folder, "plots").result()
         except Exception as error:  # noqa: BLE001 — see the docstring
             logging.getLogger(__name__).warning("could not plot the sweep: %s", error)
+
+    def _log_lineage(self, results: list[TrialResult]) -> None:
+        """The population's family tree as artifacts of the parent run: pbt/lineage.json
+        (every exploit, from the members' configs as Tune saved them) and pbt/lineage.png."""
+        from runyard.tracking.plots import lineage_plot
+
+        sweep = self.spec.sweep
+        exploits = lineage([segment.tune_path for segment in self.ledger.segments], sweep.seeds)
+        members = {r.trial_id: {"run_id": r.run_id, "population": int(r.seed - self.spec.seed),
+                                "status": r.status} for r in results}
+        document = {"exploits": [asdict(e) for e in exploits], "members": members}
+        writer = self.tracking.writer
+        writer.log_text(self.job_run, json.dumps(document, indent=1), "pbt/lineage.json")
+        colour = next(iter(sweep.space))
+        try:
+            by_population = sorted(results, key=lambda r: (r.seed, r.trial_id))
+            histories = {r.trial_id: [(int(m.step), m.value) for m in
+                                      self.tracking.client.get_metric_history(r.run_id, colour)]
+                         for r in by_population}
+            with tempfile.TemporaryDirectory(prefix="runyard-lineage-") as folder:
+                lineage_plot(histories, [(e.member, e.iteration, e.donor, e.donor_iteration)
+                                         for e in exploits], colour, Path(folder) / "lineage.png")
+                writer.log_artifacts(self.job_run, folder, "pbt").result()
+        except Exception as error:  # noqa: BLE001 — a picture never fails the sweep
+            logging.getLogger(__name__).warning("could not draw the lineage: %s", error)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,13 @@ sweep's parent run. Runs are keyed by runyard's trial id (not Tune's), and a dri
 resumes a job starts with the runs that already exist, so a trial that is retried, resumed
 or re-run keeps writing to the one run it has.
 
+A population-based sweep's member (execute/population.py) also logs, each step, the
+hyperparameters it trained that iteration with, as metrics named after their dimensions
+(config.lr), and each time it copies another member, a tag update and `pbt/events.json` (all
+its exploits so far, rewritten whole: a resumed driver writes the same file again). A member's
+step is the training iteration of the model it carries: after it copies a checkpoint taken at
+the donor's iteration c, it goes on at step c + 1.
+
 Metric history is exactly once per step. A trial that goes on from a checkpoint older than
 its last report (or from the start, when it had none) reports those iterations again; their
 steps are in its run already, and the first value logged for a step is the one kept: MLflow
@@ -17,6 +24,7 @@ report up to the one before is in MLflow (`on_checkpoint`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 import shutil
@@ -30,10 +38,13 @@ from typing import Any
 from ray import tune
 
 from runyard.execute.payload import TrialPayload
-from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, REPORTED_FILE, STATE_DIR,
-                                       SYSTEM_METRICS)
+from runyard.execute.population import hyperparameter_metrics
+from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, HYPERPARAMETERS, REPORTED_FILE,
+                                       STATE_DIR, SYSTEM_METRICS)
+from runyard.spec.schema import Distribution
 from runyard.tracking.store import JobTracking, flatten
-from runyard.tracking.tags import CONFIG, DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
+from runyard.tracking.tags import (CONFIG, DRIVER, ERROR, KIND, PBT_EXPLOITS, PBT_LAST_EXPLOIT,
+                                   SAMPLE, SEED, STOPPED_BY, TRIAL_ID)
 from runyard.tracking.writer import RunRef
 
 
@@ -42,7 +53,8 @@ class TrackingCallback(tune.Callback):
                  base_params: dict[str, Any],
                  trial_files: Callable[[TrialPayload], dict[str, str]],
                  metric_names: set[str], existing: dict[str, RunRef],
-                 time_budget_s: float | None = None):
+                 time_budget_s: float | None = None,
+                 population_space: dict[str, Distribution] | None = None):
         self.tracking = tracking
         self.parent = parent
         self.base_tags = base_tags
@@ -58,6 +70,9 @@ class TrackingCallback(tune.Callback):
         self.ddp_checkpoints: dict[str, Any] = {}
         self.time_budget_s = time_budget_s
         self.started = time.monotonic()
+        # A population-based sweep's space: its members' hyperparameters change as they train.
+        self.population_space = population_space
+        self.exploits_logged: dict[str, int] = {}  # trial id -> exploits in its events.json
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the live MLflow writer (a
@@ -135,10 +150,32 @@ class TrackingCallback(tune.Callback):
         metrics = {k: v for k, v in result.items() if k in self.metric_names}
         metrics["time_total_s"] = result.get("time_total_s", 0.0)
         metrics["training_iteration"] = step
+        if self.population_space:
+            metrics.update(hyperparameter_metrics(self.population_space,
+                                                  result.get(HYPERPARAMETERS, {})))
         self.tracking.writer.log_metrics(self.run_of(trial), metrics, step)
         for sample in result.get(SYSTEM_METRICS, ()):  # taken in the trial, at their own times
             self.tracking.writer.log_metrics(self.run_of(trial), sample.values, sample.index,
                                              timestamp_ms=sample.timestamp_ms)
+        if self.population_space:
+            # Tune's scheduler saw this result first: an exploit it decided is in the config.
+            self._log_exploits(trial)
+
+    def _log_exploits(self, trial: Any) -> None:
+        """The member's exploits that its run does not show yet."""
+        payload = TrialPayload.of(trial.config)
+        if len(payload.exploits) <= self.exploits_logged.get(payload.trial_id, 0):
+            return
+        run, last = self.run_of(trial), payload.exploits[-1]
+        changes = ", ".join(f"{key} {_short(last.copied.get(key))} -> {_short(value)}"
+                            for key, value in last.after.items())
+        self.tracking.writer.set_tags(run, {
+            PBT_EXPLOITS: str(len(payload.exploits)),
+            PBT_LAST_EXPLOIT: f"after iteration {last.iteration}: copied {last.donor} at its "
+                              f"iteration {last.donor_iteration}; {changes}"})
+        events = [dataclasses.asdict(exploit) for exploit in payload.exploits]
+        self.tracking.writer.log_text(run, json.dumps(events, indent=1), "pbt/events.json")
+        self.exploits_logged[payload.trial_id] = len(payload.exploits)
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
                       **info: Any) -> None:
@@ -204,6 +241,10 @@ class TrackingCallback(tune.Callback):
             self.status[trial_id] = status
             self.tracking.writer.end_run(self.runs[trial_id], status)
         return unfinished
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def stored_checkpoint(storage: str, path: str) -> Any:

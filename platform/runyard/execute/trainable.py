@@ -33,6 +33,10 @@ REPORTED_FILE = "reported.json"
 # iteration, so the callbacks record nothing for it.
 FINISHED = "runyard_finished"
 SYSTEM_METRICS = "system_metrics"  # result key: the SystemSamples taken since the last result
+# Result key: the swept values the iteration ran with (dotted keys). A population-based
+# sweep changes them between iterations, and Tune hands its callbacks a result after the
+# scheduler may have given the trial a new config: the result says what it trained with.
+HYPERPARAMETERS = "hyperparameters"
 
 
 def metric_directions(trial: TrialPayload) -> dict[str, Direction]:
@@ -83,7 +87,8 @@ class WorkloadTrainable(tune.Trainable):
             self.workload.artifacts(self.artifacts_dir)
         self.reported.append({"step": iteration, "time_total_s": elapsed, "metrics": metrics})
         samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
-        return {**metrics, **samples, "done": done}
+        swept = {HYPERPARAMETERS: dict(self.trial.overrides)} if self.trial.overrides else {}
+        return {**metrics, **samples, **swept, "done": done}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         state = Path(checkpoint_dir) / STATE_DIR

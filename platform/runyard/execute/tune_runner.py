@@ -162,6 +162,10 @@ def _quiet_tune() -> None:
 
 
 def _scheduler(spec: JobSpec) -> Any:
+    if spec.population_based:
+        from runyard.execute.population import Populations
+
+        return Populations(spec)
     if spec.sweep is None or spec.sweep.scheduler is None:
         return None
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule

@@ -216,3 +216,39 @@ def sweep_plots(rows: list[ConfigSummary], space: dict[str, str], metric: str, m
     if curves:
         written.append(learning_curves(curves, metric, directory / CURVES_FILE))
     return written
+
+
+def lineage_plot(histories: dict[str, list[tuple[int, float]]],
+                 exploits: list[tuple[str, int, str, int]], colour: str, path: Path) -> None:
+    """A population-based sweep's family tree: a row per member (`histories`: member ->
+    [(step, value of the hyperparameter `colour`)]), its points coloured by that value, and
+    an arrow per exploit (member, iteration, donor, donor's iteration) from the donor's row
+    at the checkpoint it gave to the member's row where it went on. Rows bottom up in the
+    order of `histories`."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    members = list(histories)
+    row = {member: index for index, member in enumerate(members)}
+    values = [value for history in histories.values() for _, value in history]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    scale = LogNorm(low, high) if low > 0 and high > 10 * low else Normalize(low, high)
+    figure, axes = plt.subplots(figsize=(9, 1.5 + 0.45 * len(members)))
+    points = None
+    for member, history in histories.items():
+        if history:
+            steps, shown = zip(*sorted(history))
+            points = axes.scatter(steps, [row[member]] * len(steps), c=shown, cmap="viridis",
+                                  norm=scale, s=14)
+    for member, iteration, donor, donor_iteration in exploits:
+        if member in row and donor in row:
+            axes.annotate("", xy=(iteration + 0.5, row[member]),
+                          xytext=(donor_iteration, row[donor]), arrowprops={"arrowstyle": "->", "color": "0.35", "lw": 0.8})
+    if points is not None:
+        figure.colorbar(points, ax=axes, label=colour)
+    axes.set_yticks(range(len(members)), members)
+    axes.set_xlabel("iteration")
+    axes.set_title(f"members over iterations, coloured by {colour}; an arrow per exploit "
+                   "(donor's checkpoint -> member)", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

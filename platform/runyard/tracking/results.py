@@ -139,6 +139,75 @@ def best_config(results: list[TrialResult], mode: str) -> ConfigSummary | None:
     return rows[0] if rows else None
 
 
+# A population-based sweep (search: pbt) runs one population per seed, and its members change
+# their configs as they train: a member's initial config (its sample) says little, so its
+# result is not pooled by config. What it found is each population's best member, and the
+# sweep's objective is their mean over populations, with its confidence interval.
+
+
+@dataclass(frozen=True)
+class PopulationRow:
+    """One population of a population-based sweep (its members share a seed)."""
+
+    seed: int
+    best: TrialResult  # its best finished member
+    mean: float  # the mean of its finished members' last values
+    members: int  # finished members with a value
+
+
+def population_rows(results: list[TrialResult], mode: str) -> list[PopulationRow]:
+    """Each population's best member and its mean, best population first."""
+    by_seed: dict[int, list[TrialResult]] = {}
+    for result in results:
+        if result.status == "FINISHED" and result.value is not None and math.isfinite(result.value):
+            by_seed.setdefault(result.seed, []).append(result)
+    pick = max if mode == "max" else min
+    rows = [PopulationRow(seed, pick(group, key=lambda r: r.value),
+                          statistics.fmean(r.value for r in group), len(group))
+            for seed, group in by_seed.items()]
+    return sorted(rows, key=lambda row: row.best.value, reverse=(mode == "max"))
+
+
+def population_best(results: list[TrialResult], mode: str) -> ConfigSummary | None:
+    """A population-based sweep's objective, as a row like a config's: the mean over
+    populations of each one's best member (`values`: those members' values, best first),
+    named after the best member of all."""
+    rows = population_rows(results, mode)
+    if not rows:
+        return None
+    values = [row.best.value for row in rows]
+    top = rows[0].best
+    return ConfigSummary(
+        sample=top.sample, trial_id=top.trial_id, run_id=top.run_id,
+        label=f"member {top.trial_id} of population seed={top.seed}",
+        value=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else 0.0,
+        ci=confidence_interval(values), seeds=len(values), values=values, params=top.params)
+
+
+@dataclass(frozen=True)
+class ScheduleSpan:
+    """Iterations `first`..`last` of a member, trained with `values` (metric name -> value,
+    as its run logged them: config.lr ...)."""
+
+    first: int
+    last: int
+    values: dict[str, float]
+
+
+def member_schedule(client: MlflowClient, run_id: str, names: list[str]) -> list[ScheduleSpan]:
+    """A member's hyperparameters by iteration ranges, from the metrics it logged each step."""
+    histories = {name: {int(m.step): m.value for m in client.get_metric_history(run_id, name)}
+                 for name in names}
+    spans: list[ScheduleSpan] = []
+    for step in sorted(set().union(*histories.values())):
+        values = {name: history[step] for name, history in histories.items() if step in history}
+        if spans and spans[-1].values == values and spans[-1].last == step - 1:
+            spans[-1] = ScheduleSpan(spans[-1].first, step, values)
+        else:
+            spans.append(ScheduleSpan(step, step, values))
+    return spans
+
+
 @dataclass(frozen=True)
 class Comparison:
     metric: str
@@ -183,7 +252,9 @@ def welch(metric: str, names: tuple[str, str], a: list[float], b: list[float]) -
 
 
 SEARCH_NAMES = {"random": "Random search", "grid": "Grid search",
-                "tpe": "TPE search (Optuna; each config proposed from the seed means before it)"}
+                "tpe": "TPE search (Optuna; each config proposed from the seed means before it)",
+                "pbt": "Population-based training (members copy and perturb the best as they "
+                       "train; one population per seed)"}
 
 
 def sweep_description(job_id: str, sweep: Any, results: list[TrialResult],
@@ -196,12 +267,15 @@ def sweep_description(job_id: str, sweep: Any, results: list[TrialResult],
     failed = sum(r.status == "FAILED" for r in results)
     dimensions = ", ".join(f"`{key}` ({d.kind} {_range_text(d.args)})"
                            for key, d in sweep.space.items())
+    objective = ("the mean over populations of each population's best member's last reported "
+                 "value" if sweep.search == "pbt" else
+                 "the mean over a config's seeds of each trial's last reported value")
     lines = [
         f"**{SEARCH_NAMES[sweep.search]}** over {dimensions}: {configs} config"
         f"{'s' if configs != 1 else ''} × {sweep.seeds} seed{'s' if sweep.seeds != 1 else ''}, "
         f"{len(results)} trials ({finished} finished, {failed} failed).",
         f"**Objective:** {'maximize' if sweep.mode == 'max' else 'minimize'} `{sweep.metric}`, "
-        "the mean over a config's seeds of each trial's last reported value.",
+        f"{objective}.",
     ]
     if best is None:
         lines.append("**Best:** none (no trial finished with a value).")

@@ -19,7 +19,8 @@ JOB_ID = "runyard.sweep_id"  # the runyard job id, on the job's run and every tr
 TRIAL_ID = "runyard.trial_id"  # t0000 ...: the trial's key, stable across resumes
 SEED = "runyard.seed"
 SAMPLE = "runyard.sample"  # which sampled config; a config's seeds share it
-SEARCH = "runyard.search"  # what chose a sweep's configs: random, grid or tpe (proposed as it ran)
+# What chose a sweep's configs: random, grid, tpe (proposed as it ran) or pbt (changed as it ran)
+SEARCH = "runyard.search"
 WORKLOAD = "runyard.workload"
 SPEC_NAME = "runyard.spec_name"
 SPEC_HASH = "runyard.spec_hash"
@@ -40,4 +41,7 @@ BEST_TRIAL_ID = "runyard.best_trial_id"
 BEST_RUN_ID = "runyard.best_run_id"
 BEST_CONFIG = "runyard.best_config"
 CONFIG = "runyard.config"  # a trial's config without its seed: "Group by" pools its seeds
+# A population-based sweep's member: how often it copied another member, and the last time
+PBT_EXPLOITS = "runyard.pbt.exploits"
+PBT_LAST_EXPLOIT = "runyard.pbt.last_exploit"
 PREFLIGHT_CHECK = "runyard.preflight.{check}"  # pass | FAIL, per preflight check
