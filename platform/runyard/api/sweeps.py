@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,12 +16,15 @@ from runyard.spec import JobSpec, load_spec
 
 if TYPE_CHECKING:
     from runyard.execute.ledger import Ledger
-    from runyard.tracking.results import Comparison, ConfigSummary, Sensitivity
+    from runyard.tracking.results import (Comparison, ConfigSummary, PopulationRow, ScheduleSpan,
+                                          Sensitivity)
 
 
 @dataclass(frozen=True)
 class SweepReport:
-    """A job's configs ranked by their seed mean of `metric`, best first."""
+    """A job's configs ranked by their seed mean of `metric`, best first. A population-based
+    sweep has one row, its objective (the mean over populations of each one's best member),
+    and says more in `populations` and `schedule`."""
 
     job_id: str
     run_id: str
@@ -30,6 +33,9 @@ class SweepReport:
     mode: str  # max | min
     rows: list[ConfigSummary]
     sensitivity: list[Sensitivity]  # per swept parameter, strongest first
+    populations: list[PopulationRow] = field(default_factory=list)  # best population first
+    # The best member's hyperparameters by iteration ranges (dotted key -> value as in the spec)
+    schedule: list[ScheduleSpan] = field(default_factory=list)
 
     @property
     def best(self) -> ConfigSummary | None:
@@ -38,12 +44,14 @@ class SweepReport:
 
 @dataclass(frozen=True)
 class BestTrial:
-    """The trial that a sweep's best config ran as: enough to run it again."""
+    """The trial that a sweep's best config ran as: enough to run it again. (A
+    population-based sweep's best member: its config as it ended, and how it got there.)"""
 
     trial_id: str
     seed: int
     config: dict[str, Any]  # the workload's full config, swept values filled in
     summary: ConfigSummary
+    schedule: list[ScheduleSpan] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -85,11 +93,33 @@ def _ranked(ledger: Ledger, metric: str | None) -> SweepReport:
         rows = [] if value is None else [ConfigSummary(
             sample=0, trial_id="t0000", run_id=ledger.run_id, label=spec.name, value=value,
             std=0.0, ci=(value, value), seeds=1, values=[value], params=run.data.params)]
+    elif spec.population_based:
+        return _population_report(ledger, spec, client, metric, mode)
     else:
         rows = config_summaries(trial_results(client, ledger.run_id, metric), mode)
     ranked = sensitivity(rows, list(spec.sweep.space)) \
         if spec.sweep is not None and len(rows) >= 3 else []
     return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, rows, ranked)
+
+
+def _population_report(ledger: Ledger, spec: JobSpec, client: Any, metric: str,
+                       mode: str) -> SweepReport:
+    from runyard.tracking.results import (member_schedule, population_best, population_rows,
+                                          trial_results)
+
+    results = trial_results(client, ledger.run_id, metric)
+    best_row = population_best(results, mode)
+    if best_row is None:
+        return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, [], [])
+    space = spec.sweep.space
+    schedule = []
+    for span in member_schedule(client, best_row.run_id, list(space)):
+        # A choice was logged as its position in the list (MLflow metrics are numbers).
+        values = {key: space[key].args[int(value)] if space[key].kind == "choice" else value
+                  for key, value in span.values.items()}
+        schedule.append(replace(span, values=values))
+    return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, [best_row], [],
+                       population_rows(results, mode), schedule)
 
 
 def best_trial(job: str, storage: str | None = None) -> BestTrial:
@@ -100,8 +130,9 @@ def best_trial(job: str, storage: str | None = None) -> BestTrial:
     report = _ranked(ledger, None)
     if report.best is None:
         raise UserError(f"{report.job_id} has no finished trial reporting {report.metric} yet")
-    trial = next(t for t in planned_trials(ledger) if t.trial_id == report.best.trial_id)
-    return BestTrial(trial.trial_id, trial.seed, trial.config, report.best)
+    trial = next(t for t in planned_trials(ledger, as_ended=True)
+                 if t.trial_id == report.best.trial_id)
+    return BestTrial(trial.trial_id, trial.seed, trial.config, report.best, report.schedule)
 
 
 def compare(sides: list[str], metric: str | None = None, mode: str | None = None,
@@ -177,6 +208,10 @@ def promote(job: str, to: str | Path, storage: str | None = None) -> Promoted:
     header = (f"# Promoted by `runyard promote` on {time.strftime('%Y-%m-%d')} from sweep\n"
               f"# {ledger.sweep_id} (MLflow run {ledger.run_id}): best config by mean\n"
               f"# {_objective(ledger, report)} (trial {report.trial_id}).\n")
+    if chosen.schedule:
+        header += (f"# Population-based: the config below is where member {report.trial_id} "
+                   "ended; it trained with\n"
+                   + "".join(f"#   {line}\n" for line in schedule_lines(chosen.schedule)))
     body: dict[str, Any] = {}
     base = Path(ledger.spec_path) if ledger.spec_path else None
     if base is not None and base.is_file():
@@ -193,6 +228,16 @@ def promote(job: str, to: str | Path, storage: str | None = None) -> Promoted:
         target.unlink()
         raise RuntimeError(f"{target} would not reproduce trial {chosen.trial_id}; please report this")
     return Promoted(target, ledger.spec["sweep"]["metric"], report)
+
+
+def schedule_lines(schedule: list[ScheduleSpan]) -> list[str]:
+    """"iterations 1-4: config.lr=0.0188", one line per span of a member's schedule."""
+    def shown(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return [f"iterations {span.first}-{span.last}: "
+            + ", ".join(f"{key}={shown(value)}" for key, value in span.values.items())
+            for span in schedule]
 
 
 def spread(row: ConfigSummary) -> str:

@@ -61,6 +61,9 @@ def cmd_best(args: argparse.Namespace) -> int:
     if report.best is None:
         raise UserError(f"{report.job_id} has no finished trial reporting {report.metric} yet")
     console = Console()
+    if report.populations:
+        _print_populations(console, report)
+        return EXIT_OK
     table = Table(title=f"{report.job_id}: best configs by mean {report.metric} "
                         f"({report.mode})", title_justify="left", header_style="bold")
     for column in ("#", report.metric, "± std", "95% CI", "seeds", "config", "trial"):
@@ -83,6 +86,28 @@ def cmd_best(args: argparse.Namespace) -> int:
             ranked.add_row(item.parameter, rho, p, item.good)
         console.print(ranked)
     return EXIT_OK
+
+
+def _print_populations(console: Console, report: api.sweeps.SweepReport) -> None:
+    """A population-based sweep: its objective, each population, the best member's schedule."""
+    objective = report.best
+    low, high = objective.ci
+    ci = f", 95% CI {low:.4g} .. {high:.4g}" if objective.seeds > 1 else ""
+    console.print(f"{report.job_id}: population-based; mean over {objective.seeds} "
+                  f"population(s) of each one's best member: {report.metric} = "
+                  f"{objective.value:.4g}{ci} ({report.mode})", highlight=False)
+    table = Table(title="populations (one per seed), best first", title_justify="left",
+                  header_style="bold")
+    for column in ("seed", "best member", f"its {report.metric}", "population mean", "members"):
+        table.add_column(column)
+    for row in report.populations:
+        table.add_row(str(row.seed), row.best.trial_id, f"{row.best.value:.4g}",
+                      f"{row.mean:.4g}", str(row.members))
+    console.print(table)
+    console.print(f"schedule of the best member, {objective.trial_id} (run {objective.run_id}):",
+                  highlight=False)
+    for line in api.sweeps.schedule_lines(report.schedule):
+        console.print(f"  {line}", highlight=False)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

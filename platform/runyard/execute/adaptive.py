@@ -189,7 +189,9 @@ class SpaceCodec:
         return encoded
 
 
-def proposed_trials(tune_path: str) -> list[Trial]:
-    """The trials a TPE segment has proposed so far, from Tune's newest experiment state."""
+def saved_trials(tune_path: str) -> list[Trial]:
+    """The trials of a segment as Tune's newest experiment state has them: of a TPE segment,
+    those proposed so far; of a population-based one, each member with the config it has
+    now (a member's config changes as it trains)."""
     trials = [TrialPayload.of(trial["config"]).as_trial() for trial, _ in experiment_trials(tune_path)]
     return sorted(trials, key=lambda t: t.index)

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from runyard import workloads
 from runyard.errors import RunFailed, UserError
-from runyard.execute.adaptive import JudgedConfig, check_restorable, judged_configs, proposed_trials
+from runyard.execute.adaptive import JudgedConfig, check_restorable, judged_configs, saved_trials
 from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
 from runyard.execute.outcome import JobOutcome
@@ -58,6 +58,10 @@ def extend_job(ledger: Ledger, samples: int, console: Console) -> JobOutcome:
     if not ledger.is_sweep:
         raise UserError(f"{ledger.sweep_id} is a plain job, not a sweep: nothing to extend")
     spec = load_ledger_spec(ledger)
+    if spec.population_based:
+        raise UserError(f"{ledger.sweep_id} is population-based: its members have trained "
+                        "together, and new ones would start behind them; run a new sweep "
+                        "with more samples (population size) or seeds (populations) instead")
     spec = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"samples": samples})})
     first = sum(segment.samples for segment in ledger.segments)
     trials = expand(spec, first_sample=first)
@@ -84,13 +88,14 @@ def load_ledger_spec(ledger: Ledger) -> JobSpec:
     return validate_data(dict(ledger.spec), {}, Origin(str(ledger.path)))
 
 
-def planned_trials(ledger: Ledger) -> list[Trial]:
-    """Every trial the job has, across its segments (of a TPE sweep: those proposed so far)."""
+def planned_trials(ledger: Ledger, as_ended: bool = False) -> list[Trial]:
+    """Every trial the job has, across its segments (of a TPE sweep: those proposed so far;
+    of a population-based one with `as_ended`, its members with the configs they ended with)."""
     spec = load_ledger_spec(ledger)
     if spec.sweep is None:
         return expand(spec)
-    if spec.adaptive:
-        return [t for segment in ledger.segments for t in proposed_trials(segment.tune_path)]
+    if spec.adaptive or (spec.population_based and as_ended):
+        return [t for segment in ledger.segments for t in saved_trials(segment.tune_path)]
     trials = []
     for segment in ledger.segments:
         sized = spec.model_copy(update={"sweep": spec.sweep.model_copy(
