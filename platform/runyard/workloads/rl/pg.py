@@ -111,7 +111,17 @@ class PolicyGradient(RLWorkload):
         return state
 
     def load_algorithm_state(self, state: dict[str, Any]) -> None:
+        # An optimizer's state carries the learning rate it was saved with; this trial's
+        # config says which one it trains with from here (a member of a population-based
+        # sweep goes on from another's checkpoint with its own, perturbed rates).
         self.optimizer.load_state_dict(state["optimizer"])
+        _set_lr(self.optimizer, self.config.lr)
         if self.value is not None:
             self.value.load_state_dict(state["value"])
             self.value_optimizer.load_state_dict(state["value_optimizer"])
+            _set_lr(self.value_optimizer, self.config.value_lr)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
