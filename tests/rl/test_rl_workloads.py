@@ -68,6 +68,20 @@ def test_restore_continues_deterministically(name, tmp_path):
                 assert have[key] == want[key], key
 
 
+def test_pg_restored_with_other_learning_rates_trains_with_them(tmp_path):
+    """A population-based sweep's member goes on from another member's checkpoint with its
+    own, perturbed rates: the optimizers' saved rates must not win over the config's."""
+    donor = make("rl.pg", lr=0.01, baseline=True, value_lr=0.01)
+    donor.step()
+    donor.save(tmp_path)
+    donor.close()
+    member = make("rl.pg", lr=0.002, baseline=True, value_lr=0.003)
+    member.restore(tmp_path)
+    assert [g["lr"] for g in member.optimizer.param_groups] == [0.002]
+    assert [g["lr"] for g in member.value_optimizer.param_groups] == [0.003]
+    assert member.optimizer.state  # Adam's moments came with the checkpoint
+    member.close()
+
 def test_same_seed_same_run_other_seed_other_run():
     runs = []
     for seed in (1, 1, 2):
