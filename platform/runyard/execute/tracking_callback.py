@@ -110,6 +110,10 @@ class TrackingCallback(tune.Callback):
             self.logged_through[trial_id] = max((int(m.step) for m in history), default=0)
             if trial.checkpoint is not None:
                 self._write_lost_reports(trial_id, run, trial.checkpoint)
+            if self.population_space:
+                # Exploits that driver recorded after Tune last saved this member were undone
+                # with it: the run says again what the member goes on with.
+                self._log_exploits(trial, rewrite=True)
         if existed and self.parent is not None:
             # Resumed or re-run: the same run again, now written by this driver.
             self.tracking.writer.reopen_run(run)
@@ -131,6 +135,9 @@ class TrackingCallback(tune.Callback):
             if step > self.logged_through[trial_id]:
                 metrics = {k: v for k, v in entry["metrics"].items() if k in self.metric_names}
                 metrics.update(time_total_s=entry["time_total_s"], training_iteration=step)
+                if self.population_space:
+                    metrics.update(hyperparameter_metrics(self.population_space,
+                                                          entry.get(HYPERPARAMETERS, {})))
                 self.tracking.writer.log_metrics(run, metrics, step)
                 self.logged_through[trial_id] = step
 
@@ -161,18 +168,21 @@ class TrackingCallback(tune.Callback):
             # Tune's scheduler saw this result first: an exploit it decided is in the config.
             self._log_exploits(trial)
 
-    def _log_exploits(self, trial: Any) -> None:
-        """The member's exploits that its run does not show yet."""
+    def _log_exploits(self, trial: Any, rewrite: bool = False) -> None:
+        """The member's exploits that its run does not show yet (`rewrite`: all of them, none
+        included, over what its run shows)."""
         payload = TrialPayload.of(trial.config)
-        if len(payload.exploits) <= self.exploits_logged.get(payload.trial_id, 0):
+        if not rewrite and len(payload.exploits) <= self.exploits_logged.get(payload.trial_id, 0):
             return
-        run, last = self.run_of(trial), payload.exploits[-1]
-        changes = ", ".join(f"{key} {_short(last.copied.get(key))} -> {_short(value)}"
-                            for key, value in last.after.items())
-        self.tracking.writer.set_tags(run, {
-            PBT_EXPLOITS: str(len(payload.exploits)),
-            PBT_LAST_EXPLOIT: f"after iteration {last.iteration}: copied {last.donor} at its "
-                              f"iteration {last.donor_iteration}; {changes}"})
+        run, last_text = self.run_of(trial), "none"
+        if payload.exploits:
+            last = payload.exploits[-1]
+            changes = ", ".join(f"{key} {_short(last.copied.get(key))} -> {_short(value)}"
+                                for key, value in last.after.items())
+            last_text = (f"after iteration {last.iteration}: copied {last.donor} at its "
+                         f"iteration {last.donor_iteration}; {changes}")
+        self.tracking.writer.set_tags(run, {PBT_EXPLOITS: str(len(payload.exploits)),
+                                            PBT_LAST_EXPLOIT: last_text})
         events = [dataclasses.asdict(exploit) for exploit in payload.exploits]
         self.tracking.writer.log_text(run, json.dumps(events, indent=1), "pbt/events.json")
         self.exploits_logged[payload.trial_id] = len(payload.exploits)

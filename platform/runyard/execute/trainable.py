@@ -85,9 +85,10 @@ class WorkloadTrainable(tune.Trainable):
         done = self.trial.stop.reached(self.directions, iteration, elapsed, metrics)
         if done:
             self.workload.artifacts(self.artifacts_dir)
-        self.reported.append({"step": iteration, "time_total_s": elapsed, "metrics": metrics})
-        samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
         swept = {HYPERPARAMETERS: dict(self.trial.overrides)} if self.trial.overrides else {}
+        self.reported.append({"step": iteration, "time_total_s": elapsed, "metrics": metrics,
+                              **swept})
+        samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
         return {**metrics, **samples, **swept, "done": done}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
