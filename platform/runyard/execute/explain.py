@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from runyard.execute.ledger import Ledger
 from runyard.execute.payload import TrialPayload
+from runyard.execute.population import lineage
 from runyard.ray_compat import autoscaler_pending, experiment_trials
 from runyard.plan import trial_bundles
 from runyard.plan.resources import describe
@@ -135,6 +136,8 @@ def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
         if unproposed > 0:
             notes.append(f"{unproposed} trial(s) not proposed yet: TPE proposes each config when "
                          "one can start, from the seed means of the configs before it")
+    if spec.population_based:
+        notes.append(population_note(ledger, spec, states))
     cluster = cluster_view(address) if address else None
     request, bundles = request_of(spec)
     running = sum(1 for s in states.values() if s == "RUNNING")
@@ -142,6 +145,19 @@ def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
                             pending_reason(spec, bundles, request, running, cluster))
                for trial_id, status in sorted(states.items()) if status == "PENDING"]
     return Explanation(ledger.sweep_id, states, pending, cluster, notes)
+
+
+def population_note(ledger: Ledger, spec: JobSpec, states: dict[str, str]) -> str:
+    """A population-based sweep: its populations, their exploits so far, and why members
+    are PAUSED (which is no sign of trouble there)."""
+    sweep = spec.sweep
+    exploits = lineage([segment.tune_path for segment in ledger.segments], sweep.seeds)
+    per_population = [sum(1 for e in exploits if e.population == k) for k in range(sweep.seeds)]
+    paused = sum(1 for state in states.values() if state == "PAUSED")
+    return (f"population-based: {sweep.seeds} population(s) of {sweep.samples} members, "
+            f"exploits so far per population: {per_population} (a member copies another every "
+            f"{sweep.pbt.interval} iterations at most); {paused} member(s) PAUSED: PBT pauses "
+            "members so that more of them than fit at once take turns and meet at each interval")
 
 
 def pending_reason(spec: JobSpec, bundles: list[dict[str, float]], request: dict[str, float],
