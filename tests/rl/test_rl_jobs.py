@@ -11,6 +11,7 @@ JOBS = Path(__file__).resolve().parents[2] / "jobs"
 RL_JOBS = [
     "cartpole_pg.yaml", "cartpole_trpo.yaml", "cartpole_cem.yaml", "pong_pg.yaml", "pong_trpo.yaml",
     "hopper_trpo.yaml", "cartpole_ppo_rllib.yaml", "cartpole_pg_sweep.yaml", "pong_pg_sweep.yaml",
+    "cartpole_pg_pbt.yaml",
 ]
 
 
