@@ -47,3 +47,39 @@ def test_the_jobs_client_still_uploads_py_modules_in_a_step_of_its_own():
     step = getattr(JobSubmissionClient, "_upload_py_modules_if_needed", None)
     assert callable(step), "JobSubmissionClient._upload_py_modules_if_needed is gone"
     assert list(inspect.signature(step).parameters)[:2] == ["self", "runtime_env"]
+
+
+
+def test_pbt_still_builds_a_members_config_where_runyard_keeps_the_members_identity():
+    """ray_compat.population_based_training overrides PBT's private `_get_new_config` and
+    reads its private `_trial_state`: called here as PBT's `_exploit` calls it."""
+    import pickle
+
+    from ray.train import Checkpoint
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.schedulers.pbt import _PBTTrialState
+
+    scheduler = ray_compat.population_based_training(
+        _keep_member, time_attr="training_iteration", metric="score", mode="max",
+        perturbation_interval=2, hyperparam_mutations={"lr": [0.1, 0.2, 0.3]},
+        resample_probability=0.0)
+    # Tune pickles the scheduler with the Tuner, and a restored sweep unpickles it.
+    scheduler = pickle.loads(pickle.dumps(scheduler))
+    assert isinstance(scheduler, PopulationBasedTraining)
+    member = Trial("__fake", config={"lr": 0.1, "who": "member"}, stub=True)
+    donor = Trial("__fake", config={"lr": 0.2, "who": "donor"}, stub=True)
+    for trial, iteration in ((member, 4), (donor, 6)):
+        scheduler._trial_state[trial] = _PBTTrialState(trial)
+        scheduler._trial_state[trial].last_result = {"training_iteration": iteration}
+    scheduler._trial_state[donor].last_checkpoint = Checkpoint("/ckpt/donor/checkpoint_000002")
+    new_config, operations = scheduler._get_new_config(member, donor)
+    assert new_config["who"] == "member" and new_config["lr"] in (0.1, 0.3)
+    assert new_config["facts"] == ray_compat.ExploitFacts(
+        member_iteration=4, donor_config={"lr": 0.2, "who": "donor"}, donor_iteration=6,
+        checkpoint="/ckpt/donor/checkpoint_000002")
+    assert "lr" in operations
+
+
+def _keep_member(member_config: dict, new_config: dict, facts: ray_compat.ExploitFacts) -> dict:
+    return {**new_config, "who": member_config["who"], "facts": facts}
