@@ -114,8 +114,9 @@ class TrackingCallback(tune.Callback):
                 # Exploits that driver recorded after Tune last saved this member were undone
                 # with it: the run says again what the member goes on with.
                 self._log_exploits(trial, rewrite=True)
-        if existed and self.parent is not None:
-            # Resumed or re-run: the same run again, now written by this driver.
+        if existed and self.parent is not None and self.status.get(trial_id) != "RUNNING":
+            # Resumed or re-run: the same run again, now written by this driver. (A member of
+            # a population-based sweep that Tune paused and starts again is running still.)
             self.tracking.writer.reopen_run(run)
             self.tracking.writer.set_tags(run, {k: v for k, v in self.base_tags.items()
                                                 if k.startswith(DRIVER)})
