@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from runyard_testing import children_of, ledger_of, run_cli, tracking_uri
 from runyard.workloads.base import WorkloadContext, WorkloadFinished
-from runyard.workloads.command import Command, CommandConfig, Report, parse_report
+from runyard.workloads.command import Command, CommandConfig
+from runyard.workloads.command_reports import Report, parse_report
 
 # Counts epochs; score = rate * epoch. Checkpoints after every epoch, reports in JSON on odd
 # epochs and key=value on even ones, chatters on stdout, and can crash at one epoch: always
@@ -138,8 +139,20 @@ def test_key_value_pairs_are_a_report_only_when_every_word_is_one():
     assert parse_report("val/loss=2 checkpoint=true") == Report({"val/loss": 2.0}, True)
     assert parse_report("lr=0.1 training starts") is None
     assert parse_report("loss=low") is None
+    assert parse_report("loss=[1., 2.]") is None  # a list of several numbers is no number
     assert parse_report("checkpoint=step-300") == Report({}, "step-300")
     assert parse_report("checkpoint=false") is None
+
+
+def test_values_printed_as_python_prints_one_number_are_read_as_that_number():
+    # What a script copied from the web prints, unchanged (CleanRL's PPO: an array of one).
+    assert parse_report("global_step=60, episodic_return=[15.]") == \
+        Report({"global_step": 60.0, "episodic_return": 15.0})
+    assert parse_report("loss=tensor(0.5, grad_fn=<MeanBackward0>); "
+                        "ret=array([15.], dtype=float32); lr=np.float64(3e-4)") == \
+        Report({"loss": 0.5, "ret": 15.0, "lr": 3e-4})
+    assert parse_report('{"episodic_return": [15.0], "step": 3}') == \
+        Report({"episodic_return": 15.0, "step": 3.0})
 
 
 @pytest.mark.parametrize("line", ["", "Epoch 3/10", "{not json", "[1, 2]", '"loss=1"',
@@ -154,7 +167,7 @@ def test_anything_else_is_plain_output(line: str):
 def command_workload(tmp_path: Path, **config) -> Command:
     (tmp_path / "counter.py").write_text(SCRIPT)
     workload = Command()
-    workload.setup(CommandConfig(metrics={"score": "max"}, **config),
+    workload.setup(CommandConfig(**{"metrics": {"score": "max"}, **config}),
                    WorkloadContext(seed=7, workdir=tmp_path))
     return workload
 
@@ -166,7 +179,7 @@ def test_a_restored_program_continues_from_its_checkpoint_and_skips_what_was_tra
     # exact when the next checkpoint comes some time after the report (an epoch's work).
     command = [sys.executable, "counter.py", "--rate", "1", "--epochs", "4", *options]
     first = command_workload(tmp_path, command=command)
-    assert [first.step()["score"] for _ in range(3)] == [1.0, 2.0, 3.0]
+    assert [first.step().metrics["score"] for _ in range(3)] == [1.0, 2.0, 3.0]
     saved = tmp_path / "saved"
     saved.mkdir()
     first.save(saved)
@@ -175,7 +188,7 @@ def test_a_restored_program_continues_from_its_checkpoint_and_skips_what_was_tra
 
     second = command_workload(tmp_path, command=command)
     second.restore(saved)
-    assert second.step() == {"score": 4.0}
+    assert second.step().metrics == {"score": 4.0}
     with pytest.raises(WorkloadFinished):
         second.step()
     logs = tmp_path / "logs"
@@ -194,7 +207,7 @@ def test_reports_on_a_file_descriptor_leave_stdout_to_the_program(tmp_path: Path
             print("score=1.5", file=reports)
         """))
     workload = command_workload(tmp_path, command=[sys.executable, str(script)], reports="fd")
-    assert workload.step() == {"score": 1.5}
+    assert workload.step().metrics == {"score": 1.5}
     with pytest.raises(WorkloadFinished):
         workload.step()
     workload.close()
@@ -203,7 +216,7 @@ def test_reports_on_a_file_descriptor_leave_stdout_to_the_program(tmp_path: Path
 def test_a_crash_is_an_error_ending_with_the_last_line_of_stderr(tmp_path: Path):
     workload = command_workload(tmp_path, command="python counter.py --rate 1 --epochs 5 "
                                 "--crash-at 2 --crash once")
-    assert workload.step() == {"score": 1.0}
+    assert workload.step().metrics == {"score": 1.0}
     with pytest.raises(RuntimeError) as error:
         workload.step()
     workload.close()
@@ -225,7 +238,7 @@ def test_close_terminates_the_program_and_its_children(tmp_path: Path):
     workload.setup(CommandConfig(command=[sys.executable, str(script)],
                                  metrics={"score": "max", "child": "max"}),
                    WorkloadContext(workdir=tmp_path))
-    child = int(workload.step()["child"])
+    child = int(workload.step().metrics["child"])
     parent = workload.process.pid
     workload.close()
     assert gone(parent) and gone(child)
@@ -245,7 +258,7 @@ def test_a_trial_process_killed_outright_takes_its_program_with_it(tmp_path: Pat
         workload.setup(CommandConfig(command=[sys.executable, "-c", program],
                                      metrics={{"score": "max", "pid": "max"}}),
                        WorkloadContext(workdir=Path({str(tmp_path)!r})))
-        print(int(workload.step()["pid"]), flush=True)
+        print(int(workload.step().metrics["pid"]), flush=True)
         time.sleep(600)
         """))
     trial = subprocess.Popen([sys.executable, str(tmp_path / "trial.py")], stdout=subprocess.PIPE,
@@ -327,3 +340,85 @@ def test_a_sweep_of_a_plain_script_stops_retries_fails_and_reruns_like_any_other
     fixed = trial_runs(workdir, "script")[0.19]
     assert fixed.info.run_id == failed.info.run_id and fixed.info.status == "FINISHED"
     assert [step for step, _ in history(workdir, fixed)] == [1, 2, 3, 4, 5]
+
+
+# ------------------------------------------- reports where an unchanged script writes them
+
+def test_a_named_step_is_the_iterations_step_and_other_numbers_ride_along(tmp_path: Path):
+    script = tmp_path / "episodes.py"
+    script.write_text(textwrap.dedent("""\
+        print("global_step=60, episodic_return=[15.]")
+        print("global_step=64, losses/value_loss=0.5")   # no metric: recorded at its step
+        print("global_step=90, episodic_return=[21.], episodic_length=[21]")
+        """))
+    workload = command_workload(tmp_path, command=[sys.executable, str(script)],
+                                step="global_step", metrics={"episodic_return": "max"})
+    first, second = workload.step(), workload.step()
+    assert (first.metrics, first.step) == ({"episodic_return": 15.0}, 60)
+    assert (second.metrics, second.step) == ({"episodic_return": 21.0}, 90)
+    assert second.points == ((64, {"global_step": 64.0, "losses/value_loss": 0.5}),
+                             (90, {"global_step": 90.0, "episodic_length": 21.0}))
+    with pytest.raises(WorkloadFinished):
+        workload.step()
+    workload.close()
+
+
+def test_lines_that_look_like_reports_and_are_not_are_named_in_the_failure(tmp_path: Path):
+    script = tmp_path / "near.py"
+    script.write_text('print("Epoch 1: score=0.5")\nprint("Epoch 2: score=0.7")\n')
+    workload = command_workload(tmp_path, command=[sys.executable, str(script)])
+    with pytest.raises(RuntimeError) as error:
+        workload.step()
+    workload.close()
+    assert "2 line(s) looked like reports" in str(error.value)
+    assert "'Epoch 1: score=0.5'" in str(error.value)
+
+
+# Logs only through PyTorch's SummaryWriter into runs/<name>/, as CleanRL's scripts do: a
+# return per "episode" at its global step, a loss per update at others. No runyard in it.
+TENSORBOARD_SCRIPT = """\
+import argparse, time
+from torch.utils.tensorboard import SummaryWriter
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float, required=True)
+parser.add_argument("--name", default="run")
+args = parser.parse_args()
+writer = SummaryWriter(f"runs/{args.name}")
+for episode in range(1, 7):
+    step = episode * 100
+    writer.add_scalar("charts/episodic_return", args.lr * episode, step)
+    writer.add_scalar("charts/learning_rate", args.lr, step)
+    writer.add_scalar("losses/value_loss", 1.0 / episode, step + 50)
+    writer.flush()
+    time.sleep(0.2)
+writer.close()
+"""
+
+
+def test_tensorboard_scalars_are_the_trials_reports_and_its_event_files_its_own(tmp_path: Path):
+    (tmp_path / "tb.py").write_text(TENSORBOARD_SCRIPT)
+    (tmp_path / "runs").mkdir()  # the project's own runs/ folder: not where trials write
+    workloads = [command_workload(tmp_path, command=f"python tb.py --lr {lr} --name same",
+                                  reports="tensorboard",
+                                  metrics={"charts/episodic_return": "max"})
+                 for lr in (1.0, 2.0)]
+    iterations = [[], []]
+    # Both programs run at once, writing runs/same/ relative to their working directories.
+    for _ in range(6):
+        for done, workload in zip(iterations, workloads):
+            done.append(workload.step())
+    for lr, done, workload in zip((1.0, 2.0), iterations, workloads):
+        assert [(it.step, it.metrics["charts/episodic_return"]) for it in done] == \
+            [(100 * n, pytest.approx(lr * n)) for n in range(1, 7)]
+        assert done[1].points == ((150, {"losses/value_loss": 1.0}),
+                                  (200, {"charts/learning_rate": lr}))
+        with pytest.raises(WorkloadFinished) as finished:
+            workload.step()
+        assert finished.value.points == ((650, {"losses/value_loss": pytest.approx(1 / 6)}),)
+        kept = tmp_path / f"kept-{lr}"
+        kept.mkdir()
+        workload.artifacts(kept)
+        workload.close()
+        assert len(list((kept / "tensorboard" / "runs" / "same").glob("*tfevents*"))) == 1
+    assert list((tmp_path / "runs").iterdir()) == []

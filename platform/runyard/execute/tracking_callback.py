@@ -30,8 +30,8 @@ from typing import Any
 from ray import tune
 
 from runyard.execute.payload import TrialPayload
-from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, REPORTED_FILE, STATE_DIR,
-                                       SYSTEM_METRICS)
+from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, POINTS, REPORTED_FILE,
+                                       STATE_DIR, SYSTEM_METRICS, TRACKED_STEP)
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import CONFIG, DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
 from runyard.tracking.writer import RunRef
@@ -91,8 +91,9 @@ class TrackingCallback(tune.Callback):
         if existed and trial_id not in self.logged_through:
             # A run from an earlier driver: the steps it holds are not logged again, and the
             # ones that driver died before writing are written from the checkpoint.
+            # By value: the step is the workload's own where it has one (Iteration.step).
             history = self.tracking.client.get_metric_history(run.id, "training_iteration")
-            self.logged_through[trial_id] = max((int(m.step) for m in history), default=0)
+            self.logged_through[trial_id] = max((int(m.value) for m in history), default=0)
             if trial.checkpoint is not None:
                 self._write_lost_reports(trial_id, run, trial.checkpoint)
         if existed and self.parent is not None:
@@ -114,15 +115,34 @@ class TrackingCallback(tune.Callback):
         for entry in reported:
             step = int(entry["step"])
             if step > self.logged_through[trial_id]:
-                metrics = {k: v for k, v in entry["metrics"].items() if k in self.metric_names}
-                metrics.update(time_total_s=entry["time_total_s"], training_iteration=step)
-                self.tracking.writer.log_metrics(run, metrics, step)
+                self._log_iteration(run, step, entry["time_total_s"], entry["metrics"],
+                                    entry.get(TRACKED_STEP), entry.get(POINTS, ()))
                 self.logged_through[trial_id] = step
+
+    def _log_iteration(self, run: RunRef, iteration: int, time_total_s: float,
+                       values: dict[str, float], tracked_step: int | None,
+                       points: list) -> None:
+        """One iteration's metrics at its step (the workload's own, or the iteration's
+        number), and the values it brought to record at their own steps."""
+        step = iteration if tracked_step is None else int(tracked_step)
+        metrics = {k: v for k, v in values.items() if k in self.metric_names}
+        metrics.update(time_total_s=time_total_s, training_iteration=iteration)
+        self.tracking.writer.log_metrics(run, metrics, step)
+        for point_step, point_values in points:
+            self.tracking.writer.log_metrics(run, point_values,
+                                             step if point_step is None else int(point_step))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         if result.get(FINISHED):
-            return  # the workload ended by itself after its last iteration: nothing new
+            # The workload ended by itself after its last iteration: only what it reported
+            # after that iteration is new.
+            if result.get(POINTS):
+                run = self.run_of(trial)
+                for point_step, point_values in result[POINTS]:
+                    if point_step is not None:
+                        self.tracking.writer.log_metrics(run, point_values, int(point_step))
+            return
         payload = TrialPayload.of(trial.config)
         trial_id = payload.trial_id
         if result.get("checkpoint_path"):
@@ -132,10 +152,8 @@ class TrackingCallback(tune.Callback):
         if step <= self.logged_through.get(trial_id, 0):
             return  # a replayed iteration (see the module's docstring)
         self.logged_through[trial_id] = step
-        metrics = {k: v for k, v in result.items() if k in self.metric_names}
-        metrics["time_total_s"] = result.get("time_total_s", 0.0)
-        metrics["training_iteration"] = step
-        self.tracking.writer.log_metrics(self.run_of(trial), metrics, step)
+        self._log_iteration(self.run_of(trial), step, result.get("time_total_s", 0.0), result,
+                            result.get(TRACKED_STEP), result.get(POINTS, ()))
         for sample in result.get(SYSTEM_METRICS, ()):  # taken in the trial, at their own times
             self.tracking.writer.log_metrics(self.run_of(trial), sample.values, sample.index,
                                              timestamp_ms=sample.timestamp_ms)

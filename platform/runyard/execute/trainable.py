@@ -23,7 +23,8 @@ from ray import tune
 from runyard import workloads
 from runyard.execute.payload import TrialPayload
 from runyard.execute.system_metrics import SystemSampler
-from runyard.workloads.base import Direction, Workload, WorkloadContext, WorkloadFinished
+from runyard.workloads.base import (Direction, Iteration, Workload, WorkloadContext,
+                                    WorkloadFinished)
 
 STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
 # In each checkpoint: what the trial reported since the one before, so that a driver that died
@@ -33,6 +34,10 @@ REPORTED_FILE = "reported.json"
 # iteration, so the callbacks record nothing for it.
 FINISHED = "runyard_finished"
 SYSTEM_METRICS = "system_metrics"  # result key: the SystemSamples taken since the last result
+# Result keys of an iteration whose workload gave it a step of its own (Iteration.step: the
+# MLflow step of its metrics), and of values to record at their own steps (Iteration.points).
+TRACKED_STEP = "runyard_step"
+POINTS = "runyard_points"
 
 
 def metric_directions(trial: TrialPayload) -> dict[str, Direction]:
@@ -72,18 +77,24 @@ class WorkloadTrainable(tune.Trainable):
     def step(self) -> dict[str, Any]:
         started = time.time()
         try:
-            metrics = {name: float(value) for name, value in self.workload.step().items()}
-        except WorkloadFinished:
+            reported = self.workload.step()
+        except WorkloadFinished as finished:
             self.workload.artifacts(self.artifacts_dir)
-            return {"done": True, FINISHED: True}
+            return {"done": True, FINISHED: True, POINTS: _points(finished.points)}
+        if not isinstance(reported, Iteration):
+            reported = Iteration(reported)
+        metrics = {name: float(value) for name, value in reported.metrics.items()}
         iteration = self.iteration + 1
         elapsed = self._time_total + (time.time() - started)
         done = self.trial.stop.reached(self.directions, iteration, elapsed, metrics)
         if done:
             self.workload.artifacts(self.artifacts_dir)
-        self.reported.append({"step": iteration, "time_total_s": elapsed, "metrics": metrics})
+        tracked = {TRACKED_STEP: reported.step} if reported.step is not None else {}
+        points = {POINTS: _points(reported.points)} if reported.points else {}
+        self.reported.append({"step": iteration, "time_total_s": elapsed, "metrics": metrics,
+                              **tracked, **points})
         samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
-        return {**metrics, **samples, "done": done}
+        return {**metrics, **tracked, **points, **samples, "done": done}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         state = Path(checkpoint_dir) / STATE_DIR
@@ -108,6 +119,12 @@ class WorkloadTrainable(tune.Trainable):
             self.sampler.stop()
         self.workload.close()
         shutil.rmtree(self.artifacts_dir, ignore_errors=True)
+
+
+def _points(points: tuple[tuple[int | None, dict[str, float]], ...]) -> list[list]:
+    """Iteration.points as plain data, which Tune's results and the checkpoint's JSON keep."""
+    return [[step, {name: float(value) for name, value in values.items()}]
+            for step, values in points]
 
 
 def _parallel_factories(trial: TrialPayload) -> dict[str, Any]:

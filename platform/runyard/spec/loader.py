@@ -302,6 +302,11 @@ def _check_against_workload(spec: JobSpec, workload_cls: type[Workload], config:
         return Problem(where(field), ".".join(field),
                        f"{spec.workload} does not report {name!r}{hint}; it reports: {known}")
 
+    if spec.stop.empty and not workload_cls.ends_by_itself:
+        problems.append(Problem(where(("stop",)), "stop",
+                                f"{spec.workload} runs until a stop condition ends it: give at "
+                                "least one of iterations, time_s or a metric threshold, e.g. "
+                                "stop: {iterations: 100}"))
     for name in spec.stop.thresholds:
         if name not in metrics:
             problems.append(unknown_metric(("stop", name), name))

@@ -24,7 +24,9 @@ class Strict(BaseModel):
 
 class StopSpec(BaseModel):
     """When a trial ends: whichever comes first. Other keys are metric thresholds, met when
-    the metric reaches the value in its better direction (>= for accuracy, <= for loss)."""
+    the metric reaches the value in its better direction (>= for accuracy, <= for loss).
+    Empty only for a workload that ends by itself (a program that exits): the spec's checks
+    against the workload refuse it for any other."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     iterations: int | None = Field(None, ge=1)
@@ -35,12 +37,11 @@ class StopSpec(BaseModel):
         for key, value in (self.model_extra or {}).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"stop.{key}: a metric threshold must be a number, found {value!r}")
-        if self.iterations is None and self.time_s is None and not self.model_extra:
-            raise ValueError(
-                "give at least one of iterations, time_s or a metric threshold, "
-                "or the job never ends"
-            )
         return self
+
+    @property
+    def empty(self) -> bool:
+        return self.iterations is None and self.time_s is None and not self.model_extra
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -204,7 +205,7 @@ class JobSpec(Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     rollout: RolloutSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    stop: StopSpec
+    stop: StopSpec = Field(default_factory=StopSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     sweep: SweepSpec | None = None

@@ -6,14 +6,24 @@ sweep varies as `config.params.NAME`) and `{seed}`. It runs in its own process g
 the project directory (on a cluster, the submitted copy of it) as its working directory, and
 `python` on its PATH is the interpreter runyard runs under.
 
-What it reports, one line each, on its stdout (`reports: stdout`) or on the file descriptor
-whose number is in $RUNYARD_METRICS_FD (`reports: fd`, for programs whose stdout is noisy):
+What it reports is read where the program already writes it (command_reports.py): lines on
+its stdout (`reports: stdout`) or on the file descriptor whose number is in
+$RUNYARD_METRICS_FD (`reports: fd`, for programs whose stdout is noisy):
 
     {"epoch": 3, "loss": 0.25, "acc": 0.91}     a JSON object
-    epoch=3 loss=0.25 acc=0.91                   or key=value pairs (spaces or commas between)
+    global_step=60, episodic_return=[15.]        or name=value pairs
 
-A report holding at least one of `config.metrics` is one iteration, one `step()`; any other
-line is plain output and only kept in the log.
+or the scalars it writes with a TensorBoard SummaryWriter (`reports: tensorboard`). A report
+holding at least one of `config.metrics` is one iteration, one `step()`; its other numbers are
+recorded beside it. `config.step` names the reported value that is the iteration's step in
+tracking (TensorBoard events carry their own). A line that looks like a report and does not
+read as one is counted, and the first is quoted in a warning and in a "no report" failure.
+
+With `reports: tensorboard` the program runs in a working directory of the trial's own, in
+which every top-level entry of the project is a link, except the output folders
+(`config.outputs`: runs/, logs/ ...), which the program creates afresh: two trials of one
+project writing `runs/<name>/` at the same time each write their own, and the event files
+become the trial's `tensorboard/` artifact.
 
 Checkpoints: the program writes its state into $RUNYARD_CHECKPOINT_DIR, then says it is
 complete in a report, alone or in the line of the iteration it ends:
@@ -48,7 +58,6 @@ import difflib
 import json
 import os
 import queue
-import re
 import shlex
 import shutil
 import signal
@@ -57,6 +66,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -65,7 +76,10 @@ from typing import IO, Literal
 from pydantic import Field
 
 from runyard.workloads.base import (
-    Direction, Workload, WorkloadConfig, WorkloadContext, WorkloadFinished,
+    Direction, Iteration, Workload, WorkloadConfig, WorkloadContext, WorkloadFinished,
+)
+from runyard.workloads.command_reports import (
+    Report, TensorBoardReader, is_near_miss, parse_report,
 )
 
 STDERR_TAIL_LINES = 30
@@ -85,7 +99,10 @@ except OSError as error:
     sys.exit(127)
 """
 STATE_FILE = "command.json"
-_KEY = re.compile(r"[A-Za-z_][\w.\-/]*")
+TENSORBOARD_POLL_S = 0.5  # how often the event files are read while the program runs
+# Where researchers' scripts write TensorBoard, MLflow and W&B output, relative to their
+# working directory: made afresh for each trial instead of linked to the project's.
+DEFAULT_OUTPUTS = ["runs", "logs", "tb_logs", "lightning_logs", "mlruns", "wandb", "outputs"]
 
 
 class CommandConfig(WorkloadConfig):
@@ -100,10 +117,20 @@ class CommandConfig(WorkloadConfig):
         min_length=1,
         description="every metric the program reports, with the direction that is better "
                     "(max or min); the sweep metric and stop thresholds must be among them")
-    reports: Literal["stdout", "fd"] = Field(
+    reports: Literal["stdout", "fd", "tensorboard"] = Field(
         "stdout",
-        description="where the program writes its report lines: stdout, or the file "
-                    "descriptor numbered in $RUNYARD_METRICS_FD")
+        description="where the program writes its reports: lines on stdout, or on the file "
+                    "descriptor numbered in $RUNYARD_METRICS_FD; or tensorboard: the scalars "
+                    "of its SummaryWriter event files, every tag a metric at its step")
+    step: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.\-/]*$",
+        description="the reported value that is the iteration's step in MLflow and the x "
+                    "axis of the sweep's plots (e.g. global_step); none: the iteration's "
+                    "number. Not with reports: tensorboard, whose events carry their step")
+    outputs: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_OUTPUTS),
+        description="reports: tensorboard: top-level folders of the project that each trial "
+                    "gets afresh in its own working directory (where its event files go)")
     env: dict[str, str] = Field(
         default_factory=dict,
         description="environment variables set for the program, on top of runyard's own")
@@ -114,50 +141,6 @@ class CommandConfig(WorkloadConfig):
     stop_grace_s: float = Field(
         5.0, ge=0,
         description="seconds the program has to exit after SIGTERM before it is killed")
-
-
-@dataclass(frozen=True)
-class Report:
-    """One report line: its numeric values, and the checkpoint it says is complete: True for
-    the whole checkpoint directory, a name for one directory in it, False for none."""
-
-    values: dict[str, float]
-    checkpoint: bool | str = False
-
-
-def parse_report(line: str) -> Report | None:
-    """The report in one line of the program's output, or None when the line is plain output
-    (anything that is neither a JSON object nor a run of key=value pairs with numbers)."""
-    text = line.strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(data, dict):
-            return None
-        values = {key: float(value) for key, value in data.items()
-                  if isinstance(value, int | float) and not isinstance(value, bool)
-                  and key != "checkpoint"}
-        mark = data.get("checkpoint", False)
-        checkpoint = mark if mark is True or (isinstance(mark, str) and mark) else False
-    else:
-        values, checkpoint = {}, False
-        for token in filter(None, re.split(r"[\s,]+", text)):
-            key, equals, value = token.partition("=")
-            if not equals or not _KEY.fullmatch(key):
-                return None
-            if key == "checkpoint":
-                flags = {"true": True, "1": True, "false": False, "0": False}
-                checkpoint = flags.get(value.lower(), value) if value else False
-                continue
-            try:
-                values[key] = float(value)
-            except ValueError:
-                return None
-    if not values and checkpoint is False:
-        return None
-    return Report(values, checkpoint)
 
 
 def command_arguments(config: CommandConfig, seed: int) -> list[str]:
@@ -209,12 +192,13 @@ def _signal_group(process: subprocess.Popen, signum: int) -> bool:
 @dataclass(frozen=True)
 class _Iteration:
     number: int  # counted by the reader from the program's first report (or its checkpoint)
-    metrics: dict[str, float]
+    reported: Iteration
 
 
 @dataclass(frozen=True)
 class _Exited:
     code: int
+    points: tuple[tuple[int | None, dict[str, float]], ...] = ()  # reported after the last iteration
 
 
 @dataclass(frozen=True)
@@ -224,6 +208,8 @@ class _Broken:
 
 class Command(Workload):
     Config = CommandConfig
+
+    ends_by_itself = True
 
     @classmethod
     def declared_metrics(cls, config: CommandConfig) -> dict[str, Direction]:
@@ -235,6 +221,9 @@ class Command(Workload):
         if not (config.command if isinstance(config.command, list) else config.command.strip()):
             problems.append("config.command: empty; write the program to run, e.g. "
                             "python train.py --lr {params.lr}")
+        if config.step is not None and config.reports == "tensorboard":
+            problems.append("config.step: TensorBoard events carry their own step; drop "
+                            "config.step, or report lines (reports: stdout) that hold it")
         if context.resources.workers > 1:
             problems.append("resources.workers: the command workload runs one program per "
                             "trial; start data-parallel workers inside the program, or set 1")
@@ -254,8 +243,24 @@ class Command(Workload):
         self.lock = threading.Lock()
         self.process: subprocess.Popen | None = None
         self.readers: list[threading.Thread] = []
+        # Written by the reader threads, read by step() when the program ends: under the lock.
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.other_keys: set[str] = set()  # numeric keys reported that are not metrics
+        self.near_misses = 0  # lines that look like reports and do not read as one
+        self.first_near_miss = ""
+        self.program_dir = self.workdir
+        if config.reports == "tensorboard":
+            self.program_dir = self._own_working_directory()
+
+    def _own_working_directory(self) -> Path:
+        """The trial's working directory for a program whose output folders must be its own:
+        the project's top-level entries as links, the output folders left to be made."""
+        own = self.scratch / "work"
+        own.mkdir()
+        for entry in self.workdir.iterdir():
+            if entry.name not in self.config.outputs and entry.name != ".runyard":
+                (own / entry.name).symlink_to(entry)
+        return own
 
     # ----------------------------------------------------------------------- the process
 
@@ -282,13 +287,13 @@ class Command(Workload):
             arguments = [sys.executable, "-I", "-c", DEATH_SIGNAL_STUB, str(os.getpid()), *arguments]
         try:
             self.process = subprocess.Popen(
-                arguments, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
+                arguments, cwd=self.program_dir, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                 pass_fds=(report_write,) if report_write is not None else ())
         except OSError as error:
             if report_read is not None:
                 os.close(report_read)
-            raise RuntimeError(f"could not start {self.arguments[0]!r} in {self.workdir}: "
+            raise RuntimeError(f"could not start {self.arguments[0]!r} in {self.program_dir}: "
                                f"{error}") from None
         finally:
             if report_write is not None:
@@ -297,55 +302,105 @@ class Command(Workload):
         stderr_log = open(self.scratch / "stderr.log", "a", buffering=1)
         outputs = [threading.Thread(target=self._keep_stderr, daemon=True,
                                     args=(self.process.stderr, stderr_log))]
-        if report_read is None:
+        if report_read is None and self.config.reports != "tensorboard":
             source, log = self.process.stdout, stdout_log
         else:
             outputs.append(threading.Thread(target=self._keep_stdout,
                                             args=(self.process.stdout, stdout_log), daemon=True))
-            source, log = open(report_read, "rb"), None
+            source, log = (open(report_read, "rb"), None) if report_read is not None else (None, None)
         reports = threading.Thread(target=self._read_reports, daemon=True,
                                    args=(source, log, outputs, self.events, self.process))
         self.readers = [*outputs, reports]
         for thread in self.readers:
             thread.start()
 
-    def _read_reports(self, stream: IO[bytes], log: IO[str] | None,
+    def _read_reports(self, stream: IO[bytes] | None, log: IO[str] | None,
                       outputs: list[threading.Thread], events: queue.Queue,
                       process: subprocess.Popen) -> None:
-        """Read report lines until the program closes the stream, then wait for it to exit."""
+        """Turn the program's reports into iterations until it is done reporting (its report
+        stream closed, or it exited and its event files are read to the end), then wait for
+        it to exit."""
         number = self.first_number
+        pending: list[tuple[int | None, dict[str, float]]] = []  # values of no iteration yet
         try:
-            for raw in stream:
-                line = raw.decode("utf-8", errors="replace")
-                if log is not None:
-                    log.write(line)
-                report = parse_report(line)
-                if report is None:
-                    continue
+            reports = (self._report_lines(stream, log) if stream is not None
+                       else self._tensorboard_reports(process))
+            for report in reports:
                 metrics = {k: v for k, v in report.values.items() if k in self.config.metrics}
-                self.other_keys.update(set(report.values) - set(metrics))
+                others = {k: v for k, v in report.values.items() if k not in metrics}
+                step = report.step
+                if step is None and self.config.step in report.values:
+                    step = int(report.values[self.config.step])
+                with self.lock:
+                    self.other_keys.update(others)
+                if others and (metrics or step is not None):
+                    pending.append((step, others))
                 if metrics:
                     number += 1
                 if report.checkpoint is not False:
                     self._snapshot(number, process, report.checkpoint)
                 if metrics:
-                    events.put(_Iteration(number, metrics))
+                    events.put(_Iteration(number, Iteration(metrics, step, tuple(pending))))
+                    pending = []
         except (OSError, ValueError) as error:
             events.put(_Broken(f"could not keep the checkpoint the program reported: {error}"))
         finally:
-            stream.close()
+            if stream is not None:
+                stream.close()
             for thread in outputs:
                 thread.join()
             if log is not None:
                 log.close()
-            events.put(_Exited(process.wait()))
+            events.put(_Exited(process.wait(), tuple(pending)))
+
+    def _report_lines(self, stream: IO[bytes], log: IO[str] | None) -> Iterator[Report]:
+        for raw in stream:
+            line = raw.decode("utf-8", errors="replace")
+            if log is not None:
+                log.write(line)
+            report = parse_report(line)
+            if report is not None:
+                yield report
+            elif is_near_miss(line):
+                self._near_miss(line.strip())
+
+    def _near_miss(self, line: str) -> None:
+        with self.lock:
+            self.near_misses += 1
+            first = self.near_misses == 1
+            if first:
+                self.first_near_miss = line[:200]
+        if first:  # the trial's output, which the driver's terminal shows
+            print(f"runyard: {self._name()} printed a line that looks like a report but does "
+                  f"not read as one: {line[:200]!r} (a report is a JSON object, or name=number "
+                  "pairs separated by spaces, commas or semicolons, and nothing else)",
+                  file=sys.stderr, flush=True)
+
+    def _tensorboard_reports(self, process: subprocess.Popen) -> Iterator[Report]:
+        """The program's scalars, one report per step: a step is complete once a later step
+        has been written (or the program has exited and its files are read to the end)."""
+        reader = TensorBoardReader(self.program_dir)
+        by_step: dict[int, dict[str, float]] = {}
+        while True:
+            exited = process.poll() is not None
+            for step, tag, value in reader.read():
+                by_step.setdefault(step, {})[tag] = value
+            newest = max(by_step, default=None)
+            for step in sorted(by_step):
+                if step == newest and not exited:
+                    break
+                yield Report(by_step.pop(step), step=step)
+            if exited:
+                return
+            time.sleep(TENSORBOARD_POLL_S)
 
     def _keep_stderr(self, stream: IO[bytes], log: IO[str]) -> None:
         with log:
             for raw in stream:
                 line = raw.decode("utf-8", errors="replace")
                 log.write(line)
-                self.stderr_tail.append(line.rstrip("\n"))
+                with self.lock:
+                    self.stderr_tail.append(line.rstrip("\n"))
 
     @staticmethod
     def _keep_stdout(stream: IO[bytes], log: IO[str]) -> None:
@@ -409,26 +464,35 @@ class Command(Workload):
                                    f"{self.config.step_timeout_s} s (config.step_timeout_s)"
                                    ) from None
             if isinstance(event, _Exited):
-                self._ended(event.code)
+                self._ended(event)
             if isinstance(event, _Broken):
                 raise RuntimeError(event.message)
             if event.number <= self.iteration:
                 continue  # tracked already, before the restore this run continues from
             self.iteration = event.number
             self._forget_old_snapshots()
-            return event.metrics
+            return event.reported
 
-    def _ended(self, code: int) -> None:
+    def _ended(self, exited: _Exited) -> None:
+        code = exited.code
         if code == 0 and self.iteration > 0:
-            raise WorkloadFinished()
+            raise WorkloadFinished(exited.points)
         if code == 0:
-            others = ", ".join(sorted(self.other_keys)) or "no report at all"
+            with self.lock:
+                others = ", ".join(sorted(self.other_keys)) or "no report at all"
+                misses = self.near_misses
+                first = self.first_near_miss
+            where = {"tensorboard": f"in TensorBoard event files under {self.program_dir}"
+                     }.get(self.config.reports, "")
+            miss = (f"; {misses} line(s) looked like reports but did not read as one, the "
+                    f"first: {first!r}" if misses else "")
             raise RuntimeError(f"{self._name()} exited without reporting any of "
-                               f"{', '.join(self.config.metrics)} (config.metrics); it reported: "
-                               f"{others}")
+                               f"{', '.join(self.config.metrics)} (config.metrics){where}; it "
+                               f"reported: {others}{miss}")
         how = (f"was killed by {signal.Signals(-code).name}" if code < 0
                else f"exited with code {code}")
-        tail = list(self.stderr_tail)
+        with self.lock:
+            tail = list(self.stderr_tail)
         last = next((line for line in reversed(tail) if line.strip()), "its stderr is empty")
         # The last line is the summary (runyard tags the run with it); the tail comes first.
         raise RuntimeError("the end of its stderr:\n" + "\n".join(tail) +
@@ -480,6 +544,11 @@ class Command(Workload):
         for name in ("stdout.log", "stderr.log"):
             if (self.scratch / name).exists():
                 shutil.copyfile(self.scratch / name, Path(directory) / name)
+        if self.config.reports == "tensorboard":
+            for path in TensorBoardReader(self.program_dir).event_files():
+                kept = Path(directory) / "tensorboard" / path.relative_to(self.program_dir)
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, kept)
 
     def close(self) -> None:
         self._stop()
