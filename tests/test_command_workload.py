@@ -422,3 +422,43 @@ def test_tensorboard_scalars_are_the_trials_reports_and_its_event_files_its_own(
         workload.close()
         assert len(list((kept / "tensorboard" / "runs" / "same").glob("*tfevents*"))) == 1
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_sweep_of_a_tensorboard_script_tracks_every_tag_at_its_step_per_trial(workdir: Path):
+    (workdir / "tb.py").write_text(TENSORBOARD_SCRIPT)
+    spec = workdir / "tb.yaml"
+    # No stop block: the script ends by itself.
+    spec.write_text(textwrap.dedent("""\
+        name: tb
+        workload: command
+        config:
+          command: python tb.py --lr {params.lr} --name same
+          params: {lr: 1.0}
+          reports: tensorboard
+          metrics: {charts/episodic_return: max}
+        tracking: {experiment: tb}
+        sweep:
+          search: grid
+          metric: charts/episodic_return
+          max_concurrent: 2
+          space:
+            config.params.lr: {grid: [1.0, 2.0]}
+        """))
+    result = run_cli("run", str(spec), "--id", "tb", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri(workdir))
+    for run in children_of(client, ledger_of(workdir, "tb").run_id):
+        lr = float(run.data.params["config.params.lr"])
+        assert run.info.status == "FINISHED"
+
+        def points(metric: str) -> list[tuple[int, float]]:
+            return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, metric))
+
+        assert points("charts/episodic_return") == [(100 * n, pytest.approx(lr * n)) for n in range(1, 7)]
+        assert points("charts/learning_rate") == [(100 * n, lr) for n in range(1, 7)]
+        assert points("losses/value_loss") == [(100 * n + 50, pytest.approx(1 / n)) for n in range(1, 7)]
+        assert points("training_iteration") == [(100 * n, n) for n in range(1, 7)]
+        events = client.list_artifacts(run.info.run_id, "tensorboard/runs/same")
+        assert len(events) == 1 and "tfevents" in events[0].path
+    assert not (workdir / "runs").exists()  # nothing written into the project itself
