@@ -333,6 +333,13 @@ def test_a_sweep_of_a_plain_script_stops_retries_fails_and_reruns_like_any_other
     assert failed.data.tags["runyard.error"].endswith(
         "python counter.py exited with code 1: ValueError: planted crash at epoch 3")
     assert "loss went to nan" in artifact_text(workdir, failed, "error.txt")
+    # A failed trial keeps its program's logs, and the terminal shows the cause in a few
+    # lines, without Ray's traceback.
+    assert "loss went to nan" in artifact_text(workdir, failed, "stderr.log")
+    assert "just some chatter" in artifact_text(workdir, failed, "stdout.log")
+    assert "python counter.py exited with code 1: ValueError: planted crash" in result.stdout
+    assert "ray.exceptions" not in result.stdout + result.stderr
+    assert "tune_controller" not in result.stdout + result.stderr
 
     broken.unlink()
     rerun = run_cli("rerun-failed", "script", cwd=workdir)

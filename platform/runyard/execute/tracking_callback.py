@@ -30,8 +30,10 @@ from typing import Any
 from ray import tune
 
 from runyard.execute.payload import TrialPayload
+from runyard import fsio
 from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, POINTS, REPORTED_FILE,
-                                       STATE_DIR, SYSTEM_METRICS, TRACKED_STEP)
+                                       STATE_DIR, SYSTEM_METRICS, TRACKED_STEP,
+                                       failed_artifacts_location)
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import CONFIG, DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
 from runyard.tracking.writer import RunRef
@@ -193,7 +195,26 @@ class TrackingCallback(tune.Callback):
         last_line = next((ln for ln in reversed(traceback.strip().splitlines()) if ln.strip()), "")
         self.tracking.writer.set_tags(run, {ERROR: last_line[:5000]})
         self.tracking.writer.log_text(run, traceback, "error.txt")
+        self._log_failed_artifacts(run, TrialPayload.of(trial.config))
         self._end(trial, "FAILED")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Retried: the artifacts of the attempt that failed are not the trial's.
+        store, inner = fsio.filesystem(failed_artifacts_location(TrialPayload.of(trial.config)))
+        store.delete_dir_contents(inner, missing_dir_ok=True)
+
+    def _log_failed_artifacts(self, run: RunRef, payload: TrialPayload) -> None:
+        """What the failed trial left in its storage (its program's logs), as the run's
+        artifacts; the storage copy goes once they are logged."""
+        location = failed_artifacts_location(payload)
+        scratch = tempfile.mkdtemp(prefix="runyard-failed-")
+        if not fsio.download_folder(location, scratch):
+            shutil.rmtree(scratch, ignore_errors=True)
+            return
+        store, inner = fsio.filesystem(location)
+        store.delete_dir(inner)
+        logged = self.tracking.writer.log_artifacts(run, scratch)
+        logged.add_done_callback(lambda _: shutil.rmtree(scratch, ignore_errors=True))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """When the sweep's time budget runs out, Tune stops the running trials without a

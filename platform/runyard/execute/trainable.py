@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import posixpath
 import shutil
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from typing import Any
 
 from ray import tune
 
-from runyard import workloads
+from runyard import fsio, workloads
 from runyard.execute.payload import TrialPayload
 from runyard.execute.system_metrics import SystemSampler
 from runyard.workloads.base import (Direction, Iteration, Workload, WorkloadContext,
@@ -38,6 +39,14 @@ SYSTEM_METRICS = "system_metrics"  # result key: the SystemSamples taken since t
 # MLflow step of its metrics), and of values to record at their own steps (Iteration.points).
 TRACKED_STEP = "runyard_step"
 POINTS = "runyard_points"
+# Where a trial that failed leaves its end-of-trial artifacts (a program's stdout.log and
+# stderr.log) in its storage, for the driver to put in its run: a failed trial has no
+# checkpoint to carry them.
+FAILED_ARTIFACTS_DIR = "failed-trial-artifacts"
+
+
+def failed_artifacts_location(trial: TrialPayload) -> str:
+    return posixpath.join(trial.storage, FAILED_ARTIFACTS_DIR, trial.trial_id)
 
 
 def metric_directions(trial: TrialPayload) -> dict[str, Direction]:
@@ -81,6 +90,9 @@ class WorkloadTrainable(tune.Trainable):
         except WorkloadFinished as finished:
             self.workload.artifacts(self.artifacts_dir)
             return {"done": True, FINISHED: True, POINTS: _points(finished.points)}
+        except Exception:
+            self._keep_failed_artifacts()
+            raise
         if not isinstance(reported, Iteration):
             reported = Iteration(reported)
         metrics = {name: float(value) for name, value in reported.metrics.items()}
@@ -95,6 +107,17 @@ class WorkloadTrainable(tune.Trainable):
                               **tracked, **points})
         samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
         return {**metrics, **tracked, **points, **samples, "done": done}
+
+    def _keep_failed_artifacts(self) -> None:
+        """The workload's artifacts, into the trial's storage, where the driver finds them
+        when it hears of the failure. Best effort: the error itself is what matters."""
+        try:
+            self.workload.artifacts(self.artifacts_dir)
+            if any(self.artifacts_dir.iterdir()):
+                fsio.upload_folder(str(self.artifacts_dir), failed_artifacts_location(self.trial))
+        except Exception as error:  # noqa: BLE001 - reported, and the trial's own error wins
+            print(f"runyard: could not keep the failed trial's artifacts: {error}",
+                  file=sys.stderr)
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         state = Path(checkpoint_dir) / STATE_DIR

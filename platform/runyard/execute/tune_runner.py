@@ -158,7 +158,13 @@ def _quiet_tune() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A failed trial's traceback (~35 lines of Ray frames) goes to its run's error.txt; the
+    # terminal gets its cause in a few lines (progress.py).
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # "Trials did not complete: [...]": the job's outcome names its failed trials already.
+    logging.getLogger("ray.tune.tune").addFilter(
+        lambda record: not record.getMessage().startswith("Trials did not complete"))
 
 
 def _scheduler(spec: JobSpec) -> Any:
