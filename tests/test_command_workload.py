@@ -469,3 +469,58 @@ def test_a_sweep_of_a_tensorboard_script_tracks_every_tag_at_its_step_per_trial(
         events = client.list_artifacts(run.info.run_id, "tensorboard/runs/same")
         assert len(events) == 1 and "tfevents" in events[0].path
     assert not (workdir / "runs").exists()  # nothing written into the project itself
+
+
+# ------------------------------------------------------------ the program's own packages
+
+def test_the_program_runs_with_the_packages_it_pins_and_runyard_keeps_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from importlib.metadata import version
+
+    from runyard.workloads.blocks import EnvironmentSpec
+
+    monkeypatch.setenv("RUNYARD_ENVIRONMENTS", str(tmp_path / "environments"))
+    ours = version("gymnasium")
+    script = tmp_path / "versions.py"
+    # The pinned gymnasium, and torch from runyard's environment beneath it.
+    script.write_text(textwrap.dedent("""\
+        import os, gymnasium, torch
+        major, minor = gymnasium.__version__.split(".")[:2]
+        print(f"major={major} minor={minor} torch={int(torch.ones(1).item())} "
+              f"var={os.environ['LAB_FLAG']}")
+        """))
+    environment = EnvironmentSpec(pip=["gymnasium==0.29.1"], variables={"LAB_FLAG": "7"})
+    context = WorkloadContext(workdir=tmp_path, environment=environment)
+    config = CommandConfig(command="python versions.py",
+                           metrics={"minor": "max", "major": "max", "torch": "max", "var": "max"})
+    assert Command.check_inputs(config, context) == []  # builds it
+    built = list((tmp_path / "environments").iterdir())
+    for _ in range(2):  # the second trial finds it built
+        workload = Command()
+        workload.setup(config, context)
+        assert workload.step().metrics == {"major": 0.0, "minor": 29.0, "torch": 1.0, "var": 7.0}
+        workload.close()
+    assert list((tmp_path / "environments").iterdir()) == built
+    assert version("gymnasium") == ours  # runyard's own environment is untouched
+
+
+@pytest.mark.slow
+def test_a_requirement_pip_cannot_install_stops_the_job_before_anything_starts(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("RUNYARD_ENVIRONMENTS", str(workdir / "environments"))
+    (workdir / "requirements.txt").write_text("# the lab's pins\nno-such-package-runyard-test==9.9.9\n")
+    spec = workdir / "pins.yaml"
+    spec.write_text(textwrap.dedent("""\
+        name: pins
+        workload: command
+        environment: {requirements: requirements.txt}
+        config:
+          command: python -c "print('score=1')"
+          metrics: {score: max}
+        """))
+    result = run_cli("run", str(spec), cwd=workdir)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "environment.pip" in result.stderr
+    assert "no-such-package-runyard-test==9.9.9" in result.stderr
+    assert not (workdir / ".runyard" / "mlflow.db").exists()  # no run, no store
+    assert not any((workdir / "environments").glob("*/bin"))  # no half-built environment

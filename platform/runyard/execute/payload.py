@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runyard.plan import Trial
-from runyard.workloads.blocks import (BLOCKS, DigitsData, EnvSpec, ResourcesSpec, RolloutSpec,
+from runyard.workloads.blocks import (BLOCKS, DigitsData, EnvironmentSpec, EnvSpec, ResourcesSpec,
+                                     RolloutSpec,
                                      ShardsData, as_block)
 
 CONFIG_KEY = "trial"
@@ -63,6 +64,7 @@ class TrialPayload:
     checkpoint_keep: int
     storage: str  # where a data-parallel trial's Ray Train run keeps its state
     system_metrics_s: float | None = None  # seconds between system samples (None: none)
+    environment: EnvironmentSpec | None = None  # the spec's block
     overrides: dict[str, Any] = field(default_factory=dict)  # the swept values (dotted keys)
 
     def __post_init__(self) -> None:

@@ -65,7 +65,8 @@ def build_workload(trial: TrialPayload, parallel: dict[str, Any]) -> Workload:
     workload = cls()
     context = WorkloadContext(
         seed=trial.seed, env=trial.env, data=trial.data, rollout=trial.rollout,
-        resources=trial.resources, workdir=Path(trial.workdir), parallel=parallel,
+        resources=trial.resources, environment=trial.environment, workdir=Path(trial.workdir),
+        parallel=parallel,
     )
     workload.setup(cls.Config.model_validate(trial.config), context)
     return workload

@@ -142,6 +142,7 @@ def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: str) -> T
         trial_id=trial.trial_id, index=trial.index, sample=trial.sample, label=trial.label,
         seed=trial.seed, workload=spec.workload, config=trial.config,
         env=spec.env, data=spec.data, rollout=spec.rollout, resources=spec.resources,
+        environment=spec.environment,
         stop=StopConditions(spec.stop.iterations, spec.stop.time_s, dict(spec.stop.thresholds)),
         workdir=str(workdir), checkpoint_every=spec.checkpoint.every,
         checkpoint_keep=spec.checkpoint.keep, storage=storage,

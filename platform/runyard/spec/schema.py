@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runyard.workloads.blocks import DataSpec, EnvSpec, ResourcesSpec, RolloutSpec
+from runyard.workloads.blocks import DataSpec, EnvironmentSpec, EnvSpec, ResourcesSpec, RolloutSpec
 
 
 class Strict(BaseModel):
@@ -205,6 +205,7 @@ class JobSpec(Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     rollout: RolloutSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    environment: EnvironmentSpec | None = None
     stop: StopSpec = Field(default_factory=StopSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)

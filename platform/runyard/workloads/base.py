@@ -16,7 +16,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from runyard.workloads.blocks import (BLOCKS, DigitsData, EnvSpec, ResourcesSpec, RolloutSpec,
+from runyard.workloads.blocks import (BLOCKS, DigitsData, EnvironmentSpec, EnvSpec, ResourcesSpec,
+                                     RolloutSpec,
                                      ShardsData, as_block)
 
 Direction = Literal["max", "min"]
@@ -37,6 +38,7 @@ class WorkloadContext:
     data: the spec's `data:` block, digits or prepared shards (supervised workloads), or None.
     rollout: the spec's `rollout:` block, or None.
     resources: the spec's `resources:` block.
+    environment: the spec's `environment:` block (the program's own packages), or None.
     The blocks are the typed models of runyard.workloads.blocks, defaults filled in; one
     given as plain data (in a test, a notebook) is validated into its model here.
     workdir: a directory the workload may write scratch files and artifacts into.
@@ -50,6 +52,7 @@ class WorkloadContext:
     data: DigitsData | ShardsData | None = None
     rollout: RolloutSpec | None = None
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    environment: EnvironmentSpec | None = None
     workdir: Path = field(default_factory=Path.cwd)
     parallel: dict[str, Any] = field(default_factory=dict)
 

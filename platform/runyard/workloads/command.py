@@ -4,7 +4,9 @@ The program, `config.command`, is a list of arguments or a string split as a she
 it; each argument is then filled in with `{params.NAME}` (the trial's `config.params`, which a
 sweep varies as `config.params.NAME`) and `{seed}`. It runs in its own process group, with
 the project directory (on a cluster, the submitted copy of it) as its working directory, and
-`python` on its PATH is the interpreter runyard runs under.
+`python` on its PATH is the interpreter runyard runs under — or, when the spec's
+`environment:` block asks for packages of the program's own, that of a virtualenv layered on
+runyard's (environments.py), with the block's `variables` in its environment.
 
 What it reports is read where the program already writes it (command_reports.py): lines on
 its stdout (`reports: stdout`) or on the file descriptor whose number is in
@@ -81,6 +83,7 @@ from runyard.workloads.base import (
 from runyard.workloads.command_reports import (
     Report, TensorBoardReader, is_near_miss, parse_report,
 )
+from runyard.workloads.environments import EnvironmentFailed, bin_dir, ensure_environment
 
 STDERR_TAIL_LINES = 30
 # How a program starts on Linux: this stub asks the kernel to SIGTERM it when the thread that
@@ -180,6 +183,10 @@ def _placeholder_problems(config: CommandConfig) -> list[str]:
     return problems
 
 
+def _say(line: str) -> None:
+    print(f"runyard: {line}", file=sys.stderr, flush=True)
+
+
 def _signal_group(process: subprocess.Popen, signum: int) -> bool:
     """Send `signum` to the program's process group; False when the group is gone."""
     try:
@@ -210,6 +217,7 @@ class Command(Workload):
     Config = CommandConfig
 
     ends_by_itself = True
+    blocks = ("environment",)
 
     @classmethod
     def declared_metrics(cls, config: CommandConfig) -> dict[str, Direction]:
@@ -229,11 +237,27 @@ class Command(Workload):
                             "trial; start data-parallel workers inside the program, or set 1")
         return problems
 
+    @classmethod
+    def check_inputs(cls, config: CommandConfig, context: WorkloadContext) -> list[str]:
+        """The program's own packages, installed on this machine now (or found built), so
+        that a requirement pip cannot install stops the job before anything starts."""
+        if context.environment is None or not context.environment.packages:
+            return []
+        try:
+            ensure_environment(context.environment, log=_say)
+        except EnvironmentFailed as error:
+            return [f"environment.pip: {error}"]
+        return []
+
     def setup(self, config: CommandConfig, context: WorkloadContext) -> None:
         self.config = config
         self.arguments = command_arguments(config, context.seed)
         self.seed = context.seed
         self.workdir = Path(context.workdir)
+        self.environment = context.environment
+        # The program's own packages: built on this machine once, by the first trial here.
+        self.environment_dir = (ensure_environment(context.environment, log=_say)
+                                if context.environment and context.environment.packages else None)
         self.scratch = Path(tempfile.mkdtemp(prefix="runyard-command-"))
         self.iteration = 0  # the last iteration step() returned
         self.restore_dir: Path | None = None
@@ -270,7 +294,9 @@ class Command(Workload):
         live = self.scratch / "checkpoint"
         shutil.rmtree(live, ignore_errors=True)
         live.mkdir()
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        interpreter = (bin_dir(self.environment_dir) if self.environment_dir
+                       else Path(sys.executable).parent)
+        path = os.pathsep.join([str(interpreter), os.environ.get("PATH", "")])
         env = {**os.environ, "PATH": path,
                "PYTHONUNBUFFERED": "1",  # a Python program's reports arrive as it prints them
                "RUNYARD_CHECKPOINT_DIR": str(live), "RUNYARD_SEED": str(self.seed)}
@@ -280,6 +306,10 @@ class Command(Workload):
         report_read, report_write = os.pipe() if self.config.reports == "fd" else (None, None)
         if report_write is not None:
             env["RUNYARD_METRICS_FD"] = str(report_write)
+        if self.environment_dir is not None:
+            env["VIRTUAL_ENV"] = str(self.environment_dir)
+        if self.environment is not None:
+            env.update(self.environment.variables)
         env.update(self.config.env)
         self.events: queue.Queue = queue.Queue()
         arguments = self.arguments
@@ -371,10 +401,9 @@ class Command(Workload):
             if first:
                 self.first_near_miss = line[:200]
         if first:  # the trial's output, which the driver's terminal shows
-            print(f"runyard: {self._name()} printed a line that looks like a report but does "
-                  f"not read as one: {line[:200]!r} (a report is a JSON object, or name=number "
-                  "pairs separated by spaces, commas or semicolons, and nothing else)",
-                  file=sys.stderr, flush=True)
+            _say(f"{self._name()} printed a line that looks like a report but does not read "
+                 f"as one: {line[:200]!r} (a report is a JSON object, or name=number pairs "
+                 "separated by spaces, commas or semicolons, and nothing else)")
 
     def _tensorboard_reports(self, process: subprocess.Popen) -> Iterator[Report]:
         """The program's scalars, one report per step: a step is complete once a later step
