@@ -524,3 +524,79 @@ def test_a_requirement_pip_cannot_install_stops_the_job_before_anything_starts(
     assert "no-such-package-runyard-test==9.9.9" in result.stderr
     assert not (workdir / ".runyard" / "mlflow.db").exists()  # no run, no store
     assert not any((workdir / "environments").glob("*/bin"))  # no half-built environment
+
+
+# Logs to MLflow itself, as many lab scripts do: start_run(), params, a metric per step.
+MLFLOW_SCRIPT = """\
+import sys, time
+import mlflow
+
+lr = float(sys.argv[1])
+with mlflow.start_run():
+    mlflow.log_param("lr", lr)
+    for step in range(1, 11):
+        mlflow.log_metric("val_acc", lr * step, step=step * 10)
+        mlflow.log_metric("loss", 1.0 / step, step=step * 10)
+        time.sleep(0.3)
+"""
+
+# mlflow.sklearn.autolog(): the run, params and metrics are the autologger's.
+AUTOLOG_SCRIPT = """\
+import mlflow, mlflow.sklearn
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+
+mlflow.sklearn.autolog(log_models=False, log_datasets=False)
+X, y = load_digits(return_X_y=True)
+LogisticRegression(C=float(__import__("sys").argv[1]), max_iter=200).fit(X / 16, y)
+"""
+
+
+@pytest.mark.slow
+def test_scripts_that_log_to_mlflow_themselves_log_into_their_trials_runs(workdir: Path):
+    (workdir / "logs_itself.py").write_text(MLFLOW_SCRIPT)
+    (workdir / "autolog.py").write_text(AUTOLOG_SCRIPT)
+    for name, command, metric, stop in [
+            ("itself", "python logs_itself.py {params.lr}", "val_acc", "stop: {iterations: 4}"),
+            ("autolog", "python autolog.py {params.lr}", "training_score", "")]:
+        (workdir / f"{name}.yaml").write_text(textwrap.dedent(f"""\
+            name: {name}
+            workload: command
+            config:
+              command: {command}
+              params: {{lr: 1.0}}
+              reports: mlflow
+              metrics: {{{metric}: max}}
+            {stop}
+            tracking: {{experiment: {name}}}
+            sweep:
+              search: grid
+              metric: {metric}
+              max_concurrent: 2
+              space:
+                config.params.lr: {{grid: [0.5, 2.0]}}
+            """))
+        result = run_cli("run", f"{name}.yaml", "--id", name, cwd=workdir)
+        assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri(workdir))
+    itself = children_of(client, ledger_of(workdir, "itself").run_id)
+    assert len(itself) == 2
+    for run in itself:
+        lr = float(run.data.params["config.params.lr"])
+        assert run.data.params["lr"] == str(lr)  # the script's own param, beside runyard's
+        history = sorted((m.step, m.value) for m in
+                         client.get_metric_history(run.info.run_id, "val_acc"))
+        # Stopped after 4 iterations (the stop condition), each logged once, by the script.
+        assert history[:4] == [(10 * n, pytest.approx(lr * n)) for n in range(1, 5)]
+        assert len(history) == len({step for step, _ in history}) < 10
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "training_iteration")
+                ][:4] == [10, 20, 30, 40]
+    autolog = children_of(client, ledger_of(workdir, "autolog").run_id)
+    assert {run.info.status for run in autolog} == {"FINISHED"} and len(autolog) == 2
+    assert all(run.data.metrics["training_score"] > 0.5 and run.data.params["C"] in ("0.5", "2.0")
+               for run in autolog)
+    # No run outside the jobs, no store of the scripts' own in the project.
+    experiments = {e.name: e.experiment_id for e in client.search_experiments()}
+    assert "Default" not in experiments or not client.search_runs([experiments["Default"]])
+    assert len(client.search_runs([experiments["itself"], experiments["autolog"]])) == 6
+    assert not (workdir / "mlruns").exists() and not (workdir / "mlflow.db").exists()

@@ -23,6 +23,7 @@ from runyard.execute.adaptive import JudgedConfig, check_restorable, judged_conf
 from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
 from runyard.execute.outcome import JobOutcome
+from runyard.execute.payload import TrialTracking
 from runyard.execute.records import JobRecords
 from runyard.execute.storage import Storage
 from runyard.execute.tune_runner import SearchSettings, TuneRunner
@@ -135,8 +136,10 @@ class _Driver:
     def _runner(self, trial_count: int) -> TuneRunner:
         self.tracker, self.progress = self.records.callbacks(trial_count, self.console)
         metrics = MetricsCallback(self.spec.experiment, self.records.tracking.writer.backlog)
+        tracking = TrialTracking(self.ledger.tracking_uri, self.ledger.run_id,
+                                 sweep=self.spec.sweep is not None)
         return TuneRunner(self.spec, self.settings, Path(self.ledger.workdir),
-                          [self.tracker, self.progress, metrics])
+                          [self.tracker, self.progress, metrics], tracking)
 
     def _fit(self, runner: TuneRunner, tuners: list) -> JobOutcome:
         try:

@@ -46,6 +46,15 @@ class StopConditions:
 
 
 @dataclass(frozen=True)
+class TrialTracking:
+    """Where the trial's run is: what a program that logs to MLflow itself is handed."""
+
+    uri: str  # the job's tracking URI
+    job_run_id: str  # a plain job's run (its trial's run), or a sweep's parent run
+    sweep: bool  # a sweep's trial has a child run of its own under job_run_id
+
+
+@dataclass(frozen=True)
 class TrialPayload:
     trial_id: str  # runyard's id (t0000 ...), which keys the trial's MLflow run
     index: int  # position in the job's trial list
@@ -65,6 +74,7 @@ class TrialPayload:
     storage: str  # where a data-parallel trial's Ray Train run keeps its state
     system_metrics_s: float | None = None  # seconds between system samples (None: none)
     environment: EnvironmentSpec | None = None  # the spec's block
+    tracking: TrialTracking | None = None  # None: a trial built without a driver (tests)
     overrides: dict[str, Any] = field(default_factory=dict)  # the swept values (dotted keys)
 
     def __post_init__(self) -> None:
@@ -90,4 +100,6 @@ class TrialPayload:
         """The payload in a Tune config (a trial's `config`, or what a trainable receives)."""
         fields = dict(config[CONFIG_KEY])
         fields["stop"] = StopConditions(**fields["stop"])
+        if fields.get("tracking") is not None:
+            fields["tracking"] = TrialTracking(**fields["tracking"])
         return cls(**fields)

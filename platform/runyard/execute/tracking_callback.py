@@ -31,8 +31,8 @@ from ray import tune
 
 from runyard.execute.payload import TrialPayload
 from runyard import fsio
-from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, POINTS, REPORTED_FILE,
-                                       STATE_DIR, SYSTEM_METRICS, TRACKED_STEP,
+from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, POINTS, RECORDED,
+                                       REPORTED_FILE, STATE_DIR, SYSTEM_METRICS, TRACKED_STEP,
                                        failed_artifacts_location)
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import CONFIG, DRIVER, ERROR, KIND, SAMPLE, SEED, STOPPED_BY, TRIAL_ID
@@ -117,20 +117,20 @@ class TrackingCallback(tune.Callback):
         for entry in reported:
             step = int(entry["step"])
             if step > self.logged_through[trial_id]:
-                self._log_iteration(run, step, entry["time_total_s"], entry["metrics"],
-                                    entry.get(TRACKED_STEP), entry.get(POINTS, ()))
+                self._log_iteration(run, step, entry["time_total_s"], entry["metrics"], entry)
                 self.logged_through[trial_id] = step
 
     def _log_iteration(self, run: RunRef, iteration: int, time_total_s: float,
-                       values: dict[str, float], tracked_step: int | None,
-                       points: list) -> None:
+                       values: dict[str, float], tracked: dict[str, Any]) -> None:
         """One iteration's metrics at its step (the workload's own, or the iteration's
-        number), and the values it brought to record at their own steps."""
-        step = iteration if tracked_step is None else int(tracked_step)
-        metrics = {k: v for k, v in values.items() if k in self.metric_names}
+        number), unless its program logged them itself, and the values it brought to record
+        at their own steps. `tracked`: the result (or checkpoint entry) with those keys."""
+        step = iteration if tracked.get(TRACKED_STEP) is None else int(tracked[TRACKED_STEP])
+        metrics = {} if tracked.get(RECORDED) else \
+            {k: v for k, v in values.items() if k in self.metric_names}
         metrics.update(time_total_s=time_total_s, training_iteration=iteration)
         self.tracking.writer.log_metrics(run, metrics, step)
-        for point_step, point_values in points:
+        for point_step, point_values in tracked.get(POINTS, ()):
             self.tracking.writer.log_metrics(run, point_values,
                                              step if point_step is None else int(point_step))
 
@@ -155,7 +155,7 @@ class TrackingCallback(tune.Callback):
             return  # a replayed iteration (see the module's docstring)
         self.logged_through[trial_id] = step
         self._log_iteration(self.run_of(trial), step, result.get("time_total_s", 0.0), result,
-                            result.get(TRACKED_STEP), result.get(POINTS, ()))
+                            result)
         for sample in result.get(SYSTEM_METRICS, ()):  # taken in the trial, at their own times
             self.tracking.writer.log_metrics(self.run_of(trial), sample.values, sample.index,
                                              timestamp_ms=sample.timestamp_ms)

@@ -39,6 +39,7 @@ SYSTEM_METRICS = "system_metrics"  # result key: the SystemSamples taken since t
 # MLflow step of its metrics), and of values to record at their own steps (Iteration.points).
 TRACKED_STEP = "runyard_step"
 POINTS = "runyard_points"
+RECORDED = "runyard_recorded"  # the metrics are in the run already (Iteration.recorded)
 # Where a trial that failed leaves its end-of-trial artifacts (a program's stdout.log and
 # stderr.log) in its storage, for the driver to put in its run: a failed trial has no
 # checkpoint to carry them.
@@ -103,11 +104,12 @@ class WorkloadTrainable(tune.Trainable):
         if done:
             self.workload.artifacts(self.artifacts_dir)
         tracked = {TRACKED_STEP: reported.step} if reported.step is not None else {}
-        points = {POINTS: _points(reported.points)} if reported.points else {}
+        tracked |= {POINTS: _points(reported.points)} if reported.points else {}
+        tracked |= {RECORDED: True} if reported.recorded else {}
         self.reported.append({"step": iteration, "time_total_s": elapsed, "metrics": metrics,
-                              **tracked, **points})
+                              **tracked})
         samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
-        return {**metrics, **tracked, **points, **samples, "done": done}
+        return {**metrics, **tracked, **samples, "done": done}
 
     def _keep_failed_artifacts(self) -> None:
         """The workload's artifacts, into the trial's storage, where the driver finds them
@@ -153,7 +155,12 @@ def _points(points: tuple[tuple[int | None, dict[str, float]], ...]) -> list[lis
 
 def _parallel_factories(trial: TrialPayload) -> dict[str, Any]:
     """Parallel resources the executor offers this trial: Ray rollout actors for RL, placed
-    in the bundles the trial's placement group reserved for them (plan.trial_bundles)."""
+    in the bundles the trial's placement group reserved for them (plan.trial_bundles); the
+    trial's MLflow run, for a program that logs to it itself."""
+    if trial.tracking is not None and trial.workload == "command":
+        from runyard.execute.trial_run import TrialRunLink  # MLflow: only where it is asked for
+
+        return {"mlflow_run": functools.partial(TrialRunLink.find, trial)}
     if trial.rollout is not None and trial.rollout.backend == "ray":
         # Imported here: the pool brings torch, which trials without rollouts never need.
         from runyard.execute.rollout_pool import RayRolloutPool

@@ -20,7 +20,7 @@ from ray import tune
 
 from runyard.execute.adaptive import JudgedConfig, ProposedTrials
 from runyard.execute.ddp import run_ddp_trial
-from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload
+from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload, TrialTracking
 from runyard.execute.trainable import WorkloadTrainable
 from runyard.ray_compat import replace_callbacks
 from runyard.plan import Trial, trial_bundles
@@ -55,12 +55,13 @@ class FitResult:
 
 class TuneRunner:
     def __init__(self, spec: JobSpec, settings: SearchSettings, workdir: Path,
-                 callbacks: list[Any]):
+                 callbacks: list[Any], tracking: TrialTracking | None = None):
         _quiet_tune()
         self.spec = spec
         self.settings = settings
         self.workdir = workdir
         self.callbacks = callbacks
+        self.tracking = tracking
 
     def new(self, tune_path: str, trials: list[Trial],
             judged: Sequence[JudgedConfig] = ()) -> tune.Tuner:
@@ -71,13 +72,14 @@ class TuneRunner:
         spec, settings = self.spec, self.settings
         # A string throughout: Path() would fold a bucket's "s3://" into "s3:/".
         if spec.adaptive:
-            payload_of = functools.partial(trial_payload, spec, workdir=self.workdir, storage=tune_path)
+            payload_of = functools.partial(trial_payload, spec, workdir=self.workdir,
+                                           storage=tune_path, tracking=self.tracking)
             search = dict(search_alg=ProposedTrials(spec, trials[0].sample, payload_of, judged),
                           num_samples=len(trials))
             param_space = {}
         else:
-            payloads = [trial_payload(spec, t, self.workdir, tune_path).as_config()[CONFIG_KEY]
-                        for t in trials]
+            payloads = [trial_payload(spec, t, self.workdir, tune_path, self.tracking
+                                      ).as_config()[CONFIG_KEY] for t in trials]
             search = dict(num_samples=1)
             param_space = {CONFIG_KEY: tune.grid_search(payloads)}
         return tune.Tuner(
@@ -136,13 +138,14 @@ class TuneRunner:
                                      checkpoint_frequency=self.spec.checkpoint.every)
 
 
-def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: str) -> TrialPayload:
+def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: str,
+                  tracking: TrialTracking | None = None) -> TrialPayload:
     """Everything a trial process needs (it crosses to another process)."""
     return TrialPayload(
         trial_id=trial.trial_id, index=trial.index, sample=trial.sample, label=trial.label,
         seed=trial.seed, workload=spec.workload, config=trial.config,
         env=spec.env, data=spec.data, rollout=spec.rollout, resources=spec.resources,
-        environment=spec.environment,
+        environment=spec.environment, tracking=tracking,
         stop=StopConditions(spec.stop.iterations, spec.stop.time_s, dict(spec.stop.thresholds)),
         workdir=str(workdir), checkpoint_every=spec.checkpoint.every,
         checkpoint_keep=spec.checkpoint.keep, storage=storage,

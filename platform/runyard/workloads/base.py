@@ -71,11 +71,14 @@ class Iteration:
         number.
     points: other values to track, each (step, {name: value}) at its own step (None: this
         iteration's step); they drive nothing, they are only recorded.
+    recorded: the metrics are in the trial's run already (a program logged them itself):
+        they drive stop conditions and the sweep, and are not recorded again.
     """
 
     metrics: dict[str, float]
     step: int | None = None
     points: tuple[tuple[int | None, dict[str, float]], ...] = ()
+    recorded: bool = False
 
 
 class WorkloadFinished(Exception):

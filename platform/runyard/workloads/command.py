@@ -69,7 +69,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,7 +81,7 @@ from runyard.workloads.base import (
     Direction, Iteration, Workload, WorkloadConfig, WorkloadContext, WorkloadFinished,
 )
 from runyard.workloads.command_reports import (
-    Report, TensorBoardReader, is_near_miss, parse_report,
+    Point, Report, RunLink, StepGroups, TensorBoardReader, is_near_miss, parse_report,
 )
 from runyard.workloads.environments import EnvironmentFailed, bin_dir, ensure_environment
 
@@ -102,7 +102,7 @@ except OSError as error:
     sys.exit(127)
 """
 STATE_FILE = "command.json"
-TENSORBOARD_POLL_S = 0.5  # how often the event files are read while the program runs
+POLL_S = 0.5  # how often event files or the MLflow run are read while the program runs
 # Where researchers' scripts write TensorBoard, MLflow and W&B output, relative to their
 # working directory: made afresh for each trial instead of linked to the project's.
 DEFAULT_OUTPUTS = ["runs", "logs", "tb_logs", "lightning_logs", "mlruns", "wandb", "outputs"]
@@ -120,11 +120,12 @@ class CommandConfig(WorkloadConfig):
         min_length=1,
         description="every metric the program reports, with the direction that is better "
                     "(max or min); the sweep metric and stop thresholds must be among them")
-    reports: Literal["stdout", "fd", "tensorboard"] = Field(
+    reports: Literal["stdout", "fd", "tensorboard", "mlflow"] = Field(
         "stdout",
         description="where the program writes its reports: lines on stdout, or on the file "
-                    "descriptor numbered in $RUNYARD_METRICS_FD; or tensorboard: the scalars "
-                    "of its SummaryWriter event files, every tag a metric at its step")
+                    "descriptor numbered in $RUNYARD_METRICS_FD; tensorboard: the scalars "
+                    "of its SummaryWriter event files, every tag a metric at its step; mlflow: "
+                    "its own MLflow calls, which land in the trial's run")
     step: str | None = Field(
         None, pattern=r"^[A-Za-z_][\w.\-/]*$",
         description="the reported value that is the iteration's step in MLflow and the x "
@@ -229,9 +230,9 @@ class Command(Workload):
         if not (config.command if isinstance(config.command, list) else config.command.strip()):
             problems.append("config.command: empty; write the program to run, e.g. "
                             "python train.py --lr {params.lr}")
-        if config.step is not None and config.reports == "tensorboard":
-            problems.append("config.step: TensorBoard events carry their own step; drop "
-                            "config.step, or report lines (reports: stdout) that hold it")
+        if config.step is not None and config.reports in ("tensorboard", "mlflow"):
+            problems.append(f"config.step: {config.reports} reports carry their own step; "
+                            "drop config.step, or report lines (reports: stdout) that hold it")
         if context.resources.workers > 1:
             problems.append("resources.workers: the command workload runs one program per "
                             "trial; start data-parallel workers inside the program, or set 1")
@@ -254,6 +255,8 @@ class Command(Workload):
         self.arguments = command_arguments(config, context.seed)
         self.seed = context.seed
         self.workdir = Path(context.workdir)
+        self.parallel = context.parallel
+        self.run_link: RunLink | None = None  # reports: mlflow, once the program starts
         self.environment = context.environment
         # The program's own packages: built on this machine once, by the first trial here.
         self.environment_dir = (ensure_environment(context.environment, log=_say)
@@ -310,6 +313,9 @@ class Command(Workload):
             env["VIRTUAL_ENV"] = str(self.environment_dir)
         if self.environment is not None:
             env.update(self.environment.variables)
+        if self.config.reports == "mlflow":
+            self.run_link = self._link_to_run()
+            env.update(self.run_link.environment())
         env.update(self.config.env)
         self.events: queue.Queue = queue.Queue()
         arguments = self.arguments
@@ -332,7 +338,7 @@ class Command(Workload):
         stderr_log = open(self.scratch / "stderr.log", "a", buffering=1)
         outputs = [threading.Thread(target=self._keep_stderr, daemon=True,
                                     args=(self.process.stderr, stderr_log))]
-        if report_read is None and self.config.reports != "tensorboard":
+        if report_read is None and self.config.reports in ("stdout", "fd"):
             source, log = self.process.stdout, stdout_log
         else:
             outputs.append(threading.Thread(target=self._keep_stdout,
@@ -344,6 +350,15 @@ class Command(Workload):
         for thread in self.readers:
             thread.start()
 
+    def _link_to_run(self) -> RunLink:
+        """The trial's MLflow run, from the executor (which found it once the driver had
+        made it)."""
+        factory = self.parallel.get("mlflow_run")
+        if factory is None:
+            raise RuntimeError("reports: mlflow needs the trial's MLflow run, which runyard's "
+                               "executor provides: run the job with runyard run")
+        return factory()
+
     def _read_reports(self, stream: IO[bytes] | None, log: IO[str] | None,
                       outputs: list[threading.Thread], events: queue.Queue,
                       process: subprocess.Popen) -> None:
@@ -353,8 +368,14 @@ class Command(Workload):
         number = self.first_number
         pending: list[tuple[int | None, dict[str, float]]] = []  # values of no iteration yet
         try:
-            reports = (self._report_lines(stream, log) if stream is not None
-                       else self._tensorboard_reports(process))
+            if stream is not None:
+                reports = self._report_lines(stream, log)
+            elif self.run_link is not None:
+                since_ms = int(time.time() * 1000)
+                reports = self._polled_reports(
+                    process, lambda: self.run_link.read(self.config.metrics, since_ms))
+            else:
+                reports = self._polled_reports(process, TensorBoardReader(self.program_dir).read)
             for report in reports:
                 metrics = {k: v for k, v in report.values.items() if k in self.config.metrics}
                 others = {k: v for k, v in report.values.items() if k not in metrics}
@@ -370,7 +391,8 @@ class Command(Workload):
                 if report.checkpoint is not False:
                     self._snapshot(number, process, report.checkpoint)
                 if metrics:
-                    events.put(_Iteration(number, Iteration(metrics, step, tuple(pending))))
+                    events.put(_Iteration(number, Iteration(metrics, step, tuple(pending),
+                                                            recorded=self.run_link is not None)))
                     pending = []
         except (OSError, ValueError) as error:
             events.put(_Broken(f"could not keep the checkpoint the program reported: {error}"))
@@ -405,23 +427,19 @@ class Command(Workload):
                  f"as one: {line[:200]!r} (a report is a JSON object, or name=number pairs "
                  "separated by spaces, commas or semicolons, and nothing else)")
 
-    def _tensorboard_reports(self, process: subprocess.Popen) -> Iterator[Report]:
-        """The program's scalars, one report per step: a step is complete once a later step
-        has been written (or the program has exited and its files are read to the end)."""
-        reader = TensorBoardReader(self.program_dir)
-        by_step: dict[int, dict[str, float]] = {}
+    @staticmethod
+    def _polled_reports(process: subprocess.Popen, read: Callable[[], list[Point]]
+                        ) -> Iterator[Report]:
+        """Reports from a source read every POLL_S (event files, the MLflow run), one per
+        step, until the program has exited and the source is read to the end."""
+        groups = StepGroups()
         while True:
             exited = process.poll() is not None
-            for step, tag, value in reader.read():
-                by_step.setdefault(step, {})[tag] = value
-            newest = max(by_step, default=None)
-            for step in sorted(by_step):
-                if step == newest and not exited:
-                    break
-                yield Report(by_step.pop(step), step=step)
+            groups.add(read())
+            yield from groups.complete(final=exited)
             if exited:
                 return
-            time.sleep(TENSORBOARD_POLL_S)
+            time.sleep(POLL_S)
 
     def _keep_stderr(self, stream: IO[bytes], log: IO[str]) -> None:
         with log:

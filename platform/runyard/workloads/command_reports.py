@@ -1,6 +1,6 @@
 """Where a command workload's program reports its metrics, read without changing the program.
 
-Two sources, each turning what the program writes into `Report`s:
+Three sources, each turning what the program writes into `Report`s:
 
 - lines (`reports: stdout` or `fd`): a JSON object, or `name=value` pairs separated by spaces,
   commas or semicolons. A value may be printed the way Python prints a one-element list or
@@ -13,6 +13,11 @@ Two sources, each turning what the program writes into `Report`s:
   `torch.utils.tensorboard`, tensorboardX or TensorFlow write, every tag a metric at the
   event's step. The records are TFRecord frames around `Event` protocol buffers (tensorboardX's
   copy of the message, which Ray already brings); frames are read as they are appended.
+- the trial's MLflow run (`reports: mlflow`): the program logs there itself (runyard hands
+  it the run), and the declared metrics are read back as they arrive, through a `RunLink`
+  the executor provides (workloads never import MLflow).
+
+The last two give values by step; `StepGroups` makes one report of each step's values.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 _KEY = re.compile(r"[A-Za-z_][\w.\-/]*")
 # One `name=value` pair and the separator after it. A value is a bracketed list, a call such
@@ -129,6 +135,38 @@ def _json_report(text: str) -> Report | None:
     return Report(values, checkpoint)
 
 
+# ------------------------------------------------------------------- values by step
+
+Point = tuple[int, str, float]  # (step, metric, value)
+
+
+@dataclass
+class StepGroups:
+    """Points as they arrive, one report per step: a step is complete once a later step has
+    arrived (values of one step are written together), or when nothing more can arrive."""
+
+    by_step: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def add(self, points: list[Point]) -> None:
+        for step, name, value in points:
+            self.by_step.setdefault(step, {})[name] = value
+
+    def complete(self, final: bool) -> list[Report]:
+        newest = max(self.by_step, default=None)
+        done = [step for step in sorted(self.by_step) if final or step != newest]
+        return [Report(self.by_step.pop(step), step=step) for step in done]
+
+
+class RunLink(Protocol):
+    """The trial's MLflow run, as the command workload's program and reader need it."""
+
+    def environment(self) -> dict[str, str]:
+        """The variables that make the program's MLflow calls land in the trial's run."""
+
+    def read(self, names: Collection[str], since_ms: int) -> list[Point]:
+        """Points of these metrics logged since `since_ms` (epoch ms) not returned before."""
+
+
 # ---------------------------------------------------------------- TensorBoard event files
 
 EVENT_FILE_MARK = "tfevents"  # in every event file's name: events.out.tfevents.<time>.<host>...
@@ -171,7 +209,7 @@ class TensorBoardReader:
             elif entry.is_file():
                 yield entry
 
-    def read(self) -> list[tuple[int, str, float]]:
+    def read(self) -> list[Point]:
         """(step, tag, value) of every scalar written since the last call, file by file."""
         from tensorboardX.proto import event_pb2  # only trials that read event files pay for it
 
