@@ -110,6 +110,9 @@ def add_commands(commands: Commands) -> None:
     submit.add_argument("--id", dest="job_id", help="job id (default: NAME-YYYYMMDD-HHMMSS)")
     submit.add_argument("--tracking-uri", help="tracking URI the driver uses (default: the "
                                                "cluster's own MLflow server)")
+    submit.add_argument("--max-upload-mb", type=float, default=100.0,
+                        help="refuse to ship a project larger than this (default: 100); "
+                             "Python environments and training output never ship")
     add_cluster_config(submit)
     add_storage(submit)
 
@@ -241,12 +244,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     submitted = api.submit(args.spec, args.overrides, address=args.address, job_id=args.job_id,
                            tracking_uri=args.tracking_uri, cluster_config=args.cluster_config,
-                           storage=args.storage)
+                           storage=args.storage, max_upload_mb=args.max_upload_mb)
     trials = submitted.trials
     print(f"submitted {submitted.job_id}: {submitted.name} ({trials} trial{'s' if trials != 1 else ''}) "
           f"to {submitted.address}")
-    if submitted.skipped_large_files:
-        print(f"left behind (over the size limit): {', '.join(submitted.skipped_large_files)}")
+    print(f"shipped the project: {submitted.shipped}")
+    if submitted.left_out:
+        print(f"left behind: {', '.join(submitted.left_out)}")
     print(f"follow it: runyard logs {submitted.job_id} -f    status: runyard status {submitted.job_id}")
     return EXIT_OK
 
