@@ -312,7 +312,7 @@ def print_outcome(console: Console, outcome: api.JobOutcome) -> None:
                       highlight=False)
     if outcome.status == "KILLED":
         console.print(f"continue it: runyard resume {outcome.job_id}", highlight=False)
-    console.print("see it: runyard ui", highlight=False)
+    console.print(f"see it: {outcome.link or 'runyard ui'}", highlight=False)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

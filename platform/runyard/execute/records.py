@@ -170,7 +170,7 @@ class JobRecords:
         return JobOutcome(status, self.ledger.run_id, self.ledger.sweep_id, trial_runs, failed,
                           metric=settings.metric if self.is_sweep else None, best=best,
                           time_budget_s=settings.time_budget_s, not_started=not_started,
-                          exit_code=exit_code)
+                          exit_code=exit_code, link=run_link(self.tracking, self.ledger.run_id))
 
     def _log_plots(self, results: list[TrialResult], top: int = 5) -> None:
         """The sweep's pictures (tracking.plots) as artifacts of its parent run, under plots/.
@@ -213,6 +213,14 @@ class TrialFiles:
             plain = set_dotted(plain, key, value)
         plain["seed"] = payload.seed
         return yaml.safe_dump(plain, sort_keys=False)
+
+
+def run_link(tracking: JobTracking, run_id: str) -> str | None:
+    """The run's page in the MLflow UI of a tracking server (a cluster's), which a job's log
+    names; the embedded store has no server (`runyard ui` serves it)."""
+    if not tracking.uri.startswith(("http://", "https://")):
+        return None
+    return f"{tracking.uri.rstrip('/')}/#/experiments/{tracking.experiment_id}/runs/{run_id}"
 
 
 def _frame_params(spec: JobSpec) -> dict[str, Any]:
