@@ -11,7 +11,9 @@ group of their own, which Ctrl-C or SIGTERM on `runyard ui` ends as a whole.
 MLflow >= 3.10's UI opens an experiment on traces or on runs by its "GenAI / Model training"
 switch, which the browser remembers (it defaults to GenAI), not by the experiment's kind
 tag; since 3.15 a `workflowType=machine_learning` query in the link sets it for that visit.
-So the links printed here open each experiment on its runs table.
+So the links printed here open each experiment on its runs table, and the page itself (the
+`runyard` server app, tracking/ui_app.py) stores that choice in a browser that has none, so
+a plain click on an experiment opens its runs too.
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI on {uri}\n  {base}   (Ctrl-C to stop)", flush=True)
     for name, link in experiment_links(uri, base):
         print(f"  {name}: {link}", flush=True)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--default-artifact-root", artifact_root(uri),
+    # runyard's app: MLflow's, its page opening experiments on their runs (tracking/ui_app.py)
+    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "runyard",
+               "--backend-store-uri", uri, "--default-artifact-root", artifact_root(uri),
                "--host", args.host, "--port", str(args.port), "--workers", "1"]
     server = subprocess.Popen(command, env={**os.environ, **VIEWER_ENV}, start_new_session=True)
 

@@ -211,7 +211,8 @@ def serve(
     hosts = [f"{h}:{port}" for h in ("127.0.0.1", "localhost")] + list(allowed_hosts)
     command = [
         sys.executable, "-m", "mlflow", "server",
-        "--app-name", "basic-auth",
+        # MLflow's basic-auth app, its page opening experiments on their runs (ui_app.py)
+        "--app-name", "runyard-basic-auth",
         "--artifacts-destination", artifacts,
         "--serve-artifacts",
         "--host", host,
