@@ -338,6 +338,7 @@ def test_a_sweep_of_a_plain_script_stops_retries_fails_and_reruns_like_any_other
     assert "loss went to nan" in artifact_text(workdir, failed, "stderr.log")
     assert "just some chatter" in artifact_text(workdir, failed, "stdout.log")
     assert "python counter.py exited with code 1: ValueError: planted crash" in result.stdout
+    assert result.stdout.count("exited with code 1: ValueError: planted crash") == 1  # said once
     assert "ray.exceptions" not in result.stdout + result.stderr
     assert "tune_controller" not in result.stdout + result.stderr
 

@@ -86,14 +86,16 @@ class UiProcess:
 
 def click_experiment_in_a_fresh_browser(browser, home: str, experiment: str, run_name: str,
                                         screenshot: Path, **context_options) -> None:
-    """Open the UI's home page in a new browser context (no local storage), click the
-    experiment's link in its list, and check that its runs table is what opens."""
+    """Open the UI's experiment list in a new browser context (no local storage), click the
+    experiment's link, and check that its runs table is what opens."""
     context = browser.new_context(viewport={"width": 1400, "height": 900}, **context_options)
     page = context.new_page()
     page.set_default_timeout(30_000)
-    page.goto(home)
-    page.get_by_role("link", name=experiment, exact=True).first.click()
-    expect(page.get_by_role("link", name=run_name, exact=True)).to_be_visible()
+    page.goto(home + "#/experiments")
+    # The experiment's name, a link to it, in the list (the table or the side list).
+    page.locator('a[href^="#/experiments/"]').get_by_text(experiment, exact=True).first.click()
+    run_row = page.get_by_role("row").filter(has=page.get_by_role("link", name=run_name, exact=True))
+    expect(run_row).to_be_visible()
     assert "/runs" in page.url and "traces" not in page.url and "overview" not in page.url, page.url
     page.screenshot(path=screenshot)
     context.close()

@@ -52,7 +52,7 @@ class ProgressCallback(tune.Callback):
         self.state: dict[str, str] = {}
         self.latest: dict[str, dict[str, Any]] = {}
         self.best: tuple[float, str] | None = None
-        self.causes: dict[str, str] = {}  # a failed trial's last error line -> its first trial
+        self.causes: dict[str, list[str]] = {}  # a failed trial's last error line -> its trials
         self.last_line = 0.0
         self.live = Live(console=console, auto_refresh=False, transient=False) \
             if console.is_terminal else None
@@ -98,6 +98,10 @@ class ProgressCallback(tune.Callback):
         self._say_why(trial)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for cause, trial_ids in self.causes.items():
+            if len(trial_ids) > 1:  # said once, with the count, however many trials
+                self._say(f"{len(trial_ids)} trials failed the same way ({', '.join(trial_ids)})"
+                          f": {cause[:300]}")
         self.close()
 
     # --------------------------------------------------------------------------- rendering
@@ -124,9 +128,10 @@ class ProgressCallback(tune.Callback):
         lines = _error_message(text)
         cause = lines[-1] if lines else "no error recorded"
         trial_id = self._id(trial)
-        first = self.causes.setdefault(cause, trial_id)
-        if first != trial_id:
-            self._say(f"  {trial_id}: the same error as {first}")
+        alike = self.causes.setdefault(cause, [])
+        alike.append(trial_id)
+        if len(alike) > 1:
+            self._say(f"  {trial_id}: the same error as {alike[0]}")
             return
         for line in lines[-1 - FAILURE_LINES:-1]:
             self._say(f"  | {line[:300]}")

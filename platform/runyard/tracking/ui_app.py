@@ -11,20 +11,29 @@ MLflow loads server apps by name from the `mlflow.app` entry-point group (`mlflo
   runyard             the plain server (`runyard ui`),
   runyard-basic-auth  MLflow's basic-auth app (`runyard tracking serve`, a cluster's server).
 Each serves MLflow's own page with one script put first in its <head>: where the browser
-has no choice stored yet, it stores "machine_learning", before the page's own scripts read
-it. A choice the researcher makes later in the UI is theirs and stays. Nothing else changes.
+has no choice stored yet, it stores "machine_learning" (and leaves the assistant pane shut),
+before the page's own scripts read it. A choice the researcher makes later in the UI is
+theirs and stays. Nothing else changes.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-WORKFLOW_KEY = "mlflow.workflowType_v1"
-RUNS_FIRST = (
-    "<script>try{if(localStorage.getItem(%r)===null)"
-    "localStorage.setItem(%r,JSON.stringify('machine_learning'))}catch(e){}</script>"
-    % (WORKFLOW_KEY, WORKFLOW_KEY))
+# Local-storage keys of MLflow's page and the values runyard's page stores where the browser
+# has none: the "Model training" view, and the assistant pane (an LLM chat that opens by
+# itself on a first visit and takes a third of the screen) left closed until asked for.
+FIRST_VISIT = {
+    "mlflow.workflowType_v1": "machine_learning",
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
+    "mlflow.assistant.panelOpen_v1": False,
+}
+RUNS_FIRST = "<script>try{%s}catch(e){}</script>" % "".join(
+    f"if(localStorage.getItem({json.dumps(key)})===null)"
+    f"localStorage.setItem({json.dumps(key)},{json.dumps(json.dumps(value))});"
+    for key, value in FIRST_VISIT.items())
 
 
 def create_app() -> Any:
