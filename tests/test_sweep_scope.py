@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,6 @@ from runyard import api
 from runyard.errors import UserError
 from runyard.cli.main import main
 from runyard.execute.adaptive import ProposedTrials
-from runyard.execute.payload import TrialPayload
 from runyard.execute.tune_runner import trial_payload
 from runyard.spec import load_spec
 from runyard_testing import ledger_of, run_cli, tracking_uri
@@ -73,7 +73,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def seed_mean(curve: str, score: callable) -> float:
+def seed_mean(curve: str, score: Callable[[list[float]], float]) -> float:
     return statistics.fmean(score([v + 0.01 * seed for v in CURVES[curve]]) for seed in (0, 1))
 
 
@@ -153,16 +153,13 @@ def test_tpe_is_told_each_configs_seed_mean_of_its_scope(tmp_path: Path):
     spec = load_spec(spec_file)
     searcher = ProposedTrials(spec, 0, functools.partial(trial_payload, spec, workdir=tmp_path,
                                                          storage=str(tmp_path / "tune")))
-    best_means = []
     for config in range(3):
-        payloads = [TrialPayload.of(searcher.suggest(f"tune-{config}-{s}")) for s in (0, 1)]
-        for seed, payload in enumerate(payloads):
-            values = [v + 0.01 * payload.seed for v in CURVES[payload.config["params"]["curve"]]]
-            for iteration, value in enumerate(values, start=1):
-                searcher.on_trial_result(f"tune-{config}-{seed}",
-                                         {"score": value, "training_iteration": iteration})
-            searcher.on_trial_complete(f"tune-{config}-{seed}",
-                                       {"score": values[-1], "training_iteration": len(values)})
-        best_means.append(seed_mean(payloads[0].config["params"]["curve"], max))
+        for seed in (0, 1):
+            trial = f"tune-{config}-{seed}"
+            searcher.suggest(trial)
+            peak = config + 0.1 * seed  # each trial's best report; its last is 1 below it
+            for iteration, value in enumerate([peak - 0.5, peak, peak - 1], start=1):
+                searcher.on_trial_result(trial, {"score": value, "training_iteration": iteration})
+            searcher.on_trial_complete(trial, {"score": peak - 1, "training_iteration": 3})
     study = searcher.searcher.searcher._ot_study  # Ray's attribute: what Optuna was told
-    assert [t.value for t in study.trials] == pytest.approx(best_means)
+    assert [t.value for t in study.trials] == pytest.approx([0.05, 1.05, 2.05])
