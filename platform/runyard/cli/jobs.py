@@ -12,6 +12,7 @@ from rich.console import Console
 
 from runyard import api
 from runyard.api.requests import ContinueRequest, RunRequest
+from runyard.cli import output
 from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 if TYPE_CHECKING:
@@ -227,7 +228,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = output.console()
 
     def show(report: api.PreflightReport) -> None:
         render_preflight(console, report)
@@ -256,7 +257,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    console = Console()
+    console = output.console()
     console.print(f"preflight of {args.spec} ...", highlight=False)
     report = api.preflight(args.spec, args.overrides, args.tracking_uri)
     render_preflight(console, report)
@@ -288,7 +289,7 @@ def cmd_continue(args: argparse.Namespace) -> int:
         print(f"follow it: runyard logs {submitted.job_id} -f    status: runyard status "
               f"{submitted.job_id}")
         return EXIT_OK
-    console = Console()
+    console = output.console()
     outcome = api.continue_job(request, console)
     print_outcome(console, outcome)
     return outcome.exit_code
@@ -323,7 +324,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return _ls_cluster(args)
     uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
     rows = recent_jobs(uri, args.experiment, args.limit)
-    render_jobs(Console(), rows, uri)
+    render_jobs(output.console(), rows, uri)
     return EXIT_OK
 
 
@@ -342,7 +343,7 @@ def _ls_cluster(args: argparse.Namespace) -> int:
         table.add_row(job.job_id, job.status,
                       *(("", "", "", "", "") if row is None else
                         (row.status, row.kind, row.trials, row.best, row.run_id)))
-    console = Console() if Console().is_terminal else Console(width=240)
+    console = output.console()
     console.print(table if jobs else "no jobs on this cluster yet")
     return EXIT_OK
 

@@ -7,10 +7,10 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 
 from runyard import api
+from runyard.cli import output
 from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
@@ -86,13 +86,13 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     entries = api.queue.open_queue().entries()
-    console = Console()
+    console = output.console()
     if not entries:
         console.print("the queue is empty; add a spec with: runyard queue add SPEC")
         return EXIT_OK
     table = Table(box=None, header_style="bold")
     for column in ("id", "priority", "status", "job id", "after", "spec", "exit"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for e in entries:
         table.add_row(str(e.id), str(e.priority), e.status, e.job_id, e.after or "",
                       e.spec, "" if e.exit_code is None else str(e.exit_code))

@@ -129,8 +129,10 @@ class _Driver:
 
     def judged_configs(self) -> list[JudgedConfig]:
         """Every config of the sweep so far that has a seed mean."""
-        results = trial_results(self.records.tracking.client, self.ledger.run_id, self.settings.metric)
-        values = {row.sample: row.value for row in config_summaries(results, self.settings.mode)}
+        settings = self.settings
+        results = trial_results(self.records.tracking.client, self.ledger.run_id, settings.metric,
+                                settings.scope, settings.mode)
+        values = {row.sample: row.value for row in config_summaries(results, settings.mode)}
         return judged_configs(planned_trials(self.ledger), values)
 
     def _runner(self, trial_count: int) -> TuneRunner:

@@ -137,7 +137,8 @@ class JobRecords:
             writer.set_tags(self.job_run, {ERROR: repr(driver_error)[:5000]})
         writer.flush()  # results are read back from MLflow below
         if self.is_sweep:
-            results = trial_results(self.tracking.client, self.ledger.run_id, settings.metric)
+            results = trial_results(self.tracking.client, self.ledger.run_id, settings.metric,
+                                    settings.scope, settings.mode)
             failed = sorted(r.trial_id for r in results if r.status == "FAILED")
         else:
             results = []
@@ -183,7 +184,8 @@ class JobRecords:
             curves = {}
             for row in rows[:top]:
                 seeds = [r for r in results if r.sample == row.sample and r.status == "FINISHED"]
-                curves[row.label] = [
+                curves[row.label] = [  # read already when the sweep's scope needed them
+                    list(r.history) if r.history is not None else
                     sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, sweep.metric))
                     for r in seeds]
             space = {key: d.kind for key, d in sweep.space.items()}

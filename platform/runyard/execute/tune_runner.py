@@ -24,6 +24,7 @@ from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload, Tr
 from runyard.execute.trainable import WorkloadTrainable
 from runyard.ray_compat import replace_callbacks
 from runyard.plan import Trial, trial_bundles
+from runyard.scope import LAST, Scope
 from runyard.spec import JobSpec
 
 
@@ -36,6 +37,7 @@ class SearchSettings:
     max_concurrent: int | None
     max_failures: int  # retries of a failed trial, from its last checkpoint
     time_budget_s: float | None
+    scope: Scope = LAST  # which of a trial's reports of `metric` score it
 
     @classmethod
     def of(cls, spec: JobSpec, metrics: dict[str, str]) -> SearchSettings:
@@ -44,7 +46,7 @@ class SearchSettings:
             metric = next(iter(metrics))
             return cls(metric, metrics[metric], None, 0, None)
         return cls(sweep.metric, sweep.mode, sweep.max_concurrent, sweep.max_failures,
-                   sweep.time_budget_s)
+                   sweep.time_budget_s, sweep.objective_scope)
 
 
 @dataclass

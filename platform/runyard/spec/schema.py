@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from runyard.scope import Scope
 from runyard.workloads.blocks import DataSpec, EnvironmentSpec, EnvSpec, ResourcesSpec, RolloutSpec
 
 
@@ -148,6 +149,10 @@ class SweepSpec(Strict):
     seeds: int = Field(1, ge=1, description="seeds per config; the objective is their mean")
     metric: str
     mode: Literal["max", "min"] | None = Field(None, description="default: the metric's direction")
+    scope: str = Field(
+        "last", description="which of a trial's reports score it (Ray Tune's names): last; all "
+                            "(its best, in the metric's direction); last-N-avg (the mean of its "
+                            "last N)")
     space: dict[str, Distribution]
     scheduler: SchedulerSpec | None = None
     max_concurrent: int | None = Field(None, ge=1)
@@ -166,6 +171,16 @@ class SweepSpec(Strict):
             if not key.startswith("config.") or key == "config.":
                 raise ValueError(f"space key {key!r} must name a config field, e.g. config.lr")
         return value
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        Scope.parse(value)
+        return value
+
+    @property
+    def objective_scope(self) -> Scope:
+        return Scope.parse(self.scope)
 
     @model_validator(mode="after")
     def _search(self) -> SweepSpec:
