@@ -336,7 +336,7 @@ def test_a_sweep_of_a_plain_script_stops_retries_fails_and_reruns_like_any_other
     # A failed trial keeps its program's logs, and the terminal shows the cause in a few
     # lines, without Ray's traceback.
     assert "loss went to nan" in artifact_text(workdir, failed, "stderr.log")
-    assert "just some chatter" in artifact_text(workdir, failed, "stdout.log")
+    assert "resumed from epoch 2" in artifact_text(workdir, failed, "stdout.log")  # its last try
     assert "python counter.py exited with code 1: ValueError: planted crash" in result.stdout
     assert result.stdout.count("exited with code 1: ValueError: planted crash") == 1  # said once
     assert "ray.exceptions" not in result.stdout + result.stderr
@@ -449,6 +449,7 @@ def test_a_sweep_of_a_tensorboard_script_tracks_every_tag_at_its_step_per_trial(
         sweep:
           search: grid
           metric: charts/episodic_return
+          scope: last-5-avg
           max_concurrent: 2
           space:
             config.params.lr: {grid: [1.0, 2.0]}
@@ -456,6 +457,9 @@ def test_a_sweep_of_a_tensorboard_script_tracks_every_tag_at_its_step_per_trial(
     result = run_cli("run", str(spec), "--id", "tb", cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
     client = MlflowClient(tracking_uri(workdir))
+    # Ranked by the mean of each trial's last 5 returns: lr=2 scores 2 * mean(2..6) = 8.
+    parent = client.get_run(ledger_of(workdir, "tb").run_id)
+    assert parent.data.metrics["best_charts/episodic_return"] == pytest.approx(8.0)
     for run in children_of(client, ledger_of(workdir, "tb").run_id):
         lr = float(run.data.params["config.params.lr"])
         assert run.info.status == "FINISHED"

@@ -157,15 +157,22 @@ def _parallel_factories(trial: TrialPayload) -> dict[str, Any]:
     """Parallel resources the executor offers this trial: Ray rollout actors for RL, placed
     in the bundles the trial's placement group reserved for them (plan.trial_bundles); the
     trial's MLflow run, for a program that logs to it itself."""
-    if trial.tracking is not None and trial.workload == "command":
-        from runyard.execute.trial_run import TrialRunLink  # MLflow: only where it is asked for
-
-        return {"mlflow_run": functools.partial(TrialRunLink.find, trial)}
+    factories: dict[str, Any] = {}
+    if trial.tracking is not None:
+        factories["mlflow_run"] = functools.partial(_trial_run, trial)
     if trial.rollout is not None and trial.rollout.backend == "ray":
         # Imported here: the pool brings torch, which trials without rollouts never need.
         from runyard.execute.rollout_pool import RayRolloutPool
         from runyard.workloads.rl.layout import resolve_layout
 
         layout = resolve_layout(trial.rollout, trial.resources.cpus_per_trial)
-        return {"rollout_pool": functools.partial(RayRolloutPool, num_cpus_per_actor=layout.cpus_per_worker)}
-    return {}
+        factories["rollout_pool"] = functools.partial(
+            RayRolloutPool, num_cpus_per_actor=layout.cpus_per_worker)
+    return factories
+
+
+def _trial_run(trial: TrialPayload) -> Any:
+    # Imported when a workload asks for the run: only then does the trial process load MLflow.
+    from runyard.execute.trial_run import TrialRunLink
+
+    return TrialRunLink.find(trial)
