@@ -26,8 +26,9 @@ import sys
 from pathlib import Path
 
 from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, RunFailed, UserError
+from runyard.paths import CLUSTER_STATE_DIR, TRACKING_STATE_DIR
 
-DEFAULT_STATE_DIR = ".runyard/cluster"
+DEFAULT_STATE_DIR = str(CLUSTER_STATE_DIR)
 DEFAULT_CLUSTER_CONFIG = "cluster.yaml"
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -83,7 +84,9 @@ def _add_cluster(subparsers) -> None:
             "The Ray token is written 0600 to <state-dir>/auth_token and never printed; runyard\n"
             "status/logs/stop find it there. The MLflow admin is MLFLOW_TRACKING_USERNAME /\n"
             "MLFLOW_TRACKING_PASSWORD when set, else 'admin' with a random password kept 0600\n"
-            "in <state-dir>/tracking_password. Jobs on the cluster log to this server.\n\n"
+            "in <state-dir>/tracking_password. Jobs on the cluster log to this server and keep\n"
+            "their state in --storage-dir (default .runyard/ here), which `down` keeps: `runyard\n"
+            "best JOB` and `resume JOB` read it after the cluster is gone.\n\n"
             "--hosts N (root, Linux) runs N hosts instead -- the head and N-1 workers -- each\n"
             "with its own network namespace on a bridge in 198.18.0.0/15 (no route elsewhere),\n"
             "hostname, /tmp, home and processes, the checkout hidden, runyard installed on it\n"
@@ -102,7 +105,8 @@ def _add_cluster(subparsers) -> None:
     up.add_argument("--hosts", type=int, default=None, metavar="N",
                     help="N namespaced hosts in all: the head and N-1 workers (root only)")
     up.add_argument("--storage-dir", default=None, metavar="DIR",
-                    help="with --hosts: the folder every host sees at the same path (default <state-dir>/storage)")
+                    help="where the cluster's jobs keep their ledgers and checkpoints, kept by `down` "
+                    "(default: .runyard/ here; with --hosts <state-dir>/storage, which every host sees at the same path)")
     up.add_argument("--hosts-root", default=None, metavar="DIR",
                     help="with --hosts: where each host's private /tmp and home live (default /var/tmp/runyard-hosts)")
     up.add_argument(
@@ -195,8 +199,9 @@ def _local_status(args) -> int:
     except OSError as error:
         print(f"nodes: cannot reach the head ({error})", file=sys.stderr)
         return EXIT_FAILED
+    print(f"storage:              {cluster.storage_dir or '-'}")
     if cluster.network is not None:
-        print(f"hosts on bridge:      {cluster.network.bridge} ({cluster.network.subnet}); shared storage {cluster.storage_dir}")
+        print(f"hosts on bridge:      {cluster.network.bridge} ({cluster.network.subnet})")
     print(f"nodes alive: {alive} of {len(cluster.nodes)}")
     for node in cluster.nodes:
         where = f" {node.address:15s}" if node.address else ""
@@ -274,7 +279,7 @@ def _add_tracking(subparsers) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
     serve.add_argument("--allowed-hosts", default="", metavar="H1,H2", help="extra host[:port] names clients use (needed for a non-loopback --host)")
-    serve.add_argument("--state-dir", default=".runyard/tracking", help="auth config, logs and the default SQLite store")
+    serve.add_argument("--state-dir", default=str(TRACKING_STATE_DIR), help="auth config, logs and the default SQLite store")
     serve.set_defaults(func=_exit_codes(_tracking_serve))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 from runyard.errors import UserError
+from runyard.paths import CLUSTER_STATE_DIR
 from runyard.ray_compat import upload_py_modules
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Submitted:
     skipped_large_files: tuple[str, ...]
 
 
-def resolve_address(address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> str:
+def resolve_address(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> str:
     """The Jobs API URL to talk to (see the module docstring for the order)."""
     if address:
         candidate = address
@@ -83,7 +84,7 @@ def resolve_address(address: str | None = None, state_dir: str | Path = ".runyar
     return candidate.rstrip("/")
 
 
-def read_token(address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> str:
+def read_token(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> str:
     """The Ray auth token for `address` (module docstring lists where it is looked for)."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return os.environ["RAY_AUTH_TOKEN"].strip()
@@ -105,7 +106,7 @@ def read_token(address: str | None = None, state_dir: str | Path = ".runyard/clu
     )
 
 
-def client(address: str | None = None, state_dir: str | Path = ".runyard/cluster"):
+def client(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR):
     """An authenticated ray.job_submission.JobSubmissionClient."""
     from ray.job_submission import JobSubmissionClient
 
@@ -149,7 +150,7 @@ def submit(
     submission_id: str | None = None,
     metadata: Mapping[str, str] | None = None,
     py_modules: tuple[str | Path, ...] = (),
-    state_dir: str | Path = ".runyard/cluster",
+    state_dir: str | Path = CLUSTER_STATE_DIR,
 ) -> Submitted:
     """Ship `working_dir` and run `entrypoint` (a shell command) on the cluster's head node.
 
@@ -205,7 +206,7 @@ def _uploaded_packages(jobs: JobSubmissionClient, packages: tuple[str | Path, ..
     return packed["py_modules"]
 
 
-def status(job_id: str, address: str | None = None, state_dir: str | Path = ".runyard/cluster"):
+def status(job_id: str, address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR):
     """The job's JobDetails (status, message, start/end times, entrypoint, runtime_env...)."""
     jobs = client(address, state_dir)
     with api_errors(jobs.get_address(), job_id):
@@ -213,7 +214,7 @@ def status(job_id: str, address: str | None = None, state_dir: str | Path = ".ru
 
 
 def logs(
-    job_id: str, address: str | None = None, follow: bool = False, state_dir: str | Path = ".runyard/cluster"
+    job_id: str, address: str | None = None, follow: bool = False, state_dir: str | Path = CLUSTER_STATE_DIR
 ) -> Iterator[str]:
     """The job's driver output: everything so far, or (follow=True) streamed until it ends."""
     jobs = client(address, state_dir)
@@ -236,14 +237,14 @@ def logs(
         loop.close()
 
 
-def stop(job_id: str, address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> bool:
+def stop(job_id: str, address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> bool:
     """Ask the job to stop; False when it had already finished."""
     jobs = client(address, state_dir)
     with api_errors(jobs.get_address(), job_id):
         return jobs.stop_job(job_id)
 
 
-def list_jobs(address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> list:
+def list_jobs(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> list:
     """Every job the cluster knows, oldest first."""
     api = client(address, state_dir)
     with api_errors(api.get_address()):
@@ -256,7 +257,7 @@ def wait(
     address: str | None = None,
     timeout_s: float = 300.0,
     poll_s: float = 1.0,
-    state_dir: str | Path = ".runyard/cluster",
+    state_dir: str | Path = CLUSTER_STATE_DIR,
 ) -> str:
     """Block until the job reaches SUCCEEDED, FAILED or STOPPED; return that state."""
     jobs = client(address, state_dir)
