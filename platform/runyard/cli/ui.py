@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runyard.cli.jobs import add_tracking
+from runyard.cli.common import add_tracking
 from runyard.errors import EXIT_OK, UserError
 from runyard.processes import start_group, stop_group
 
