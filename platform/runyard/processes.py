@@ -10,14 +10,15 @@ are ever signalled, so nothing outside runyard's own processes is touched.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 import psutil
 
@@ -27,19 +28,34 @@ KILL_WAIT_S = 5.0
 POLL_S = 0.1
 
 
+# How a program that ends with its parent starts on Linux: this stub asks the kernel to
+# SIGTERM it when the thread that started it ends (prctl PR_SET_PDEATHSIG), checks that the
+# parent had not already died, then becomes the program (exec keeps the request). A failed
+# exec exits 127 with the reason, as a shell would. A stub rather than Popen's preexec_fn,
+# which is unsafe in a process with threads.
+END_WITH_PARENT_STUB = f"""\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl({PR_SET_PDEATHSIG}, signal.SIGTERM)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as error:
+    sys.stderr.write(f"could not start {{sys.argv[2]!r}} in {{os.getcwd()}}: {{error}}\\n")
+    sys.exit(127)
+"""
+
+
 def start_group(argv: Sequence[str], *, end_with_parent: bool = False, **popen_options) -> subprocess.Popen:
     """`argv` as the leader of a new session and process group (so `stop_group(p.pid)` ends
-    it with everything it starts). end_with_parent: on Linux, the kernel sends it SIGTERM
-    when this process dies, so a killed runner leaves no orphan."""
-    preexec = _end_with_parent if end_with_parent else None
-    return subprocess.Popen(list(argv), start_new_session=True, preexec_fn=preexec, **popen_options)
-
-
-def _end_with_parent() -> None:
-    """In the child, before it runs (Linux's PR_SET_PDEATHSIG; elsewhere a child outlives a
-    killed parent, and whoever comes next has to wait for it)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    it with everything it starts). end_with_parent: the kernel sends it SIGTERM when this
+    process dies, so a killed runner leaves no orphan -- on Linux, and when called from the
+    main thread (the signal follows the thread that started it); elsewhere the child
+    outlives a killed parent, and whoever comes next has to wait for it."""
+    argv = list(argv)
+    if end_with_parent and sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
+        argv = [sys.executable, "-I", "-c", END_WITH_PARENT_STUB, str(os.getpid()), *argv]
+    return subprocess.Popen(argv, start_new_session=True, **popen_options)
 
 
 def group_members(pgid: int) -> list[psutil.Process]:
@@ -154,6 +170,26 @@ def kill_all(processes: Sequence[psutil.Process]) -> int:
         except psutil.NoSuchProcess:
             pass
     return killed
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """`runyard stop`, the Jobs API, schedulers and `kill` end runyard with SIGTERM: within
+    this block it raises KeyboardInterrupt like Ctrl-C, so a driver's runs end KILLED instead
+    of staying RUNNING and a server's group is stopped on the way out. Signals reach only the
+    main thread; elsewhere this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def write_private(path: Path, text: str) -> Path:

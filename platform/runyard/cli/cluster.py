@@ -20,7 +20,6 @@ import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 from runyard.api import clusters
 from runyard.cli.common import add_jobs_address, add_state_dir
 from runyard.errors import EXIT_FAILED, EXIT_OK, RunFailed, UserError
+from runyard.processes import sigterm_as_interrupt
 from runyard.paths import CLUSTER_STATE_DIR, TRACKING_STATE_DIR
 
 STATE_DIR_HELP = f"where state, secrets and logs live (default {CLUSTER_STATE_DIR})"
@@ -290,10 +290,10 @@ def _tracking_serve(args) -> int:
     print("clients: export MLFLOW_TRACKING_URI=" + server.uri + " and the same MLFLOW_TRACKING_USERNAME/PASSWORD")
     # The server runs in its own process group; a SIGTERM to this command (kill, systemd, the
     # cluster's restart) must take it down too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        code = server.wait()
-    except (KeyboardInterrupt, SystemExit):
+        with sigterm_as_interrupt():
+            code = server.wait()
+    except KeyboardInterrupt:
         return EXIT_OK
     finally:
         server.stop()

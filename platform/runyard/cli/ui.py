@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runyard.cli.common import add_tracking
 from runyard.errors import EXIT_OK, UserError
-from runyard.processes import start_group, stop_group
+from runyard.processes import sigterm_as_interrupt, start_group, stop_group
 
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
@@ -65,13 +64,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
                "--default-artifact-root", artifact_root(uri),
                "--host", args.host, "--port", str(args.port), "--workers", "1"]
     server = start_group(command, env={**os.environ, **VIEWER_ENV})
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)  # stopped like Ctrl-C: the group goes too
     try:
-        return server.wait()
+        with sigterm_as_interrupt():  # stopped like Ctrl-C: the group goes too
+            return server.wait()
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
