@@ -44,16 +44,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import psutil
 
 from runyard.errors import UserError
-from runyard.launch.nodes import OBJECT_STORE_BYTES, RAY_BIN, NodeRecord, NodeSize
+from runyard.launch.nodes import OBJECT_STORE_BYTES, RAY_BIN, ClusterState, NodeRecord, NodeSize
 from runyard.processes import signal_group, start_group, write_private
-
-if TYPE_CHECKING:
-    from runyard.launch.local_cluster import LocalCluster
 
 ADDRESS_RANGE = ipaddress.ip_network("198.18.0.0/15")
 ROOT_HOST_NUMBER = 1  # the root namespace's address on the bridge: <subnet>.1
@@ -474,7 +469,7 @@ class NamespacedHosts:
         # Every host's private /tmp and home, the wheel and the shared /etc/hosts.
         return str(self.hosts_root / cluster_id)
 
-    def prepare(self, cluster: LocalCluster, sizes: list[NodeSize]) -> None:
+    def prepare(self, cluster: ClusterState, sizes: list[NodeSize]) -> None:
         Path(cluster.ray_temp_root).mkdir(parents=True)
         # Recorded before it is made, so that a failure half-way is undone by down().
         cluster.network = plan_network(f"ry{cluster.cluster_id[:6]}br")  # at most 15 characters
@@ -484,10 +479,10 @@ class NamespacedHosts:
         for size in sizes:
             self._make_host(cluster, size)
 
-    def tracking_host(self, cluster: LocalCluster) -> str:
+    def tracking_host(self, cluster: ClusterState) -> str:
         return cluster.network.root_address
 
-    def start_node(self, cluster: LocalCluster, size: NodeSize) -> NodeRecord:
+    def start_node(self, cluster: ClusterState, size: NodeSize) -> NodeRecord:
         node = next((n for n in cluster.nodes if not n.pid), None) or self._make_host(cluster, size)
         install = self.installs.pop(node.name, None)
         if install is not None:
@@ -495,7 +490,7 @@ class NamespacedHosts:
         self._boot(cluster, node)
         return node
 
-    def stop_node(self, cluster: LocalCluster, node: NodeRecord, timeout_s: float = 30.0) -> int:
+    def stop_node(self, cluster: ClusterState, node: NodeRecord, timeout_s: float = 30.0) -> int:
         """SIGKILL every process of the host at once, as if the machine lost power; return how
         many there were. Its namespace stays (remove() deletes it)."""
         victims = processes_in_netns(node.netns)
@@ -519,7 +514,7 @@ class NamespacedHosts:
             time.sleep(0.1)
         return len(victims)
 
-    def remove(self, cluster: LocalCluster) -> str:
+    def remove(self, cluster: ClusterState) -> str:
         for install in self.installs.values():
             install.kill()
             install.wait()
@@ -537,7 +532,7 @@ class NamespacedHosts:
         bridge = cluster.network.bridge if cluster.network is not None else "-"
         return f", {len(cluster.nodes)} hosts and bridge {bridge} removed"
 
-    def describe(self, cluster: LocalCluster) -> list[str]:
+    def describe(self, cluster: ClusterState) -> list[str]:
         workers = len(cluster.nodes) - 1
         lines = [f"local cluster up: {1 + workers} hosts (head + {workers} worker{'s' if workers != 1 else ''}), "
                  f"each with its own network, mount, UTS and PID namespaces on bridge "
@@ -547,7 +542,7 @@ class NamespacedHosts:
         return lines
 
     @staticmethod
-    def layout(cluster: LocalCluster, index: int) -> HostLayout:
+    def layout(cluster: ClusterState, index: int) -> HostLayout:
         """Where host `index` (0: the head) lives and what it sees."""
         name = "head" if index == 0 else f"worker-{index}"
         return HostLayout(
@@ -558,7 +553,7 @@ class NamespacedHosts:
             home=str(Path.home()),
         )
 
-    def _make_host(self, cluster: LocalCluster, size: NodeSize) -> HostRecord:
+    def _make_host(self, cluster: ClusterState, size: NodeSize) -> HostRecord:
         """Record and make the next host: its network namespace, folders and setup script;
         start installing runyard into it."""
         index = len(cluster.nodes)
@@ -582,7 +577,7 @@ class NamespacedHosts:
         Path(layout.dir, "setup.sh").write_text(setup_script(layout, shared, hidden, etc_hosts, hosts_dir))
         return node
 
-    def _boot(self, cluster: LocalCluster, node: HostRecord) -> None:
+    def _boot(self, cluster: ClusterState, node: HostRecord) -> None:
         """Start the made host: its setup script, then `ray start --block` as its one
         long-lived command (the head's first, so the workers have a GCS to join)."""
         index = cluster.nodes.index(node)

@@ -4,8 +4,9 @@ machine (launch.process_nodes) or a namespaced host (launch.netns_hosts); a Slur
 Kubernetes pod would be one more module implementing `NodeBackend`, as Ray's own
 `cluster_utils.Cluster` adds and removes nodes behind one `add_node` / `remove_node`.
 
-A backend is stateless: everything it starts is recorded on the cluster (`LocalCluster`, saved
-as state.json before each step), so another process can stop it with `down`.
+A backend keeps nothing another process needs: everything it starts is recorded on the
+cluster (`ClusterState`, local_cluster.LocalCluster saved as state.json before each step), so
+another process can stop it with `down`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
-
-if TYPE_CHECKING:
-    from runyard.launch.local_cluster import LocalCluster
+from typing import Any, ClassVar, Protocol
 
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
 # The object store is shared memory; the default (30% of RAM per node) is far too much for
@@ -46,6 +44,29 @@ class NodeRecord:
     address: str = "127.0.0.1"  # the node's IP address
 
 
+class ClusterState(Protocol):
+    """What a backend reads and writes of the cluster's record (local_cluster.LocalCluster,
+    kept in state.json): the record of every node it starts, the addresses the head gives."""
+
+    cluster_id: str
+    state_dir: str  # logs/<node>.out go here
+    ray_temp_root: str
+    token_path: str
+    storage_dir: str  # every node sees it at this path
+    nodes: list[NodeRecord]
+    gcs_address: str
+    jobs_address: str
+    network: Any  # a backend's own network record (namespaced hosts: their bridge)
+
+    def save(self) -> None: ...
+
+    def node_env(self) -> dict[str, str]:
+        """The environment of a node process on this machine."""
+
+    def cluster_env(self) -> dict[str, str]:
+        """What every node process knows about the cluster, wherever it runs."""
+
+
 class NodeBackend(Protocol):
     """How nodes of one kind are made, started and removed."""
 
@@ -56,24 +77,24 @@ class NodeBackend(Protocol):
         """The folder of the cluster's per-node files on this machine (Ray's temp dirs, a
         host's /tmp); `down` removes it."""
 
-    def prepare(self, cluster: LocalCluster, sizes: list[NodeSize]) -> None:
+    def prepare(self, cluster: ClusterState, sizes: list[NodeSize]) -> None:
         """Make what the nodes need before the first starts (the head is sizes[0]); slow
         work may go on in the background until `start_node` needs it."""
 
-    def tracking_host(self, cluster: LocalCluster) -> str:
+    def tracking_host(self, cluster: ClusterState) -> str:
         """The address the tracking server binds on this machine, reachable from every node."""
 
-    def start_node(self, cluster: LocalCluster, size: NodeSize) -> NodeRecord:
+    def start_node(self, cluster: ClusterState, size: NodeSize) -> NodeRecord:
         """Start the next node (the head when there is none yet, which sets the cluster's GCS
         and Jobs API addresses), record it on the cluster and return its record. It has not
         necessarily joined yet."""
 
-    def stop_node(self, cluster: LocalCluster, node: NodeRecord) -> int:
+    def stop_node(self, cluster: ClusterState, node: NodeRecord) -> int:
         """Stop every process of the node; return how many there were."""
 
-    def remove(self, cluster: LocalCluster) -> str:
+    def remove(self, cluster: ClusterState) -> str:
         """After every node stopped: remove what `prepare` made, even half made; returns what
         was removed besides processes, for `down`'s summary ('' for nothing)."""
 
-    def describe(self, cluster: LocalCluster) -> list[str]:
+    def describe(self, cluster: ClusterState) -> list[str]:
         """`up`'s summary: the first line, then one per node or detail worth printing."""

@@ -17,13 +17,9 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from runyard.launch.nodes import OBJECT_STORE_BYTES, RAY_BIN, NodeRecord, NodeSize
+from runyard.launch.nodes import OBJECT_STORE_BYTES, RAY_BIN, ClusterState, NodeRecord, NodeSize
 from runyard.processes import start_group, stop_group
-
-if TYPE_CHECKING:
-    from runyard.launch.local_cluster import LocalCluster
 
 # Ports handed to each node's worker processes (--worker-port-list); Ray needs one per live
 # worker (prestarted workers, actors, the job driver and its supervisor).
@@ -45,13 +41,13 @@ class ProcessNodes:
     def temp_root(self, cluster_id: str) -> str:
         return tempfile.mkdtemp(prefix="ry-", dir="/tmp")
 
-    def prepare(self, cluster: LocalCluster, sizes: list[NodeSize]) -> None:
+    def prepare(self, cluster: ClusterState, sizes: list[NodeSize]) -> None:
         """Nothing to make: the nodes are processes of this machine."""
 
-    def tracking_host(self, cluster: LocalCluster) -> str:
+    def tracking_host(self, cluster: ClusterState) -> str:
         return "127.0.0.1"
 
-    def start_node(self, cluster: LocalCluster, size: NodeSize) -> NodeRecord:
+    def start_node(self, cluster: ClusterState, size: NodeSize) -> NodeRecord:
         index = len(cluster.nodes)
         name = "head" if index == 0 else f"worker-{index}"
         temp_dir = os.path.join(cluster.ray_temp_root, "head" if index == 0 else f"w{index}")
@@ -82,14 +78,14 @@ class ProcessNodes:
         cluster.save()
         return node
 
-    def stop_node(self, cluster: LocalCluster, node: NodeRecord) -> int:
+    def stop_node(self, cluster: ClusterState, node: NodeRecord) -> int:
         return stop_group(node.pid, NODE_STOP_GRACE_S)
 
-    def remove(self, cluster: LocalCluster) -> str:
+    def remove(self, cluster: ClusterState) -> str:
         shutil.rmtree(cluster.ray_temp_root, ignore_errors=True)
         return ""
 
-    def describe(self, cluster: LocalCluster) -> list[str]:
+    def describe(self, cluster: ClusterState) -> list[str]:
         workers = len(cluster.nodes) - 1
         return [f"local cluster up: {1 + workers} Ray nodes (head + {workers} workers), token auth on"]
 
