@@ -21,7 +21,8 @@ the way the nodes of a real cluster are separate machines:
 
 The root namespace plays the researcher's laptop: it reaches the cluster through the head's
 Jobs API (http://<head>:8265) and the MLflow server, which `local_cluster` binds to the
-bridge's root-side address.
+bridge's root-side address. `NamespacedHosts` is the node backend (runyard.launch.nodes) that
+`local_cluster`'s up/down sequence drives; the rest of this module is what it is made of.
 
 Everything made here is recorded by the caller (local_cluster's state.json) before it is made,
 so `remove_*` can undo a start that failed half-way. Nothing else is touched: no iptables rule,
