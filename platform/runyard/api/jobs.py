@@ -11,8 +11,6 @@ and `plan` stay fast (no Ray, no MLflow, no torch).
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from runyard.api.requests import ContinueRequest, RunRequest
 from runyard.errors import RunFailed, UserError
 from runyard.plan import Trial, check_feasible, cluster_config_nodes, expand
 from runyard.plan.inputs import check_inputs
+from runyard.processes import sigterm_as_interrupt
 from runyard.spec import JobSpec, load_spec
 
 if TYPE_CHECKING:
@@ -413,25 +412,6 @@ def _driver(address: str | None, num_cpus: int | None, spec: JobSpec, storage: S
             check_every_node_shares(storage)
         with sigterm_as_interrupt():  # after ray.init, which installs a SIGTERM handler of its own
             yield session
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """`runyard stop`, the Jobs API and schedulers end a driver with SIGTERM: within this
-    block it raises KeyboardInterrupt like Ctrl-C, so the job's runs end KILLED instead of
-    staying RUNNING. Signals reach only the main thread; elsewhere this changes nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _console(console: Console | None) -> Console:

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from runyard import api
 from runyard.cli import output
-from runyard.cli.jobs import add_storage
+from runyard.cli.common import add_storage
 from runyard.errors import EXIT_OK
 
 if TYPE_CHECKING:

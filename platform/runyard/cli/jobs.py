@@ -13,6 +13,7 @@ from rich.console import Console
 from runyard import api
 from runyard.api.requests import ContinueRequest, RunRequest
 from runyard.cli import output
+from runyard.cli.common import add_cluster, add_cluster_config, add_set, add_storage, add_tracking
 from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 if TYPE_CHECKING:
@@ -150,42 +151,6 @@ def add_commands(commands: Commands) -> None:
     ls.add_argument("--address", help="with --cluster: Jobs API address (default: RAY_ADDRESS, "
                                       "else `cluster local up`'s)")
     add_tracking(ls)
-
-
-def add_set(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="override a spec field by dotted key, e.g. --set config.lr=3e-4 "
-                             "(repeatable; values are read as YAML)")
-
-
-def add_tracking(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
-                                               "MLFLOW_TRACKING_URI, else .runyard/mlflow.db)")
-
-
-def add_cluster_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cluster-config", metavar="YAML",
-                        help="a Ray cluster launcher config (e.g. cluster.yaml): check trials "
-                             "against the node types it can start too, not only live nodes")
-
-
-def add_cluster(parser: argparse.ArgumentParser, continues: bool = False) -> None:
-    where = ("; or its Jobs API URL http://HEAD:8265, to continue the job on the cluster "
-             "from the cluster's storage" if continues else "")
-    parser.add_argument("--address", help="the Ray cluster: its GCS address host:6379 joins it "
-                                          f"with this process as the driver{where} (default: "
-                                          "RAY_ADDRESS, else an embedded Ray in this process)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
-    add_storage(parser)
-    add_tracking(parser)
-
-
-def add_storage(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", metavar="PATH_OR_URI",
-                        help="where the job's state lives (ledger, Tune state, checkpoints): a "
-                             "path every node mounts, or s3://bucket/prefix (default: "
-                             "RUNYARD_STORAGE, else .runyard/ here)")
 
 
 # ------------------------------------------------------------------------------- commands

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from runyard import api
 from runyard.cli import output
-from runyard.cli.jobs import add_storage
+from runyard.cli.common import add_storage
 from runyard.errors import EXIT_OK, UserError
 
 if TYPE_CHECKING:

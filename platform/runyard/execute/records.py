@@ -27,6 +27,7 @@ from runyard.execute.ledger import Ledger
 from runyard.execute.outcome import JobOutcome
 from runyard.execute.payload import TrialPayload
 from runyard.execute.progress import ProgressCallback
+from runyard.execute.storage import SUBMISSION_ENV
 from runyard.execute.tracking_callback import TrackingCallback
 from runyard.execute.tune_runner import SearchSettings
 from runyard.spec import JobSpec, set_dotted
@@ -41,7 +42,6 @@ from runyard.tracking.tags import (BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIV
 from runyard.tracking.writer import RunRef
 
 PLAIN_TRIAL = "t0000"  # a plain job's one trial
-SUBMISSION_ENV = "RUNYARD_SUBMISSION_ID"  # set by `runyard submit` for the job's driver
 
 
 class JobRecords:

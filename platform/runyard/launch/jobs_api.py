@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 from runyard.errors import UserError
 from runyard.launch.project_files import (DEFAULT_MAX_FILE_MB, DEFAULT_MAX_UPLOAD_MB, Shipment,
                                           check_size, shipment)
+from runyard.paths import CLUSTER_STATE_DIR
 from runyard.ray_compat import upload_py_modules
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Submitted:
     shipped: Shipment  # what of the project travelled with the job
 
 
-def resolve_address(address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> str:
+def resolve_address(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> str:
     """The Jobs API URL to talk to (see the module docstring for the order)."""
     if address:
         candidate = address
@@ -67,7 +68,7 @@ def resolve_address(address: str | None = None, state_dir: str | Path = ".runyar
     return candidate.rstrip("/")
 
 
-def read_token(address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> str:
+def read_token(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> str:
     """The Ray auth token for `address` (module docstring lists where it is looked for)."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return os.environ["RAY_AUTH_TOKEN"].strip()
@@ -89,7 +90,7 @@ def read_token(address: str | None = None, state_dir: str | Path = ".runyard/clu
     )
 
 
-def client(address: str | None = None, state_dir: str | Path = ".runyard/cluster"):
+def client(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR):
     """An authenticated ray.job_submission.JobSubmissionClient."""
     from ray.job_submission import JobSubmissionClient
 
@@ -134,7 +135,7 @@ def submit(
     submission_id: str | None = None,
     metadata: Mapping[str, str] | None = None,
     py_modules: tuple[str | Path, ...] = (),
-    state_dir: str | Path = ".runyard/cluster",
+    state_dir: str | Path = CLUSTER_STATE_DIR,
 ) -> Submitted:
     """Ship `working_dir` and run `entrypoint` (a shell command) on the cluster's head node.
 
@@ -188,7 +189,7 @@ def _uploaded_packages(jobs: JobSubmissionClient, packages: tuple[str | Path, ..
     return packed["py_modules"]
 
 
-def status(job_id: str, address: str | None = None, state_dir: str | Path = ".runyard/cluster"):
+def status(job_id: str, address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR):
     """The job's JobDetails (status, message, start/end times, entrypoint, runtime_env...)."""
     jobs = client(address, state_dir)
     with api_errors(jobs.get_address(), job_id):
@@ -196,7 +197,7 @@ def status(job_id: str, address: str | None = None, state_dir: str | Path = ".ru
 
 
 def logs(
-    job_id: str, address: str | None = None, follow: bool = False, state_dir: str | Path = ".runyard/cluster"
+    job_id: str, address: str | None = None, follow: bool = False, state_dir: str | Path = CLUSTER_STATE_DIR
 ) -> Iterator[str]:
     """The job's driver output: everything so far, or (follow=True) streamed until it ends."""
     jobs = client(address, state_dir)
@@ -219,14 +220,14 @@ def logs(
         loop.close()
 
 
-def stop(job_id: str, address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> bool:
+def stop(job_id: str, address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> bool:
     """Ask the job to stop; False when it had already finished."""
     jobs = client(address, state_dir)
     with api_errors(jobs.get_address(), job_id):
         return jobs.stop_job(job_id)
 
 
-def list_jobs(address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> list:
+def list_jobs(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> list:
     """Every job the cluster knows, oldest first."""
     api = client(address, state_dir)
     with api_errors(api.get_address()):
@@ -239,7 +240,7 @@ def wait(
     address: str | None = None,
     timeout_s: float = 300.0,
     poll_s: float = 1.0,
-    state_dir: str | Path = ".runyard/cluster",
+    state_dir: str | Path = CLUSTER_STATE_DIR,
 ) -> str:
     """Block until the job reaches SUCCEEDED, FAILED or STOPPED; return that state."""
     jobs = client(address, state_dir)

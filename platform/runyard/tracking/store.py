@@ -17,6 +17,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from runyard.paths import project_storage
 from runyard.tracking.redact import redact
 from runyard.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING
 from runyard.tracking.writer import RunRef, TrackingWriter
@@ -37,7 +38,7 @@ def resolve_tracking_uri(explicit: str | None = None, workdir: Path | None = Non
         return explicit
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    root = (workdir or Path.cwd()).resolve() / ".runyard"
+    root = project_storage(workdir or Path.cwd())
     return f"sqlite:///{root / 'mlflow.db'}"
 
 

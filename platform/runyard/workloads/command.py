@@ -77,6 +77,8 @@ from typing import IO, Literal
 
 from pydantic import Field
 
+from runyard.processes import signal_group, start_group, stop_group
+
 from runyard.workloads.base import (
     Direction, Iteration, Workload, WorkloadConfig, WorkloadContext, WorkloadFinished,
 )
@@ -86,21 +88,6 @@ from runyard.workloads.command_reports import (
 from runyard.workloads.environments import EnvironmentFailed, bin_dir, ensure_environment
 
 STDERR_TAIL_LINES = 30
-# How a program starts on Linux: this stub asks the kernel to SIGTERM it when the thread that
-# started it ends (prctl PR_SET_PDEATHSIG; the trial's main thread ends only with the trial
-# process), checks that the trial process had not already died, then becomes the program
-# (exec keeps the request). A failed exec exits 127 with the reason, as a shell would.
-DEATH_SIGNAL_STUB = """\
-import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(1)
-try:
-    os.execvp(sys.argv[2], sys.argv[2:])
-except OSError as error:
-    sys.stderr.write(f"could not start {sys.argv[2]!r} in {os.getcwd()}: {error}\\n")
-    sys.exit(127)
-"""
 STATE_FILE = "command.json"
 POLL_S = 0.5  # how often event files or the MLflow run are read while the program runs
 # Where researchers' scripts write TensorBoard, MLflow and W&B output, relative to their
@@ -186,15 +173,6 @@ def _placeholder_problems(config: CommandConfig) -> list[str]:
 
 def _say(line: str) -> None:
     print(f"runyard: {line}", file=sys.stderr, flush=True)
-
-
-def _signal_group(process: subprocess.Popen, signum: int) -> bool:
-    """Send `signum` to the program's process group; False when the group is gone."""
-    try:
-        os.killpg(process.pid, signum)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -318,13 +296,11 @@ class Command(Workload):
             env.update(self.run_link.environment())
         env.update(self.config.env)
         self.events: queue.Queue = queue.Queue()
-        arguments = self.arguments
-        if sys.platform == "linux" and threading.current_thread() is threading.main_thread():
-            arguments = [sys.executable, "-I", "-c", DEATH_SIGNAL_STUB, str(os.getpid()), *arguments]
         try:
-            self.process = subprocess.Popen(
-                arguments, cwd=self.program_dir, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            # Its own process group, which ends with the trial process (processes.py).
+            self.process = start_group(
+                self.arguments, end_with_parent=True, cwd=self.program_dir, env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=(report_write,) if report_write is not None else ())
         except OSError as error:
             if report_read is not None:
@@ -467,12 +443,12 @@ class Command(Workload):
         if mark is True:
             partial = final.with_name(final.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
-            paused = _signal_group(process, signal.SIGSTOP)
+            paused = signal_group(process.pid, signal.SIGSTOP)
             try:
                 shutil.copytree(live, partial)
             finally:
                 if paused:
-                    _signal_group(process, signal.SIGCONT)
+                    signal_group(process.pid, signal.SIGCONT)
         else:
             partial = live / mark
             if Path(mark).name != mark or mark in (".", "..") or not partial.is_dir():
@@ -488,12 +464,7 @@ class Command(Workload):
         process, self.process = self.process, None
         if process is None:
             return
-        if _signal_group(process, signal.SIGTERM):
-            try:
-                process.wait(self.config.stop_grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        _signal_group(process, signal.SIGKILL)  # what is left of the group, if anything
+        stop_group(process.pid, self.config.stop_grace_s, leader=process)
         process.wait()
         for thread in self.readers:
             thread.join(timeout=5)

@@ -28,6 +28,7 @@ import site
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,8 +44,21 @@ class EnvironmentFailed(RuntimeError):
 
 
 def cache_root() -> Path:
+    """Where this machine keeps the environments: $RUNYARD_ENVIRONMENTS, else the user's cache
+    folder, else (a node whose home is read-only) the temporary folder."""
     configured = os.environ.get("RUNYARD_ENVIRONMENTS")
-    return Path(configured) if configured else Path.home() / ".cache" / "runyard" / "environments"
+    if configured:
+        return Path(configured)
+    home = Path.home() / ".cache" / "runyard" / "environments"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        return home if os.access(home, os.W_OK) else _temporary_root()
+    except OSError:
+        return _temporary_root()
+
+
+def _temporary_root() -> Path:
+    return Path(tempfile.gettempdir()) / f"runyard-environments-{os.getuid()}"
 
 
 def environment_key(spec: EnvironmentSpec) -> str:
