@@ -170,7 +170,8 @@ def main() -> None:
     with ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
         started = time.monotonic()
-        cluster = local_cluster.up(workers=1, state_dir=scratch / "state", echo=lambda _: None)
+        cluster = local_cluster.up(workers=1, state_dir=scratch / "state", storage_dir=scratch / "storage",
+                                   echo=lambda _: None)
         cleanup.callback(local_cluster.down, cluster, echo=lambda _: None)
         up_s = time.monotonic() - started
         os.environ["RAY_AUTH_TOKEN_PATH"] = cluster.token_path

@@ -59,7 +59,8 @@ def main() -> None:
         working_dir = Path(tmp) / "project"
         working_dir.mkdir()
         (working_dir / "train.py").write_text("print('a small project file')\n")
-        cluster = local_cluster.up(workers=1, state_dir=Path(tmp) / "state", with_tracking=False, echo=lambda _: None)
+        cluster = local_cluster.up(workers=1, state_dir=Path(tmp) / "state", storage_dir=Path(tmp) / "storage",
+                                   with_tracking=False, echo=lambda _: None)
         try:
             runyard_latency(cluster, working_dir)  # warm-up: package upload, worker start
             times = {"runyard jobs_api": [], "ray job submit": []}

@@ -35,7 +35,7 @@ from mlflow.tracking import MlflowClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
-from runyard.launch.local_cluster import free_ports  # noqa: E402
+from runyard.launch.process_nodes import free_ports  # noqa: E402
 from runyard.tracking.server import serve  # noqa: E402
 from runyard.tracking.store import JobTracking, quiet_mlflow  # noqa: E402
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 from runyard.launch import local_cluster, netns_hosts
+from runyard.launch.process_nodes import free_ports
+from runyard.processes import processes_with_env
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
@@ -113,6 +115,11 @@ def namespaced_hosts_unavailable() -> str | None:
     return None
 
 
+def processes_of(cluster: local_cluster.LocalCluster) -> list:
+    """The live processes that carry the cluster's marker in their environment."""
+    return processes_with_env(local_cluster.MARKER_ENV, cluster.cluster_id)
+
+
 def leftovers_of(cluster: local_cluster.LocalCluster) -> list[str]:
     """What of this cluster is still on the machine after `down` (empty when nothing is)."""
     left = []
@@ -123,7 +130,7 @@ def leftovers_of(cluster: local_cluster.LocalCluster) -> list[str]:
     left += [f"link {name}" for name in names if f" {name}:" in links or f" {name}@" in links]
     mounts = Path("/proc/self/mountinfo").read_text()
     left += [f"mount with {cluster.cluster_id}" for line in mounts.splitlines() if cluster.cluster_id in line]
-    left += [f"process {pid}" for pid in local_cluster.processes_with_marker(cluster.cluster_id)]
+    left += [f"process {process.pid}" for process in processes_of(cluster)]
     if Path(cluster.ray_temp_root).exists():
         left.append(f"folder {cluster.ray_temp_root}")
     return left
@@ -220,7 +227,7 @@ def s3_bucket(host: str, name: str, log: Path, timeout_s: float = 30.0) -> Itera
     """A bucket on a moto S3 server (an S3-compatible HTTP server, what Ray's own storage
     tests use) listening on `host` only: this machine's loopback, or a test bridge's address
     that the namespaced hosts reach. The server ends with the block."""
-    port = local_cluster.free_ports(1)[0]
+    port = free_ports(1)[0]
     endpoint = f"http://{host}:{port}"
     with open(log, "ab") as out:
         server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],

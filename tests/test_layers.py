@@ -75,6 +75,7 @@ def test_every_layer_has_code():
         assert files_of(layer), layer
 
 
-@pytest.mark.parametrize("leaf", ["errors.py", "fsio.py", "ray_compat.py"])
+@pytest.mark.parametrize("leaf", ["errors.py", "fsio.py", "paths.py", "processes.py",
+                                  "ray_compat.py", "scope.py"])
 def test_the_leaf_modules_below_every_layer_import_none(leaf: str):
     assert [name for name in imports_of(PACKAGE / leaf) if name.startswith("runyard")] == []

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from runyard_testing import RUNYARD, run_cli
-from runyard.launch.local_cluster import free_ports
+from runyard.launch.process_nodes import free_ports
+from runyard.processes import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -72,18 +73,8 @@ def ray_head(tmp_path: Path):
             time.sleep(0.5)
         yield f"127.0.0.1:{gcs}", env
     finally:
-        stop_group(head, 30)
+        stop_group(head.pid, 30, leader=head)
         subprocess.run(["rm", "-rf", str(temp_dir)], check=False)
-
-
-def stop_group(process: subprocess.Popen, grace_s: float) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def test_explain_says_pending_trials_wait_for_cpus_held_by_running_ones(workdir: Path, ray_head):
@@ -122,4 +113,4 @@ def test_explain_says_pending_trials_wait_for_cpus_held_by_running_ones(workdir:
         assert gone.returncode == 0 and "is gone" in gone.stdout, gone.stdout + gone.stderr
         assert "runyard resume busy" in gone.stdout
     finally:
-        stop_group(driver, 60)
+        stop_group(driver.pid, 60, leader=driver)

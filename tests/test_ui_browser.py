@@ -84,6 +84,23 @@ class UiProcess:
                 time.sleep(0.5)
 
 
+def click_experiment_in_a_fresh_browser(browser, home: str, experiment: str, run_name: str,
+                                        screenshot: Path, **context_options) -> None:
+    """Open the UI's experiment list in a new browser context (no local storage), click the
+    experiment's link, and check that its runs table is what opens."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, **context_options)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(home + "#/experiments")
+    # The experiment's name, a link to it, in the list (the table or the side list).
+    page.locator('a[href^="#/experiments/"]').get_by_text(experiment, exact=True).first.click()
+    run_row = page.get_by_role("row").filter(has=page.get_by_role("link", name=run_name, exact=True))
+    expect(run_row).to_be_visible()
+    assert "/runs" in page.url and "traces" not in page.url and "overview" not in page.url, page.url
+    page.screenshot(path=screenshot)
+    context.close()
+
+
 def test_the_ui_opens_a_sweep_on_its_runs_and_shows_trials_charts_and_plots(workdir: Path):
     assert CHROMIUM.exists(), "the browser test needs Debian's chromium: make system-deps"
     (workdir / "sweep.yaml").write_text(SWEEP)
@@ -116,9 +133,14 @@ def test_the_ui_opens_a_sweep_on_its_runs_and_shows_trials_charts_and_plots(work
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
                                                  args=["--no-sandbox"])
+            expect.set_options(timeout=30_000)
+            # A fresh browser profile, clicking the experiment in the UI's list, as a person
+            # who never used MLflow before does: it opens on the runs, not on GenAI traces.
+            click_experiment_in_a_fresh_browser(browser, f"http://127.0.0.1:{ui.port}/",
+                                                "ui-sweep", parent.info.run_name,
+                                                shots / "0-clicked-in-a-fresh-browser.png")
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(30_000)
-            expect.set_options(timeout=30_000)
 
             # The link `runyard ui` printed opens the experiment on its runs table.
             page.goto(ui.link_of("ui-sweep"))
@@ -177,3 +199,34 @@ def test_the_ui_opens_a_sweep_on_its_runs_and_shows_trials_charts_and_plots(work
             ui.process.kill()
     gone, alive = psutil.wait_procs(started, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
+
+
+def test_the_tracking_servers_ui_opens_a_clicked_experiment_on_its_runs(workdir: Path,
+                                                                        monkeypatch):
+    """`runyard tracking serve`'s server (basic-auth, what a cluster runs), in a fresh
+    browser that logs in and clicks an experiment."""
+    from runyard.tracking.server import serve
+
+    assert CHROMIUM.exists(), "the browser test needs Debian's chromium: make system-deps"
+    password = "ui-test-password-1"
+    server = serve(f"sqlite:///{workdir / 'server.db'}", str(workdir / "artifacts"),
+                   state_dir=workdir / "tracking", username="admin", password=password)
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        client = MlflowClient(server.uri)
+        experiment_id = client.create_experiment("team-sweep")
+        run = client.create_run(experiment_id, run_name="lr=0.01,seed=0")
+        client.log_metric(run.info.run_id, "score", 0.5, step=1)
+        client.set_terminated(run.info.run_id)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                 args=["--no-sandbox"])
+            expect.set_options(timeout=30_000)
+            click_experiment_in_a_fresh_browser(
+                browser, server.uri + "/", "team-sweep", "lr=0.01,seed=0",
+                workdir / "screenshots" / "tracking-server-clicked.png",
+                http_credentials={"username": "admin", "password": password})
+            browser.close()
+    finally:
+        server.stop()

@@ -53,3 +53,25 @@ def write_text(location: str, text: str) -> None:
         stream.write(text.encode())
     if staging != inner:
         store.move(staging, inner)
+
+
+def upload_folder(local_dir: str, location: str) -> None:
+    """Copy the files of a local folder to `location` (a folder at a path or a URI)."""
+    from pyarrow import fs
+
+    store, inner = filesystem(location)
+    store.create_dir(inner, recursive=True)
+    fs.copy_files(local_dir, inner, source_filesystem=fs.LocalFileSystem(),
+                  destination_filesystem=store)
+
+
+def download_folder(location: str, local_dir: str) -> bool:
+    """Copy the folder at `location` into a local folder; False when there is none."""
+    from pyarrow import fs
+
+    store, inner = filesystem(location)
+    if store.get_file_info(inner).type != fs.FileType.Directory:
+        return False
+    fs.copy_files(inner, local_dir, source_filesystem=store,
+                  destination_filesystem=fs.LocalFileSystem())
+    return True

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from runyard_testing import leftovers_of, namespaced_hosts_unavailable
+from node_faults import exec_on_host
+from runyard_testing import leftovers_of, namespaced_hosts_unavailable, processes_of
 
 from runyard.launch import local_cluster
-from runyard.tracking.server import processes_in_group
+from runyard.launch.process_nodes import free_ports
+from runyard.processes import group_members
 
 
 @dataclass
@@ -45,7 +47,8 @@ class ClusterUnderTest:
 def local_ray_cluster(tmp_path_factory) -> ClusterUnderTest:
     state_dir = tmp_path_factory.mktemp("cluster")
     printed: list[str] = []
-    cluster = local_cluster.up(workers=2, resources={"gpu_node": 1}, state_dir=state_dir, echo=printed.append)
+    cluster = local_cluster.up(workers=2, resources={"gpu_node": 1}, state_dir=state_dir,
+                               storage_dir=tmp_path_factory.mktemp("storage"), echo=printed.append)
     try:
         yield ClusterUnderTest(cluster, "\n".join(printed))
     finally:
@@ -53,8 +56,8 @@ def local_ray_cluster(tmp_path_factory) -> ClusterUnderTest:
     # `down` leaves no process behind (checked here, on the full 3-node + MLflow cluster, rather
     # than on a second cluster: a teardown failure fails the run just the same).
     groups = [node.pid for node in cluster.nodes] + [cluster.tracking_pid]
-    assert [p for group in groups for p, state in processes_in_group(group) if state != "Z"] == []
-    assert local_cluster.processes_with_marker(cluster.cluster_id) == []
+    assert [p for group in groups for p in group_members(group)] == []
+    assert processes_of(cluster) == []
     assert not Path(cluster.ray_temp_root).exists()
     assert not (state_dir / local_cluster.STATE_FILE).exists()
 
@@ -91,7 +94,7 @@ def postgres() -> Postgres:
         shutil.chown(root, "postgres")
         shutil.chown(socket_dir, "postgres")
         shutil.chown(password_file, "postgres")
-    port = local_cluster.free_ports(1)[0]
+    port = free_ports(1)[0]
     subprocess.run(
         _as_postgres_user([initdb, "-D", str(data_dir), "-U", "runyard", "-A", "scram-sha-256",
                            f"--pwfile={password_file}", "--no-sync", "-E", "UTF8"]),
@@ -126,7 +129,7 @@ class HostsUnderTest(ClusterUnderTest):
         return Path(self.cluster.storage_dir)
 
     def on_host(self, name: str, *command: str) -> subprocess.CompletedProcess:
-        return local_cluster.exec_on_host(self.cluster, name, list(command))
+        return exec_on_host(self.cluster, name, list(command))
 
 
 @pytest.fixture(scope="session")

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
-from runyard.cli.cluster import add_cluster_commands
+from runyard.cli.main import main
 from runyard.launch import jobs_api
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="runyard")
-    add_cluster_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The `runyard` command in this process: its parser and its one error path."""
+    return main(list(argv))
 
 
 @pytest.mark.parametrize(

@@ -22,13 +22,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
+from node_faults import add_worker
 from runyard.execute.payload import TrialPayload
 from runyard.ray_compat import experiment_trials
 from runyard.launch import local_cluster
-from runyard.tracking.server import processes_in_group, serve, terminate_process_group
+from runyard.launch.nodes import NodeRecord
+from runyard.launch.process_nodes import free_ports
+from runyard.processes import group_members, stop_group
+from runyard.tracking.server import serve
 from runyard.tracking.writer import RunRef, TrackingWriter
 
 pytestmark = pytest.mark.slow
@@ -129,33 +134,34 @@ def succeeded(driver: subprocess.Popen, log: Path, timeout_s: float) -> str:
     return output
 
 
-def raylet_pid(node: local_cluster.NodeRecord) -> int:
+def raylet_pid(node: NodeRecord) -> int:
     """The raylet of one node: the process in its `ray start` group running Ray's raylet binary."""
-    for pid, state in processes_in_group(node.pid):
+    for process in group_members(node.pid):
         try:
-            executable = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
+            if process.cmdline()[0].endswith("/raylet"):
+                return process.pid
+        except (psutil.NoSuchProcess, IndexError):
             continue
-        if state != "Z" and executable.endswith(b"/raylet"):
-            return pid
     raise AssertionError(f"no raylet found in {node.name}'s process group {node.pid}")
 
 
-def tune_folder(project: Path, job_id: str) -> Path:
-    return project / ".runyard" / "ray_results" / job_id
+def tune_folder(cluster, job_id: str) -> Path:
+    """The job's Tune experiment in the cluster's storage (its nodes' RUNYARD_STORAGE, which
+    the driver has too)."""
+    return Path(cluster.storage_dir) / "ray_results" / job_id
 
 
-def checkpointed_iterations(project: Path, job_id: str, trial_id: str) -> int:
+def checkpointed_iterations(cluster, job_id: str, trial_id: str) -> int:
     """The latest iteration a trial has checkpointed to the job's storage (0 if none yet)."""
-    found = [int(path.name.rsplit("_", 1)[1]) for path in (tune_folder(project, job_id) / trial_id).glob("checkpoint_*")]
+    found = [int(path.name.rsplit("_", 1)[1]) for path in (tune_folder(cluster, job_id) / trial_id).glob("checkpoint_*")]
     # Tune numbers checkpoints from 0: checkpoint_000002 holds iteration 3.
     return max(found, default=-1) + 1
 
 
-def failures_recorded(project: Path, job_id: str) -> dict[str, int]:
+def failures_recorded(cluster, job_id: str) -> dict[str, int]:
     """How often Tune saw each trial fail (its experiment state: trial id -> num_failures)."""
     return {TrialPayload.of(trial["config"]).trial_id: runtime["num_failures"]
-            for trial, runtime in experiment_trials(tune_folder(project, job_id))}
+            for trial, runtime in experiment_trials(tune_folder(cluster, job_id))}
 
 
 def test_worker_raylet_killed_mid_sweep_trials_resume_from_checkpoints(local_ray_cluster, tmp_path, monkeypatch):
@@ -166,16 +172,16 @@ def test_worker_raylet_killed_mid_sweep_trials_resume_from_checkpoints(local_ray
     # killed node always takes a running trial with it.
     spec = NODE_KILL_SPEC.replace("ITERATIONS", str(iterations))
     with driver_running(cluster, tmp_path, spec, "node-kill") as (driver, log):
-        wait_for(lambda: all(checkpointed_iterations(tmp_path, "node-kill", t) >= 3 for t in ("t0000", "t0001")),
+        wait_for(lambda: all(checkpointed_iterations(cluster, "node-kill", t) >= 3 for t in ("t0000", "t0001")),
                  180, "both trials to checkpoint iteration 3", driver, log)
-        victim = next(node for node in cluster.nodes if node.name.startswith("worker") and processes_in_group(node.pid))
+        victim = next(node for node in cluster.nodes if node.name.startswith("worker") and group_members(node.pid))
         os.kill(raylet_pid(victim), signal.SIGKILL)
         # A replacement node, as an operator (or an autoscaler) would bring; it also leaves the
         # session cluster at full size for the tests after this one.
-        local_cluster.add_worker(cluster, {"gpu_node": 1})
+        add_worker(cluster, {"gpu_node": 1})
         output = succeeded(driver, log, 240)
 
-    failures = failures_recorded(tmp_path, "node-kill")
+    failures = failures_recorded(cluster, "node-kill")
     killed = [trial_id for trial_id, count in failures.items() if count]
     assert sorted(failures.values()) == [0, 1], f"expected one trial to lose its node once: {failures}\n{output[-3000:]}"
     killed_trial = killed[0]
@@ -196,7 +202,7 @@ def test_worker_raylet_killed_mid_sweep_trials_resume_from_checkpoints(local_ray
 def restart_tracking_server(cluster) -> None:
     """Stop the cluster's MLflow server and start it again on the same port, with the same
     backend, artifacts and credentials (as `local_cluster.up` started it)."""
-    terminate_process_group(cluster.tracking_pid, timeout_s=5)
+    stop_group(cluster.tracking_pid, grace_s=5)
     tracking_dir = Path(cluster.state_dir) / "tracking"
     server = serve(
         f"sqlite:///{tracking_dir / 'mlflow.db'}", str(tracking_dir / "artifacts"),
@@ -246,7 +252,7 @@ def test_writer_waits_out_an_outage_longer_than_mlflows_own_retries(tmp_path, mo
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "writer-outage-" + os.urandom(8).hex())
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    port = local_cluster.free_ports(1)[0]
+    port = free_ports(1)[0]
     uri = f"http://127.0.0.1:{port}"
     writer = TrackingWriter(MlflowClient(uri), flush_s=0.2, max_retry_delay_s=1.0)
     server = None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from runyard_testing import (REPO, RUNYARD, finished, job_runs, laptop, leftovers_of,
-                             namespaced_hosts_unavailable, toy_sweep)
+                             namespaced_hosts_unavailable, processes_of, toy_sweep)
 
 from runyard.errors import UserError
 from runyard.launch import jobs_api, local_cluster, netns_hosts
@@ -78,7 +78,6 @@ def probe_result(log: str) -> dict:
     [
         ({"hosts": 0}, "--hosts: 0"),
         ({"hosts": 3, "workers": 2}, "give one"),
-        ({"storage_dir": "/srv/x"}, "only namespaced hosts"),
         ({"hosts": 3, "worker_cpus": 0}, "at least 1 logical CPU"),
     ],
 )
@@ -241,8 +240,8 @@ def test_down_removes_every_namespace_link_mount_and_process_that_up_made(tmp_pa
         assert during["links"] - before["links"] == {cluster.network.bridge, *(n.root_veth for n in cluster.nodes)}
         assert {f"/run/netns/{node.netns}" for node in cluster.nodes} <= during["mounts"]
         assert len(during["network namespaces with a process"] - before["network namespaces with a process"]) == 2
-        assert all(local_cluster.processes_in_netns(node.netns) for node in cluster.nodes)
-        assert local_cluster.processes_with_marker(cluster.cluster_id)
+        assert all(netns_hosts.processes_in_netns(node.netns) for node in cluster.nodes)
+        assert processes_of(cluster)
         down = subprocess.run([str(RUNYARD), "cluster", "local", "down", "--state-dir", str(state_dir)],
                               capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr

@@ -11,6 +11,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from node_faults import add_worker, kill_host
 from runyard_testing import RUNYARD, finished, job_runs, laptop, toy_sweep
 
 pytestmark = pytest.mark.slow
@@ -88,7 +89,6 @@ def test_a_lost_worker_host_s_trial_goes_on_from_its_stored_checkpoint_on_anothe
     on the other worker host from its last checkpoint in the storage, in the same run."""
     from runyard.execute.payload import TrialPayload
     from runyard.ray_compat import experiment_trials
-    from runyard.launch import local_cluster
 
     hosts = namespaced_hosts
     project = tmp_path / "project"
@@ -104,12 +104,12 @@ def test_a_lost_worker_host_s_trial_goes_on_from_its_stored_checkpoint_on_anothe
         assert time.monotonic() < deadline, finished(hosts, job_id, 1)[1][-3000:]
         time.sleep(1)
     victim = hosts.cluster.nodes[-1].name
-    assert local_cluster.kill_host(hosts.cluster, victim) > 0
+    assert kill_host(hosts.cluster, victim) > 0
     try:
         state, log = finished(hosts, job_id)
         assert state == "SUCCEEDED", log[-4000:]
     finally:
-        local_cluster.add_worker(hosts.cluster, {"gpu_node": 1})  # the session's cluster, whole again
+        add_worker(hosts.cluster, {"gpu_node": 1})  # the session's cluster, whole again
 
     failures = {TrialPayload.of(trial["config"]).trial_id: runtime["num_failures"]
                 for trial, runtime in experiment_trials(tune_dir)}

@@ -57,7 +57,7 @@ def test_submitted_job_runs_on_worker_nodes_logs_and_tracks(local_ray_cluster, p
     submitted = jobs_api.submit(
         "python job.py first", cluster.jobs_address, project, {"RUN_LABEL": "from-test"}, state_dir=cluster.state_dir
     )
-    assert submitted.skipped_large_files == ("weights.bin",)
+    assert submitted.shipped.large_files == ["weights.bin"]
     state = jobs_api.wait(submitted.job_id, cluster.jobs_address, timeout_s=180, state_dir=cluster.state_dir)
     log = "".join(jobs_api.logs(submitted.job_id, cluster.jobs_address, state_dir=cluster.state_dir))
     assert state == "SUCCEEDED", log

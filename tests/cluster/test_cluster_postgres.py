@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from runyard.tracking.server import basic_auth_header, processes_in_group
+from runyard.processes import group_members
+from runyard.tracking.server import basic_auth_header
 
 pytestmark = pytest.mark.slow
 
@@ -86,9 +87,9 @@ def test_tracking_serve_on_postgres_with_basic_auth_until_sigterm(postgres, tmp_
         assert serve.wait(timeout=60) == 0
 
     deadline = time.monotonic() + 20
-    while [p for p, state in processes_in_group(server_group) if state != "Z"] and time.monotonic() < deadline:
+    while group_members(server_group) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert [p for p, state in processes_in_group(server_group) if state != "Z"] == []
+    assert group_members(server_group) == []
 
     # Runs, users and artifacts really went to PostgreSQL and the artifact store.
     import psycopg2

@@ -11,8 +11,6 @@ and `plan` stay fast (no Ray, no MLflow, no torch).
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from runyard.api.requests import ContinueRequest, RunRequest
 from runyard.errors import RunFailed, UserError
 from runyard.plan import Trial, check_feasible, cluster_config_nodes, expand
 from runyard.plan.inputs import check_inputs
+from runyard.processes import sigterm_as_interrupt
 from runyard.spec import JobSpec, load_spec
 
 if TYPE_CHECKING:
@@ -74,7 +73,8 @@ class Submission:
     name: str  # the spec's name
     address: str  # the Jobs API it went to
     trials: int
-    skipped_large_files: tuple[str, ...]
+    shipped: str  # what of the project travelled with the job: "N files, X MiB"
+    left_out: tuple[str, ...]  # what a researcher may have expected to ship, and why not
 
 
 # ------------------------------------------------------------------------ reading specs
@@ -268,12 +268,14 @@ def explain(job: str, address: str | None = None, storage: str | None = None) ->
 
 def submit(spec: str | Path, overrides: Sequence[str] = (), *, address: str | None = None,
            job_id: str | None = None, tracking_uri: str | None = None,
-           cluster_config: str | None = None, storage: str | None = None) -> Submission:
+           cluster_config: str | None = None, storage: str | None = None,
+           max_upload_mb: float | None = None) -> Submission:
     """Plan the job here, then run it on a Ray cluster through the Jobs API: the project
     travels as the job's working dir, this runyard travels with it (so the driver and every
     trial run the code that was submitted, not what a node has installed), and `runyard run`
     is its driver on the head node. `storage` is where its state lives on the cluster
-    (default: the cluster's RUNYARD_STORAGE)."""
+    (default: the cluster's RUNYARD_STORAGE). A project over `max_upload_mb` (default 100)
+    is refused before anything is submitted."""
     from runyard.execute.job import new_job_id
 
     if address and not is_jobs_url(address):
@@ -293,13 +295,15 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, address: str | No
         storage=storage)
     submitted = _submit_driver(driver.argv(), address, job_id, planned.spec.name,
                                {"runyard_spec": str(relative),
-                                "runyard_trials": str(len(planned.trials))}, storage)
+                                "runyard_trials": str(len(planned.trials))}, storage,
+                               max_upload_mb)
     return Submission(job_id, planned.spec.name, submitted.address, len(planned.trials),
-                      submitted.skipped_large_files)
+                      submitted.shipped, submitted.left_out)
 
 
 def _submit_driver(argv: list[str], address: str | None, job_id: str, name: str,
-                   metadata: dict[str, str], storage: str | None) -> Submission:
+                   metadata: dict[str, str], storage: str | None,
+                   max_upload_mb: float | None = None) -> Submission:
     """`runyard ARGV` as a job's driver on the cluster, with the project and this runyard,
     and what this environment knows about reaching `storage` (a bucket's endpoint and
     credentials), which the driver and every trial process of the job get in their env."""
@@ -321,10 +325,14 @@ def _submit_driver(argv: list[str], address: str | None, job_id: str, name: str,
         SUBMISSION_ENV: job_id,
     }
     entrypoint = shlex.join(["python", "-m", "runyard.cli.main", *argv])
+    limit = {} if max_upload_mb is None else {"max_upload_mb": max_upload_mb}
     submitted = jobs_api.submit(entrypoint, address, Path.cwd().resolve(), env,
                                 py_modules=(Path(runyard.__file__).parent,),
-                                submission_id=job_id, metadata=metadata)
-    return Submission(job_id, name, submitted.address, 0, submitted.skipped_large_files)
+                                submission_id=job_id, metadata=metadata, **limit)
+    shipped = submitted.shipped
+    left_out = ([f"{path} (a Python environment)" for path in shipped.environments] +
+                [f"{path} (over the per-file limit)" for path in shipped.large_files])
+    return Submission(job_id, name, submitted.address, 0, shipped.summary(), tuple(left_out))
 
 
 @dataclass(frozen=True)
@@ -404,25 +412,6 @@ def _driver(address: str | None, num_cpus: int | None, spec: JobSpec, storage: S
             check_every_node_shares(storage)
         with sigterm_as_interrupt():  # after ray.init, which installs a SIGTERM handler of its own
             yield session
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """`runyard stop`, the Jobs API and schedulers end a driver with SIGTERM: within this
-    block it raises KeyboardInterrupt like Ctrl-C, so the job's runs end KILLED instead of
-    staying RUNNING. Signals reach only the main thread; elsewhere this changes nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _console(console: Console | None) -> Console:

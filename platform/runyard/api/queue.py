@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runyard.api.jobs import sigterm_as_interrupt, validate
+from runyard.api.jobs import validate
 from runyard.api.requests import ContinueRequest, RunRequest
+from runyard.processes import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from runyard.execute.queue import Entry, SweepQueue

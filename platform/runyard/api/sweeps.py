@@ -12,6 +12,7 @@ import yaml
 
 from runyard.api.jobs import find_job
 from runyard.errors import UserError
+from runyard.scope import LAST, Scope
 from runyard.spec import JobSpec, load_spec
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class SweepReport:
     spec: JobSpec
     metric: str
     mode: str  # max | min
+    scope: Scope  # which of a trial's reports score it
     rows: list[ConfigSummary]
     sensitivity: list[Sensitivity]  # per swept parameter, strongest first
     populations: list[PopulationRow] = field(default_factory=list)  # best population first
@@ -51,6 +53,7 @@ class BestTrial:
     seed: int
     config: dict[str, Any]  # the workload's full config, swept values filled in
     summary: ConfigSummary
+    scope: Scope  # which of a trial's reports scored it
     schedule: list[ScheduleSpan] = field(default_factory=list)
 
 
@@ -59,16 +62,23 @@ class Promoted:
     path: Path
     metric: str
     best: ConfigSummary
+    scope: Scope  # which of a trial's reports scored it
 
 
-def best(job: str, metric: str | None = None, storage: str | None = None) -> SweepReport:
-    """The job's configs by their mean over seeds of the last value of `metric` (default:
-    the sweep's), with which hyperparameters matter. `storage`: where the job's ledger is
-    (as for `run`; default RUNYARD_STORAGE, else .runyard/ here)."""
-    return _ranked(find_job(job, storage), metric)
+def best(job: str, metric: str | None = None, storage: str | None = None,
+         scope: str | None = None) -> SweepReport:
+    """The job's configs by their mean over seeds of each trial's score on `metric` (default:
+    the sweep's), with which hyperparameters matter. A trial's score is its reports summed up
+    by `scope` (last, all, last-N-avg; default: the sweep's). `storage`: where the job's
+    ledger is (as for `run`; default RUNYARD_STORAGE, else .runyard/ here)."""
+    try:
+        chosen = None if scope is None else Scope.parse(scope)
+    except ValueError as error:
+        raise UserError(f"--scope: {error}") from None
+    return _ranked(find_job(job, storage), metric, chosen)
 
 
-def _ranked(ledger: Ledger, metric: str | None) -> SweepReport:
+def _ranked(ledger: Ledger, metric: str | None, scope: Scope | None = None) -> SweepReport:
     from runyard import workloads
     from runyard.execute.job import load_ledger_spec
     from runyard.tracking.reconcile import reconcile
@@ -83,6 +93,7 @@ def _ranked(ledger: Ledger, metric: str | None) -> SweepReport:
         raise UserError(f"{spec.workload} does not report {metric!r}; it reports: "
                         f"{', '.join(sorted(metrics))}")
     mode = spec.sweep.mode if spec.sweep and metric == spec.sweep.metric else metrics[metric]
+    scope = scope or (spec.sweep.objective_scope if spec.sweep else LAST)
     client = client_for(ledger.tracking_uri)
     reconcile(client)
     if spec.sweep is None:
@@ -91,26 +102,27 @@ def _ranked(ledger: Ledger, metric: str | None) -> SweepReport:
         run = client.get_run(ledger.run_id)
         value = run.data.metrics.get(metric)
         rows = [] if value is None else [ConfigSummary(
-            sample=0, trial_id="t0000", run_id=ledger.run_id, label=spec.name, value=value,
-            std=0.0, ci=(value, value), seeds=1, values=[value], params=run.data.params)]
+            sample=0, trial_id="t0000", run_id=ledger.run_id, trial_ids=("t0000",),
+            label=spec.name, value=value, std=0.0, ci=(value, value), seeds=1, values=[value],
+            params=run.data.params)]
     elif spec.population_based:
-        return _population_report(ledger, spec, client, metric, mode)
+        return _population_report(ledger, spec, client, metric, mode, scope)
     else:
-        rows = config_summaries(trial_results(client, ledger.run_id, metric), mode)
+        rows = config_summaries(trial_results(client, ledger.run_id, metric, scope, mode), mode)
     ranked = sensitivity(rows, list(spec.sweep.space)) \
         if spec.sweep is not None and len(rows) >= 3 else []
-    return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, rows, ranked)
+    return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, scope, rows, ranked)
 
 
 def _population_report(ledger: Ledger, spec: JobSpec, client: Any, metric: str,
-                       mode: str) -> SweepReport:
+                       mode: str, scope: Scope) -> SweepReport:
     from runyard.tracking.results import (member_schedule, population_best, population_rows,
                                           trial_results)
 
     results = trial_results(client, ledger.run_id, metric)
     best_row = population_best(results, mode)
     if best_row is None:
-        return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, [], [])
+        return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, scope, [], [])
     space = spec.sweep.space
     schedule = []
     for span in member_schedule(client, best_row.run_id, list(space)):
@@ -118,7 +130,7 @@ def _population_report(ledger: Ledger, spec: JobSpec, client: Any, metric: str,
         values = {key: space[key].args[int(value)] if space[key].kind == "choice" else value
                   for key, value in span.values.items()}
         schedule.append(replace(span, values=values))
-    return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, [best_row], [],
+    return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, scope, [best_row], [],
                        population_rows(results, mode), schedule)
 
 
@@ -132,30 +144,69 @@ def best_trial(job: str, storage: str | None = None) -> BestTrial:
         raise UserError(f"{report.job_id} has no finished trial reporting {report.metric} yet")
     trial = next(t for t in planned_trials(ledger, as_ended=True)
                  if t.trial_id == report.best.trial_id)
-    return BestTrial(trial.trial_id, trial.seed, trial.config, report.best, report.schedule)
+    return BestTrial(trial.trial_id, trial.seed, trial.config, report.best, report.scope,
+                     report.schedule)
 
 
 def compare(sides: list[str], metric: str | None = None, mode: str | None = None,
-            storage: str | None = None
+            storage: str | None = None, trials: str | None = None
             ) -> tuple[str, str, list[tuple[str, list[float]]], list[Comparison]]:
     """Each side is a job (its best config's values over seeds) or comma-separated MLflow run
     ids (each run's last value of `metric`); the first side against each other one with
-    Welch's t-test. Returns (metric, mode, [(side name, values)], comparisons)."""
+    Welch's t-test. With `trials` ("A,B": each a trial id or a config label), the one side is
+    a sweep and the two sides are those two of its configs, each with its seeds' values.
+    Returns (metric, mode, [(side name, values)], comparisons)."""
     from runyard.tracking.results import welch
 
-    if len(sides) < 2:
-        raise UserError("compare needs at least two sides")
-    named = []
-    for text in sides:
-        name, values, side_metric, side_mode = _side(text, metric, storage)
-        metric = metric or side_metric
-        mode = mode or side_mode
-        named.append((name, values))
+    if trials is not None:
+        if len(sides) != 1:
+            raise UserError(f"--trials compares two configs of one sweep: give that sweep alone, "
+                            f"not {len(sides)} sides")
+        report = best(sides[0], metric, storage)
+        metric, mode = report.metric, mode or report.mode
+        named = [(f"{row.label} ({row.trial_id})", row.values)
+                 for row in two_configs(report, trials)]
+    else:
+        if len(sides) < 2:
+            raise UserError("compare needs at least two sides (or one sweep and --trials A,B)")
+        named = []
+        for text in sides:
+            name, values, side_metric, side_mode = _side(text, metric, storage)
+            metric = metric or side_metric
+            mode = mode or side_mode
+            named.append((name, values))
     mode = mode or "max"
     first_name, first_values = named[0]
     comparisons = [welch(metric, (first_name, name), first_values, values)
                    for name, values in named[1:]]
     return metric, mode, named, comparisons
+
+
+def two_configs(report: SweepReport, text: str) -> tuple[ConfigSummary, ConfigSummary]:
+    """The two configs of a sweep that "A,B" names, each by a trial id of any of its seeds
+    or by its config label. A label may hold commas itself (one per swept key), so the text
+    is split at the one comma that leaves a known name on each side."""
+    def config_of(name: str) -> ConfigSummary | None:
+        return next((row for row in report.rows if name == row.label or name in row.trial_ids),
+                    None)
+
+    # (sample, sample) -> the two configs: one entry, however many splits name them
+    pairs: dict[tuple[int, int], tuple[ConfigSummary, ConfigSummary]] = {}
+    for at in (at for at, char in enumerate(text) if char == ","):
+        first, second = config_of(text[:at]), config_of(text[at + 1:])
+        if first is not None and second is not None:
+            pairs[first.sample, second.sample] = (first, second)
+    known = "; ".join(f"{row.label} ({', '.join(row.trial_ids)})" for row in report.rows)
+    if len(pairs) != 1:
+        trouble = "names two configs in more than one way" if pairs else \
+            "does not name two configs with finished trials"
+        raise UserError(f"--trials {text} {trouble} of {report.job_id}; give two trial ids or "
+                        f"config labels separated by a comma. Its configs: {known}")
+    first, second = next(iter(pairs.values()))
+    if first.sample == second.sample:
+        raise UserError(f"--trials {text}: both name the config {first.label} (its seeds are "
+                        f"{', '.join(first.trial_ids)}); give two different configs")
+    return first, second
 
 
 def _side(text: str, metric: str | None, storage: str | None
@@ -207,7 +258,8 @@ def promote(job: str, to: str | Path, storage: str | None = None) -> Promoted:
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in target.stem)
     header = (f"# Promoted by `runyard promote` on {time.strftime('%Y-%m-%d')} from sweep\n"
               f"# {ledger.sweep_id} (MLflow run {ledger.run_id}): best config by mean\n"
-              f"# {_objective(ledger, report)} (trial {report.trial_id}).\n")
+              f"# {_objective(ledger, report)} (trial {report.trial_id}, scope "
+              f"{chosen.scope.name}).\n")
     if chosen.schedule:
         header += (f"# Population-based: the config below is where member {report.trial_id} "
                    "ended; it trained with\n"
@@ -227,7 +279,7 @@ def promote(job: str, to: str | Path, storage: str | None = None) -> Promoted:
     if promoted.config != chosen.config or promoted.sweep is not None:
         target.unlink()
         raise RuntimeError(f"{target} would not reproduce trial {chosen.trial_id}; please report this")
-    return Promoted(target, ledger.spec["sweep"]["metric"], report)
+    return Promoted(target, ledger.spec["sweep"]["metric"], report, chosen.scope)
 
 
 def schedule_lines(schedule: list[ScheduleSpan]) -> list[str]:

@@ -1,1 +1,1 @@
-"""Layer 7 — cli: the `runyard` command."""
+"""Layer 8 — cli: the `runyard` command."""

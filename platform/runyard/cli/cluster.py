@@ -20,14 +20,17 @@ import functools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, RunFailed, UserError
+from runyard.api import clusters
+from runyard.cli.common import add_jobs_address, add_state_dir
+from runyard.errors import EXIT_FAILED, EXIT_OK, RunFailed, UserError
+from runyard.processes import sigterm_as_interrupt
+from runyard.paths import CLUSTER_STATE_DIR, TRACKING_STATE_DIR
 
-DEFAULT_STATE_DIR = ".runyard/cluster"
+STATE_DIR_HELP = f"where state, secrets and logs live (default {CLUSTER_STATE_DIR})"
 DEFAULT_CLUSTER_CONFIG = "cluster.yaml"
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -83,7 +86,9 @@ def _add_cluster(subparsers) -> None:
             "The Ray token is written 0600 to <state-dir>/auth_token and never printed; runyard\n"
             "status/logs/stop find it there. The MLflow admin is MLFLOW_TRACKING_USERNAME /\n"
             "MLFLOW_TRACKING_PASSWORD when set, else 'admin' with a random password kept 0600\n"
-            "in <state-dir>/tracking_password. Jobs on the cluster log to this server.\n\n"
+            "in <state-dir>/tracking_password. Jobs on the cluster log to this server and keep\n"
+            "their state in --storage-dir (default .runyard/ here), which `down` keeps: `runyard\n"
+            "best JOB` and `resume JOB` read it after the cluster is gone.\n\n"
             "--hosts N (root, Linux) runs N hosts instead -- the head and N-1 workers -- each\n"
             "with its own network namespace on a bridge in 198.18.0.0/15 (no route elsewhere),\n"
             "hostname, /tmp, home and processes, the checkout hidden, runyard installed on it\n"
@@ -102,7 +107,8 @@ def _add_cluster(subparsers) -> None:
     up.add_argument("--hosts", type=int, default=None, metavar="N",
                     help="N namespaced hosts in all: the head and N-1 workers (root only)")
     up.add_argument("--storage-dir", default=None, metavar="DIR",
-                    help="with --hosts: the folder every host sees at the same path (default <state-dir>/storage)")
+                    help="where the cluster's jobs keep their ledgers and checkpoints, kept by `down` "
+                    "(default: .runyard/ here; with --hosts <state-dir>/storage, which every host sees at the same path)")
     up.add_argument("--hosts-root", default=None, metavar="DIR",
                     help="with --hosts: where each host's private /tmp and home live (default /var/tmp/runyard-hosts)")
     up.add_argument(
@@ -114,7 +120,7 @@ def _add_cluster(subparsers) -> None:
     up.add_argument("--head-cpus", type=int, default=None, help="logical CPUs of the head node (default 2; 0 with --hosts)")
     up.add_argument("--worker-cpus", type=int, default=1, help="logical CPUs of each worker (default 1)")
     up.add_argument("--tracking-backend", default=None, metavar="URI", help="MLflow backend (default SQLite in the state dir)")
-    up.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"where state, secrets and logs live (default {DEFAULT_STATE_DIR})")
+    add_state_dir(up, STATE_DIR_HELP)
     up.set_defaults(func=_exit_codes(_local_up))
 
     down = local_verbs.add_parser(
@@ -127,11 +133,11 @@ def _add_cluster(subparsers) -> None:
             "example:\n  runyard cluster local down\n"
         ),
     )
-    down.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    add_state_dir(down, STATE_DIR_HELP)
     down.set_defaults(func=_exit_codes(_local_down))
 
     status = local_verbs.add_parser("status", help="addresses and live nodes of the local cluster")
-    status.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    add_state_dir(status, STATE_DIR_HELP)
     status.set_defaults(func=_exit_codes(_local_status))
 
     for verb, ray_verb, text in (
@@ -160,9 +166,7 @@ def _add_cluster(subparsers) -> None:
 
 
 def _local_up(args) -> int:
-    from runyard.launch import local_cluster
-
-    local_cluster.up(
+    clusters.local_up(
         workers=args.workers,
         hosts=args.hosts,
         storage_dir=args.storage_dir,
@@ -177,31 +181,27 @@ def _local_up(args) -> int:
 
 
 def _local_down(args) -> int:
-    from runyard.launch import local_cluster
-
-    local_cluster.down(args.state_dir)
+    clusters.local_down(args.state_dir)
     return EXIT_OK
 
 
 def _local_status(args) -> int:
-    from runyard.launch import local_cluster
-
-    cluster = local_cluster.LocalCluster.load(args.state_dir)
+    status = clusters.local_status(args.state_dir)
+    cluster = status.cluster
     print(f"Jobs API / dashboard: {cluster.jobs_address}")
     print(f"MLflow tracking URI:  {cluster.tracking_uri or '-'}")
     print(f"Ray token file:       {cluster.token_path}")
-    try:
-        alive = local_cluster.count_alive_nodes(cluster)
-    except OSError as error:
-        print(f"nodes: cannot reach the head ({error})", file=sys.stderr)
+    if status.alive is None:
+        print(f"nodes: cannot reach the head ({status.unreachable})", file=sys.stderr)
         return EXIT_FAILED
+    print(f"storage:              {cluster.storage_dir or '-'}")
     if cluster.network is not None:
-        print(f"hosts on bridge:      {cluster.network.bridge} ({cluster.network.subnet}); shared storage {cluster.storage_dir}")
-    print(f"nodes alive: {alive} of {len(cluster.nodes)}")
+        print(f"hosts on bridge:      {cluster.network.bridge} ({cluster.network.subnet})")
+    print(f"nodes alive: {status.alive} of {len(cluster.nodes)}")
     for node in cluster.nodes:
         where = f" {node.address:15s}" if node.address else ""
         print(f"  {node.name:10s}{where} cpus={node.num_cpus} resources={json.dumps(node.resources)}")
-    return EXIT_OK if alive == len(cluster.nodes) else EXIT_FAILED
+    return EXIT_OK if status.whole else EXIT_FAILED
 
 
 def _parse_resources(text: str | None):
@@ -274,7 +274,7 @@ def _add_tracking(subparsers) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
     serve.add_argument("--allowed-hosts", default="", metavar="H1,H2", help="extra host[:port] names clients use (needed for a non-loopback --host)")
-    serve.add_argument("--state-dir", default=".runyard/tracking", help="auth config, logs and the default SQLite store")
+    serve.add_argument("--state-dir", default=str(TRACKING_STATE_DIR), help="auth config, logs and the default SQLite store")
     serve.set_defaults(func=_exit_codes(_tracking_serve))
 
 
@@ -290,10 +290,10 @@ def _tracking_serve(args) -> int:
     print("clients: export MLFLOW_TRACKING_URI=" + server.uri + " and the same MLFLOW_TRACKING_USERNAME/PASSWORD")
     # The server runs in its own process group; a SIGTERM to this command (kill, systemd, the
     # cluster's restart) must take it down too.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        code = server.wait()
-    except (KeyboardInterrupt, SystemExit):
+        with sigterm_as_interrupt():
+            code = server.wait()
+    except KeyboardInterrupt:
         return EXIT_OK
     finally:
         server.stop()
@@ -304,7 +304,6 @@ def _tracking_serve(args) -> int:
 
 
 def _add_job_commands(subparsers) -> None:
-    address_help = "Jobs API URL (default: RAY_ADDRESS if http, else the local cluster)"
     status = subparsers.add_parser(
         "status",
         help="jobs on the cluster, or one job's details",
@@ -321,8 +320,8 @@ def _add_job_commands(subparsers) -> None:
         ),
     )
     status.add_argument("job", nargs="?", metavar="JOB", help="a job id (from `runyard status`)")
-    status.add_argument("--address", default=None, help=address_help)
-    status.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
+    add_jobs_address(status)
+    add_state_dir(status)
     status.set_defaults(func=_exit_codes(_status))
 
     logs = subparsers.add_parser(
@@ -339,8 +338,8 @@ def _add_job_commands(subparsers) -> None:
     )
     logs.add_argument("job", metavar="JOB")
     logs.add_argument("-f", "--follow", action="store_true", help="stream until the job ends")
-    logs.add_argument("--address", default=None, help=address_help)
-    logs.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
+    add_jobs_address(logs)
+    add_state_dir(logs)
     logs.set_defaults(func=_exit_codes(_logs))
 
     stop = subparsers.add_parser(
@@ -350,17 +349,16 @@ def _add_job_commands(subparsers) -> None:
         description="Stop a job (its driver gets SIGTERM, then SIGKILL).\n\nexample:\n  runyard stop raysubmit_AqiBy7SYEjj1Li8B\n",
     )
     stop.add_argument("job", metavar="JOB")
-    stop.add_argument("--address", default=None, help=address_help)
-    stop.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
+    add_jobs_address(stop)
+    add_state_dir(stop)
     stop.set_defaults(func=_exit_codes(_stop))
 
 
 def _status(args) -> int:
-    from runyard.launch import jobs_api
     from runyard.tracking.redact import redact
 
     if args.job:
-        info = jobs_api.status(args.job, args.address, state_dir=args.state_dir)
+        info = clusters.job(args.job, args.address, state_dir=args.state_dir)
         print(f"job:        {info.submission_id}")
         print(f"status:     {info.status.value}")
         print(f"entrypoint: {info.entrypoint}")
@@ -371,7 +369,7 @@ def _status(args) -> int:
         if env_vars:
             print(f"env_vars:   {json.dumps(redact(env_vars))}")
         return EXIT_OK if str(info.status.value) != "FAILED" else EXIT_FAILED
-    jobs = jobs_api.list_jobs(args.address, state_dir=args.state_dir)
+    jobs = clusters.jobs(args.address, state_dir=args.state_dir)
     if not jobs:
         print("no jobs on this cluster yet")
         return EXIT_OK
@@ -384,10 +382,8 @@ def _status(args) -> int:
 
 
 def _logs(args) -> int:
-    from runyard.launch import jobs_api
-
     try:
-        for chunk in jobs_api.logs(args.job, args.address, follow=args.follow, state_dir=args.state_dir):
+        for chunk in clusters.job_logs(args.job, args.address, follow=args.follow, state_dir=args.state_dir):
             sys.stdout.write(chunk)
             sys.stdout.flush()
     except KeyboardInterrupt:
@@ -396,9 +392,7 @@ def _logs(args) -> int:
 
 
 def _stop(args) -> int:
-    from runyard.launch import jobs_api
-
-    if jobs_api.stop(args.job, args.address, state_dir=args.state_dir):
+    if clusters.stop(args.job, args.address, state_dir=args.state_dir):
         print(f"stop requested for {args.job}")
     else:
         print(f"{args.job} had already finished")
@@ -409,21 +403,15 @@ def _stop(args) -> int:
 
 
 def _exit_codes(func):
-    """Map runyard's errors to exit codes, printing one clear line instead of a traceback."""
+    """A cluster that fails to start or answer (a node exits, a port is refused) is a failure
+    to report in one line, exit 1, as runyard.cli.main reports runyard's own errors."""
 
     @functools.wraps(func)
     def run(args) -> int:
         try:
             return func(args)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_INVALID
-        except RunFailed as error:
-            print(f"failed: {error}", file=sys.stderr)
-            return EXIT_FAILED
         except (RuntimeError, OSError) as error:
-            print(f"failed: {error}", file=sys.stderr)
-            return EXIT_FAILED
+            raise RunFailed(str(error)) from error
 
     return run
 

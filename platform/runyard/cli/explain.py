@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 
 from runyard import api
-from runyard.cli.jobs import add_storage
+from runyard.cli import output
+from runyard.cli.common import add_storage
 from runyard.errors import EXIT_OK
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from runyard.plan.resources import describe
 
     result = api.explain(args.job, args.address, args.storage)
-    console = Console(width=max(120, Console().width))
+    console = output.console()
     counts = ", ".join(f"{n} {state}" for state, n in sorted(result.counts().items())) or "no trials yet"
     console.print(f"{result.sweep_id}: {counts}", highlight=False)
     cluster = result.cluster

@@ -12,6 +12,8 @@ from rich.console import Console
 
 from runyard import api
 from runyard.api.requests import ContinueRequest, RunRequest
+from runyard.cli import output
+from runyard.cli.common import add_cluster, add_cluster_config, add_set, add_storage, add_tracking
 from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 if TYPE_CHECKING:
@@ -110,6 +112,9 @@ def add_commands(commands: Commands) -> None:
     submit.add_argument("--id", dest="job_id", help="job id (default: NAME-YYYYMMDD-HHMMSS)")
     submit.add_argument("--tracking-uri", help="tracking URI the driver uses (default: the "
                                                "cluster's own MLflow server)")
+    submit.add_argument("--max-upload-mb", type=float, default=100.0,
+                        help="refuse to ship a project larger than this (default: 100); "
+                             "Python environments and training output never ship")
     add_cluster_config(submit)
     add_storage(submit)
 
@@ -146,42 +151,6 @@ def add_commands(commands: Commands) -> None:
     ls.add_argument("--address", help="with --cluster: Jobs API address (default: RAY_ADDRESS, "
                                       "else `cluster local up`'s)")
     add_tracking(ls)
-
-
-def add_set(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="override a spec field by dotted key, e.g. --set config.lr=3e-4 "
-                             "(repeatable; values are read as YAML)")
-
-
-def add_tracking(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
-                                               "MLFLOW_TRACKING_URI, else .runyard/mlflow.db)")
-
-
-def add_cluster_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cluster-config", metavar="YAML",
-                        help="a Ray cluster launcher config (e.g. cluster.yaml): check trials "
-                             "against the node types it can start too, not only live nodes")
-
-
-def add_cluster(parser: argparse.ArgumentParser, continues: bool = False) -> None:
-    where = ("; or its Jobs API URL http://HEAD:8265, to continue the job on the cluster "
-             "from the cluster's storage" if continues else "")
-    parser.add_argument("--address", help="the Ray cluster: its GCS address host:6379 joins it "
-                                          f"with this process as the driver{where} (default: "
-                                          "RAY_ADDRESS, else an embedded Ray in this process)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
-    add_storage(parser)
-    add_tracking(parser)
-
-
-def add_storage(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--storage", metavar="PATH_OR_URI",
-                        help="where the job's state lives (ledger, Tune state, checkpoints): a "
-                             "path every node mounts, or s3://bucket/prefix (default: "
-                             "RUNYARD_STORAGE, else .runyard/ here)")
 
 
 # ------------------------------------------------------------------------------- commands
@@ -224,7 +193,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = output.console()
 
     def show(report: api.PreflightReport) -> None:
         render_preflight(console, report)
@@ -241,18 +210,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     submitted = api.submit(args.spec, args.overrides, address=args.address, job_id=args.job_id,
                            tracking_uri=args.tracking_uri, cluster_config=args.cluster_config,
-                           storage=args.storage)
+                           storage=args.storage, max_upload_mb=args.max_upload_mb)
     trials = submitted.trials
     print(f"submitted {submitted.job_id}: {submitted.name} ({trials} trial{'s' if trials != 1 else ''}) "
           f"to {submitted.address}")
-    if submitted.skipped_large_files:
-        print(f"left behind (over the size limit): {', '.join(submitted.skipped_large_files)}")
+    print(f"shipped the project: {submitted.shipped}")
+    if submitted.left_out:
+        print(f"left behind: {', '.join(submitted.left_out)}")
     print(f"follow it: runyard logs {submitted.job_id} -f    status: runyard status {submitted.job_id}")
     return EXIT_OK
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    console = Console()
+    console = output.console()
     console.print(f"preflight of {args.spec} ...", highlight=False)
     report = api.preflight(args.spec, args.overrides, args.tracking_uri)
     render_preflight(console, report)
@@ -284,7 +254,7 @@ def cmd_continue(args: argparse.Namespace) -> int:
         print(f"follow it: runyard logs {submitted.job_id} -f    status: runyard status "
               f"{submitted.job_id}")
         return EXIT_OK
-    console = Console()
+    console = output.console()
     outcome = api.continue_job(request, console)
     print_outcome(console, outcome)
     return outcome.exit_code
@@ -308,7 +278,7 @@ def print_outcome(console: Console, outcome: api.JobOutcome) -> None:
                       highlight=False)
     if outcome.status == "KILLED":
         console.print(f"continue it: runyard resume {outcome.job_id}", highlight=False)
-    console.print("see it: runyard ui", highlight=False)
+    console.print(f"see it: {outcome.link or 'runyard ui'}", highlight=False)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -319,7 +289,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return _ls_cluster(args)
     uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
     rows = recent_jobs(uri, args.experiment, args.limit)
-    render_jobs(Console(), rows, uri)
+    render_jobs(output.console(), rows, uri)
     return EXIT_OK
 
 
@@ -338,7 +308,7 @@ def _ls_cluster(args: argparse.Namespace) -> int:
         table.add_row(job.job_id, job.status,
                       *(("", "", "", "", "") if row is None else
                         (row.status, row.kind, row.trials, row.best, row.run_id)))
-    console = Console() if Console().is_terminal else Console(width=240)
+    console = output.console()
     console.print(table if jobs else "no jobs on this cluster yet")
     return EXIT_OK
 

@@ -61,6 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, RunFailed) as error:
         print(f"runyard: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Exception as error:
+        refused = _refused_by_tracking_server(error, getattr(args, "tracking_uri", None))
+        if refused is None:
+            raise
+        print(f"runyard: error: {refused}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def _refused_by_tracking_server(error: Exception, uri: str | None) -> str | None:
+    if "mlflow" not in sys.modules:  # nothing talked to a tracking server
+        return None
+    from runyard.tracking.store import refused_for_credentials
+
+    return refused_for_credentials(error, uri)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
 
 from runyard import api
+from runyard.cli import output
+from runyard.cli.common import add_cluster_config, add_set
 from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def add_commands(commands: Commands) -> None:
 
     add = actions.add_parser("add", help="queue a spec", description="queue a spec")
     add.add_argument("spec", metavar="SPEC")
-    add.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_set(add)
     add.add_argument("--priority", type=int, default=0, help="higher runs first (default: 0)")
     add.add_argument("--after", metavar="JOB", help="run only once this job has finished")
     add.set_defaults(func=cmd_add)
@@ -62,9 +63,7 @@ def add_commands(commands: Commands) -> None:
     run.add_argument("--address", help="Ray cluster every sweep joins (default: RAY_ADDRESS, "
                                        "else an embedded Ray started here)")
     run.add_argument("--num-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
-    run.add_argument("--cluster-config", metavar="YAML",
-                     help="a Ray cluster launcher config (e.g. cluster.yaml): its node types "
-                          "count as room each sweep can have once the autoscaler starts them")
+    add_cluster_config(run)
     run.add_argument("--max-running", type=at_least_one, metavar="N",
                      help="run at most N sweeps at once (default: as many as the cluster has "
                           "room for; 1 runs them one after another)")
@@ -86,13 +85,13 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     entries = api.queue.open_queue().entries()
-    console = Console()
+    console = output.console()
     if not entries:
         console.print("the queue is empty; add a spec with: runyard queue add SPEC")
         return EXIT_OK
     table = Table(box=None, header_style="bold")
     for column in ("id", "priority", "status", "job id", "after", "spec", "exit"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for e in entries:
         table.add_row(str(e.id), str(e.priority), e.status, e.job_id, e.after or "",
                       e.spec, "" if e.exit_code is None else str(e.exit_code))

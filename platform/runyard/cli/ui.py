@@ -11,22 +11,22 @@ group of their own, which Ctrl-C or SIGTERM on `runyard ui` ends as a whole.
 MLflow >= 3.10's UI opens an experiment on traces or on runs by its "GenAI / Model training"
 switch, which the browser remembers (it defaults to GenAI), not by the experiment's kind
 tag; since 3.15 a `workflowType=machine_learning` query in the link sets it for that visit.
-So the links printed here open each experiment on its runs table.
+So the links printed here open each experiment on its runs table, and the page itself (the
+`runyard` server app, tracking/ui_app.py) stores that choice in a browser that has none, so
+a plain click on an experiment opens its runs too.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runyard.cli.jobs import add_tracking
+from runyard.cli.common import add_tracking
 from runyard.errors import EXIT_OK, UserError
+from runyard.processes import sigterm_as_interrupt, start_group, stop_group
 
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
@@ -62,21 +62,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI on {uri}\n  {base}   (Ctrl-C to stop)", flush=True)
     for name, link in experiment_links(uri, base):
         print(f"  {name}: {link}", flush=True)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--default-artifact-root", artifact_root(uri),
+    # runyard's app: MLflow's, its page opening experiments on their runs (tracking/ui_app.py)
+    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "runyard",
+               "--backend-store-uri", uri, "--default-artifact-root", artifact_root(uri),
                "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    server = subprocess.Popen(command, env={**os.environ, **VIEWER_ENV}, start_new_session=True)
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)  # stopped like Ctrl-C: the group goes too
+    server = start_group(command, env={**os.environ, **VIEWER_ENV})
     try:
-        return server.wait()
+        with sigterm_as_interrupt():  # stopped like Ctrl-C: the group goes too
+            return server.wait()
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
-        stop_group(server)
+        stop_group(server.pid, STOP_GRACE_S, leader=server)
 
 
 def experiment_links(uri: str, base: str, limit: int = 5) -> list[tuple[str, str]]:
@@ -92,24 +89,3 @@ def experiment_links(uri: str, base: str, limit: int = 5) -> list[tuple[str, str
         filter_string=f"tags.`{EXPERIMENT_KIND}` = '{MODEL_TRAINING}'")
     return [(e.name, f"{base}/#/experiments/{e.experiment_id}/runs?{RUNS_VIEW}")
             for e in experiments]
-
-
-def stop_group(server: subprocess.Popen) -> None:
-    """End every process of the server's group: SIGTERM, then SIGKILL after a grace."""
-    group = server.pid  # the leader of its own session and group
-    _signal_group(group, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    while _signal_group(group, 0):  # signal 0: is anyone left in the group?
-        server.poll()  # reap the leader, so that it does not count as a zombie
-        if time.monotonic() > deadline:
-            _signal_group(group, signal.SIGKILL)
-        time.sleep(0.2)
-    server.wait()
-
-
-def _signal_group(group: int, signum: int) -> bool:
-    try:
-        os.killpg(group, signum)
-        return True
-    except ProcessLookupError:
-        return False

@@ -10,7 +10,9 @@ it). The chain, outermost first:
                   number, the seed (the job's seed + the seed's index), the whole TrialPayload
   Repeater        (Tune's) hands each config out `seeds` times and, once all of its seeds
                   have ended, tells the searcher one value: their mean (np.nanmean of each
-                  seed's final value: the objective `runyard best` ranks by)
+                  seed's score, which ProposedTrials puts in the metric's place of the seed's
+                  final result: its reports summed up by the sweep's scope, the objective
+                  `runyard best` ranks by)
   OptunaSearch    (Tune's) asks Optuna's TPE sampler for a config and tells it that mean
 
 Tune saves the chain with its experiment state (each wrapper's `get_state`, Optuna's study
@@ -59,6 +61,10 @@ class ProposedTrials(Searcher):
         self.payload_of = payload_of
         self.next_sample = first_sample
         self.proposed: set[str] = set()  # Tune's ids of the trials this searcher made
+        self.scope = sweep.objective_scope
+        # Tune's trial id -> {iteration: value}: the reports its scope still needs, kept from
+        # Tune's result stream, since a trial's final result holds its last report alone.
+        self.reports: dict[str, dict[int, float]] = {}
         self.codec = SpaceCodec(sweep.space)
         self.searcher = Repeater(_tpe(spec, first_sample, self.codec, judged), repeat=sweep.seeds)
 
@@ -74,12 +80,25 @@ class ProposedTrials(Searcher):
         self.proposed.add(trial_id)
         return self.payload_of(trial).as_config()
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        metric = self.metric
+        if not self.scope.needs_history or trial_id not in self.proposed or metric not in result:
+            return
+        reports = self.reports.setdefault(trial_id, {})
+        reports[int(result["training_iteration"])] = float(result[metric])
+        self.reports[trial_id] = self.scope.kept(reports, self.mode)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         # Tune writes its trials' state a moment before this searcher's: a driver killed in
         # between restores a trial that this (older) state never proposed. Its value is
         # left out of the study rather than failing the sweep.
-        if trial_id in self.proposed:
-            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+        if trial_id not in self.proposed:
+            return
+        reports = self.reports.pop(trial_id, None)
+        if result is not None and reports:
+            result = {**result, self.metric: self.scope.score(
+                [reports[i] for i in sorted(reports)], self.mode)}
+        self.searcher.on_trial_complete(trial_id, result=result, error=error)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict,
                               **spec: Any) -> bool:
@@ -88,11 +107,13 @@ class ProposedTrials(Searcher):
     # Tune saves and restores a wrapper's own fields through get_state/set_state, and the
     # innermost searcher (Optuna's) through save/restore; see SearchGenerator.save_to_dir.
     def get_state(self) -> dict[str, Any]:
-        return {"next_sample": self.next_sample, "proposed": sorted(self.proposed)}
+        return {"next_sample": self.next_sample, "proposed": sorted(self.proposed),
+                "reports": self.reports}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.next_sample = state["next_sample"]
         self.proposed = set(state["proposed"])
+        self.reports = state.get("reports", {})  # a state saved before scopes had none
 
 
 def check_restorable(tune_path: str) -> None:

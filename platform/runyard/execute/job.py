@@ -23,6 +23,7 @@ from runyard.execute.adaptive import JudgedConfig, check_restorable, judged_conf
 from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
 from runyard.execute.outcome import JobOutcome
+from runyard.execute.payload import TrialTracking
 from runyard.execute.records import JobRecords
 from runyard.execute.storage import Storage
 from runyard.execute.tune_runner import SearchSettings, TuneRunner
@@ -133,15 +134,19 @@ class _Driver:
 
     def judged_configs(self) -> list[JudgedConfig]:
         """Every config of the sweep so far that has a seed mean."""
-        results = trial_results(self.records.tracking.client, self.ledger.run_id, self.settings.metric)
-        values = {row.sample: row.value for row in config_summaries(results, self.settings.mode)}
+        settings = self.settings
+        results = trial_results(self.records.tracking.client, self.ledger.run_id, settings.metric,
+                                settings.scope, settings.mode)
+        values = {row.sample: row.value for row in config_summaries(results, settings.mode)}
         return judged_configs(planned_trials(self.ledger), values)
 
     def _runner(self, trial_count: int) -> TuneRunner:
         self.tracker, self.progress = self.records.callbacks(trial_count, self.console)
         metrics = MetricsCallback(self.spec.experiment, self.records.tracking.writer.backlog)
+        tracking = TrialTracking(self.ledger.tracking_uri, self.ledger.run_id,
+                                 sweep=self.spec.sweep is not None)
         return TuneRunner(self.spec, self.settings, Path(self.ledger.workdir),
-                          [self.tracker, self.progress, metrics])
+                          [self.tracker, self.progress, metrics], tracking)
 
     def _fit(self, runner: TuneRunner, tuners: list) -> JobOutcome:
         try:

@@ -26,3 +26,4 @@ class JobOutcome:
     time_budget_s: float | None = None  # sweeps: the time budget, if it had one
     not_started: int = 0  # trials the time budget left unstarted
     exit_code: int = EXIT_OK
+    link: str | None = None  # the job's run in the tracking server's UI (None: the embedded store)

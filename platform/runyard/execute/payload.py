@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from runyard.plan import Trial
-from runyard.workloads.blocks import (BLOCKS, DigitsData, EnvSpec, ResourcesSpec, RolloutSpec,
+from runyard.workloads.blocks import (BLOCKS, DigitsData, EnvironmentSpec, EnvSpec, ResourcesSpec,
+                                     RolloutSpec,
                                      ShardsData, as_block)
 
 CONFIG_KEY = "trial"
@@ -60,6 +61,15 @@ class Exploit:
 
 
 @dataclass(frozen=True)
+class TrialTracking:
+    """Where the trial's run is: what a program that logs to MLflow itself is handed."""
+
+    uri: str  # the job's tracking URI
+    job_run_id: str  # a plain job's run (its trial's run), or a sweep's parent run
+    sweep: bool  # a sweep's trial has a child run of its own under job_run_id
+
+
+@dataclass(frozen=True)
 class TrialPayload:
     trial_id: str  # runyard's id (t0000 ...), which keys the trial's MLflow run
     index: int  # position in the job's trial list
@@ -78,6 +88,8 @@ class TrialPayload:
     checkpoint_keep: int
     storage: str  # where a data-parallel trial's Ray Train run keeps its state
     system_metrics_s: float | None = None  # seconds between system samples (None: none)
+    environment: EnvironmentSpec | None = None  # the spec's block
+    tracking: TrialTracking | None = None  # None: a trial built without a driver (tests)
     overrides: dict[str, Any] = field(default_factory=dict)  # the swept values (dotted keys)
     # A population-based sweep's member: each time it copied another member, oldest first.
     # Kept in the config because Tune saves the config with its experiment: a resumed sweep
@@ -109,4 +121,6 @@ class TrialPayload:
         """The payload in a Tune config (a trial's `config`, or what a trainable receives)."""
         fields = dict(config[CONFIG_KEY])
         fields["stop"] = StopConditions(**fields["stop"])
+        if fields.get("tracking") is not None:
+            fields["tracking"] = TrialTracking(**fields["tracking"])
         return cls(**fields)

@@ -7,7 +7,9 @@ a single-trial job one line per iteration, at most one a second.
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -18,6 +20,23 @@ from rich.text import Text
 
 from runyard.execute.payload import TrialPayload
 from runyard.execute.trainable import FINISHED
+
+FAILURE_LINES = 5  # lines of a failed trial's error shown above its last one
+OUR_FRAME = re.compile(r'\s+File ".*[/\\](ray|runyard)[/\\]')  # a traceback frame in Ray or runyard
+
+
+def _error_message(traceback: str) -> list[str]:
+    """The non-empty lines of a trial's error after the frames of Ray's and runyard's code:
+    the exception's message (a program's stderr tail and exit), or the researcher's own
+    frames where the error is in their code."""
+    lines = [line for line in traceback.strip().splitlines() if line.strip()]
+    start = 0
+    for index, line in enumerate(lines):
+        if OUR_FRAME.match(line):
+            start = index + 1
+    while start < len(lines) and lines[start].startswith("    "):
+        start += 1  # the frame's source line and its ^^^ markers
+    return lines[start:] or lines
 
 
 class ProgressCallback(tune.Callback):
@@ -33,6 +52,7 @@ class ProgressCallback(tune.Callback):
         self.state: dict[str, str] = {}
         self.latest: dict[str, dict[str, Any]] = {}
         self.best: tuple[float, str] | None = None
+        self.causes: dict[str, list[str]] = {}  # a failed trial's last error line -> its trials
         self.last_line = 0.0
         self.live = Live(console=console, auto_refresh=False, transient=False) \
             if console.is_terminal else None
@@ -75,8 +95,13 @@ class ProgressCallback(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, "failed")
+        self._say_why(trial)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for cause, trial_ids in self.causes.items():
+            if len(trial_ids) > 1:  # said once, with the count, however many trials
+                self._say(f"{len(trial_ids)} trials failed the same way ({', '.join(trial_ids)})"
+                          f": {cause[:300]}")
         self.close()
 
     # --------------------------------------------------------------------------- rendering
@@ -93,6 +118,26 @@ class ProgressCallback(tune.Callback):
         self._say(f"{trial_id} {state:<6} after {result.get('training_iteration', 0)} iter  "
                   f"{self._metrics(result)}")
         self._refresh()
+
+    def _say_why(self, trial: Any) -> None:
+        """A failed trial's cause in a few lines: the end of its error (for a program, the
+        end of its stderr and its exit), once per distinct cause. The whole traceback is
+        the run's error.txt; Tune's own copy of it stays off the terminal
+        (tune_runner._quiet_tune)."""
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+        lines = _error_message(text)
+        cause = lines[-1] if lines else "no error recorded"
+        trial_id = self._id(trial)
+        alike = self.causes.setdefault(cause, [])
+        alike.append(trial_id)
+        if len(alike) > 1:
+            self._say(f"  {trial_id}: the same error as {alike[0]}")
+            return
+        for line in lines[-1 - FAILURE_LINES:-1]:
+            self._say(f"  | {line[:300]}")
+        self._say(f"  {cause[:500]}")
+        self._say(f"  full logs: {trial_id}'s run in MLflow, artifacts error.txt, stdout.log, "
+                  "stderr.log")
 
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b

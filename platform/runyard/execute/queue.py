@@ -10,12 +10,9 @@ that was mid-run is resumed, not started again.
 
 from __future__ import annotations
 
-import ctypes
 import json
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +23,15 @@ import psutil
 from runyard.errors import UserError
 from runyard.execute.ledger import Ledger
 from runyard.execute.storage import Storage
+from runyard.paths import QUEUE_DB, QUEUE_DIR
 from runyard.plan import fits, trial_request
 from runyard.plan.resources import describe
+from runyard.processes import start_group, stop_processes, wait_gone
 from runyard.spec import SpecError, load_spec
 
 QUEUED, RUNNING, DONE, FAILED, BLOCKED = "queued", "running", "done", "failed", "blocked"
 SETTLE_S = 120.0  # longest wait for a started sweep to take its room
 STOP_GRACE_S = 60.0  # a stopped sweep's time to end its runs KILLED
-PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -76,9 +74,9 @@ CommandFor = Callable[[Entry, bool, str], list[str]]
 class SweepQueue:
     def __init__(self, workdir: Path):
         self.workdir = Path(workdir)
-        self.folder = self.workdir / ".runyard" / "queue"  # each sweep's log; the runner's Ray token
+        self.folder = self.workdir / QUEUE_DIR  # each sweep's log; the runner's Ray token
         self.storage = Storage.resolve(None, self.workdir)  # where the sweeps' ledgers are
-        path = self.workdir / ".runyard" / "queue.db"
+        path = self.workdir / QUEUE_DB
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
         self.db.execute(SCHEMA)
@@ -208,9 +206,8 @@ class SweepQueue:
         with open(log, "a") as output:
             # Its own session: a Ctrl-C at the terminal reaches the runner alone, which then
             # stops each sweep once (_stop). Should the runner die, the sweep gets SIGTERM.
-            process = subprocess.Popen(command, cwd=self.workdir, stdout=output,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, preexec_fn=_end_with_parent)
+            process = start_group(command, end_with_parent=True, cwd=self.workdir, stdout=output,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._set(entry.id, status=RUNNING, pid=process.pid, started=time.time())
         say(f"{'resuming' if resuming else 'starting'} #{entry.id} {entry.job_id} "
             f"(priority {entry.priority}); output: {log.relative_to(self.workdir)}")
@@ -231,15 +228,8 @@ class SweepQueue:
         """The runner is stopping (Ctrl-C, SIGTERM): stop its sweeps the way `runyard stop`
         does, so their runs end KILLED, and put them back in the queue; the next `queue run`
         resumes them from their checkpoints."""
-        for process in running.values():
-            if process.poll() is None:
-                process.terminate()
-        for entry_id, process in running.items():
-            try:
-                process.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(list(running.values()), STOP_GRACE_S)
+        for entry_id in running:
             self._set(entry_id, status=QUEUED, pid=None)
             entry = self.get(entry_id)
             say(f"#{entry.id} {entry.job_id}: stopped; `runyard queue run` resumes it")
@@ -316,20 +306,6 @@ def _job_state(storage: Storage, job_id: str) -> str:
     return {"FINISHED": DONE, "FAILED": FAILED}.get(status, QUEUED)
 
 
-def _end_with_parent() -> None:
-    """In a child, before it runs: have the kernel send it SIGTERM when its parent dies
-    (Linux's PR_SET_PDEATHSIG; elsewhere a child outlives a killed runner, and the next
-    runner waits for it)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _wait_for(pid: int, say: Callable[[str], None]) -> None:
     say(f"waiting for job process {pid}, left running by a queue runner that stopped")
-    while psutil.pid_exists(pid):
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(2)
+    wait_gone(pid)

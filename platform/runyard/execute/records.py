@@ -29,6 +29,7 @@ from runyard.execute.outcome import JobOutcome
 from runyard.execute.payload import TrialPayload
 from runyard.execute.population import lineage
 from runyard.execute.progress import ProgressCallback
+from runyard.execute.storage import SUBMISSION_ENV
 from runyard.execute.tracking_callback import TrackingCallback
 from runyard.execute.tune_runner import SearchSettings
 from runyard.spec import JobSpec, set_dotted
@@ -43,7 +44,6 @@ from runyard.tracking.tags import (BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIV
 from runyard.tracking.writer import RunRef
 
 PLAIN_TRIAL = "t0000"  # a plain job's one trial
-SUBMISSION_ENV = "RUNYARD_SUBMISSION_ID"  # set by `runyard submit` for the job's driver
 
 
 class JobRecords:
@@ -140,7 +140,8 @@ class JobRecords:
             writer.set_tags(self.job_run, {ERROR: repr(driver_error)[:5000]})
         writer.flush()  # results are read back from MLflow below
         if self.is_sweep:
-            results = trial_results(self.tracking.client, self.ledger.run_id, settings.metric)
+            results = trial_results(self.tracking.client, self.ledger.run_id, settings.metric,
+                                    settings.scope, settings.mode)
             failed = sorted(r.trial_id for r in results if r.status == "FAILED")
         else:
             results = []
@@ -180,7 +181,7 @@ class JobRecords:
         return JobOutcome(status, self.ledger.run_id, self.ledger.sweep_id, trial_runs, failed,
                           metric=settings.metric if self.is_sweep else None, best=best,
                           time_budget_s=settings.time_budget_s, not_started=not_started,
-                          exit_code=exit_code)
+                          exit_code=exit_code, link=run_link(self.tracking, self.ledger.run_id))
 
     def _log_plots(self, results: list[TrialResult], top: int = 5) -> None:
         """The sweep's pictures (tracking.plots) as artifacts of its parent run, under plots/.
@@ -193,7 +194,8 @@ class JobRecords:
             curves = {}
             for row in rows[:top]:
                 seeds = [r for r in results if r.sample == row.sample and r.status == "FINISHED"]
-                curves[row.label] = [
+                curves[row.label] = [  # read already when the sweep's scope needed them
+                    list(r.history) if r.history is not None else
                     sorted((m.step, m.value) for m in client.get_metric_history(r.run_id, sweep.metric))
                     for r in seeds]
             space = {key: d.kind for key, d in sweep.space.items()}
@@ -248,6 +250,14 @@ class TrialFiles:
             plain = set_dotted(plain, key, value)
         plain["seed"] = payload.seed
         return yaml.safe_dump(plain, sort_keys=False)
+
+
+def run_link(tracking: JobTracking, run_id: str) -> str | None:
+    """The run's page in the MLflow UI of a tracking server (a cluster's), which a job's log
+    names; the embedded store has no server (`runyard ui` serves it)."""
+    if not tracking.uri.startswith(("http://", "https://")):
+        return None
+    return f"{tracking.uri.rstrip('/')}/#/experiments/{tracking.experiment_id}/runs/{run_id}"
 
 
 def _frame_params(spec: JobSpec) -> dict[str, Any]:

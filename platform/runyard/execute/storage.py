@@ -6,7 +6,8 @@ checkpoints. One root for all of it:
   that Ray's storage layer reads through pyarrow (`s3://bucket/prefix`, `gs://...`).
 
 Given by `--storage`, else RUNYARD_STORAGE (a cluster sets it in its nodes' environment),
-else the default. Everything here goes through pyarrow's filesystem layer (runyard.fsio), so
+else the default -- except for a driver submitted to a cluster, which refuses: its working
+dir is Ray's temporary copy of the project, gone with the cluster. Everything here goes through pyarrow's filesystem layer (runyard.fsio), so
 a local folder and a bucket take the same code path.
 
 Layout under the root:
@@ -29,8 +30,10 @@ from pathlib import Path
 
 from runyard.errors import UserError
 from runyard.fsio import filesystem, write_text
+from runyard.paths import project_storage
 
 ENV = "RUNYARD_STORAGE"
+SUBMISSION_ENV = "RUNYARD_SUBMISSION_ID"  # set by `runyard submit` for the job's driver
 LEDGERS, TUNE = "sweeps", "ray_results"
 # What pyarrow's S3 client (the AWS SDK) reads from the environment.
 S3_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
@@ -44,8 +47,17 @@ class Storage:
     @classmethod
     def resolve(cls, explicit: str | None, workdir: Path) -> Storage:
         given = explicit or os.environ.get(ENV)
+        if not given and os.environ.get(SUBMISSION_ENV):
+            # A submitted driver's working dir is Ray's temporary copy of the project on the
+            # head: a ledger and checkpoints there would be gone with the cluster.
+            raise UserError(
+                f"storage: not set on this cluster, and this driver (job "
+                f"{os.environ[SUBMISSION_ENV]}) runs in Ray's temporary copy of the project "
+                f"({Path(workdir).resolve()}), which goes with the cluster. Submit with --storage "
+                f"PATH_OR_URI (a path every node mounts, or a bucket), or set {ENV} in the "
+                "nodes' environment (`runyard cluster local up` does).")
         if not given:
-            return cls(str(Path(workdir).resolve() / ".runyard"))
+            return cls(str(project_storage(workdir)))
         if "://" in given and not given.startswith("file://"):
             check_no_credentials(given)
             return cls(given.rstrip("/"))

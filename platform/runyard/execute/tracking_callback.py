@@ -37,10 +37,12 @@ from typing import Any
 
 from ray import tune
 
+from runyard import fsio
 from runyard.execute.payload import TrialPayload
 from runyard.execute.population import hyperparameter_metrics
-from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, HYPERPARAMETERS, REPORTED_FILE,
-                                       STATE_DIR, SYSTEM_METRICS)
+from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, HYPERPARAMETERS, POINTS, RECORDED,
+                                       REPORTED_FILE, STATE_DIR, SYSTEM_METRICS, TRACKED_STEP,
+                                       failed_artifacts_location)
 from runyard.spec.schema import Distribution
 from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import (CONFIG, DRIVER, ERROR, KIND, PBT_EXPLOITS, PBT_LAST_EXPLOIT,
@@ -106,8 +108,9 @@ class TrackingCallback(tune.Callback):
         if existed and trial_id not in self.logged_through:
             # A run from an earlier driver: the steps it holds are not logged again, and the
             # ones that driver died before writing are written from the checkpoint.
+            # By value: the step is the workload's own where it has one (Iteration.step).
             history = self.tracking.client.get_metric_history(run.id, "training_iteration")
-            self.logged_through[trial_id] = max((int(m.step) for m in history), default=0)
+            self.logged_through[trial_id] = max((int(m.value) for m in history), default=0)
             if trial.checkpoint is not None:
                 self._write_lost_reports(trial_id, run, trial.checkpoint)
             if self.population_space:
@@ -134,18 +137,37 @@ class TrackingCallback(tune.Callback):
         for entry in reported:
             step = int(entry["step"])
             if step > self.logged_through[trial_id]:
-                metrics = {k: v for k, v in entry["metrics"].items() if k in self.metric_names}
-                metrics.update(time_total_s=entry["time_total_s"], training_iteration=step)
-                if self.population_space:
-                    metrics.update(hyperparameter_metrics(self.population_space,
-                                                          entry.get(HYPERPARAMETERS, {})))
-                self.tracking.writer.log_metrics(run, metrics, step)
+                self._log_iteration(run, step, entry["time_total_s"], entry["metrics"], entry)
                 self.logged_through[trial_id] = step
+
+    def _log_iteration(self, run: RunRef, iteration: int, time_total_s: float,
+                       values: dict[str, float], tracked: dict[str, Any]) -> None:
+        """One iteration's metrics at its step (the workload's own, or the iteration's
+        number), unless its program logged them itself, and the values it brought to record
+        at their own steps. `tracked`: the result (or checkpoint entry) with those keys."""
+        step = iteration if tracked.get(TRACKED_STEP) is None else int(tracked[TRACKED_STEP])
+        metrics = {} if tracked.get(RECORDED) else \
+            {k: v for k, v in values.items() if k in self.metric_names}
+        metrics.update(time_total_s=time_total_s, training_iteration=iteration)
+        if self.population_space:  # the values a population's member trained with
+            metrics.update(hyperparameter_metrics(self.population_space,
+                                                  tracked.get(HYPERPARAMETERS, {})))
+        self.tracking.writer.log_metrics(run, metrics, step)
+        for point_step, point_values in tracked.get(POINTS, ()):
+            self.tracking.writer.log_metrics(run, point_values,
+                                             step if point_step is None else int(point_step))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         if result.get(FINISHED):
-            return  # the workload ended by itself after its last iteration: nothing new
+            # The workload ended by itself after its last iteration: only what it reported
+            # after that iteration is new.
+            if result.get(POINTS):
+                run = self.run_of(trial)
+                for point_step, point_values in result[POINTS]:
+                    if point_step is not None:
+                        self.tracking.writer.log_metrics(run, point_values, int(point_step))
+            return
         payload = TrialPayload.of(trial.config)
         trial_id = payload.trial_id
         if result.get("checkpoint_path"):
@@ -155,13 +177,8 @@ class TrackingCallback(tune.Callback):
         if step <= self.logged_through.get(trial_id, 0):
             return  # a replayed iteration (see the module's docstring)
         self.logged_through[trial_id] = step
-        metrics = {k: v for k, v in result.items() if k in self.metric_names}
-        metrics["time_total_s"] = result.get("time_total_s", 0.0)
-        metrics["training_iteration"] = step
-        if self.population_space:
-            metrics.update(hyperparameter_metrics(self.population_space,
-                                                  result.get(HYPERPARAMETERS, {})))
-        self.tracking.writer.log_metrics(self.run_of(trial), metrics, step)
+        self._log_iteration(self.run_of(trial), step, result.get("time_total_s", 0.0), result,
+                            result)
         for sample in result.get(SYSTEM_METRICS, ()):  # taken in the trial, at their own times
             self.tracking.writer.log_metrics(self.run_of(trial), sample.values, sample.index,
                                              timestamp_ms=sample.timestamp_ms)
@@ -223,7 +240,26 @@ class TrackingCallback(tune.Callback):
         last_line = next((ln for ln in reversed(traceback.strip().splitlines()) if ln.strip()), "")
         self.tracking.writer.set_tags(run, {ERROR: last_line[:5000]})
         self.tracking.writer.log_text(run, traceback, "error.txt")
+        self._log_failed_artifacts(run, TrialPayload.of(trial.config))
         self._end(trial, "FAILED")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Retried: the artifacts of the attempt that failed are not the trial's.
+        store, inner = fsio.filesystem(failed_artifacts_location(TrialPayload.of(trial.config)))
+        store.delete_dir_contents(inner, missing_dir_ok=True)
+
+    def _log_failed_artifacts(self, run: RunRef, payload: TrialPayload) -> None:
+        """What the failed trial left in its storage (its program's logs), as the run's
+        artifacts; the storage copy goes once they are logged."""
+        location = failed_artifacts_location(payload)
+        scratch = tempfile.mkdtemp(prefix="runyard-failed-")
+        if not fsio.download_folder(location, scratch):
+            shutil.rmtree(scratch, ignore_errors=True)
+            return
+        store, inner = fsio.filesystem(location)
+        store.delete_dir(inner)
+        logged = self.tracking.writer.log_artifacts(run, scratch)
+        logged.add_done_callback(lambda _: shutil.rmtree(scratch, ignore_errors=True))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """When the sweep's time budget runs out, Tune stops the running trials without a

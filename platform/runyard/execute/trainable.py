@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import posixpath
 import shutil
 import sys
 import tempfile
@@ -20,10 +21,11 @@ from typing import Any
 
 from ray import tune
 
-from runyard import workloads
+from runyard import fsio, workloads
 from runyard.execute.payload import TrialPayload
 from runyard.execute.system_metrics import SystemSampler
-from runyard.workloads.base import Direction, Workload, WorkloadContext, WorkloadFinished
+from runyard.workloads.base import (Direction, Iteration, Workload, WorkloadContext,
+                                    WorkloadFinished)
 
 STATE_DIR, ARTIFACTS_DIR = "state", "artifacts"
 # In each checkpoint: what the trial reported since the one before, so that a driver that died
@@ -37,6 +39,19 @@ SYSTEM_METRICS = "system_metrics"  # result key: the SystemSamples taken since t
 # sweep changes them between iterations, and Tune hands its callbacks a result after the
 # scheduler may have given the trial a new config: the result says what it trained with.
 HYPERPARAMETERS = "hyperparameters"
+# Result keys of an iteration whose workload gave it a step of its own (Iteration.step: the
+# MLflow step of its metrics), and of values to record at their own steps (Iteration.points).
+TRACKED_STEP = "runyard_step"
+POINTS = "runyard_points"
+RECORDED = "runyard_recorded"  # the metrics are in the run already (Iteration.recorded)
+# Where a trial that failed leaves its end-of-trial artifacts (a program's stdout.log and
+# stderr.log) in its storage, for the driver to put in its run: a failed trial has no
+# checkpoint to carry them.
+FAILED_ARTIFACTS_DIR = "failed-trial-artifacts"
+
+
+def failed_artifacts_location(trial: TrialPayload) -> str:
+    return posixpath.join(trial.storage, FAILED_ARTIFACTS_DIR, trial.trial_id)
 
 
 def metric_directions(trial: TrialPayload) -> dict[str, Direction]:
@@ -55,7 +70,8 @@ def build_workload(trial: TrialPayload, parallel: dict[str, Any]) -> Workload:
     workload = cls()
     context = WorkloadContext(
         seed=trial.seed, env=trial.env, data=trial.data, rollout=trial.rollout,
-        resources=trial.resources, workdir=Path(trial.workdir), parallel=parallel,
+        resources=trial.resources, environment=trial.environment, workdir=Path(trial.workdir),
+        parallel=parallel,
     )
     workload.setup(cls.Config.model_validate(trial.config), context)
     return workload
@@ -76,20 +92,40 @@ class WorkloadTrainable(tune.Trainable):
     def step(self) -> dict[str, Any]:
         started = time.time()
         try:
-            metrics = {name: float(value) for name, value in self.workload.step().items()}
-        except WorkloadFinished:
+            reported = self.workload.step()
+        except WorkloadFinished as finished:
             self.workload.artifacts(self.artifacts_dir)
-            return {"done": True, FINISHED: True}
+            return {"done": True, FINISHED: True, POINTS: _points(finished.points)}
+        except Exception:
+            self._keep_failed_artifacts()
+            raise
+        if not isinstance(reported, Iteration):
+            reported = Iteration(reported)
+        metrics = {name: float(value) for name, value in reported.metrics.items()}
         iteration = self.iteration + 1
         elapsed = self._time_total + (time.time() - started)
         done = self.trial.stop.reached(self.directions, iteration, elapsed, metrics)
         if done:
             self.workload.artifacts(self.artifacts_dir)
         swept = {HYPERPARAMETERS: dict(self.trial.overrides)} if self.trial.overrides else {}
+        tracked = {TRACKED_STEP: reported.step} if reported.step is not None else {}
+        tracked |= {POINTS: _points(reported.points)} if reported.points else {}
+        tracked |= {RECORDED: True} if reported.recorded else {}
         self.reported.append({"step": iteration, "time_total_s": elapsed, "metrics": metrics,
-                              **swept})
+                              **tracked, **swept})
         samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
-        return {**metrics, **samples, **swept, "done": done}
+        return {**metrics, **tracked, **samples, **swept, "done": done}
+
+    def _keep_failed_artifacts(self) -> None:
+        """The workload's artifacts, into the trial's storage, where the driver finds them
+        when it hears of the failure. Best effort: the error itself is what matters."""
+        try:
+            self.workload.artifacts(self.artifacts_dir)
+            if any(self.artifacts_dir.iterdir()):
+                fsio.upload_folder(str(self.artifacts_dir), failed_artifacts_location(self.trial))
+        except Exception as error:  # noqa: BLE001 - reported, and the trial's own error wins
+            print(f"runyard: could not keep the failed trial's artifacts: {error}",
+                  file=sys.stderr)
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         state = Path(checkpoint_dir) / STATE_DIR
@@ -116,14 +152,32 @@ class WorkloadTrainable(tune.Trainable):
         shutil.rmtree(self.artifacts_dir, ignore_errors=True)
 
 
+def _points(points: tuple[tuple[int | None, dict[str, float]], ...]) -> list[list]:
+    """Iteration.points as plain data, which Tune's results and the checkpoint's JSON keep."""
+    return [[step, {name: float(value) for name, value in values.items()}]
+            for step, values in points]
+
+
 def _parallel_factories(trial: TrialPayload) -> dict[str, Any]:
     """Parallel resources the executor offers this trial: Ray rollout actors for RL, placed
-    in the bundles the trial's placement group reserved for them (plan.trial_bundles)."""
+    in the bundles the trial's placement group reserved for them (plan.trial_bundles); the
+    trial's MLflow run, for a program that logs to it itself."""
+    factories: dict[str, Any] = {}
+    if trial.tracking is not None:
+        factories["mlflow_run"] = functools.partial(_trial_run, trial)
     if trial.rollout is not None and trial.rollout.backend == "ray":
         # Imported here: the pool brings torch, which trials without rollouts never need.
         from runyard.execute.rollout_pool import RayRolloutPool
         from runyard.workloads.rl.layout import resolve_layout
 
         layout = resolve_layout(trial.rollout, trial.resources.cpus_per_trial)
-        return {"rollout_pool": functools.partial(RayRolloutPool, num_cpus_per_actor=layout.cpus_per_worker)}
-    return {}
+        factories["rollout_pool"] = functools.partial(
+            RayRolloutPool, num_cpus_per_actor=layout.cpus_per_worker)
+    return factories
+
+
+def _trial_run(trial: TrialPayload) -> Any:
+    # Imported when a workload asks for the run: only then does the trial process load MLflow.
+    from runyard.execute.trial_run import TrialRunLink
+
+    return TrialRunLink.find(trial)

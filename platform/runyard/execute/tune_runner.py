@@ -20,10 +20,11 @@ from ray import tune
 
 from runyard.execute.adaptive import JudgedConfig, ProposedTrials
 from runyard.execute.ddp import run_ddp_trial
-from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload
+from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload, TrialTracking
 from runyard.execute.trainable import WorkloadTrainable
 from runyard.ray_compat import replace_callbacks
 from runyard.plan import Trial, trial_bundles
+from runyard.scope import LAST, Scope
 from runyard.spec import JobSpec
 
 
@@ -36,6 +37,7 @@ class SearchSettings:
     max_concurrent: int | None
     max_failures: int  # retries of a failed trial, from its last checkpoint
     time_budget_s: float | None
+    scope: Scope = LAST  # which of a trial's reports of `metric` score it
 
     @classmethod
     def of(cls, spec: JobSpec, metrics: dict[str, str]) -> SearchSettings:
@@ -44,7 +46,7 @@ class SearchSettings:
             metric = next(iter(metrics))
             return cls(metric, metrics[metric], None, 0, None)
         return cls(sweep.metric, sweep.mode, sweep.max_concurrent, sweep.max_failures,
-                   sweep.time_budget_s)
+                   sweep.time_budget_s, sweep.objective_scope)
 
 
 @dataclass
@@ -55,12 +57,13 @@ class FitResult:
 
 class TuneRunner:
     def __init__(self, spec: JobSpec, settings: SearchSettings, workdir: Path,
-                 callbacks: list[Any]):
+                 callbacks: list[Any], tracking: TrialTracking | None = None):
         _quiet_tune()
         self.spec = spec
         self.settings = settings
         self.workdir = workdir
         self.callbacks = callbacks
+        self.tracking = tracking
 
     def new(self, tune_path: str, trials: list[Trial],
             judged: Sequence[JudgedConfig] = ()) -> tune.Tuner:
@@ -71,13 +74,14 @@ class TuneRunner:
         spec, settings = self.spec, self.settings
         # A string throughout: Path() would fold a bucket's "s3://" into "s3:/".
         if spec.adaptive:
-            payload_of = functools.partial(trial_payload, spec, workdir=self.workdir, storage=tune_path)
+            payload_of = functools.partial(trial_payload, spec, workdir=self.workdir,
+                                           storage=tune_path, tracking=self.tracking)
             search = dict(search_alg=ProposedTrials(spec, trials[0].sample, payload_of, judged),
                           num_samples=len(trials))
             param_space = {}
         else:
-            payloads = [trial_payload(spec, t, self.workdir, tune_path).as_config()[CONFIG_KEY]
-                        for t in trials]
+            payloads = [trial_payload(spec, t, self.workdir, tune_path, self.tracking
+                                      ).as_config()[CONFIG_KEY] for t in trials]
             search = dict(num_samples=1)
             param_space = {CONFIG_KEY: tune.grid_search(payloads)}
         return tune.Tuner(
@@ -136,12 +140,14 @@ class TuneRunner:
                                      checkpoint_frequency=self.spec.checkpoint.every)
 
 
-def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: str) -> TrialPayload:
+def trial_payload(spec: JobSpec, trial: Trial, workdir: Path, storage: str,
+                  tracking: TrialTracking | None = None) -> TrialPayload:
     """Everything a trial process needs (it crosses to another process)."""
     return TrialPayload(
         trial_id=trial.trial_id, index=trial.index, sample=trial.sample, label=trial.label,
         seed=trial.seed, workload=spec.workload, config=trial.config,
         env=spec.env, data=spec.data, rollout=spec.rollout, resources=spec.resources,
+        environment=spec.environment, tracking=tracking,
         stop=StopConditions(spec.stop.iterations, spec.stop.time_s, dict(spec.stop.thresholds)),
         workdir=str(workdir), checkpoint_every=spec.checkpoint.every,
         checkpoint_keep=spec.checkpoint.keep, storage=storage,
@@ -158,7 +164,13 @@ def _quiet_tune() -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A failed trial's traceback (~35 lines of Ray frames) goes to its run's error.txt; the
+    # terminal gets its cause in a few lines (progress.py).
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # "Trials did not complete: [...]": the job's outcome names its failed trials already.
+    logging.getLogger("ray.tune.tune").addFilter(
+        lambda record: not record.getMessage().startswith("Trials did not complete"))
 
 
 def _scheduler(spec: JobSpec) -> Any:

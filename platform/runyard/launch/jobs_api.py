@@ -12,13 +12,15 @@ cluster, forward the dashboard first (`ray dashboard cluster.yaml`) and use
 http://127.0.0.1:8265.
 
 The project travels as the job's working_dir, minus what a job never needs and what would
-blow Ray's upload limit: DEFAULT_EXCLUDES (runyard's state, virtualenvs, the data folder, VCS
-and caches) plus every file larger than `max_file_mb` (reported back, never silently dropped).
+blow Ray's upload limit (launch/project_files.py: runyard's state, Python environments,
+training output, VCS and caches, and every file larger than `max_file_mb`, reported back,
+never silently dropped); a project still over `max_upload_mb` is refused before it ships.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from contextlib import contextmanager
@@ -27,31 +29,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 from runyard.errors import UserError
+from runyard.launch.project_files import (DEFAULT_MAX_FILE_MB, DEFAULT_MAX_UPLOAD_MB, Shipment,
+                                          check_size, shipment)
+from runyard.paths import CLUSTER_STATE_DIR
 from runyard.ray_compat import upload_py_modules
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-# gitignore-style, relative to the working dir (Ray matches them with gitwildmatch). A leading
-# "/" anchors to the project root, so platform/runyard/data/ (code) still ships; no trailing
-# "/", so the folder itself is skipped rather than shipped empty.
-DEFAULT_EXCLUDES = (
-    "/.runyard",
-    "/.venv",
-    "/venv",
-    "/data",
-    "/mlruns",
-    "/build",
-    "/dist",
-    ".git",
-    "__pycache__",
-    "*.pyc",
-    ".pytest_cache",
-    "*.egg-info",
-)
-_PRUNED_DIRS = {".runyard", ".venv", "venv", "data", "mlruns", "build", "dist"}
-_PRUNED_ANYWHERE = {".git", "__pycache__", ".pytest_cache"}
-DEFAULT_MAX_FILE_MB = 10.0
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -59,10 +44,10 @@ TERMINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 class Submitted:
     job_id: str
     address: str
-    skipped_large_files: tuple[str, ...]
+    shipped: Shipment  # what of the project travelled with the job
 
 
-def resolve_address(address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> str:
+def resolve_address(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> str:
     """The Jobs API URL to talk to (see the module docstring for the order)."""
     if address:
         candidate = address
@@ -83,7 +68,7 @@ def resolve_address(address: str | None = None, state_dir: str | Path = ".runyar
     return candidate.rstrip("/")
 
 
-def read_token(address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> str:
+def read_token(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> str:
     """The Ray auth token for `address` (module docstring lists where it is looked for)."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return os.environ["RAY_AUTH_TOKEN"].strip()
@@ -105,7 +90,7 @@ def read_token(address: str | None = None, state_dir: str | Path = ".runyard/clu
     )
 
 
-def client(address: str | None = None, state_dir: str | Path = ".runyard/cluster"):
+def client(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR):
     """An authenticated ray.job_submission.JobSubmissionClient."""
     from ray.job_submission import JobSubmissionClient
 
@@ -144,12 +129,13 @@ def submit(
     *,
     excludes: tuple[str, ...] = (),
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     entrypoint_num_cpus: float | None = None,
     entrypoint_resources: Mapping[str, float] | None = None,
     submission_id: str | None = None,
     metadata: Mapping[str, str] | None = None,
     py_modules: tuple[str | Path, ...] = (),
-    state_dir: str | Path = ".runyard/cluster",
+    state_dir: str | Path = CLUSTER_STATE_DIR,
 ) -> Submitted:
     """Ship `working_dir` and run `entrypoint` (a shell command) on the cluster's head node.
 
@@ -158,22 +144,20 @@ def submit(
     secrets here only if the cluster does not provide them. py_modules (package folders)
     travel too and come first on the import path of the driver and of every task and actor
     of the job, on every node.
-    Returns the job id, the address and the large files left out of the upload.
+    Returns the job id, the address and what of the project shipped.
     """
     if not entrypoint or not entrypoint.strip():
         raise UserError("entrypoint: empty; give the command the job runs, e.g. 'runyard run jobs/x.yaml'.")
     working_dir = Path(working_dir).resolve()
     if not working_dir.is_dir():
         raise UserError(f"--working-dir: {working_dir} is not a directory.")
-    large = large_files(working_dir, max_file_mb)
-    runtime_env = {
-        "working_dir": str(working_dir),
-        "excludes": [*DEFAULT_EXCLUDES, *excludes, *(f"/{path}" for path in large)],
-    }
+    shipped = shipment(working_dir, excludes, max_file_mb)
+    check_size(shipped, max_upload_mb)
+    runtime_env = {"working_dir": str(working_dir), "excludes": [*shipped.excludes, *excludes]}
     if env_vars:
         runtime_env["env_vars"] = {str(k): str(v) for k, v in env_vars.items()}
     jobs = client(address, state_dir)
-    with api_errors(jobs.get_address()):
+    with api_errors(jobs.get_address()), _quiet_packaging():
         if py_modules:
             runtime_env["py_modules"] = _uploaded_packages(jobs, py_modules)
         job_id = jobs.submit_job(
@@ -184,7 +168,7 @@ def submit(
             entrypoint_resources=dict(entrypoint_resources) if entrypoint_resources else None,
             metadata=dict(metadata) if metadata else None,
         )
-    return Submitted(job_id=job_id, address=jobs.get_address(), skipped_large_files=tuple(large))
+    return Submitted(job_id=job_id, address=jobs.get_address(), shipped=shipped)
 
 
 # What a shipped package (py_modules) leaves out; the project's excludes are not for it.
@@ -205,7 +189,7 @@ def _uploaded_packages(jobs: JobSubmissionClient, packages: tuple[str | Path, ..
     return packed["py_modules"]
 
 
-def status(job_id: str, address: str | None = None, state_dir: str | Path = ".runyard/cluster"):
+def status(job_id: str, address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR):
     """The job's JobDetails (status, message, start/end times, entrypoint, runtime_env...)."""
     jobs = client(address, state_dir)
     with api_errors(jobs.get_address(), job_id):
@@ -213,7 +197,7 @@ def status(job_id: str, address: str | None = None, state_dir: str | Path = ".ru
 
 
 def logs(
-    job_id: str, address: str | None = None, follow: bool = False, state_dir: str | Path = ".runyard/cluster"
+    job_id: str, address: str | None = None, follow: bool = False, state_dir: str | Path = CLUSTER_STATE_DIR
 ) -> Iterator[str]:
     """The job's driver output: everything so far, or (follow=True) streamed until it ends."""
     jobs = client(address, state_dir)
@@ -236,14 +220,14 @@ def logs(
         loop.close()
 
 
-def stop(job_id: str, address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> bool:
+def stop(job_id: str, address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> bool:
     """Ask the job to stop; False when it had already finished."""
     jobs = client(address, state_dir)
     with api_errors(jobs.get_address(), job_id):
         return jobs.stop_job(job_id)
 
 
-def list_jobs(address: str | None = None, state_dir: str | Path = ".runyard/cluster") -> list:
+def list_jobs(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> list:
     """Every job the cluster knows, oldest first."""
     api = client(address, state_dir)
     with api_errors(api.get_address()):
@@ -256,7 +240,7 @@ def wait(
     address: str | None = None,
     timeout_s: float = 300.0,
     poll_s: float = 1.0,
-    state_dir: str | Path = ".runyard/cluster",
+    state_dir: str | Path = CLUSTER_STATE_DIR,
 ) -> str:
     """Block until the job reaches SUCCEEDED, FAILED or STOPPED; return that state."""
     jobs = client(address, state_dir)
@@ -271,24 +255,20 @@ def wait(
         time.sleep(poll_s)
 
 
-def large_files(root: Path, max_file_mb: float) -> list[str]:
-    """Paths (relative to root, '/'-separated) of files bigger than max_file_mb that would ship."""
-    limit = max_file_mb * 1024 * 1024
-    found = []
-    for directory, dirnames, filenames in os.walk(root):
-        at_root = Path(directory) == root
-        dirnames[:] = sorted(
-            d for d in dirnames
-            if d not in _PRUNED_ANYWHERE and not (at_root and d in _PRUNED_DIRS) and not d.endswith(".egg-info")
-        )
-        for name in sorted(filenames):
-            path = Path(directory) / name
-            try:
-                if not path.is_symlink() and path.stat().st_size > limit:
-                    found.append(path.relative_to(root).as_posix())
-            except OSError:
-                continue
-    return found
+@contextmanager
+def _quiet_packaging() -> Iterator[None]:
+    """Ray's client logs every package it zips and uploads at INFO ("Uploading package
+    gcs://..."); submit says what it ships in one line instead."""
+    names = ("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _local_cluster_field(state_dir: str | Path, name: str) -> str | None:

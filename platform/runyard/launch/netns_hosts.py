@@ -21,7 +21,8 @@ the way the nodes of a real cluster are separate machines:
 
 The root namespace plays the researcher's laptop: it reaches the cluster through the head's
 Jobs API (http://<head>:8265) and the MLflow server, which `local_cluster` binds to the
-bridge's root-side address.
+bridge's root-side address. `NamespacedHosts` is the node backend (runyard.launch.nodes) that
+`local_cluster`'s up/down sequence drives; the rest of this module is what it is made of.
 
 Everything made here is recorded by the caller (local_cluster's state.json) before it is made,
 so `remove_*` can undo a start that failed half-way. Nothing else is touched: no iptables rule,
@@ -37,14 +38,18 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+import psutil
 
 from runyard.errors import UserError
-from runyard.tracking.server import write_private
+from runyard.launch.nodes import OBJECT_STORE_BYTES, RAY_BIN, ClusterState, NodeRecord, NodeSize
+from runyard.processes import signal_group, start_group, write_private
 
 ADDRESS_RANGE = ipaddress.ip_network("198.18.0.0/15")
 ROOT_HOST_NUMBER = 1  # the root namespace's address on the bridge: <subnet>.1
@@ -57,6 +62,9 @@ HOST_SHM_SIZE = "1g"  # an upper bound, not an allocation: tmpfs uses only what 
 GCS_PORT = 6379
 DASHBOARD_PORT = 8265
 REQUIRED_TOOLS = ("ip", "unshare", "nsenter", "mount", "hostname")
+# Every host has its own network namespace: one fixed metrics port on every host.
+RAY_METRICS_PORT = 8080
+INSTALL_TIMEOUT_S = 180.0
 
 
 @dataclass
@@ -430,3 +438,183 @@ def _pip(*args: str) -> None:
                                capture_output=True, text=True, timeout=300)
     if completed.returncode != 0:
         raise RuntimeError(f"pip {args[0]} failed:\n{completed.stdout}{completed.stderr}")
+
+
+# ---------------------------------------------------------------- the node backend
+
+
+@dataclass
+class HostRecord(NodeRecord):
+    """A node that is a namespaced host: its network namespace, the bridge side of its veth,
+    and its private folder (/tmp, home) on the root side."""
+
+    netns: str = ""
+    root_veth: str = ""
+    host_dir: str = ""
+
+
+class NamespacedHosts:
+    """`up(hosts=N)`: every Ray node its own host. `prepare` makes the bridge, builds the
+    wheel and makes every host, whose runyard installs run side by side while the tracking
+    server starts; `start_node` boots the next made host (or makes one more: a worker added
+    later) once its install is done."""
+
+    kind = "hosts"
+    record = HostRecord
+
+    def __init__(self, hosts_root: Path = DEFAULT_HOSTS_ROOT):
+        self.hosts_root = Path(hosts_root).resolve()
+        self.installs: dict[str, subprocess.Popen] = {}  # host name -> its pip install
+
+    def temp_root(self, cluster_id: str) -> str:
+        # Every host's private /tmp and home, the wheel and the shared /etc/hosts.
+        return str(self.hosts_root / cluster_id)
+
+    def prepare(self, cluster: ClusterState, sizes: list[NodeSize]) -> None:
+        Path(cluster.ray_temp_root).mkdir(parents=True)
+        # Recorded before it is made, so that a failure half-way is undone by down().
+        cluster.network = plan_network(f"ry{cluster.cluster_id[:6]}br")  # at most 15 characters
+        cluster.save()
+        make_network(cluster.network)
+        build_runyard_wheel(Path(cluster.ray_temp_root) / "wheel")
+        for size in sizes:
+            self._make_host(cluster, size)
+
+    def tracking_host(self, cluster: ClusterState) -> str:
+        return cluster.network.root_address
+
+    def start_node(self, cluster: ClusterState, size: NodeSize) -> NodeRecord:
+        node = next((n for n in cluster.nodes if not n.pid), None) or self._make_host(cluster, size)
+        install = self.installs.pop(node.name, None)
+        if install is not None:
+            wait_for_installs([(node.name, install)], timeout_s=INSTALL_TIMEOUT_S)
+        self._boot(cluster, node)
+        return node
+
+    def stop_node(self, cluster: ClusterState, node: NodeRecord, timeout_s: float = 30.0) -> int:
+        """SIGKILL every process of the host at once, as if the machine lost power; return how
+        many there were. Its namespace stays (remove() deletes it)."""
+        victims = processes_in_netns(node.netns)
+        if node.pid:
+            # The host's init dies with this `unshare` (--kill-child), and the kernel then
+            # kills everything else in its PID namespace.
+            try:
+                os.kill(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            signal_group(node.pid, signal.SIGKILL)
+            try:
+                os.waitpid(node.pid, os.WNOHANG)  # our own child: no zombie left
+            except ChildProcessError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        while processes_in_netns(node.netns):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"host {node.name}: processes {processes_in_netns(node.netns)} "
+                                   f"still alive {timeout_s:.0f} s after SIGKILL")
+            time.sleep(0.1)
+        return len(victims)
+
+    def remove(self, cluster: ClusterState) -> str:
+        for install in self.installs.values():
+            install.kill()
+            install.wait()
+        self.installs.clear()
+        for node in reversed(cluster.nodes):
+            remove_host_network(node.netns, node.root_veth)
+        if cluster.network is not None:
+            remove_network(cluster.network)
+        shutil.rmtree(cluster.ray_temp_root, ignore_errors=True)
+        try:
+            # The hosts root itself, once no other cluster's hosts live there.
+            Path(cluster.ray_temp_root).parent.rmdir()
+        except OSError:
+            pass
+        bridge = cluster.network.bridge if cluster.network is not None else "-"
+        return f", {len(cluster.nodes)} hosts and bridge {bridge} removed"
+
+    def describe(self, cluster: ClusterState) -> list[str]:
+        workers = len(cluster.nodes) - 1
+        lines = [f"local cluster up: {1 + workers} hosts (head + {workers} worker{'s' if workers != 1 else ''}), "
+                 f"each with its own network, mount, UTS and PID namespaces on bridge "
+                 f"{cluster.network.bridge} ({cluster.network.subnet}); token auth on"]
+        lines += [f"  {node.name:10s} {node.address:15s} cpus={node.num_cpus} resources={json.dumps(node.resources)}"
+                  for node in cluster.nodes]
+        return lines
+
+    @staticmethod
+    def layout(cluster: ClusterState, index: int) -> HostLayout:
+        """Where host `index` (0: the head) lives and what it sees."""
+        name = "head" if index == 0 else f"worker-{index}"
+        return HostLayout(
+            name=name,
+            netns=f"runyard-{cluster.cluster_id}-{name}",
+            address=cluster.network.node_address(index),
+            dir=os.path.join(cluster.ray_temp_root, name),
+            home=str(Path.home()),
+        )
+
+    def _make_host(self, cluster: ClusterState, size: NodeSize) -> HostRecord:
+        """Record and make the next host: its network namespace, folders and setup script;
+        start installing runyard into it."""
+        index = len(cluster.nodes)
+        if index > MAX_WORKER_HOSTS:
+            raise UserError(f"at most {MAX_WORKER_HOSTS} worker hosts fit on one bridge.")
+        layout = self.layout(cluster, index)
+        hosts_dir = Path(cluster.ray_temp_root)
+        log = Path(cluster.state_dir) / "logs" / f"{layout.name}.out"
+        node = HostRecord(layout.name, 0, size.num_cpus, size.resources, layout.ray_temp_dir_outside,
+                          str(log), RAY_METRICS_PORT, address=layout.address, netns=layout.netns,
+                          root_veth=f"ry{cluster.cluster_id[:6]}n{index}", host_dir=layout.dir)
+        cluster.nodes.append(node)
+        cluster.save()
+        add_host_network(cluster.network, layout.netns, node.root_veth, layout.address)
+        etc_hosts = hosts_dir / "etc-hosts"
+        write_etc_hosts(etc_hosts, [(n.name, n.address) for n in cluster.nodes])
+        wheel = next((hosts_dir / "wheel").glob("runyard-*.whl"))
+        self.installs[node.name] = prepare_host(layout, wheel, Path(cluster.token_path).read_text().strip())
+        shared = [*python_environment(), SharedPath(cluster.storage_dir, read_only=False)]
+        hidden = [*hidden_checkouts(), cluster.state_dir]
+        Path(layout.dir, "setup.sh").write_text(setup_script(layout, shared, hidden, etc_hosts, hosts_dir))
+        return node
+
+    def _boot(self, cluster: ClusterState, node: HostRecord) -> None:
+        """Start the made host: its setup script, then `ray start --block` as its one
+        long-lived command (the head's first, so the workers have a GCS to join)."""
+        index = cluster.nodes.index(node)
+        layout = self.layout(cluster, index)
+        head = cluster.network.node_address(0)
+        command = [RAY_BIN, "start", "--block", "--node-ip-address", layout.address,
+                   "--num-cpus", str(node.num_cpus), "--num-gpus", "0",
+                   "--resources", json.dumps(node.resources),
+                   "--metrics-export-port", str(RAY_METRICS_PORT),
+                   "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats"]
+        if index == 0:
+            command += ["--head", "--port", str(GCS_PORT), "--include-dashboard", "true",
+                        "--dashboard-host", "0.0.0.0", "--dashboard-port", str(DASHBOARD_PORT)]
+            cluster.gcs_address = f"{head}:{GCS_PORT}"
+            cluster.jobs_address = f"http://{head}:{DASHBOARD_PORT}"
+        else:
+            command += ["--address", cluster.gcs_address]
+        with open(node.log, "ab") as out:
+            process = start_group(host_command(layout, Path(layout.dir) / "setup.sh", command),
+                                  env=host_env(layout, cluster.cluster_env()), stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        node.pid = process.pid
+        cluster.save()
+
+
+def processes_in_netns(netns: str) -> list[psutil.Process]:
+    """Live processes (not zombies) in the named network namespace."""
+    try:
+        wanted = f"net:[{os.stat(NETNS_DIR / netns).st_ino}]"
+    except FileNotFoundError:
+        return []
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if os.readlink(f"/proc/{process.pid}/ns/net") == wanted and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (OSError, psutil.NoSuchProcess):
+            continue
+    return found

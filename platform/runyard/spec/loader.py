@@ -58,9 +58,34 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
         problem = _apply_override(data, origins, text)
         if problem:
             problems.append(problem)
+    problems += _read_requirements(data, origins, Path(path))
     if problems:
         raise SpecError(problems)
     return validate_data(data, origins, default_origin=Origin(str(path)))
+
+
+def _read_requirements(data: dict[str, Any], origins: Origins, path: Path) -> list[Problem]:
+    """`environment.requirements` names a file relative to the spec that wrote it: its lines
+    become the first of `environment.pip`, so the resolved spec (what a trial receives, on
+    any node, and what the spec's hash covers) holds the requirements themselves."""
+    environment = data.get("environment")
+    if not isinstance(environment, dict) or not isinstance(environment.get("requirements"), str):
+        return []
+    key = ("environment", "requirements")
+    origin = origins.get(key, Origin(str(path)))
+    written_in = Path(origin.source) if origin.line else path
+    file = written_in.parent / environment["requirements"]
+    try:
+        text = file.read_text()
+    except OSError as error:
+        return [Problem(origin, "environment.requirements",
+                        f"cannot read {file}: {error.strerror or error}; give a pip "
+                        "requirements file relative to the spec file")]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    pip = environment.get("pip") if isinstance(environment.get("pip"), list) else []
+    data["environment"] = {**environment, "pip": [*lines, *pip]}
+    return []
 
 
 def validate_data(data: dict[str, Any], origins: Origins, default_origin: Origin) -> JobSpec:
@@ -95,7 +120,7 @@ def workload_context(spec: JobSpec, seed: int | None = None, **extra: Any) -> Wo
     return WorkloadContext(
         seed=spec.seed if seed is None else seed,
         env=spec.env, data=spec.data, rollout=spec.rollout, resources=spec.resources,
-        **extra,
+        environment=spec.environment, **extra,
     )
 
 
@@ -302,6 +327,11 @@ def _check_against_workload(spec: JobSpec, workload_cls: type[Workload], config:
         return Problem(where(field), ".".join(field),
                        f"{spec.workload} does not report {name!r}{hint}; it reports: {known}")
 
+    if spec.stop.empty and not workload_cls.ends_by_itself:
+        problems.append(Problem(where(("stop",)), "stop",
+                                f"{spec.workload} runs until a stop condition ends it: give at "
+                                "least one of iterations, time_s or a metric threshold, e.g. "
+                                "stop: {iterations: 100}"))
     for name in spec.stop.thresholds:
         if name not in metrics:
             problems.append(unknown_metric(("stop", name), name))

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runyard.workloads.blocks import DataSpec, EnvSpec, ResourcesSpec, RolloutSpec
+from runyard.scope import Scope
+from runyard.workloads.blocks import DataSpec, EnvironmentSpec, EnvSpec, ResourcesSpec, RolloutSpec
 
 
 class Strict(BaseModel):
@@ -24,7 +25,9 @@ class Strict(BaseModel):
 
 class StopSpec(BaseModel):
     """When a trial ends: whichever comes first. Other keys are metric thresholds, met when
-    the metric reaches the value in its better direction (>= for accuracy, <= for loss)."""
+    the metric reaches the value in its better direction (>= for accuracy, <= for loss).
+    Empty only for a workload that ends by itself (a program that exits): the spec's checks
+    against the workload refuse it for any other."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     iterations: int | None = Field(None, ge=1)
@@ -35,12 +38,11 @@ class StopSpec(BaseModel):
         for key, value in (self.model_extra or {}).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"stop.{key}: a metric threshold must be a number, found {value!r}")
-        if self.iterations is None and self.time_s is None and not self.model_extra:
-            raise ValueError(
-                "give at least one of iterations, time_s or a metric threshold, "
-                "or the job never ends"
-            )
         return self
+
+    @property
+    def empty(self) -> bool:
+        return self.iterations is None and self.time_s is None and not self.model_extra
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -175,6 +177,10 @@ class SweepSpec(Strict):
                                             "(pbt: independent populations, one per seed)")
     metric: str
     mode: Literal["max", "min"] | None = Field(None, description="default: the metric's direction")
+    scope: str = Field(
+        "last", description="which of a trial's reports score it (Ray Tune's names): last; all "
+                            "(its best, in the metric's direction); last-N-avg (the mean of its "
+                            "last N)")
     space: dict[str, Distribution]
     scheduler: SchedulerSpec | None = None
     pbt: PbtSpec | None = None
@@ -195,6 +201,16 @@ class SweepSpec(Strict):
                 raise ValueError(f"space key {key!r} must name a config field, e.g. config.lr")
         return value
 
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        Scope.parse(value)
+        return value
+
+    @property
+    def objective_scope(self) -> Scope:
+        return Scope.parse(self.scope)
+
     @model_validator(mode="after")
     def _search(self) -> SweepSpec:
         if self.search == "tpe":
@@ -211,6 +227,10 @@ class SweepSpec(Strict):
         if self.search == "pbt" and self.pbt is None:
             raise ValueError("search: pbt needs a pbt: block saying how often members are "
                              "compared, e.g. pbt: {interval: 5}")
+        if self.search == "pbt" and self.scope != "last":
+            raise ValueError(f"scope: {self.scope}: a population-based sweep compares its members "
+                             "by their last report, as Tune's PBT does: drop scope, or use "
+                             "search: random or tpe")
         if self.search != "pbt" and self.pbt is not None:
             raise ValueError(f"the pbt: block applies to search: pbt only (this sweep is "
                              f"{self.search}): remove it, or write search: pbt")
@@ -239,7 +259,8 @@ class JobSpec(Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     rollout: RolloutSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    stop: StopSpec
+    environment: EnvironmentSpec | None = None
+    stop: StopSpec = Field(default_factory=StopSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     sweep: SweepSpec | None = None

@@ -82,8 +82,8 @@ def _row(client, run, experiments: dict[str, str]) -> JobRow:
 
 
 def render_jobs(console: Console, rows: list[JobRow], uri: str) -> None:
-    if not console.is_terminal:
-        console = Console(width=240)  # piped: whole ids, never cut to a terminal's width
+    """The jobs as a table on `console`, which the caller sizes (cli.output: piped, as wide
+    as the longest row, so that no id is cut)."""
     if not rows:
         console.print(f"no runs yet in {uri}; start one with: runyard run jobs/digits_linear.yaml",
                       highlight=False)

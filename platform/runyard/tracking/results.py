@@ -1,21 +1,26 @@
 """A sweep's trials read back from MLflow, and what they say together.
 
-The objective of a config is the mean, over its seeds, of each trial's last reported value
-of the sweep's metric; it comes with the seeds' standard deviation and a 95% confidence
-interval (Student's t), so "best" is never one lucky seed.
+The objective of a config is the mean, over its seeds, of each trial's score: its reports of
+the sweep's metric summed up by the sweep's scope (runyard.scope: by default its last
+reported value). It comes with the seeds' standard deviation and a 95% confidence interval
+(Student's t), so "best" is never one lucky seed.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
+from runyard.scope import LAST, Scope
 from runyard.tracking.tags import PARENT, SAMPLE, SEED, TRIAL_ID
+
+HISTORY_READERS = 8  # metric histories read at once: one request per trial, to a server or SQLite
 
 
 @dataclass(frozen=True)
@@ -26,27 +31,44 @@ class TrialResult:
     seed: int
     sample: int
     label: str
-    value: float | None  # last reported value of the metric asked for
+    value: float | None  # the trial's score on the metric asked for (its scope's summary)
     iterations: int
     params: dict[str, str]
+    # (step, value) of that metric, oldest first, when its scope needed them (else None)
+    history: tuple[tuple[int, float], ...] | None = None
 
 
-def trial_results(client: MlflowClient, parent_run_id: str, metric: str | None) -> list[TrialResult]:
+def trial_results(client: MlflowClient, parent_run_id: str, metric: str | None,
+                  scope: Scope = LAST, mode: str = "max") -> list[TrialResult]:
+    """The sweep's trials, each scored on `metric` by `scope` (in the direction `mode`). A
+    scope other than `last` reads each trial's history of the metric, one request per trial."""
     parent = client.get_run(parent_run_id)
     runs = client.search_runs([parent.info.experiment_id],
                               filter_string=f"tags.`{PARENT}` = '{parent_run_id}'",
                               max_results=50000)
+    runs = [run for run in runs if TRIAL_ID in run.data.tags]
+    histories: dict[str, tuple[tuple[int, float], ...]] = {}
+    if metric and scope.needs_history:
+        reported = [run.info.run_id for run in runs if metric in run.data.metrics]
+
+        def history(run_id: str) -> tuple[tuple[int, float], ...]:
+            points = client.get_metric_history(run_id, metric)
+            return tuple((m.step, m.value) for m in sorted(points, key=lambda m: (m.step, m.timestamp)))
+
+        with ThreadPoolExecutor(HISTORY_READERS) as pool:
+            histories = dict(zip(reported, pool.map(history, reported)))
     results = []
     for run in runs:
-        tags = run.data.tags
-        if TRIAL_ID not in tags:
-            continue
+        tags, run_id = run.data.tags, run.info.run_id
+        value = run.data.metrics.get(metric) if metric else None
+        if histories.get(run_id):
+            value = scope.score([v for _, v in histories[run_id]], mode)
         results.append(TrialResult(
-            trial_id=tags[TRIAL_ID], run_id=run.info.run_id, status=run.info.status,
+            trial_id=tags[TRIAL_ID], run_id=run_id, status=run.info.status,
             seed=int(tags.get(SEED, 0)), sample=int(tags.get(SAMPLE, 0)),
-            label=run.info.run_name or "", value=run.data.metrics.get(metric) if metric else None,
+            label=run.info.run_name or "", value=value,
             iterations=int(run.data.metrics.get("training_iteration", 0)),
-            params=run.data.params,
+            params=run.data.params, history=histories.get(run_id),
         ))
     return sorted(results, key=lambda r: r.trial_id)
 
@@ -66,6 +88,7 @@ class ConfigSummary:
     sample: int
     trial_id: str  # its first seed's trial
     run_id: str  # that trial's MLflow run
+    trial_ids: tuple[str, ...]  # the trials of all its seeds that count, first seed first
     label: str  # the config without its seed, e.g. "config.lr=0.003"
     value: float  # mean over seeds
     std: float
@@ -87,6 +110,7 @@ def config_summaries(results: list[TrialResult], mode: str) -> list[ConfigSummar
         first = min(group, key=lambda r: r.trial_id)
         rows.append(ConfigSummary(
             sample=sample, trial_id=first.trial_id, run_id=first.run_id,
+            trial_ids=tuple(sorted(r.trial_id for r in group)),
             label=first.label.rsplit(",seed=", 1)[0] if "," in first.label else first.label,
             value=statistics.fmean(values),
             std=statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -269,7 +293,8 @@ def sweep_description(job_id: str, sweep: Any, results: list[TrialResult],
                            for key, d in sweep.space.items())
     objective = ("the mean over populations of each population's best member's last reported "
                  "value" if sweep.search == "pbt" else
-                 "the mean over a config's seeds of each trial's last reported value")
+                 f"the mean over a config's seeds of {sweep.objective_scope.describe()} "
+                 f"(scope `{sweep.scope}`)")
     lines = [
         f"**{SEARCH_NAMES[sweep.search]}** over {dimensions}: {configs} config"
         f"{'s' if configs != 1 else ''} × {sweep.seeds} seed{'s' if sweep.seeds != 1 else ''}, "

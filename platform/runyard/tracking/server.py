@@ -2,7 +2,7 @@
 
 runyard never starts an open tracking server. `serve` runs
 
-    mlflow server --app-name basic-auth          (MLFLOW_BACKEND_STORE_URI=<sqlite|postgresql>)
+    mlflow server --app-name runyard-basic-auth  (MLFLOW_BACKEND_STORE_URI=<sqlite|postgresql>)
                   --artifacts-destination <dir|s3://...> --serve-artifacts
                   --host 127.0.0.1 --port <free port> --allowed-hosts <host:port,...>
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runyard.errors import UserError
+from runyard.paths import TRACKING_STATE_DIR
+from runyard.processes import start_group, stop_group, write_private
 
 DEFAULT_ADMIN_USERNAME = "admin"
 # What MLflow < 3 shipped as admin_password in basic_auth.ini (GHSA-gq3w-7jj3-x7gr).
@@ -71,7 +72,7 @@ class TrackingServer:
         return self.process.wait()
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        terminate_process_group(self.pid, timeout_s)
+        stop_group(self.pid, timeout_s, leader=self.process)
         if self.process is not None:
             self.process.wait(timeout=timeout_s)
 
@@ -145,17 +146,6 @@ def write_auth_config(path: Path, auth_db_uri: str, username: str) -> Path:
     return write_private(path, text)
 
 
-def write_private(path: Path, text: str) -> Path:
-    """Write a file only its owner can read (created 0600, never world-readable): tokens,
-    passwords, configs that hold them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-    return path
-
-
 def persistent_secret(path: Path) -> str:
     """A random secret kept 0600 in `path`, made on first use (CSRF key of the auth app's forms).
 
@@ -174,7 +164,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    state_dir: str | Path = ".runyard/tracking",
+    state_dir: str | Path = TRACKING_STATE_DIR,
     username: str | None = None,
     password: str | None = None,
     allowed_hosts: list[str] | tuple[str, ...] = (),
@@ -211,7 +201,8 @@ def serve(
     hosts = [f"{h}:{port}" for h in ("127.0.0.1", "localhost")] + list(allowed_hosts)
     command = [
         sys.executable, "-m", "mlflow", "server",
-        "--app-name", "basic-auth",
+        # MLflow's basic-auth app, its page opening experiments on their runs (ui_app.py)
+        "--app-name", "runyard-basic-auth",
         "--artifacts-destination", artifacts,
         "--serve-artifacts",
         "--host", host,
@@ -242,10 +233,8 @@ def serve(
     log_path = state_dir / "server.log"
     with open(log_path, "ab") as log:
         # A session of its own: stop() ends the server and its uvicorn workers as one group.
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=state_dir,
-        )
+        process = start_group(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, cwd=state_dir)
     uri = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     server = TrackingServer(uri=uri, pid=process.pid, log_path=log_path, process=process)
     try:
@@ -316,49 +305,3 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def terminate_process_group(pgid: int, timeout_s: float = 15.0) -> None:
-    """SIGTERM the process group led by `pgid`, then SIGKILL whatever is left after timeout_s.
-
-    Only groups this code created with start_new_session=True are passed here, so nothing
-    outside runyard's own processes is touched.
-    """
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not process_group_alive(pgid):
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 5
-    while process_group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-
-
-def process_group_alive(pgid: int) -> bool:
-    """True while any process other than a zombie is still in the group (read from /proc)."""
-    return any(state != "Z" for _, state in processes_in_group(pgid))
-
-
-def processes_in_group(pgid: int) -> list[tuple[int, str]]:
-    """(pid, state letter) of every process whose process group is `pgid`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # Fields after the command name (which may hold spaces): state, ppid, pgrp, ...
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:
-            found.append((int(entry), fields[0]))
-    return found

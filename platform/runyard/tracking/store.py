@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from runyard.paths import project_storage
 from runyard.tracking.redact import redact
 from runyard.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING
 from runyard.tracking.writer import RunRef, TrackingWriter
@@ -23,9 +25,12 @@ from runyard.tracking.writer import RunRef, TrackingWriter
 
 
 def quiet_mlflow() -> None:
-    """MLflow and alembic log store migrations at INFO; a researcher does not need them."""
+    """MLflow and alembic log store migrations at INFO; a researcher does not need them. Nor
+    the two "View run ... at: URL" lines MLflow prints for every run that ends on a server
+    (a sweep's job log would carry one pair per trial): the job's outcome links its run."""
     for name in ("mlflow", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def resolve_tracking_uri(explicit: str | None = None, workdir: Path | None = None) -> str:
@@ -33,8 +38,31 @@ def resolve_tracking_uri(explicit: str | None = None, workdir: Path | None = Non
         return explicit
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    root = (workdir or Path.cwd()).resolve() / ".runyard"
+    root = project_storage(workdir or Path.cwd())
     return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def refused_for_credentials(error: BaseException, uri: str | None) -> str | None:
+    """What to tell a researcher whose tracking server refused a request for want of (valid)
+    credentials (HTTP 401) or of permission (403); None for any other error."""
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(error, MlflowException):
+        return None
+    code = re.search(r"error code (401|403)\b", str(error.message))
+    if code is None:
+        return None
+    server = uri or os.environ.get("MLFLOW_TRACKING_URI") or "the tracking server"
+    if code.group(1) == "403":
+        return (f"{server} refused the request (HTTP 403): the account in "
+                "MLFLOW_TRACKING_USERNAME may not read or write this experiment; ask its admin "
+                "for permission, or use an account that has it")
+    given = "rejected the credentials in" if os.environ.get("MLFLOW_TRACKING_USERNAME") \
+        else "needs credentials: set"
+    return (f"{server} {given} MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (HTTP 401; "
+            "an account on that server; for a cluster runyard started, its admin is "
+            "MLFLOW_TRACKING_USERNAME=admin with the password in the cluster's state folder, "
+            ".runyard/cluster/tracking_password)")
 
 
 def is_embedded(uri: str) -> bool:

@@ -16,7 +16,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from runyard.workloads.blocks import (BLOCKS, DigitsData, EnvSpec, ResourcesSpec, RolloutSpec,
+from runyard.workloads.blocks import (BLOCKS, DigitsData, EnvironmentSpec, EnvSpec, ResourcesSpec,
+                                     RolloutSpec,
                                      ShardsData, as_block)
 
 Direction = Literal["max", "min"]
@@ -37,6 +38,7 @@ class WorkloadContext:
     data: the spec's `data:` block, digits or prepared shards (supervised workloads), or None.
     rollout: the spec's `rollout:` block, or None.
     resources: the spec's `resources:` block.
+    environment: the spec's `environment:` block (the program's own packages), or None.
     The blocks are the typed models of runyard.workloads.blocks, defaults filled in; one
     given as plain data (in a test, a notebook) is validated into its model here.
     workdir: a directory the workload may write scratch files and artifacts into.
@@ -50,6 +52,7 @@ class WorkloadContext:
     data: DigitsData | ShardsData | None = None
     rollout: RolloutSpec | None = None
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    environment: EnvironmentSpec | None = None
     workdir: Path = field(default_factory=Path.cwd)
     parallel: dict[str, Any] = field(default_factory=dict)
 
@@ -58,10 +61,35 @@ class WorkloadContext:
             object.__setattr__(self, key, as_block(key, getattr(self, key)))
 
 
+@dataclass(frozen=True)
+class Iteration:
+    """What `step()` may return instead of a plain dict, when an iteration's metrics belong to
+    a step of the workload's own (a program's `global_step`) or come with other values.
+
+    metrics: the iteration's metrics (a subset of `declared_metrics`), as a dict would be.
+    step: the x value of these metrics in tracking (MLflow's step); None: the iteration's
+        number.
+    points: other values to track, each (step, {name: value}) at its own step (None: this
+        iteration's step); they drive nothing, they are only recorded.
+    recorded: the metrics are in the trial's run already (a program logged them itself):
+        they drive stop conditions and the sweep, and are not recorded again.
+    """
+
+    metrics: dict[str, float]
+    step: int | None = None
+    points: tuple[tuple[int | None, dict[str, float]], ...] = ()
+    recorded: bool = False
+
+
 class WorkloadFinished(Exception):
     """Raised by `step()` when the workload has no further iteration to run (a program that
     ended by itself). The trial ends FINISHED after the iteration before, as if a stop
-    condition had been met there."""
+    condition had been met there; `points` are values reported after that iteration, still
+    to be recorded (see Iteration)."""
+
+    def __init__(self, points: tuple[tuple[int | None, dict[str, float]], ...] = ()):
+        super().__init__()
+        self.points = points
 
 
 class Workload(abc.ABC):
@@ -73,12 +101,17 @@ class Workload(abc.ABC):
                Specs are checked against it (sweep metric, stop conditions) before anything runs.
       blocks:  the spec blocks it reads besides `resources:` ("env", "rollout", "data"; the
                models are in runyard.workloads.blocks); a spec that writes another is refused.
+      ends_by_itself: True when `step()` raises WorkloadFinished at its own end (a program
+               that exits), so `stop:` may be left out.
                A workload whose metrics depend on its config overrides `declared_metrics`.
     """
 
     Config: ClassVar[type[WorkloadConfig]] = WorkloadConfig
     metrics: ClassVar[dict[str, Direction]] = {}
     blocks: ClassVar[tuple[str, ...]] = ()
+    # Whether the workload can end its trial by itself (WorkloadFinished), so that a spec
+    # without a stop condition still ends.
+    ends_by_itself: ClassVar[bool] = False
 
     @classmethod
     def declared_metrics(cls, config: WorkloadConfig) -> dict[str, Direction]:
@@ -112,9 +145,10 @@ class Workload(abc.ABC):
         """Build model, optimizer, data or environments. Called once per trial."""
 
     @abc.abstractmethod
-    def step(self) -> dict[str, float]:
+    def step(self) -> dict[str, float] | Iteration:
         """Run one iteration and return its metrics (a subset of `declared_metrics`, plain
-        floats), or raise WorkloadFinished when there is no further iteration."""
+        floats; an Iteration to give them a step of their own), or raise WorkloadFinished
+        when there is no further iteration."""
 
     @abc.abstractmethod
     def save(self, directory: Path) -> None:

@@ -118,11 +118,31 @@ class ResourcesSpec(Block):
         return value
 
 
+class EnvironmentSpec(Block):
+    """The Python packages and environment variables the researcher's own program runs with,
+    beside (not instead of) runyard's environment: what a script pins for itself."""
+
+    requirements: str | None = Field(
+        None, description="a pip requirements file, relative to the spec file; read when the "
+                          "spec is loaded, its lines go before `pip` (options such as "
+                          "--no-index --find-links DIR included)")
+    pip: list[str] = Field(default_factory=list,
+                           description="pip requirements, e.g. gymnasium==0.29.1")
+    variables: dict[str, str] = Field(default_factory=dict,
+                                      description="environment variables set for the program")
+
+    @property
+    def packages(self) -> bool:
+        """Whether the program needs packages of its own (an environment to build)."""
+        return bool(self.pip)
+
+
 BLOCKS: dict[str, tuple[type[Block], ...]] = {
     "env": (EnvSpec,),
     "rollout": (RolloutSpec,),
     "data": (DigitsData, ShardsData),
     "resources": (ResourcesSpec,),
+    "environment": (EnvironmentSpec,),
 }
 """Every block, by its spec key, with the models it may take (data has two forms)."""
 

@@ -4,16 +4,28 @@ The program, `config.command`, is a list of arguments or a string split as a she
 it; each argument is then filled in with `{params.NAME}` (the trial's `config.params`, which a
 sweep varies as `config.params.NAME`) and `{seed}`. It runs in its own process group, with
 the project directory (on a cluster, the submitted copy of it) as its working directory, and
-`python` on its PATH is the interpreter runyard runs under.
+`python` on its PATH is the interpreter runyard runs under — or, when the spec's
+`environment:` block asks for packages of the program's own, that of a virtualenv layered on
+runyard's (environments.py), with the block's `variables` in its environment.
 
-What it reports, one line each, on its stdout (`reports: stdout`) or on the file descriptor
-whose number is in $RUNYARD_METRICS_FD (`reports: fd`, for programs whose stdout is noisy):
+What it reports is read where the program already writes it (command_reports.py): lines on
+its stdout (`reports: stdout`) or on the file descriptor whose number is in
+$RUNYARD_METRICS_FD (`reports: fd`, for programs whose stdout is noisy):
 
     {"epoch": 3, "loss": 0.25, "acc": 0.91}     a JSON object
-    epoch=3 loss=0.25 acc=0.91                   or key=value pairs (spaces or commas between)
+    global_step=60, episodic_return=[15.]        or name=value pairs
 
-A report holding at least one of `config.metrics` is one iteration, one `step()`; any other
-line is plain output and only kept in the log.
+or the scalars it writes with a TensorBoard SummaryWriter (`reports: tensorboard`). A report
+holding at least one of `config.metrics` is one iteration, one `step()`; its other numbers are
+recorded beside it. `config.step` names the reported value that is the iteration's step in
+tracking (TensorBoard events carry their own). A line that looks like a report and does not
+read as one is counted, and the first is quoted in a warning and in a "no report" failure.
+
+With `reports: tensorboard` the program runs in a working directory of the trial's own, in
+which every top-level entry of the project is a link, except the output folders
+(`config.outputs`: runs/, logs/ ...), which the program creates afresh: two trials of one
+project writing `runs/<name>/` at the same time each write their own, and the event files
+become the trial's `tensorboard/` artifact.
 
 Checkpoints: the program writes its state into $RUNYARD_CHECKPOINT_DIR, then says it is
 complete in a report, alone or in the line of the iteration it ends:
@@ -48,7 +60,6 @@ import difflib
 import json
 import os
 import queue
-import re
 import shlex
 import shutil
 import signal
@@ -57,6 +68,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,28 +77,22 @@ from typing import IO, Literal
 
 from pydantic import Field
 
+from runyard.processes import signal_group, start_group, stop_group
+
 from runyard.workloads.base import (
-    Direction, Workload, WorkloadConfig, WorkloadContext, WorkloadFinished,
+    Direction, Iteration, Workload, WorkloadConfig, WorkloadContext, WorkloadFinished,
 )
+from runyard.workloads.command_reports import (
+    Point, Report, RunLink, StepGroups, TensorBoardReader, is_near_miss, parse_report,
+)
+from runyard.workloads.environments import EnvironmentFailed, bin_dir, ensure_environment
 
 STDERR_TAIL_LINES = 30
-# How a program starts on Linux: this stub asks the kernel to SIGTERM it when the thread that
-# started it ends (prctl PR_SET_PDEATHSIG; the trial's main thread ends only with the trial
-# process), checks that the trial process had not already died, then becomes the program
-# (exec keeps the request). A failed exec exits 127 with the reason, as a shell would.
-DEATH_SIGNAL_STUB = """\
-import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(1)
-try:
-    os.execvp(sys.argv[2], sys.argv[2:])
-except OSError as error:
-    sys.stderr.write(f"could not start {sys.argv[2]!r} in {os.getcwd()}: {error}\\n")
-    sys.exit(127)
-"""
 STATE_FILE = "command.json"
-_KEY = re.compile(r"[A-Za-z_][\w.\-/]*")
+POLL_S = 0.5  # how often event files or the MLflow run are read while the program runs
+# Where researchers' scripts write TensorBoard, MLflow and W&B output, relative to their
+# working directory: made afresh for each trial instead of linked to the project's.
+DEFAULT_OUTPUTS = ["runs", "logs", "tb_logs", "lightning_logs", "mlruns", "wandb", "outputs"]
 
 
 class CommandConfig(WorkloadConfig):
@@ -100,10 +107,21 @@ class CommandConfig(WorkloadConfig):
         min_length=1,
         description="every metric the program reports, with the direction that is better "
                     "(max or min); the sweep metric and stop thresholds must be among them")
-    reports: Literal["stdout", "fd"] = Field(
+    reports: Literal["stdout", "fd", "tensorboard", "mlflow"] = Field(
         "stdout",
-        description="where the program writes its report lines: stdout, or the file "
-                    "descriptor numbered in $RUNYARD_METRICS_FD")
+        description="where the program writes its reports: lines on stdout, or on the file "
+                    "descriptor numbered in $RUNYARD_METRICS_FD; tensorboard: the scalars "
+                    "of its SummaryWriter event files, every tag a metric at its step; mlflow: "
+                    "its own MLflow calls, which land in the trial's run")
+    step: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.\-/]*$",
+        description="the reported value that is the iteration's step in MLflow and the x "
+                    "axis of the sweep's plots (e.g. global_step); none: the iteration's "
+                    "number. Not with reports: tensorboard, whose events carry their step")
+    outputs: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_OUTPUTS),
+        description="reports: tensorboard: top-level folders of the project that each trial "
+                    "gets afresh in its own working directory (where its event files go)")
     env: dict[str, str] = Field(
         default_factory=dict,
         description="environment variables set for the program, on top of runyard's own")
@@ -114,50 +132,6 @@ class CommandConfig(WorkloadConfig):
     stop_grace_s: float = Field(
         5.0, ge=0,
         description="seconds the program has to exit after SIGTERM before it is killed")
-
-
-@dataclass(frozen=True)
-class Report:
-    """One report line: its numeric values, and the checkpoint it says is complete: True for
-    the whole checkpoint directory, a name for one directory in it, False for none."""
-
-    values: dict[str, float]
-    checkpoint: bool | str = False
-
-
-def parse_report(line: str) -> Report | None:
-    """The report in one line of the program's output, or None when the line is plain output
-    (anything that is neither a JSON object nor a run of key=value pairs with numbers)."""
-    text = line.strip()
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(data, dict):
-            return None
-        values = {key: float(value) for key, value in data.items()
-                  if isinstance(value, int | float) and not isinstance(value, bool)
-                  and key != "checkpoint"}
-        mark = data.get("checkpoint", False)
-        checkpoint = mark if mark is True or (isinstance(mark, str) and mark) else False
-    else:
-        values, checkpoint = {}, False
-        for token in filter(None, re.split(r"[\s,]+", text)):
-            key, equals, value = token.partition("=")
-            if not equals or not _KEY.fullmatch(key):
-                return None
-            if key == "checkpoint":
-                flags = {"true": True, "1": True, "false": False, "0": False}
-                checkpoint = flags.get(value.lower(), value) if value else False
-                continue
-            try:
-                values[key] = float(value)
-            except ValueError:
-                return None
-    if not values and checkpoint is False:
-        return None
-    return Report(values, checkpoint)
 
 
 def command_arguments(config: CommandConfig, seed: int) -> list[str]:
@@ -197,24 +171,20 @@ def _placeholder_problems(config: CommandConfig) -> list[str]:
     return problems
 
 
-def _signal_group(process: subprocess.Popen, signum: int) -> bool:
-    """Send `signum` to the program's process group; False when the group is gone."""
-    try:
-        os.killpg(process.pid, signum)
-        return True
-    except ProcessLookupError:
-        return False
+def _say(line: str) -> None:
+    print(f"runyard: {line}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
 class _Iteration:
     number: int  # counted by the reader from the program's first report (or its checkpoint)
-    metrics: dict[str, float]
+    reported: Iteration
 
 
 @dataclass(frozen=True)
 class _Exited:
     code: int
+    points: tuple[tuple[int | None, dict[str, float]], ...] = ()  # reported after the last iteration
 
 
 @dataclass(frozen=True)
@@ -224,6 +194,9 @@ class _Broken:
 
 class Command(Workload):
     Config = CommandConfig
+
+    ends_by_itself = True
+    blocks = ("environment",)
 
     @classmethod
     def declared_metrics(cls, config: CommandConfig) -> dict[str, Direction]:
@@ -235,16 +208,37 @@ class Command(Workload):
         if not (config.command if isinstance(config.command, list) else config.command.strip()):
             problems.append("config.command: empty; write the program to run, e.g. "
                             "python train.py --lr {params.lr}")
+        if config.step is not None and config.reports in ("tensorboard", "mlflow"):
+            problems.append(f"config.step: {config.reports} reports carry their own step; "
+                            "drop config.step, or report lines (reports: stdout) that hold it")
         if context.resources.workers > 1:
             problems.append("resources.workers: the command workload runs one program per "
                             "trial; start data-parallel workers inside the program, or set 1")
         return problems
+
+    @classmethod
+    def check_inputs(cls, config: CommandConfig, context: WorkloadContext) -> list[str]:
+        """The program's own packages, installed on this machine now (or found built), so
+        that a requirement pip cannot install stops the job before anything starts."""
+        if context.environment is None or not context.environment.packages:
+            return []
+        try:
+            ensure_environment(context.environment, log=_say)
+        except EnvironmentFailed as error:
+            return [f"environment.pip: {error}"]
+        return []
 
     def setup(self, config: CommandConfig, context: WorkloadContext) -> None:
         self.config = config
         self.arguments = command_arguments(config, context.seed)
         self.seed = context.seed
         self.workdir = Path(context.workdir)
+        self.parallel = context.parallel
+        self.run_link: RunLink | None = None  # reports: mlflow, once the program starts
+        self.environment = context.environment
+        # The program's own packages: built on this machine once, by the first trial here.
+        self.environment_dir = (ensure_environment(context.environment, log=_say)
+                                if context.environment and context.environment.packages else None)
         self.scratch = Path(tempfile.mkdtemp(prefix="runyard-command-"))
         self.iteration = 0  # the last iteration step() returned
         self.restore_dir: Path | None = None
@@ -254,8 +248,24 @@ class Command(Workload):
         self.lock = threading.Lock()
         self.process: subprocess.Popen | None = None
         self.readers: list[threading.Thread] = []
+        # Written by the reader threads, read by step() when the program ends: under the lock.
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.other_keys: set[str] = set()  # numeric keys reported that are not metrics
+        self.near_misses = 0  # lines that look like reports and do not read as one
+        self.first_near_miss = ""
+        self.program_dir = self.workdir
+        if config.reports == "tensorboard":
+            self.program_dir = self._own_working_directory()
+
+    def _own_working_directory(self) -> Path:
+        """The trial's working directory for a program whose output folders must be its own:
+        the project's top-level entries as links, the output folders left to be made."""
+        own = self.scratch / "work"
+        own.mkdir()
+        for entry in self.workdir.iterdir():
+            if entry.name not in self.config.outputs and entry.name != ".runyard":
+                (own / entry.name).symlink_to(entry)
+        return own
 
     # ----------------------------------------------------------------------- the process
 
@@ -265,7 +275,9 @@ class Command(Workload):
         live = self.scratch / "checkpoint"
         shutil.rmtree(live, ignore_errors=True)
         live.mkdir()
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        interpreter = (bin_dir(self.environment_dir) if self.environment_dir
+                       else Path(sys.executable).parent)
+        path = os.pathsep.join([str(interpreter), os.environ.get("PATH", "")])
         env = {**os.environ, "PATH": path,
                "PYTHONUNBUFFERED": "1",  # a Python program's reports arrive as it prints them
                "RUNYARD_CHECKPOINT_DIR": str(live), "RUNYARD_SEED": str(self.seed)}
@@ -275,20 +287,25 @@ class Command(Workload):
         report_read, report_write = os.pipe() if self.config.reports == "fd" else (None, None)
         if report_write is not None:
             env["RUNYARD_METRICS_FD"] = str(report_write)
+        if self.environment_dir is not None:
+            env["VIRTUAL_ENV"] = str(self.environment_dir)
+        if self.environment is not None:
+            env.update(self.environment.variables)
+        if self.config.reports == "mlflow":
+            self.run_link = self._link_to_run()
+            env.update(self.run_link.environment())
         env.update(self.config.env)
         self.events: queue.Queue = queue.Queue()
-        arguments = self.arguments
-        if sys.platform == "linux" and threading.current_thread() is threading.main_thread():
-            arguments = [sys.executable, "-I", "-c", DEATH_SIGNAL_STUB, str(os.getpid()), *arguments]
         try:
-            self.process = subprocess.Popen(
-                arguments, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            # Its own process group, which ends with the trial process (processes.py).
+            self.process = start_group(
+                self.arguments, end_with_parent=True, cwd=self.program_dir, env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=(report_write,) if report_write is not None else ())
         except OSError as error:
             if report_read is not None:
                 os.close(report_read)
-            raise RuntimeError(f"could not start {self.arguments[0]!r} in {self.workdir}: "
+            raise RuntimeError(f"could not start {self.arguments[0]!r} in {self.program_dir}: "
                                f"{error}") from None
         finally:
             if report_write is not None:
@@ -297,55 +314,116 @@ class Command(Workload):
         stderr_log = open(self.scratch / "stderr.log", "a", buffering=1)
         outputs = [threading.Thread(target=self._keep_stderr, daemon=True,
                                     args=(self.process.stderr, stderr_log))]
-        if report_read is None:
+        if report_read is None and self.config.reports in ("stdout", "fd"):
             source, log = self.process.stdout, stdout_log
         else:
             outputs.append(threading.Thread(target=self._keep_stdout,
                                             args=(self.process.stdout, stdout_log), daemon=True))
-            source, log = open(report_read, "rb"), None
+            source, log = (open(report_read, "rb"), None) if report_read is not None else (None, None)
         reports = threading.Thread(target=self._read_reports, daemon=True,
                                    args=(source, log, outputs, self.events, self.process))
         self.readers = [*outputs, reports]
         for thread in self.readers:
             thread.start()
 
-    def _read_reports(self, stream: IO[bytes], log: IO[str] | None,
+    def _link_to_run(self) -> RunLink:
+        """The trial's MLflow run, from the executor (which found it once the driver had
+        made it)."""
+        factory = self.parallel.get("mlflow_run")
+        if factory is None:
+            raise RuntimeError("reports: mlflow needs the trial's MLflow run, which runyard's "
+                               "executor provides: run the job with runyard run")
+        return factory()
+
+    def _read_reports(self, stream: IO[bytes] | None, log: IO[str] | None,
                       outputs: list[threading.Thread], events: queue.Queue,
                       process: subprocess.Popen) -> None:
-        """Read report lines until the program closes the stream, then wait for it to exit."""
+        """Turn the program's reports into iterations until it is done reporting (its report
+        stream closed, or it exited and its event files are read to the end), then wait for
+        it to exit."""
         number = self.first_number
+        pending: list[tuple[int | None, dict[str, float]]] = []  # values of no iteration yet
         try:
-            for raw in stream:
-                line = raw.decode("utf-8", errors="replace")
-                if log is not None:
-                    log.write(line)
-                report = parse_report(line)
-                if report is None:
-                    continue
+            if stream is not None:
+                reports = self._report_lines(stream, log)
+            elif self.run_link is not None:
+                since_ms = int(time.time() * 1000)
+                reports = self._polled_reports(
+                    process, lambda: self.run_link.read(self.config.metrics, since_ms))
+            else:
+                reports = self._polled_reports(process, TensorBoardReader(self.program_dir).read)
+            for report in reports:
                 metrics = {k: v for k, v in report.values.items() if k in self.config.metrics}
-                self.other_keys.update(set(report.values) - set(metrics))
+                others = {k: v for k, v in report.values.items() if k not in metrics}
+                step = report.step
+                if step is None and self.config.step in report.values:
+                    step = int(report.values[self.config.step])
+                with self.lock:
+                    self.other_keys.update(others)
+                if others and (metrics or step is not None):
+                    pending.append((step, others))
                 if metrics:
                     number += 1
                 if report.checkpoint is not False:
                     self._snapshot(number, process, report.checkpoint)
                 if metrics:
-                    events.put(_Iteration(number, metrics))
+                    events.put(_Iteration(number, Iteration(metrics, step, tuple(pending),
+                                                            recorded=self.run_link is not None)))
+                    pending = []
         except (OSError, ValueError) as error:
             events.put(_Broken(f"could not keep the checkpoint the program reported: {error}"))
         finally:
-            stream.close()
+            if stream is not None:
+                stream.close()
             for thread in outputs:
                 thread.join()
             if log is not None:
                 log.close()
-            events.put(_Exited(process.wait()))
+            events.put(_Exited(process.wait(), tuple(pending)))
+
+    def _report_lines(self, stream: IO[bytes], log: IO[str] | None) -> Iterator[Report]:
+        for raw in stream:
+            line = raw.decode("utf-8", errors="replace")
+            if log is not None:
+                log.write(line)
+            report = parse_report(line)
+            if report is not None:
+                yield report
+            elif is_near_miss(line):
+                self._near_miss(line.strip())
+
+    def _near_miss(self, line: str) -> None:
+        with self.lock:
+            self.near_misses += 1
+            first = self.near_misses == 1
+            if first:
+                self.first_near_miss = line[:200]
+        if first:  # the trial's output, which the driver's terminal shows
+            _say(f"{self._name()} printed a line that looks like a report but does not read "
+                 f"as one: {line[:200]!r} (a report is a JSON object, or name=number pairs "
+                 "separated by spaces, commas or semicolons, and nothing else)")
+
+    @staticmethod
+    def _polled_reports(process: subprocess.Popen, read: Callable[[], list[Point]]
+                        ) -> Iterator[Report]:
+        """Reports from a source read every POLL_S (event files, the MLflow run), one per
+        step, until the program has exited and the source is read to the end."""
+        groups = StepGroups()
+        while True:
+            exited = process.poll() is not None
+            groups.add(read())
+            yield from groups.complete(final=exited)
+            if exited:
+                return
+            time.sleep(POLL_S)
 
     def _keep_stderr(self, stream: IO[bytes], log: IO[str]) -> None:
         with log:
             for raw in stream:
                 line = raw.decode("utf-8", errors="replace")
                 log.write(line)
-                self.stderr_tail.append(line.rstrip("\n"))
+                with self.lock:
+                    self.stderr_tail.append(line.rstrip("\n"))
 
     @staticmethod
     def _keep_stdout(stream: IO[bytes], log: IO[str]) -> None:
@@ -365,12 +443,12 @@ class Command(Workload):
         if mark is True:
             partial = final.with_name(final.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
-            paused = _signal_group(process, signal.SIGSTOP)
+            paused = signal_group(process.pid, signal.SIGSTOP)
             try:
                 shutil.copytree(live, partial)
             finally:
                 if paused:
-                    _signal_group(process, signal.SIGCONT)
+                    signal_group(process.pid, signal.SIGCONT)
         else:
             partial = live / mark
             if Path(mark).name != mark or mark in (".", "..") or not partial.is_dir():
@@ -386,12 +464,7 @@ class Command(Workload):
         process, self.process = self.process, None
         if process is None:
             return
-        if _signal_group(process, signal.SIGTERM):
-            try:
-                process.wait(self.config.stop_grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        _signal_group(process, signal.SIGKILL)  # what is left of the group, if anything
+        stop_group(process.pid, self.config.stop_grace_s, leader=process)
         process.wait()
         for thread in self.readers:
             thread.join(timeout=5)
@@ -409,26 +482,35 @@ class Command(Workload):
                                    f"{self.config.step_timeout_s} s (config.step_timeout_s)"
                                    ) from None
             if isinstance(event, _Exited):
-                self._ended(event.code)
+                self._ended(event)
             if isinstance(event, _Broken):
                 raise RuntimeError(event.message)
             if event.number <= self.iteration:
                 continue  # tracked already, before the restore this run continues from
             self.iteration = event.number
             self._forget_old_snapshots()
-            return event.metrics
+            return event.reported
 
-    def _ended(self, code: int) -> None:
+    def _ended(self, exited: _Exited) -> None:
+        code = exited.code
         if code == 0 and self.iteration > 0:
-            raise WorkloadFinished()
+            raise WorkloadFinished(exited.points)
         if code == 0:
-            others = ", ".join(sorted(self.other_keys)) or "no report at all"
+            with self.lock:
+                others = ", ".join(sorted(self.other_keys)) or "no report at all"
+                misses = self.near_misses
+                first = self.first_near_miss
+            where = {"tensorboard": f"in TensorBoard event files under {self.program_dir}"
+                     }.get(self.config.reports, "")
+            miss = (f"; {misses} line(s) looked like reports but did not read as one, the "
+                    f"first: {first!r}" if misses else "")
             raise RuntimeError(f"{self._name()} exited without reporting any of "
-                               f"{', '.join(self.config.metrics)} (config.metrics); it reported: "
-                               f"{others}")
+                               f"{', '.join(self.config.metrics)} (config.metrics){where}; it "
+                               f"reported: {others}{miss}")
         how = (f"was killed by {signal.Signals(-code).name}" if code < 0
                else f"exited with code {code}")
-        tail = list(self.stderr_tail)
+        with self.lock:
+            tail = list(self.stderr_tail)
         last = next((line for line in reversed(tail) if line.strip()), "its stderr is empty")
         # The last line is the summary (runyard tags the run with it); the tail comes first.
         raise RuntimeError("the end of its stderr:\n" + "\n".join(tail) +
@@ -480,6 +562,11 @@ class Command(Workload):
         for name in ("stdout.log", "stderr.log"):
             if (self.scratch / name).exists():
                 shutil.copyfile(self.scratch / name, Path(directory) / name)
+        if self.config.reports == "tensorboard":
+            for path in TensorBoardReader(self.program_dir).event_files():
+                kept = Path(directory) / "tensorboard" / path.relative_to(self.program_dir)
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, kept)
 
     def close(self) -> None:
         self._stop()

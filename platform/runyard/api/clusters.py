@@ -1,0 +1,87 @@
+"""Clusters as Python functions: runyard's own local cluster (up, down, status) and the jobs
+on a Ray cluster's Jobs API (list, one job, its logs, stop). `runyard cluster local ...` and
+`runyard status | logs | stop` parse their flags into these calls and render what they
+return; a notebook or a test calls them the same way.
+
+    from runyard.api import clusters
+    cluster = clusters.local_up(workers=2)
+    clusters.jobs(cluster.jobs_address)
+    clusters.local_down(cluster.state_dir)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from runyard.paths import CLUSTER_STATE_DIR
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobDetails
+
+    from runyard.launch.local_cluster import LocalCluster
+
+
+@dataclass(frozen=True)
+class LocalClusterStatus:
+    cluster: LocalCluster
+    alive: int | None  # nodes the GCS sees alive; None when the head did not answer
+    unreachable: str = ""  # why the head did not answer
+
+    @property
+    def whole(self) -> bool:
+        return self.alive == len(self.cluster.nodes)
+
+
+def local_up(**options: Any) -> LocalCluster:
+    """Start a local cluster (runyard.launch.local_cluster.up's options) once every node joined."""
+    from runyard.launch import local_cluster
+
+    return local_cluster.up(**options)
+
+
+def local_down(state_dir: str | Path = CLUSTER_STATE_DIR) -> int:
+    """Stop what `local_up` recorded in state_dir; returns how many processes were ended."""
+    from runyard.launch import local_cluster
+
+    return local_cluster.down(state_dir)
+
+
+def local_status(state_dir: str | Path = CLUSTER_STATE_DIR) -> LocalClusterStatus:
+    """The recorded cluster and how many of its nodes are alive now."""
+    from runyard.launch import local_cluster
+
+    cluster = local_cluster.LocalCluster.load(state_dir)
+    try:
+        return LocalClusterStatus(cluster, local_cluster.count_alive_nodes(cluster))
+    except OSError as error:
+        return LocalClusterStatus(cluster, None, str(error))
+
+
+def jobs(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> list[JobDetails]:
+    """Every job the cluster at `address` knows (default: RAY_ADDRESS, else the local cluster)."""
+    from runyard.launch import jobs_api
+
+    return jobs_api.list_jobs(address, state_dir=state_dir)
+
+
+def job(job_id: str, address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> JobDetails:
+    from runyard.launch import jobs_api
+
+    return jobs_api.status(job_id, address, state_dir=state_dir)
+
+
+def job_logs(job_id: str, address: str | None = None, follow: bool = False,
+             state_dir: str | Path = CLUSTER_STATE_DIR) -> Iterator[str]:
+    """The job's driver output; with follow, as it comes until the job ends."""
+    from runyard.launch import jobs_api
+
+    return jobs_api.logs(job_id, address, follow=follow, state_dir=state_dir)
+
+
+def stop(job_id: str, address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> bool:
+    """Ask the cluster to stop the job (its driver gets SIGTERM); False if it had ended."""
+    from runyard.launch import jobs_api
+
+    return jobs_api.stop(job_id, address, state_dir=state_dir)

@@ -1,0 +1,18 @@
+"""Where runyard keeps its files in a project, each folder named once, so that the commands,
+the local cluster, the Jobs API client and the queue agree on them. Paths are relative to
+the working directory (the project) until a caller resolves them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RUNYARD_DIR = Path(".runyard")  # the embedded storage: ledgers, Tune state, the MLflow store
+CLUSTER_STATE_DIR = RUNYARD_DIR / "cluster"  # `runyard cluster local up`: its state, secrets, logs
+TRACKING_STATE_DIR = RUNYARD_DIR / "tracking"  # `runyard tracking serve`: auth config, logs
+QUEUE_DIR = RUNYARD_DIR / "queue"  # each queued sweep's log
+QUEUE_DB = RUNYARD_DIR / "queue.db"
+
+
+def project_storage(workdir: Path) -> Path:
+    """The storage of jobs run from `workdir` when none is named: its .runyard/."""
+    return Path(workdir).resolve() / RUNYARD_DIR
