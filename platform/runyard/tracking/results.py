@@ -203,6 +203,7 @@ def population_best(results: list[TrialResult], mode: str) -> ConfigSummary | No
     top = rows[0].best
     return ConfigSummary(
         sample=top.sample, trial_id=top.trial_id, run_id=top.run_id,
+        trial_ids=tuple(row.best.trial_id for row in rows),  # each population's best member
         label=f"member {top.trial_id} of population seed={top.seed}",
         value=statistics.fmean(values), std=statistics.stdev(values) if len(values) > 1 else 0.0,
         ci=confidence_interval(values), seeds=len(values), values=values, params=top.params)
