@@ -29,6 +29,7 @@ def make_rows(count: int, seeds: int) -> list[ConfigSummary]:
         values = [1 - (math.log10(lr) + 2) ** 2 / 4 + 0.02 * rng.standard_normal() for _ in range(seeds)]
         rows.append(ConfigSummary(
             sample=sample, trial_id=f"t{sample * seeds:04d}", run_id=f"r{sample}",
+            trial_ids=tuple(f"t{sample * seeds + k:04d}" for k in range(seeds)),
             label=f"lr={lr:.3g},momentum={momentum:.3g},batch_size={batch}",
             value=float(np.mean(values)), std=float(np.std(values, ddof=1)) if seeds > 1 else 0.0,
             ci=(0.0, 0.0), seeds=seeds, values=values,

@@ -9,7 +9,8 @@ from runyard.tracking.results import ConfigSummary, sensitivity
 
 
 def row(value: float, **params: str) -> ConfigSummary:
-    return ConfigSummary(sample=0, trial_id="t0000", run_id="r", label="", value=value, std=0.0,
+    return ConfigSummary(sample=0, trial_id="t0000", run_id="r", trial_ids=("t0000",), label="",
+                         value=value, std=0.0,
                          ci=(value, value), seeds=1, values=[value], params=params)
 
 

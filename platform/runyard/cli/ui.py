@@ -66,7 +66,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "server", "--app-name", "runyard",
                "--backend-store-uri", uri, "--default-artifact-root", artifact_root(uri),
                "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    server = start_group(command, env={**os.environ, **VIEWER_ENV})
+    # Ends with `runyard ui` however it ends (a SIGKILL too): no orphan server keeps the port.
+    server = start_group(command, end_with_parent=True, env={**os.environ, **VIEWER_ENV})
     try:
         with sigterm_as_interrupt():  # stopped like Ctrl-C: the group goes too
             return server.wait()
