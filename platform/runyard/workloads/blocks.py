@@ -119,8 +119,10 @@ class ResourcesSpec(Block):
 
 
 class EnvironmentSpec(Block):
-    """The Python packages and environment variables the researcher's own program runs with,
-    beside (not instead of) runyard's environment: what a script pins for itself."""
+    """The program's own Python packages and environment variables, beside runyard's.
+
+    What a researcher's script pins for itself (a command workload's program); runyard's own
+    environment is not changed."""
 
     requirements: str | None = Field(
         None, description="a pip requirements file, relative to the spec file; read when the "

@@ -117,7 +117,8 @@ class CommandConfig(WorkloadConfig):
         None, pattern=r"^[A-Za-z_][\w.\-/]*$",
         description="the reported value that is the iteration's step in MLflow and the x "
                     "axis of the sweep's plots (e.g. global_step); none: the iteration's "
-                    "number. Not with reports: tensorboard, whose events carry their step")
+                    "number. Not with reports: tensorboard or mlflow, whose points carry "
+                    "their own step")
     outputs: list[str] = Field(
         default_factory=lambda: list(DEFAULT_OUTPUTS),
         description="reports: tensorboard: top-level folders of the project that each trial "
