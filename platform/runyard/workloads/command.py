@@ -295,6 +295,9 @@ class Command(Workload):
         if self.config.reports == "mlflow":
             self.run_link = self._link_to_run()
             env.update(self.run_link.environment())
+        # Taken before the program starts: what it logs to its run from then on is this
+        # start's (a retry's run holds the earlier try's points too).
+        self.started_ms = int(time.time() * 1000)
         env.update(self.config.env)
         self.events: queue.Queue = queue.Queue()
         try:
@@ -348,7 +351,7 @@ class Command(Workload):
             if stream is not None:
                 reports = self._report_lines(stream, log)
             elif self.run_link is not None:
-                since_ms = int(time.time() * 1000)
+                since_ms = self.started_ms
                 reports = self._polled_reports(
                     process, lambda: self.run_link.read(self.config.metrics, since_ms))
             else:
