@@ -78,6 +78,31 @@ def test_resume_after_sigkill_continues_every_trial_in_its_own_run(workdir: Path
             assert steps(client, run.info.run_id, metric) == list(range(1, 9)), (run.info.run_name, metric)
 
 
+def test_sigterm_ends_the_sweep_with_its_state_written_after_its_last_checkpoint(workdir: Path):
+    """Tune writes its experiment state only every few checkpoints (`keep` of them) while it
+    deletes older ones: a SIGTERM (`runyard stop`, a scheduler) must end the run the way
+    Ctrl-C does, writing that state one last time, or resume can ask for a checkpoint that
+    `keep` has already deleted."""
+    from runyard.ray_compat import experiment_trials
+
+    spec = write_toy(workdir, "termed", sleep=0.25, iterations=60, samples=1)
+    spec.write_text(spec.read_text().replace("keep: 2", "keep: 5"))
+    driver = start_cli("run", str(spec), "--id", "termed", cwd=workdir)
+    results = workdir / ".runyard" / "ray_results" / "termed"
+    wait_for_checkpoint(driver, results, "t0000/checkpoint_000020")
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=120) != 0
+
+    newest = max(int(path.name.rsplit("_", 1)[1]) for path in results.glob("t0000/checkpoint_*"))
+    ((_, runtime),) = experiment_trials(results)
+    assert runtime["last_result"]["training_iteration"] >= newest + 1  # checkpoint_000000 is iteration 1
+    result = run_cli("resume", "termed", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri(workdir))
+    (child,) = children_of(client, ledger_of(workdir, "termed").run_id)
+    assert child.info.status == "FINISHED" and steps(client, child.info.run_id) == list(range(1, 61))
+
+
 def test_rerun_failed_reruns_exactly_the_failed_trials(workdir: Path):
     marker = workdir / "still-broken"
     marker.write_text("remove me to let the trials succeed")

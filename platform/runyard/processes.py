@@ -175,7 +175,7 @@ def kill_all(processes: Sequence[psutil.Process]) -> int:
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """`runyard stop`, the Jobs API, schedulers and `kill` end runyard with SIGTERM: within
-    this block it raises KeyboardInterrupt like Ctrl-C, so a driver's runs end KILLED instead
+    this block it acts as Ctrl-C does, so a driver's runs end KILLED instead
     of staying RUNNING and a server's group is stopped on the way out. Signals reach only the
     main thread; elsewhere this changes nothing."""
     if threading.current_thread() is not threading.main_thread():
@@ -183,7 +183,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        # Whatever Ctrl-C does at this moment: inside a Tune run that is Tune's own handler,
+        # which ends the run after writing its experiment state one last time (a resume
+        # must find the checkpoints that state names; `keep` deletes older ones while the
+        # run goes on). A second signal, or one outside Tune, raises KeyboardInterrupt.
+        on_ctrl_c = signal.getsignal(signal.SIGINT)
+        if not callable(on_ctrl_c):  # SIG_IGN or SIG_DFL
+            raise KeyboardInterrupt
+        on_ctrl_c(signal.SIGINT, frame)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

@@ -150,7 +150,7 @@ class _Driver:
 
     def _fit(self, runner: TuneRunner, tuners: list) -> JobOutcome:
         try:
-            result = runner.fit(tuners)
+            result = runner.fit(tuners, self.tracker.left_unfinished)
         finally:
             self.progress.close()
         ended = self.tracker.end_unfinished("FAILED" if result.error else "KILLED")

@@ -280,6 +280,10 @@ class TrackingCallback(tune.Callback):
         self.status[trial_id] = status
         self.tracking.writer.end_run(self.run_of(trial), status)
 
+    def left_unfinished(self) -> bool:
+        """Whether a trial this driver started has not ended (its experiment was stopped)."""
+        return "RUNNING" in self.status.values()
+
     def end_unfinished(self, status: str) -> list[str]:
         """End the runs of trials this driver started but did not see end (Ctrl-C, a
         driver error); returns their trial ids."""

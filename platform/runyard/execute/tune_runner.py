@@ -11,7 +11,7 @@ import functools
 import logging
 import os
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,11 +114,15 @@ class TuneRunner:
         replace_callbacks(tuner, self.callbacks)
         return tuner
 
-    def fit(self, tuners: list[tune.Tuner]) -> FitResult:
-        """Run the experiments one after the other until each ends or the driver is stopped."""
+    def fit(self, tuners: list[tune.Tuner], left_unfinished: Callable[[], bool]) -> FitResult:
+        """Run the experiments one after the other until each ends or the driver is stopped.
+        Ctrl-C or SIGTERM inside a Tune run ends it gracefully (Tune writes its state one last
+        time and returns), which `left_unfinished` tells apart from an experiment that ended."""
         try:
             for tuner in tuners:
                 tuner.fit()
+                if left_unfinished():
+                    return FitResult(interrupted=True, error=None)
         except KeyboardInterrupt:
             return FitResult(interrupted=True, error=None)
         except Exception as error:  # noqa: BLE001 — the caller records it on the runs and raises it
