@@ -80,3 +80,24 @@ def test_grid_and_seeds_expand_to_every_combination(tmp_path: Path):
         (0.1, 0.0), (0.1, 0.001), (0.01, 0.0), (0.01, 0.001)}
     assert sorted({t.seed for t in trials}) == [0, 1, 2]
     assert trials[0].label == "lr=0.1,weight_decay=0,init_std=0.01,seed=0"
+
+
+def test_no_two_samples_of_a_sweep_share_a_run_name():
+    # 500 uniform draws on [0.001, 1): at 3 significant digits dozens of pairs would look alike.
+    spec = load_spec(JOBS / "digits_linear_sweep.yaml", [
+        "sweep.samples=500", "sweep.seeds=2", "sweep.space={config.lr: {uniform: [0.001, 1.0]}, "
+        "config.weight_decay: {choice: [0.0, 0.001]}}"])
+    trials = expand(spec)
+    assert len({t.label for t in trials}) == 1000
+    assert len({f"{t.config['lr']:.3g}" for t in trials}) < 500  # the collisions that were there
+    longest = max(trials, key=lambda t: len(t.label)).label
+    assert len(longest) <= len("lr=0.123456,weight_decay=0.001,seed=1"), longest
+    # A value gets more digits only where a neighbour needs them; others stay at three.
+    at_three = [t for t in trials if t.label.split(",")[0] == f"lr={t.config['lr']:.3g}"]
+    assert len(at_three) > len(trials) / 2
+
+    # Samples whose values are all equal (two draws of one choice) name their sample.
+    twins = expand(load_spec(JOBS / "digits_linear_sweep.yaml", [
+        "sweep.samples=3", "sweep.seeds=1", "sweep.space={config.lr: {choice: [0.1]}}"]))
+    assert [t.label for t in twins] == ["lr=0.1,sample=0,seed=0", "lr=0.1,sample=1,seed=0",
+                                       "lr=0.1,sample=2,seed=0"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,19 +29,54 @@ class Trial:
     sample: int  # which sampled config (trials of one config on several seeds share it)
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted key -> sampled value
     config: dict[str, Any] = field(default_factory=dict)  # the workload config, resolved
+    # Significant digits of a float dimension's value in the label where 3 would make two
+    # samples of the same expansion look alike (see `distinct_labels`).
+    digits: dict[str, int] = field(default_factory=dict)
+    twin: bool = False  # its values equal another sample's: the label names its sample too
 
     @property
     def label(self) -> str:
         """A run name that says what distinguishes this trial."""
-        parts = [f"{key.removeprefix('config.')}={_format(value)}"
-                 for key, value in self.overrides.items()]
-        return ",".join(parts + [f"seed={self.seed}"]) if parts else f"seed={self.seed}"
+        parts = _values_text(self.overrides, self.digits)
+        if self.twin:
+            parts.append(f"sample={self.sample}")
+        return ",".join(parts + [f"seed={self.seed}"])
 
 
-def _format(value: Any) -> str:
+def _values_text(overrides: dict[str, Any], digits: dict[str, int]) -> list[str]:
+    return [f"{key.removeprefix('config.')}={_format(value, digits.get(key, 3))}"
+            for key, value in overrides.items()]
+
+
+def _format(value: Any, digits: int) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return f"{value:.{digits}g}"
     return str(value).replace(" ", "")
+
+
+def distinct_labels(trials: list[Trial]) -> list[Trial]:
+    """The trials again, labelled so that no two samples share a run name: a float value gets
+    the fewest significant digits (3 or more) that tell it from the nearest other values of
+    its dimension, and samples whose labels would still be equal name their sample number."""
+    by_sample = {trial.sample: trial.overrides for trial in trials}
+    digits: dict[int, dict[str, int]] = {sample: {} for sample in by_sample}
+    for key in {key for overrides in by_sample.values() for key in overrides}:
+        values = sorted({o[key] for o in by_sample.values() if isinstance(o.get(key), float)})
+        needed = {value: _digits_apart(value, values[i - 1: i] + values[i + 1: i + 2])
+                  for i, value in enumerate(values)}
+        for sample, overrides in by_sample.items():
+            if isinstance(overrides.get(key), float):
+                digits[sample][key] = needed[overrides[key]]
+    labelled = {sample: ",".join(_values_text(overrides, digits[sample]))
+                for sample, overrides in by_sample.items()}
+    shared = {name for name, count in Counter(labelled.values()).items() if count > 1}
+    return [replace(trial, digits=digits[trial.sample], twin=labelled[trial.sample] in shared)
+            for trial in trials]
+
+
+def _digits_apart(value: float, neighbours: list[float]) -> int:
+    return next((n for n in range(3, 18)
+                 if all(f"{value:.{n}g}" != f"{other:.{n}g}" for other in neighbours)), 17)
 
 
 def expand(spec: JobSpec, first_sample: int = 0) -> list[Trial]:
@@ -66,7 +102,7 @@ def expand(spec: JobSpec, first_sample: int = 0) -> list[Trial]:
             ordered = {key: overrides[key] for key in sweep.space}
             trials += [trial_of(spec, sample, k, ordered) for k in range(sweep.seeds)]
             sample += 1
-    return trials
+    return distinct_labels(trials)
 
 
 def trial_of(spec: JobSpec, sample: int, seed_offset: int, overrides: dict[str, Any]) -> Trial:
