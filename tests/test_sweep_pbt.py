@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -298,14 +299,15 @@ def test_a_pbt_sweep_killed_with_sigkill_resumes_with_its_members_runs_and_linea
                                                         str(tmp_path))).read_text())["exploits"]
     after_resume = tune_file.read_text().splitlines()
 
-    def exploits_in(lines: list[str]) -> set[tuple]:
-        return {(new["trial"]["trial_id"], donor["trial"]["trial_id"],
-                 round(new["trial"]["config"]["lr"], 12))
-                for _, _, _, _, donor, new in map(json.loads, lines)}
+    def exploits_in(lines: list[str]) -> Counter:
+        return Counter((new["trial"]["trial_id"], donor["trial"]["trial_id"],
+                        round(new["trial"]["config"]["lr"], 12))
+                       for _, _, _, _, donor, new in map(json.loads, lines))
 
-    ours = {(e["member"], e["donor"], round(e["after"]["config.lr"], 12)) for e in lineage}
-    assert exploits_in(after_resume) <= ours <= exploits_in(after_resume) | exploits_in(before_kill)
-    assert len(ours) == len(lineage) > 0
+    # Counted, not a set: a member can copy the same donor twice with the same factor.
+    ours = Counter((e["member"], e["donor"], round(e["after"]["config.lr"], 12)) for e in lineage)
+    assert exploits_in(after_resume) <= ours <= exploits_in(after_resume) + exploits_in(before_kill)
+    assert lineage
     for run in members:
         mine = [e for e in lineage if e["member"] == run.data.tags["runyard.trial_id"]]
         assert [e["iteration"] for e in mine] == sorted(e["iteration"] for e in mine)

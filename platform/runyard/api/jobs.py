@@ -183,7 +183,8 @@ def continue_job(request: ContinueRequest, console: Console | None = None) -> Jo
     """resume, rerun-failed or extend, with this process as the job's driver (joining the
     cluster at a GCS address, or on an embedded Ray). A job that ran on a cluster is
     continued there instead, from its storage: `continue_on_cluster`."""
-    from runyard.execute.job import extend_job, load_ledger_spec, resume_job
+    from runyard.execute.job import extend_job, resume_job
+    from runyard.execute.planned import load_ledger_spec
     from runyard.tracking.reconcile import reconcile
     from runyard.tracking.store import client_for
 
@@ -256,7 +257,7 @@ def explain(job: str, address: str | None = None, storage: str | None = None) ->
     import os
 
     from runyard.execute.explain import explain as explain_job
-    from runyard.execute.job import load_ledger_spec
+    from runyard.execute.planned import load_ledger_spec
 
     ledger = find_job(job, storage)
     return explain_job(ledger, load_ledger_spec(ledger),
@@ -276,7 +277,7 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, address: str | No
     is its driver on the head node. `storage` is where its state lives on the cluster
     (default: the cluster's RUNYARD_STORAGE). A project over `max_upload_mb` (default 100)
     is refused before anything is submitted."""
-    from runyard.execute.job import new_job_id
+    from runyard.execute.planned import new_job_id
 
     if address and not is_jobs_url(address):
         raise UserError(f"--address {address}: submit talks to the cluster's Jobs API; give its "

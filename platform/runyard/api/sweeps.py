@@ -80,7 +80,7 @@ def best(job: str, metric: str | None = None, storage: str | None = None,
 
 def _ranked(ledger: Ledger, metric: str | None, scope: Scope | None = None) -> SweepReport:
     from runyard import workloads
-    from runyard.execute.job import load_ledger_spec
+    from runyard.execute.planned import load_ledger_spec
     from runyard.tracking.reconcile import reconcile
     from runyard.tracking.results import config_summaries, sensitivity, trial_results
     from runyard.tracking.store import client_for
@@ -136,7 +136,7 @@ def _population_report(ledger: Ledger, spec: JobSpec, client: Any, metric: str,
 
 def best_trial(job: str, storage: str | None = None) -> BestTrial:
     """The best config of a finished sweep as the trial it ran as (config and seed)."""
-    from runyard.execute.job import planned_trials
+    from runyard.execute.planned import planned_trials
 
     ledger = find_job(job, storage)
     report = _ranked(ledger, None)

@@ -208,11 +208,3 @@ class SpaceCodec:
             value = overrides[key]
             encoded[key] = dimension.args.index(value) if dimension.kind == "choice" else value
         return encoded
-
-
-def saved_trials(tune_path: str) -> list[Trial]:
-    """The trials of a segment as Tune's newest experiment state has them: of a TPE segment,
-    those proposed so far; of a population-based one, each member with the config it has
-    now (a member's config changes as it trains)."""
-    trials = [TrialPayload.of(trial["config"]).as_trial() for trial, _ in experiment_trials(tune_path)]
-    return sorted(trials, key=lambda t: t.index)

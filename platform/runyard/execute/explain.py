@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from runyard.execute.ledger import Ledger
 from runyard.execute.payload import TrialPayload
-from runyard.execute.population import lineage
+from runyard.execute.planned import lineage
 from runyard.ray_compat import autoscaler_pending, experiment_trials
 from runyard.plan import trial_bundles
 from runyard.plan.resources import describe

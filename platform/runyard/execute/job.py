@@ -11,7 +11,6 @@ execute/records.py; this module strings them together.
 from __future__ import annotations
 
 import posixpath
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,19 +18,17 @@ from rich.console import Console
 
 from runyard import workloads
 from runyard.errors import RunFailed, UserError
-from runyard.execute.adaptive import JudgedConfig, check_restorable, judged_configs, saved_trials
+from runyard.execute.adaptive import JudgedConfig, check_restorable, judged_configs
 from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
 from runyard.execute.outcome import JobOutcome
 from runyard.execute.payload import TrialTracking
+from runyard.execute.planned import load_ledger_spec, new_job_id, planned_trials
 from runyard.execute.records import JobRecords
 from runyard.execute.storage import Storage
 from runyard.execute.tune_runner import SearchSettings, TuneRunner
 from runyard.plan import Trial, expand
-from runyard.plan.trials import grid_size
 from runyard.spec import JobSpec
-from runyard.spec.loader import validate_data
-from runyard.spec.yamlpos import Origin
 from runyard.tracking.results import config_summaries, trial_results
 
 
@@ -48,10 +45,6 @@ def run_job(spec: JobSpec, trials: list[Trial], tracking_uri: str, workdir: Path
     samples = max(t.sample for t in trials) + 1
     segment = Segment(storage.tune_path(sweep_id), first_sample=0, samples=samples)
     return _Driver(spec, ledger, console, new=True).fit_new(segment, trials)
-
-
-def new_job_id(spec: JobSpec) -> str:
-    return f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def extend_job(ledger: Ledger, samples: int, console: Console) -> JobOutcome:
@@ -83,26 +76,6 @@ def resume_job(ledger: Ledger, console: Console, errored_only: bool = False) -> 
         for segment in ledger.segments:
             check_restorable(segment.tune_path)
     return _Driver(spec, ledger, console, new=False).fit_restored(errored_only)
-
-
-def load_ledger_spec(ledger: Ledger) -> JobSpec:
-    return validate_data(dict(ledger.spec), {}, Origin(str(ledger.path)))
-
-
-def planned_trials(ledger: Ledger, as_ended: bool = False) -> list[Trial]:
-    """Every trial the job has, across its segments (of a TPE sweep: those proposed so far;
-    of a population-based one with `as_ended`, its members with the configs they ended with)."""
-    spec = load_ledger_spec(ledger)
-    if spec.sweep is None:
-        return expand(spec)
-    if spec.adaptive or (spec.population_based and as_ended):
-        return [t for segment in ledger.segments for t in saved_trials(segment.tune_path)]
-    trials = []
-    for segment in ledger.segments:
-        sized = spec.model_copy(update={"sweep": spec.sweep.model_copy(
-            update={"samples": segment.samples // grid_size(spec)})})
-        trials += expand(sized, first_sample=segment.first_sample)
-    return trials
 
 
 class _Driver:

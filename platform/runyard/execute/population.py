@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from ray import tune
@@ -30,15 +29,10 @@ from ray.tune.experiment import Trial as TuneTrial
 from ray.tune.schedulers import FIFOScheduler
 
 from runyard.execute.payload import CONFIG_KEY, Exploit, TrialPayload
-from runyard.ray_compat import ExploitFacts, experiment_trials, population_based_training
+from runyard.execute.planned import population_of
+from runyard.ray_compat import ExploitFacts, population_based_training
 from runyard.spec import JobSpec, set_dotted
 from runyard.spec.schema import Distribution
-
-
-def population_of(payload: TrialPayload, seeds: int) -> int:
-    """Which population a trial is a member of: its seed's number (plan.trial_of numbers
-    trials sample by sample, seed by seed)."""
-    return payload.index % seeds
 
 
 class Populations(FIFOScheduler):
@@ -151,37 +145,6 @@ def dotted(config: dict[str, Any], key: str) -> Any:
     for part in key.removeprefix("config.").split("."):
         value = value[part]
     return value
-
-
-@dataclass(frozen=True)
-class MemberExploit:
-    """An exploit with the member that made it: one entry of a sweep's lineage."""
-
-    member: str  # the member's runyard trial id
-    population: int
-    iteration: int
-    donor: str
-    donor_iteration: int
-    checkpoint: str
-    before: dict[str, Any]
-    copied: dict[str, Any]
-    after: dict[str, Any]
-
-    @classmethod
-    def of(cls, payload: TrialPayload, population: int, exploit: Exploit) -> MemberExploit:
-        return cls(member=payload.trial_id, population=population, **asdict(exploit))
-
-
-def lineage(tune_paths: Sequence[str], seeds: int) -> list[MemberExploit]:
-    """Every exploit of the sweep's members, from Tune's newest saved state of each
-    experiment, by iteration, then member."""
-    exploits = []
-    for tune_path in tune_paths:
-        for trial, _ in experiment_trials(tune_path):
-            payload = TrialPayload.of(trial["config"])
-            exploits += [MemberExploit.of(payload, population_of(payload, seeds), e)
-                         for e in payload.exploits]
-    return sorted(exploits, key=lambda e: (e.iteration, e.member))
 
 
 def hyperparameter_metrics(space: dict[str, Distribution], values: dict[str, Any]

@@ -27,7 +27,7 @@ from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from runyard.execute.ledger import Ledger
 from runyard.execute.outcome import JobOutcome
 from runyard.execute.payload import TrialPayload
-from runyard.execute.population import lineage
+from runyard.execute.planned import lineage
 from runyard.execute.progress import ProgressCallback
 from runyard.execute.storage import SUBMISSION_ENV
 from runyard.execute.tracking_callback import TrackingCallback
