@@ -2,6 +2,7 @@
 
     runyard cluster local up [--workers N] [--resources JSON]   a secured Ray cluster on this machine
     runyard cluster local up --hosts N                          ... each node its own host (root)
+    runyard cluster local up --hosts N --slurm                  a Slurm cluster of N such hosts (root)
     runyard cluster local down | status
     runyard cluster up | down | status [--config cluster.yaml]  the cloud cluster (ray up/down)
     runyard tracking serve [--backend URI]                      basic-auth MLflow server (foreground)
@@ -96,16 +97,24 @@ def _add_cluster(subparsers) -> None:
             "This machine then reaches the cluster only through the Jobs API\n"
             "(http://<head>:8265) and MLflow (on the bridge), like a laptop. The head has\n"
             "0 CPUs by default, as in cluster.yaml: trials run on worker hosts.\n\n"
+            "--hosts N --slurm (root, Linux; Debian's slurmctld, slurmd, slurm-client and munge)\n"
+            "runs no Ray: N hosts n1..nN with a slurmd each, and munged and slurmctld here (the\n"
+            "login node), configured in <state-dir>/slurm (nothing under /etc); export the\n"
+            "SLURM_CONF that `up` prints and srun, sbatch, squeue and sinfo use this cluster.\n"
+            "Each Slurm job starts its own Ray. MLflow listens on the bridge as with --hosts.\n\n"
             "examples:\n"
             "  runyard cluster local up\n"
             "  runyard cluster local up --workers 3 --resources '{\"gpu_node\": 1}'\n"
             "  sudo runyard cluster local up --hosts 3 --storage-dir /srv/runyard-storage\n"
+            "  sudo runyard cluster local up --hosts 2 --slurm\n"
             "  runyard cluster local up --tracking-backend postgresql://mlflow:PW@127.0.0.1:5432/mlflow\n"
         ),
     )
     up.add_argument("--workers", type=int, default=None, help="worker nodes besides the head (default 2)")
     up.add_argument("--hosts", type=int, default=None, metavar="N",
                     help="N namespaced hosts in all: the head and N-1 workers (root only)")
+    up.add_argument("--slurm", action="store_true",
+                    help="with --hosts N: a Slurm cluster (slurmd on each host, slurmctld here) instead of Ray nodes")
     up.add_argument("--storage-dir", default=None, metavar="DIR",
                     help="where the cluster's jobs keep their ledgers and checkpoints, kept by `down` "
                     "(default: .runyard/ here; with --hosts <state-dir>/storage, which every host sees at the same path)")
@@ -169,6 +178,7 @@ def _local_up(args) -> int:
     clusters.local_up(
         workers=args.workers,
         hosts=args.hosts,
+        slurm=args.slurm,
         storage_dir=args.storage_dir,
         **({"hosts_root": args.hosts_root} if args.hosts_root else {}),
         resources=_parse_resources(args.resources),
@@ -188,9 +198,13 @@ def _local_down(args) -> int:
 def _local_status(args) -> int:
     status = clusters.local_status(args.state_dir)
     cluster = status.cluster
-    print(f"Jobs API / dashboard: {cluster.jobs_address}")
+    if status.slurm_conf:
+        print(f"Slurm commands:       export SLURM_CONF={status.slurm_conf}")
+    else:
+        print(f"Jobs API / dashboard: {cluster.jobs_address}")
     print(f"MLflow tracking URI:  {cluster.tracking_uri or '-'}")
-    print(f"Ray token file:       {cluster.token_path}")
+    if not status.slurm_conf:
+        print(f"Ray token file:       {cluster.token_path}")
     if status.alive is None:
         print(f"nodes: cannot reach the head ({status.unreachable})", file=sys.stderr)
         return EXIT_FAILED

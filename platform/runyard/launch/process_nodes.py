@@ -37,6 +37,7 @@ NODE_STOP_GRACE_S = 3.0
 class ProcessNodes:
     kind = "processes"
     record = NodeRecord
+    ray_nodes = True
 
     def temp_root(self, cluster_id: str) -> str:
         return tempfile.mkdtemp(prefix="ry-", dir="/tmp")
