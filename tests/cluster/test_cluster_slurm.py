@@ -1,6 +1,7 @@
 """`runyard cluster local up --hosts N --slurm`: a real Slurm (slurmctld and munged on this
 machine, the login node; a munged and a slurmd on each namespaced host) that jobs reach with
-srun and sbatch through the SLURM_CONF it prints.
+srun and sbatch through the SLURM_CONF it prints; and `runyard submit --slurm`, whose batch
+script starts the job's own Ray on the nodes it was given.
 
 The slow tests share one cluster of two hosts (conftest.local_slurm, which also checks that
 `down` leaves nothing behind); they are skipped, with the reason, where it cannot be made
@@ -9,17 +10,21 @@ The slow tests share one cluster of two hosts (conftest.local_slurm, which also 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
-from runyard_testing import RUNYARD, local_slurm_unavailable, namespaced_hosts_unavailable
+from runyard_testing import RUNYARD, job_runs, namespaced_hosts_unavailable, toy_sweep
 
 from runyard.errors import UserError
 from runyard.launch import local_cluster, slurm_hosts
+from runyard.launch.slurm import SlurmOptions
 
 
 # ---------------------------------------------------------------- refused before anything is made
@@ -95,3 +100,93 @@ def test_sbatch_runs_a_script_on_the_hosts_with_the_storage_shared(local_slurm, 
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "nodes alive: 3 of 3" in status.stdout and "SLURM_CONF=" in status.stdout
+
+
+# ---------------------------------------------------------------- runyard submit --slurm
+
+
+def test_submit_with_slurm_needs_a_shared_storage(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "toy.yaml").write_text(toy_sweep("slurm-refused", "slurm-refused", 0.0, 1))
+    env = {k: v for k, v in os.environ.items() if k != "RUNYARD_STORAGE"}
+    for arguments, message in ((["--slurm", "--storage", "s3://bucket/prefix"], "--storage: a Slurm job"),
+                               (["--nodes", "2"], "add --slurm")):
+        completed = subprocess.run([str(RUNYARD), "submit", "jobs/toy.yaml", *arguments], cwd=project, env=env,
+                                   capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 2 and message in completed.stderr, (arguments, completed.stderr)
+    assert not (tmp_path / "slurm-jobs").exists()
+    with pytest.raises(UserError, match="--nodes: 0"):
+        SlurmOptions(nodes=0).check()
+
+
+@pytest.mark.slow
+def test_checkpointing_sweep_submitted_with_slurm_runs_on_both_hosts(local_slurm, tmp_path, monkeypatch):
+    cluster = local_slurm.cluster
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "checkpointing.yaml").write_text(toy_sweep("checkpointing", "slurm-storage", 0.2, 4))
+    job_id = f"slurm-ckpt-{cluster.cluster_id[:6]}"
+    login = {**os.environ, **slurm_hosts.slurm_env(cluster), "MLFLOW_TRACKING_URI": cluster.tracking_uri,
+             "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
+             "MLFLOW_TRACKING_PASSWORD": local_slurm.tracking_password}
+    login.pop("RUNYARD_STORAGE", None)
+    # The nodes have the login node's Python environment (read-only), as a lab's NFS-mounted
+    # venv: the job's setup activates it.
+    setup = f"source {Path(sys.prefix) / 'bin' / 'activate'}"
+    submit = subprocess.run([str(RUNYARD), "submit", "jobs/checkpointing.yaml", "--slurm", "--nodes", "2",
+                             "--storage", str(local_slurm.storage), "--id", job_id, "--setup", setup],
+                            cwd=project, env=login, capture_output=True, text=True, timeout=120)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    folder = local_slurm.storage / "slurm-jobs" / job_id
+    slurm_id = (folder / "slurm_job_id").read_text().strip()
+    state = wait_for_slurm_job(local_slurm, slurm_id, timeout_s=300)
+    output = (folder / f"slurm-{slurm_id}.out").read_text()
+    assert state == "COMPLETED", output[-4000:]
+
+    # Every trial ran to the end, one on each host (Tune's state keeps each trial's last
+    # result, which names its host), and checkpointed into the shared storage.
+    results = local_slurm.storage / "ray_results" / job_id
+    state_file = next(results.glob("experiment_state-*.json"))
+    assert sorted(hostnames(json.loads(state_file.read_text()))) == ["n1", "n2"]
+    assert len(list(results.glob("t000*/checkpoint_*"))) >= 2
+    assert "FINISHED  job " + job_id in output
+    best = subprocess.run([str(RUNYARD), "best", job_id, "--storage", str(local_slurm.storage)],
+                          cwd=project, env=login, capture_output=True, text=True, timeout=120)
+    assert best.returncode == 0, best.stdout + best.stderr
+    assert "t0000" in best.stdout and "t0001" in best.stdout, best.stdout
+    runs = job_runs(local_slurm, monkeypatch, "slurm-storage", job_id)
+    trials = [run for run in runs if run.data.tags.get("runyard.kind") == "trial"]
+    assert len(trials) == 2 and {run.info.status for run in trials} == {"FINISHED"}
+    # The job stopped its own Ray: no Ray process is left on either host.
+    for name in ("n1", "n2"):
+        left = local_slurm.slurm("srun", "--nodes", "1", "--nodelist", name, "sh", "-c",
+                                 "ps -eo comm | grep -c -E 'raylet|gcs_server' || true")
+        assert left.stdout.strip() == "0", (name, left.stdout, left.stderr)
+
+
+def hostnames(state) -> list[str]:
+    """Every "hostname" in Tune's experiment state (trials are kept as JSON strings in it)."""
+    if isinstance(state, str):
+        try:
+            return hostnames(json.loads(state)) if state[:1] in "{[" else []
+        except ValueError:
+            return []
+    if isinstance(state, dict):
+        return [*([state["hostname"]] if isinstance(state.get("hostname"), str) else []),
+                *(name for value in state.values() for name in hostnames(value))]
+    if isinstance(state, list):
+        return [name for value in state for name in hostnames(value)]
+    return []
+
+
+def wait_for_slurm_job(local_slurm, slurm_id: str, timeout_s: float) -> str:
+    """Slurm's final state of the job, waiting at most timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = local_slurm.slurm("scontrol", "show", "job", "--oneliner", slurm_id)
+        state = dict(w.split("=", 1) for w in shown.stdout.split() if "=" in w).get("JobState", "")
+        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", ""):
+            return state
+        assert time.monotonic() < deadline, f"job {slurm_id} still {state} after {timeout_s:.0f} s"
+        time.sleep(2)

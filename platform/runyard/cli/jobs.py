@@ -14,7 +14,7 @@ from runyard import api
 from runyard.api.requests import ContinueRequest, RunRequest
 from runyard.cli import output
 from runyard.cli.common import add_cluster, add_cluster_config, add_set, add_storage, add_tracking
-from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
+from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UserError
 
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
@@ -117,6 +117,16 @@ def add_commands(commands: Commands) -> None:
                              "Python environments and training output never ship")
     add_cluster_config(submit)
     add_storage(submit)
+    slurm = submit.add_argument_group("Slurm (from the login node; the job starts its own Ray)")
+    slurm.add_argument("--slurm", action="store_true",
+                       help="submit to Slurm with sbatch instead of a Ray cluster's Jobs API; "
+                            "needs --storage (or RUNYARD_STORAGE): a folder every node mounts")
+    slurm.add_argument("--nodes", type=int, default=1, help="nodes to allocate (default 1)")
+    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    slurm.add_argument("--time", help="wall time, e.g. 01:30:00 (default: the partition's)")
+    slurm.add_argument("--cpus-per-node", type=int, help="CPUs on each node (default: 1)")
+    slurm.add_argument("--setup", default="", metavar="SHELL",
+                       help='lines every node runs first, e.g. "module load cuda; source ~/venv/bin/activate"')
 
     resume = commands.add("resume", "continue a job whose driver died", EPILOG_RESUME, cmd_continue)
     resume.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
@@ -208,6 +218,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.slurm:
+        return _submit_to_slurm(args)
+    if any(value is not None for value in (args.partition, args.time, args.cpus_per_node)) or args.setup or args.nodes != 1:
+        raise UserError("--nodes/--partition/--time/--cpus-per-node/--setup: Slurm options; add --slurm "
+                        "to submit with sbatch.")
     submitted = api.submit(args.spec, args.overrides, address=args.address, job_id=args.job_id,
                            tracking_uri=args.tracking_uri, cluster_config=args.cluster_config,
                            storage=args.storage, max_upload_mb=args.max_upload_mb)
@@ -218,6 +233,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if submitted.left_out:
         print(f"left behind: {', '.join(submitted.left_out)}")
     print(f"follow it: runyard logs {submitted.job_id} -f    status: runyard status {submitted.job_id}")
+    return EXIT_OK
+
+
+def _submit_to_slurm(args: argparse.Namespace) -> int:
+    from runyard.api import slurm
+    from runyard.launch.slurm import SlurmOptions
+
+    if args.address or args.cluster_config:
+        raise UserError("--address/--cluster-config: a Slurm job starts its own Ray on the nodes it "
+                        "is given; leave them out with --slurm.")
+    options = SlurmOptions(nodes=args.nodes, partition=args.partition, time=args.time,
+                           cpus_per_node=args.cpus_per_node, setup=args.setup)
+    submitted = slurm.submit(args.spec, args.overrides, options=options, job_id=args.job_id,
+                             tracking_uri=args.tracking_uri, storage=args.storage,
+                             max_upload_mb=args.max_upload_mb)
+    trials = submitted.trials
+    print(f"submitted {submitted.job_id}: {submitted.name} ({trials} trial{'s' if trials != 1 else ''}) "
+          f"to Slurm as job {submitted.slurm_job_id} on {args.nodes} node{'s' if args.nodes != 1 else ''}")
+    print(f"snapshot of the project: {submitted.shipped}, in {submitted.folder}")
+    print(f"its output: {submitted.folder}/slurm-{submitted.slurm_job_id}.out    "
+          f"queue: squeue -j {submitted.slurm_job_id}")
     return EXIT_OK
 
 

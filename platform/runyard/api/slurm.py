@@ -1,0 +1,77 @@
+"""Jobs on a Slurm cluster, from its login node: `submit` plans the job here and hands Slurm
+one batch script (runyard.launch.slurm) that starts the job's own Ray on its nodes and runs
+the driver there; `status` reads Slurm's view of it.
+
+    from runyard.api import slurm
+    job = slurm.submit("jobs/sweep.yaml", options=SlurmOptions(nodes=2), storage="/scratch/me/runyard")
+    slurm.status(job.slurm_job_id)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from runyard.api.jobs import in_project, validate
+from runyard.api.requests import RunRequest
+from runyard.errors import UserError
+from runyard.launch.slurm import SlurmOptions
+
+STORAGE_ENV = "RUNYARD_STORAGE"
+
+
+@dataclass(frozen=True)
+class SlurmSubmission:
+    job_id: str  # runyard's job id (its ledger, its MLflow runs)
+    name: str
+    slurm_job_id: str
+    trials: int
+    folder: Path  # the job's snapshot, token, batch script and Slurm output, in the storage
+    shipped: str
+
+
+def submit(spec: str | Path, overrides: Sequence[str] = (), *, options: SlurmOptions,
+           job_id: str | None = None, tracking_uri: str | None = None, storage: str | None = None,
+           max_upload_mb: float = 100.0) -> SlurmSubmission:
+    """Validate and plan the spec here, snapshot the project and this runyard into the job's
+    folder in `storage` (a path every node mounts), and sbatch the job. The tracking URI and
+    its credentials reach the job through the environment sbatch exports."""
+    import runyard
+    from runyard.execute.job import new_job_id
+    from runyard.launch import project_files, slurm
+
+    options.check()
+    storage = storage or os.environ.get(STORAGE_ENV)
+    if not storage or "://" in storage:
+        raise UserError("--storage: a Slurm job keeps its code, state and checkpoints in a folder "
+                        "every node mounts at the same path (NFS home, scratch); give --storage "
+                        "/shared/path or set RUNYARD_STORAGE.")
+    storage = str(Path(storage).resolve())
+    planned = validate(spec, overrides)
+    project = Path.cwd().resolve()
+    relative = in_project(spec, project)
+    shipment = project_files.shipment(project)
+    project_files.check_size(shipment, max_upload_mb)
+    job_id = job_id or new_job_id(planned.spec)
+    driver = RunRequest(str(relative), tuple(overrides), job_id=job_id, tracking_uri=tracking_uri,
+                        storage=storage)
+    folder = slurm.job_dir(storage, job_id)
+    slurm.stage(folder, project, sorted(shipment.files), Path(runyard.__file__).parent)
+    script = slurm.batch_script(folder, planned.spec.name,
+                                ["python", "-m", "runyard.cli.main", *driver.argv()], options)
+    slurm_job_id = slurm.submit(folder, script, {})
+    return SlurmSubmission(job_id, planned.spec.name, slurm_job_id, len(planned.trials), folder,
+                           shipment.summary())
+
+
+def status(slurm_job_id: str) -> str:
+    """Slurm's state of the job (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT...)."""
+    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", slurm_job_id], capture_output=True,
+                           text=True, timeout=30)
+    if shown.returncode != 0:
+        raise UserError(f"{slurm_job_id}: Slurm does not know this job ({shown.stderr.strip()})")
+    fields = dict(word.split("=", 1) for word in shown.stdout.split() if "=" in word)
+    return fields.get("JobState", "UNKNOWN")
