@@ -127,10 +127,7 @@ def test_checkpointing_sweep_submitted_with_slurm_runs_on_both_hosts(local_slurm
     (project / "jobs").mkdir(parents=True)
     (project / "jobs" / "checkpointing.yaml").write_text(toy_sweep("checkpointing", "slurm-storage", 0.2, 4))
     job_id = f"slurm-ckpt-{cluster.cluster_id[:6]}"
-    login = {**os.environ, **slurm_hosts.slurm_env(cluster), "MLFLOW_TRACKING_URI": cluster.tracking_uri,
-             "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
-             "MLFLOW_TRACKING_PASSWORD": local_slurm.tracking_password}
-    login.pop("RUNYARD_STORAGE", None)
+    login = login_env(local_slurm)
     # The nodes have the login node's Python environment (read-only), as a lab's NFS-mounted
     # venv: the job's setup activates it.
     setup = f"source {Path(sys.prefix) / 'bin' / 'activate'}"
@@ -158,11 +155,7 @@ def test_checkpointing_sweep_submitted_with_slurm_runs_on_both_hosts(local_slurm
     runs = job_runs(local_slurm, monkeypatch, "slurm-storage", job_id)
     trials = [run for run in runs if run.data.tags.get("runyard.kind") == "trial"]
     assert len(trials) == 2 and {run.info.status for run in trials} == {"FINISHED"}
-    # The job stopped its own Ray: no Ray process is left on either host.
-    for name in ("n1", "n2"):
-        left = local_slurm.slurm("srun", "--nodes", "1", "--nodelist", name, "sh", "-c",
-                                 "ps -eo comm | grep -c -E 'raylet|gcs_server' || true")
-        assert left.stdout.strip() == "0", (name, left.stdout, left.stderr)
+    assert_no_ray_left(local_slurm)
 
 
 def hostnames(state) -> list[str]:
@@ -190,3 +183,63 @@ def wait_for_slurm_job(local_slurm, slurm_id: str, timeout_s: float) -> str:
             return state
         assert time.monotonic() < deadline, f"job {slurm_id} still {state} after {timeout_s:.0f} s"
         time.sleep(2)
+
+
+@pytest.mark.slow
+def test_status_logs_and_a_graceful_stop_of_a_slurm_job(local_slurm, tmp_path, monkeypatch):
+    cluster = local_slurm.cluster
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    # Two trials of about two minutes each: stopped long before they end.
+    (project / "jobs" / "long.yaml").write_text(toy_sweep("long", "slurm-stop", 1.0, 120))
+    job_id = f"slurm-stop-{cluster.cluster_id[:6]}"
+    login = login_env(local_slurm)
+    storage = ["--storage", str(local_slurm.storage)]
+    submit = subprocess.run([str(RUNYARD), "submit", "jobs/long.yaml", "--slurm", "--nodes", "2", *storage,
+                             "--id", job_id, "--setup", f"source {Path(sys.prefix) / 'bin' / 'activate'}"],
+                            cwd=project, env=login, capture_output=True, text=True, timeout=120)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    folder = local_slurm.storage / "slurm-jobs" / job_id
+    slurm_id = (folder / "slurm_job_id").read_text().strip()
+    output = folder / f"slurm-{slurm_id}.out"
+    deadline = time.monotonic() + 180
+    while not (output.exists() and "t0001 started" in output.read_text()):
+        assert time.monotonic() < deadline, output.read_text()[-3000:] if output.exists() else "no output"
+        time.sleep(1)
+
+    def runyard(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(RUNYARD), *args, *storage], cwd=project, env=login, capture_output=True,
+                              text=True, timeout=120)
+
+    status = runyard("status", job_id)
+    assert status.returncode == 0, status.stderr
+    assert "RUNNING" in status.stdout and "n[1-2]" in status.stdout and slurm_id in status.stdout, status.stdout
+    stop = runyard("stop", job_id)
+    assert stop.returncode == 0 and "stop requested" in stop.stdout, stop.stdout + stop.stderr
+    state = wait_for_slurm_job(local_slurm, slurm_id, timeout_s=120)
+    logs = runyard("logs", job_id)
+    assert "t0000 started" in logs.stdout and state != "RUNNING", logs.stdout[-3000:]
+    # The driver ended both trials' runs KILLED (resumable), not left RUNNING nor FAILED.
+    runs = job_runs(local_slurm, monkeypatch, "slurm-stop", job_id)
+    trials = [run for run in runs if run.data.tags.get("runyard.kind") == "trial"]
+    assert len(trials) == 2 and {run.info.status for run in trials} == {"KILLED"}, logs.stdout[-3000:]
+    assert "had already finished" in runyard("stop", job_id).stdout
+    assert_no_ray_left(local_slurm)
+
+
+def login_env(local_slurm) -> dict[str, str]:
+    """The login node's environment: Slurm's config and the tracking server's credentials."""
+    cluster = local_slurm.cluster
+    env = {**os.environ, **slurm_hosts.slurm_env(cluster), "MLFLOW_TRACKING_URI": cluster.tracking_uri,
+           "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
+           "MLFLOW_TRACKING_PASSWORD": local_slurm.tracking_password}
+    env.pop("RUNYARD_STORAGE", None)
+    return env
+
+
+def assert_no_ray_left(local_slurm) -> None:
+    """No Ray process is left on either host: each job stopped its own."""
+    for name in ("n1", "n2"):
+        left = local_slurm.slurm("srun", "--nodes", "1", "--nodelist", name, "sh", "-c",
+                                 "ps -eo comm | grep -c -E 'raylet|gcs_server' || true")
+        assert left.stdout.strip() == "0", (name, left.stdout, left.stderr)

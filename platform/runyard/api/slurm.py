@@ -1,10 +1,10 @@
 """Jobs on a Slurm cluster, from its login node: `submit` plans the job here and hands Slurm
 one batch script (runyard.launch.slurm) that starts the job's own Ray on its nodes and runs
-the driver there; `status` reads Slurm's view of it.
+the driver there; `find`, `job_status` and `stop` serve `runyard status | logs | stop JOB` for it.
 
     from runyard.api import slurm
-    job = slurm.submit("jobs/sweep.yaml", options=SlurmOptions(nodes=2), storage="/scratch/me/runyard")
-    slurm.status(job.slurm_job_id)
+    submitted = slurm.submit("jobs/sweep.yaml", options=SlurmOptions(nodes=2), storage="/scratch/me/runyard")
+    slurm.job_status(slurm.find(submitted.job_id, "/scratch/me/runyard")).state
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from runyard.api.jobs import in_project, validate
-from runyard.api.requests import RunRequest
 from runyard.errors import UserError
 from runyard.launch.slurm import SlurmOptions
 
@@ -40,6 +38,8 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, options: SlurmOpt
     folder in `storage` (a path every node mounts), and sbatch the job. The tracking URI and
     its credentials reach the job through the environment sbatch exports."""
     import runyard
+    from runyard.api.jobs import in_project, validate
+    from runyard.api.requests import RunRequest
     from runyard.execute.job import new_job_id
     from runyard.launch import project_files, slurm
 
@@ -67,11 +67,61 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, options: SlurmOpt
                            shipment.summary())
 
 
-def status(slurm_job_id: str) -> str:
-    """Slurm's state of the job (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT...)."""
-    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", slurm_job_id], capture_output=True,
+@dataclass(frozen=True)
+class SlurmJob:
+    job_id: str
+    slurm_job_id: str
+    folder: Path
+
+    @property
+    def output(self) -> Path:
+        return self.folder / f"slurm-{self.slurm_job_id}.out"
+
+
+@dataclass(frozen=True)
+class SlurmJobStatus:
+    job: SlurmJob
+    state: str  # PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT...; "-" once Slurm forgot it
+    nodes: str  # Slurm's node list, n[1-2]
+    elapsed: str
+    limit: str
+
+
+def find(job_id: str, storage: str | None = None) -> SlurmJob | None:
+    """The Slurm job runyard submitted as `job_id` with this storage (--storage, else
+    RUNYARD_STORAGE); None when it has no folder there (then it is not a Slurm job)."""
+    from runyard.launch import slurm
+
+    storage = storage or os.environ.get(STORAGE_ENV)
+    if not storage or "://" in storage:
+        return None
+    folder = slurm.job_dir(storage, job_id)
+    recorded = folder / "slurm_job_id"
+    if not recorded.is_file():
+        return None
+    return SlurmJob(job_id, recorded.read_text().strip(), folder)
+
+
+def job_status(job: SlurmJob) -> SlurmJobStatus:
+    """Slurm's view of the job: scontrol while Slurm still lists it."""
+    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", job.slurm_job_id], capture_output=True,
                            text=True, timeout=30)
-    if shown.returncode != 0:
-        raise UserError(f"{slurm_job_id}: Slurm does not know this job ({shown.stderr.strip()})")
-    fields = dict(word.split("=", 1) for word in shown.stdout.split() if "=" in word)
-    return fields.get("JobState", "UNKNOWN")
+    fields = dict(word.split("=", 1) for word in shown.stdout.split() if "=" in word) if shown.returncode == 0 else {}
+    return SlurmJobStatus(job, fields.get("JobState", "-"), fields.get("NodeList", "-"),
+                          fields.get("RunTime", "-"), fields.get("TimeLimit", "-"))
+
+
+def stop(job: SlurmJob) -> bool:
+    """A graceful stop: SIGTERM to the batch script alone, which hands it to the driver; the
+    driver ends its runs KILLED (resumable) while the job's Ray still serves it, then the
+    script stops that Ray. A job still waiting in the queue is just cancelled. False when
+    Slurm no longer runs the job."""
+    state = job_status(job).state
+    if state not in ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED"):
+        return False
+    graceful = ["--batch", "--signal=TERM"] if state == "RUNNING" else []
+    completed = subprocess.run(["scancel", *graceful, job.slurm_job_id], capture_output=True, text=True,
+                               timeout=30)
+    if completed.returncode != 0:
+        raise RuntimeError(f"scancel {job.slurm_job_id} failed: {completed.stderr.strip()}")
+    return True

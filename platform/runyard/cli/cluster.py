@@ -25,8 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runyard.api import clusters
-from runyard.cli.common import add_jobs_address, add_state_dir
+from runyard.api import clusters, slurm
+from runyard.cli.common import add_jobs_address, add_state_dir, add_storage
 from runyard.errors import EXIT_FAILED, EXIT_OK, RunFailed, UserError
 from runyard.processes import sigterm_as_interrupt
 from runyard.paths import CLUSTER_STATE_DIR, TRACKING_STATE_DIR
@@ -331,11 +331,13 @@ def _add_job_commands(subparsers) -> None:
             "  runyard status\n"
             "  runyard status raysubmit_AqiBy7SYEjj1Li8B\n"
             "  runyard status --address http://127.0.0.1:8265      # after `ray dashboard cluster.yaml`\n"
+            "  runyard status JOB --storage /scratch/me/runyard      # a job submitted with --slurm\n"
         ),
     )
     status.add_argument("job", nargs="?", metavar="JOB", help="a job id (from `runyard status`)")
     add_jobs_address(status)
     add_state_dir(status)
+    add_storage(status)
     status.set_defaults(func=_exit_codes(_status))
 
     logs = subparsers.add_parser(
@@ -354,6 +356,7 @@ def _add_job_commands(subparsers) -> None:
     logs.add_argument("-f", "--follow", action="store_true", help="stream until the job ends")
     add_jobs_address(logs)
     add_state_dir(logs)
+    add_storage(logs)
     logs.set_defaults(func=_exit_codes(_logs))
 
     stop = subparsers.add_parser(
@@ -365,12 +368,21 @@ def _add_job_commands(subparsers) -> None:
     stop.add_argument("job", metavar="JOB")
     add_jobs_address(stop)
     add_state_dir(stop)
+    add_storage(stop)
     stop.set_defaults(func=_exit_codes(_stop))
 
 
 def _status(args) -> int:
     from runyard.tracking.redact import redact
 
+    slurm_job = _slurm_job(args)
+    if slurm_job is not None:
+        seen = slurm.job_status(slurm_job)
+        print(f"job:        {slurm_job.job_id} (Slurm job {slurm_job.slurm_job_id})")
+        print(f"state:      {seen.state}")
+        print(f"nodes:      {seen.nodes}   elapsed: {seen.elapsed}   limit: {seen.limit}")
+        print(f"output:     {slurm_job.output}")
+        return EXIT_FAILED if seen.state in ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY") else EXIT_OK
     if args.job:
         info = clusters.job(args.job, args.address, state_dir=args.state_dir)
         print(f"job:        {info.submission_id}")
@@ -396,6 +408,12 @@ def _status(args) -> int:
 
 
 def _logs(args) -> int:
+    slurm_job = _slurm_job(args)
+    if slurm_job is not None:
+        if args.follow:
+            raise UserError(f"-f: a Slurm job's output is a file; follow it with `tail -f {slurm_job.output}`.")
+        sys.stdout.write(slurm_job.output.read_text() if slurm_job.output.exists() else "")
+        return EXIT_OK
     try:
         for chunk in clusters.job_logs(args.job, args.address, follow=args.follow, state_dir=args.state_dir):
             sys.stdout.write(chunk)
@@ -406,6 +424,13 @@ def _logs(args) -> int:
 
 
 def _stop(args) -> int:
+    slurm_job = _slurm_job(args)
+    if slurm_job is not None:
+        if slurm.stop(slurm_job):
+            print(f"stop requested for {args.job} (scancel {slurm_job.slurm_job_id})")
+        else:
+            print(f"{args.job} had already finished")
+        return EXIT_OK
     if clusters.stop(args.job, args.address, state_dir=args.state_dir):
         print(f"stop requested for {args.job}")
     else:
@@ -414,6 +439,12 @@ def _stop(args) -> int:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _slurm_job(args):
+    """The Slurm job `args.job` names, when it was submitted with --slurm and this storage
+    (--storage or RUNYARD_STORAGE); None for a job on a Ray cluster."""
+    return slurm.find(args.job, args.storage) if args.job else None
 
 
 def _exit_codes(func):

@@ -107,11 +107,17 @@ def batch_script(folder: Path, name: str, driver_argv: list[str], options: Slurm
              f"--exclude=\"$head\" "
              f"{runner} worker {job} &",
              "fi",
-             f"{runner} wait {job} {options.nodes} && "
-             f"{shlex.join(driver_argv)} --address \"$(cat {q(str(folder / HEAD_ADDRESS_FILE))})\"",
-             "code=$?",
-             f"touch {q(str(folder / STOP_FILE))}",
-             "wait",
+             f"stop_ray() {{ touch {q(str(folder / STOP_FILE))}; wait; }}",
+             f"{runner} wait {job} {options.nodes} || {{ code=$?; stop_ray; exit $code; }}",
+             f"{shlex.join(driver_argv)} --address \"$(cat {q(str(folder / HEAD_ADDRESS_FILE))})\" &",
+             "driver=$!",
+             "# `runyard stop` signals this shell alone (scancel --batch): the driver ends its runs",
+             "# KILLED, resumable, while its Ray still runs.",
+             "trap 'kill -TERM $driver' TERM INT",
+             "wait $driver; code=$?",
+             "# A trapped signal ends `wait` early; the driver still has its runs to close.",
+             "while kill -0 $driver 2>/dev/null; do wait $driver; code=$?; done",
+             "stop_ray",
              "exit $code"]
     return "\n".join(lines) + "\n"
 
