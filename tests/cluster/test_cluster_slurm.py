@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from runyard_testing import RUNYARD, job_runs, namespaced_hosts_unavailable, toy_sweep
 
 from runyard.errors import UserError
@@ -120,44 +121,6 @@ def test_submit_with_slurm_needs_a_shared_storage(tmp_path, monkeypatch):
         SlurmOptions(nodes=0).check()
 
 
-@pytest.mark.slow
-def test_checkpointing_sweep_submitted_with_slurm_runs_on_both_hosts(local_slurm, tmp_path, monkeypatch):
-    cluster = local_slurm.cluster
-    project = tmp_path / "project"
-    (project / "jobs").mkdir(parents=True)
-    (project / "jobs" / "checkpointing.yaml").write_text(toy_sweep("checkpointing", "slurm-storage", 0.2, 4))
-    job_id = f"slurm-ckpt-{cluster.cluster_id[:6]}"
-    login = login_env(local_slurm)
-    # The nodes have the login node's Python environment (read-only), as a lab's NFS-mounted
-    # venv: the job's setup activates it.
-    setup = f"source {Path(sys.prefix) / 'bin' / 'activate'}"
-    submit = subprocess.run([str(RUNYARD), "submit", "jobs/checkpointing.yaml", "--slurm", "--nodes", "2",
-                             "--storage", str(local_slurm.storage), "--id", job_id, "--setup", setup],
-                            cwd=project, env=login, capture_output=True, text=True, timeout=120)
-    assert submit.returncode == 0, submit.stdout + submit.stderr
-    folder = local_slurm.storage / "slurm-jobs" / job_id
-    slurm_id = (folder / "slurm_job_id").read_text().strip()
-    state = wait_for_slurm_job(local_slurm, slurm_id, timeout_s=300)
-    output = (folder / f"slurm-{slurm_id}.out").read_text()
-    assert state == "COMPLETED", output[-4000:]
-
-    # Every trial ran to the end, one on each host (Tune's state keeps each trial's last
-    # result, which names its host), and checkpointed into the shared storage.
-    results = local_slurm.storage / "ray_results" / job_id
-    state_file = next(results.glob("experiment_state-*.json"))
-    assert sorted(hostnames(json.loads(state_file.read_text()))) == ["n1", "n2"]
-    assert len(list(results.glob("t000*/checkpoint_*"))) >= 2
-    assert "FINISHED  job " + job_id in output
-    best = subprocess.run([str(RUNYARD), "best", job_id, "--storage", str(local_slurm.storage)],
-                          cwd=project, env=login, capture_output=True, text=True, timeout=120)
-    assert best.returncode == 0, best.stdout + best.stderr
-    assert "t0000" in best.stdout and "t0001" in best.stdout, best.stdout
-    runs = job_runs(local_slurm, monkeypatch, "slurm-storage", job_id)
-    trials = [run for run in runs if run.data.tags.get("runyard.kind") == "trial"]
-    assert len(trials) == 2 and {run.info.status for run in trials} == {"FINISHED"}
-    assert_no_ray_left(local_slurm)
-
-
 def hostnames(state) -> list[str]:
     """Every "hostname" in Tune's experiment state (trials are kept as JSON strings in it)."""
     if isinstance(state, str):
@@ -186,45 +149,76 @@ def wait_for_slurm_job(local_slurm, slurm_id: str, timeout_s: float) -> str:
 
 
 @pytest.mark.slow
-def test_status_logs_and_a_graceful_stop_of_a_slurm_job(local_slurm, tmp_path, monkeypatch):
+def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hosts(local_slurm, tmp_path,
+                                                                                     monkeypatch):
+    """submit --slurm --nodes 2, status, logs, a graceful stop, resume in a new allocation: the
+    sweep finishes in the same runs, one trial on each host, and `best` reads it back here.
+    (One test for all of it: each allocation starts a Ray, 15-20 s on 2 shared cores.)"""
     cluster = local_slurm.cluster
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
-    # Two trials of about two minutes each: stopped long before they end.
-    (project / "jobs" / "long.yaml").write_text(toy_sweep("long", "slurm-stop", 1.0, 120))
+    # Two trials of about 12 s each, checkpointing every step: stopped before they end.
+    (project / "jobs" / "long.yaml").write_text(toy_sweep("long", "slurm-stop", 0.4, 30))
     job_id = f"slurm-stop-{cluster.cluster_id[:6]}"
     login = login_env(local_slurm)
     storage = ["--storage", str(local_slurm.storage)]
-    submit = subprocess.run([str(RUNYARD), "submit", "jobs/long.yaml", "--slurm", "--nodes", "2", *storage,
-                             "--id", job_id, "--setup", f"source {Path(sys.prefix) / 'bin' / 'activate'}"],
-                            cwd=project, env=login, capture_output=True, text=True, timeout=120)
-    assert submit.returncode == 0, submit.stdout + submit.stderr
-    folder = local_slurm.storage / "slurm-jobs" / job_id
-    slurm_id = (folder / "slurm_job_id").read_text().strip()
-    output = folder / f"slurm-{slurm_id}.out"
-    deadline = time.monotonic() + 180
-    while not (output.exists() and "t0001 started" in output.read_text()):
-        assert time.monotonic() < deadline, output.read_text()[-3000:] if output.exists() else "no output"
-        time.sleep(1)
+    nodes = ["--slurm", "--nodes", "2", "--setup", f"source {Path(sys.prefix) / 'bin' / 'activate'}"]
 
     def runyard(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(RUNYARD), *args, *storage], cwd=project, env=login, capture_output=True,
                               text=True, timeout=120)
+
+    submit = runyard("submit", "jobs/long.yaml", *nodes, "--id", job_id)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    folder = local_slurm.storage / "slurm-jobs" / job_id
+    slurm_id = (folder / "slurm_job_id").read_text().strip()
+    results = local_slurm.storage / "ray_results" / job_id
+    deadline = time.monotonic() + 180
+    while len({path.parent for path in results.glob("t000*/checkpoint_*")}) < 2:
+        assert time.monotonic() < deadline, runyard("logs", job_id).stdout[-3000:]
+        time.sleep(1)
 
     status = runyard("status", job_id)
     assert status.returncode == 0, status.stderr
     assert "RUNNING" in status.stdout and "n[1-2]" in status.stdout and slurm_id in status.stdout, status.stdout
     stop = runyard("stop", job_id)
     assert stop.returncode == 0 and "stop requested" in stop.stdout, stop.stdout + stop.stderr
-    state = wait_for_slurm_job(local_slurm, slurm_id, timeout_s=120)
+    wait_for_slurm_job(local_slurm, slurm_id, timeout_s=120)
     logs = runyard("logs", job_id)
-    assert "t0000 started" in logs.stdout and state != "RUNNING", logs.stdout[-3000:]
+    assert "t0000 started" in logs.stdout and f"continue it: runyard resume {job_id}" in logs.stdout, logs.stdout[-3000:]
     # The driver ended both trials' runs KILLED (resumable), not left RUNNING nor FAILED.
-    runs = job_runs(local_slurm, monkeypatch, "slurm-stop", job_id)
-    trials = [run for run in runs if run.data.tags.get("runyard.kind") == "trial"]
-    assert len(trials) == 2 and {run.info.status for run in trials} == {"KILLED"}, logs.stdout[-3000:]
+    stopped = trial_runs(local_slurm, monkeypatch, job_id)
+    assert len(stopped) == 2 and {run.info.status for run in stopped.values()} == {"KILLED"}, logs.stdout[-3000:]
     assert "had already finished" in runyard("stop", job_id).stdout
     assert_no_ray_left(local_slurm)
+
+    resumed = runyard("resume", job_id, *nodes)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    second = (folder / "slurm_job_id").read_text().strip()
+    assert second != slurm_id
+    state = wait_for_slurm_job(local_slurm, second, timeout_s=240)
+    assert state == "COMPLETED", runyard("logs", job_id).stdout[-4000:]
+    # The same runs went on to the end, each metric step logged once.
+    finished = trial_runs(local_slurm, monkeypatch, job_id)
+    assert finished.keys() == stopped.keys() and {run.info.status for run in finished.values()} == {"FINISHED"}
+    client = MlflowClient(cluster.tracking_uri)
+    for run_id in finished:
+        steps = [point.step for point in client.get_metric_history(run_id, "score")]
+        assert len(steps) == len(set(steps)) and len(steps) == 30, steps
+    # Tune's state keeps each trial's last result, which names its host: one on each. Its
+    # checkpoints are in the shared storage, and `best` reads the job back on the login node.
+    state_file = next(results.glob("experiment_state-*.json"))
+    assert sorted(hostnames(json.loads(state_file.read_text()))) == ["n1", "n2"]
+    best = subprocess.run([str(RUNYARD), "best", job_id, *storage], cwd=project, env=login,
+                          capture_output=True, text=True, timeout=120)
+    assert best.returncode == 0 and "t0000" in best.stdout and "t0001" in best.stdout, best.stdout + best.stderr
+    assert_no_ray_left(local_slurm)
+
+
+def trial_runs(local_slurm, monkeypatch, job_id: str) -> dict:
+    """The job's trial runs in the cluster's MLflow, by run id."""
+    runs = job_runs(local_slurm, monkeypatch, "slurm-stop", job_id)
+    return {run.info.run_id: run for run in runs if run.data.tags.get("runyard.kind") == "trial"}
 
 
 def login_env(local_slurm) -> dict[str, str]:

@@ -87,6 +87,26 @@ class SlurmJobStatus:
     limit: str
 
 
+def resume(job_id: str, *, options: SlurmOptions, storage: str | None = None) -> SlurmJob:
+    """Continue a job submitted with --slurm in a new allocation: the same snapshot, a driver
+    that resumes it from its storage, in the same MLflow runs."""
+    from runyard.api.requests import ContinueRequest
+    from runyard.launch import slurm
+
+    options.check()
+    job = find(job_id, storage)
+    if job is None:
+        raise UserError(f"{job_id}: no Slurm job of that id in --storage (or RUNYARD_STORAGE)'s "
+                        f"{slurm.JOBS_FOLDER}/; give the storage it was submitted with.")
+    state = job_status(job).state
+    if state in ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED"):
+        raise UserError(f"{job_id}: Slurm job {job.slurm_job_id} is still {state}; stop it first "
+                        f"(runyard stop {job_id}).")
+    request = ContinueRequest(job_id, "resume", storage=str(job.folder.parents[1]))
+    script = slurm.batch_script(job.folder, job_id, ["python", "-m", "runyard.cli.main", *request.argv()], options)
+    return SlurmJob(job_id, slurm.submit(job.folder, script, {}, keep_folder=True), job.folder)
+
+
 def find(job_id: str, storage: str | None = None) -> SlurmJob | None:
     """The Slurm job runyard submitted as `job_id` with this storage (--storage, else
     RUNYARD_STORAGE); None when it has no folder there (then it is not a Slurm job)."""

@@ -13,8 +13,9 @@ from rich.console import Console
 from runyard import api
 from runyard.api.requests import ContinueRequest, RunRequest
 from runyard.cli import output
-from runyard.cli.common import add_cluster, add_cluster_config, add_set, add_storage, add_tracking
-from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK, UserError
+from runyard.cli.common import (add_cluster, add_cluster_config, add_set, add_slurm, add_storage, add_tracking,
+                                slurm_options)
+from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 if TYPE_CHECKING:
     from runyard.cli.main import Commands
@@ -117,21 +118,13 @@ def add_commands(commands: Commands) -> None:
                              "Python environments and training output never ship")
     add_cluster_config(submit)
     add_storage(submit)
-    slurm = submit.add_argument_group("Slurm (from the login node; the job starts its own Ray)")
-    slurm.add_argument("--slurm", action="store_true",
-                       help="submit to Slurm with sbatch instead of a Ray cluster's Jobs API; "
-                            "needs --storage (or RUNYARD_STORAGE): a folder every node mounts")
-    slurm.add_argument("--nodes", type=int, default=1, help="nodes to allocate (default 1)")
-    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
-    slurm.add_argument("--time", help="wall time, e.g. 01:30:00 (default: the partition's)")
-    slurm.add_argument("--cpus-per-node", type=int, help="CPUs on each node (default: 1)")
-    slurm.add_argument("--setup", default="", metavar="SHELL",
-                       help='lines every node runs first, e.g. "module load cuda; source ~/venv/bin/activate"')
+    add_slurm(submit, "submit to Slurm")
 
     resume = commands.add("resume", "continue a job whose driver died", EPILOG_RESUME, cmd_continue)
     resume.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
     add_cluster(resume, continues=True)
     add_cluster_config(resume)
+    add_slurm(resume, "continue a job submitted with --slurm in a new Slurm allocation")
 
     rerun = commands.add("rerun-failed", "run again only the trials of a job that failed",
                          "examples:\n  runyard rerun-failed digits-linear-sweep-20261123-030516\n\n"
@@ -218,11 +211,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    if args.slurm:
-        return _submit_to_slurm(args)
-    if any(value is not None for value in (args.partition, args.time, args.cpus_per_node)) or args.setup or args.nodes != 1:
-        raise UserError("--nodes/--partition/--time/--cpus-per-node/--setup: Slurm options; add --slurm "
-                        "to submit with sbatch.")
+    options = slurm_options(args)
+    if options is not None:
+        return _submit_to_slurm(args, options)
     submitted = api.submit(args.spec, args.overrides, address=args.address, job_id=args.job_id,
                            tracking_uri=args.tracking_uri, cluster_config=args.cluster_config,
                            storage=args.storage, max_upload_mb=args.max_upload_mb)
@@ -236,15 +227,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _submit_to_slurm(args: argparse.Namespace) -> int:
+def _submit_to_slurm(args: argparse.Namespace, options) -> int:
     from runyard.api import slurm
-    from runyard.launch.slurm import SlurmOptions
 
-    if args.address or args.cluster_config:
-        raise UserError("--address/--cluster-config: a Slurm job starts its own Ray on the nodes it "
-                        "is given; leave them out with --slurm.")
-    options = SlurmOptions(nodes=args.nodes, partition=args.partition, time=args.time,
-                           cpus_per_node=args.cpus_per_node, setup=args.setup)
     submitted = slurm.submit(args.spec, args.overrides, options=options, job_id=args.job_id,
                              tracking_uri=args.tracking_uri, storage=args.storage,
                              max_upload_mb=args.max_upload_mb)
@@ -282,6 +267,15 @@ def render_preflight(console: Console, report: api.PreflightReport) -> None:
 def cmd_continue(args: argparse.Namespace) -> int:
     """resume, rerun-failed and extend: here, or (a Jobs API address) by a driver submitted
     to the cluster, which finds the job in the cluster's storage."""
+    options = slurm_options(args) if args.command == "resume" else None
+    if options is not None:
+        from runyard.api import slurm
+
+        resumed = slurm.resume(args.job, options=options, storage=args.storage)
+        print(f"submitted the resume of {args.job} to Slurm as job {resumed.slurm_job_id} on "
+              f"{options.nodes} node{'s' if options.nodes != 1 else ''}")
+        print(f"its output: {resumed.output}    status: runyard status {args.job} --storage {args.storage or '$RUNYARD_STORAGE'}")
+        return EXIT_OK
     request = continue_request(args)
     if api.is_jobs_url(request.address):
         submitted = api.continue_on_cluster(request)

@@ -37,6 +37,8 @@ from runyard.launch.process_nodes import NODE_PORTS, node_port_flags, free_ports
 from runyard.processes import group_alive, start_group, stop_group, write_private
 
 JOBS_FOLDER = "slurm-jobs"  # under the job's storage
+# Per allocation (suffixed with Slurm's job id): a resumed job's new allocation must never
+# read the address of the last one's head, nor its stop file.
 HEAD_ADDRESS_FILE = "head_address"
 STOP_FILE = "stop"
 TOKEN_FILE = "ray_token"
@@ -93,6 +95,8 @@ def batch_script(folder: Path, name: str, driver_argv: list[str], options: Slurm
         directives.append(f"--cpus-per-task={options.cpus_per_node}")
     runner = "python -m runyard.launch.slurm"
     job = q(str(folder))
+    head_address = f"{q(str(folder / HEAD_ADDRESS_FILE))}-$SLURM_JOB_ID"
+    stop_file = f"{q(str(folder / STOP_FILE))}-$SLURM_JOB_ID"
     lines = ["#!/bin/bash", *(f"#SBATCH {d}" for d in directives), "set -u",
              "# The user's setup, on every node (each step inherits this environment).",
              options.setup or ":",
@@ -107,9 +111,9 @@ def batch_script(folder: Path, name: str, driver_argv: list[str], options: Slurm
              f"--exclude=\"$head\" "
              f"{runner} worker {job} &",
              "fi",
-             f"stop_ray() {{ touch {q(str(folder / STOP_FILE))}; wait; }}",
+             f"stop_ray() {{ touch {stop_file}; wait; }}",
              f"{runner} wait {job} {options.nodes} || {{ code=$?; stop_ray; exit $code; }}",
-             f"{shlex.join(driver_argv)} --address \"$(cat {q(str(folder / HEAD_ADDRESS_FILE))})\" &",
+             f"{shlex.join(driver_argv)} --address \"$(cat {head_address})\" &",
              "driver=$!",
              "# `runyard stop` signals this shell alone (scancel --batch): the driver ends its runs",
              "# KILLED, resumable, while its Ray still runs.",
@@ -122,15 +126,17 @@ def batch_script(folder: Path, name: str, driver_argv: list[str], options: Slurm
     return "\n".join(lines) + "\n"
 
 
-def submit(folder: Path, script: str, env: dict[str, str]) -> str:
-    """sbatch the script (kept in the job's folder); returns Slurm's job id. A refused job
-    leaves no folder behind."""
+def submit(folder: Path, script: str, env: dict[str, str], keep_folder: bool = False) -> str:
+    """sbatch the script (kept in the job's folder); returns Slurm's job id, which the folder
+    records (the latest allocation's). A refused new job leaves no folder behind;
+    keep_folder: a job continued in a new allocation keeps its folder."""
     path = folder / "job.sbatch"
     path.write_text(script)
     completed = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True,
                                timeout=60, env={**os.environ, **env})
     if completed.returncode != 0:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not keep_folder:
+            shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError(f"sbatch refused the job: {completed.stderr.strip()}")
     slurm_id = completed.stdout.strip().split(";")[0]
     (folder / "slurm_job_id").write_text(slurm_id)
@@ -143,7 +149,7 @@ def submit(folder: Path, script: str, env: dict[str, str]) -> str:
 def _node(role: str, folder: Path) -> int:
     """Run this node's Ray (`ray start --block`, its own process group) until the job's stop
     file appears or the step is signalled; then stop that group, and only it."""
-    slurm_job = os.environ.get("SLURM_JOB_ID", "0")
+    slurm_job = _slurm_job_id()
     address = socket.gethostbyname(socket.gethostname())
     cpus = os.environ.get("SLURM_CPUS_ON_NODE", "1")
     temp_dir = f"/tmp/ray-slurm-{slurm_job}"
@@ -159,7 +165,7 @@ def _node(role: str, folder: Path) -> int:
         env.update(AUTOSCALER_METRIC_PORT=str(autoscaler_metrics), DASHBOARD_METRIC_PORT=str(dashboard_metrics))
     else:
         ports = free_ports(NODE_PORTS)
-        command = ["start", "--address", _read_when_there(folder / HEAD_ADDRESS_FILE, JOIN_TIMEOUT_S)]
+        command = ["start", "--address", _read_when_there(_allocation_file(folder, HEAD_ADDRESS_FILE), JOIN_TIMEOUT_S)]
     ray = start_group([str(Path(sys.executable).with_name("ray")), *command, *common, *node_port_flags(ports)],
                       env=env, stdin=subprocess.DEVNULL)
     if role == "head":
@@ -171,10 +177,10 @@ def _node(role: str, folder: Path) -> int:
                 print(f"runyard: the job's Ray head did not start on {address}", file=sys.stderr)
                 return 1
             time.sleep(0.5)
-        write_private(folder / HEAD_ADDRESS_FILE, f"{address}:{gcs}")
+        write_private(_allocation_file(folder, HEAD_ADDRESS_FILE), f"{address}:{gcs}")
     stopped = []
     signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
-    while not stopped and not (folder / STOP_FILE).exists() and group_alive(ray.pid):
+    while not stopped and not _allocation_file(folder, STOP_FILE).exists() and group_alive(ray.pid):
         time.sleep(1)
     stop_group(ray.pid, RAY_STOP_GRACE_S, leader=ray)
     return 0
@@ -184,7 +190,7 @@ def _wait(folder: Path, nodes: int) -> int:
     """Until the job's Ray has `nodes` live nodes (JOIN_TIMEOUT_S at most)."""
     import ray
 
-    address = _read_when_there(folder / HEAD_ADDRESS_FILE, JOIN_TIMEOUT_S)
+    address = _read_when_there(_allocation_file(folder, HEAD_ADDRESS_FILE), JOIN_TIMEOUT_S)
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while True:
         try:
@@ -205,6 +211,14 @@ def _wait(folder: Path, nodes: int) -> int:
     finally:
         ray.shutdown()
     return 0
+
+
+def _slurm_job_id() -> str:
+    return os.environ.get("SLURM_JOB_ID", "0")
+
+
+def _allocation_file(folder: Path, name: str) -> Path:
+    return folder / f"{name}-{_slurm_job_id()}"
 
 
 def _answers(host: str, port: int) -> bool:
