@@ -62,7 +62,7 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, options: SlurmOpt
     slurm.stage(folder, project, sorted(shipment.files), Path(runyard.__file__).parent)
     script = slurm.batch_script(folder, planned.spec.name,
                                 ["python", "-m", "runyard.cli.main", *driver.argv()], options)
-    slurm_job_id = slurm.submit(folder, script, {})
+    slurm_job_id = slurm.submit(folder, script)
     return SlurmSubmission(job_id, planned.spec.name, slurm_job_id, len(planned.trials), folder,
                            shipment.summary())
 
@@ -104,7 +104,7 @@ def resume(job_id: str, *, options: SlurmOptions, storage: str | None = None) ->
                         f"(runyard stop {job_id}).")
     request = ContinueRequest(job_id, "resume", storage=str(job.folder.parents[1]))
     script = slurm.batch_script(job.folder, job_id, ["python", "-m", "runyard.cli.main", *request.argv()], options)
-    return SlurmJob(job_id, slurm.submit(job.folder, script, {}, keep_folder=True), job.folder)
+    return SlurmJob(job_id, slurm.submit(job.folder, script, keep_folder=True), job.folder)
 
 
 def find(job_id: str, storage: str | None = None) -> SlurmJob | None:

@@ -52,6 +52,8 @@ examples:
   runyard logs digits-linear-sweep-20261123-030516 -f
   runyard stop digits-linear-sweep-20261123-030516
   runyard submit jobs/imagenet_convnet.yaml --cluster-config cluster.yaml   # autoscaling
+  runyard submit jobs/digits_linear_sweep.yaml --slurm --nodes 2 --storage /scratch/$USER/runyard \
+      --time 02:00:00 --setup "source ~/venv/bin/activate"   # from a Slurm login node
 
 The spec is validated and planned here first; with --cluster-config, every trial's request
 is also checked against the node types the cluster can grow to, so a request none of them

@@ -13,8 +13,10 @@ hold), gives Ray a temp dir of the job's own, and keeps `ray start --block` in a
 group of its own; the head publishes its GCS address in the job's folder, the workers read it
 there. Once every node has joined, the driver runs. At the end the script writes a stop file;
 each node's runner sees it and stops its own Ray's process group -- never `ray stop`, which
-would end every job's Ray on that node. If the job is cancelled or runs out of time, Slurm
-ends the steps, and with them these process groups.
+would end every job's Ray on that node. `runyard stop` signals the batch script alone, which
+hands SIGTERM to the driver (its runs end KILLED, resumable) before stopping the Ray; `resume`
+sbatches the same folder again with a driver that continues the job. If the job is cancelled
+outright or runs out of time, Slurm ends the steps, and with them these process groups.
 """
 
 from __future__ import annotations
@@ -126,14 +128,13 @@ def batch_script(folder: Path, name: str, driver_argv: list[str], options: Slurm
     return "\n".join(lines) + "\n"
 
 
-def submit(folder: Path, script: str, env: dict[str, str], keep_folder: bool = False) -> str:
+def submit(folder: Path, script: str, keep_folder: bool = False) -> str:
     """sbatch the script (kept in the job's folder); returns Slurm's job id, which the folder
     records (the latest allocation's). A refused new job leaves no folder behind;
     keep_folder: a job continued in a new allocation keeps its folder."""
     path = folder / "job.sbatch"
     path.write_text(script)
-    completed = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True,
-                               timeout=60, env={**os.environ, **env})
+    completed = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, timeout=60)
     if completed.returncode != 0:
         if not keep_folder:
             shutil.rmtree(folder, ignore_errors=True)
