@@ -37,6 +37,14 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux; \
 	  else echo "The namespaced-host tests need root and: sudo apt-get install iproute2 util-linux"; fi; \
 	fi
+	@# The local Slurm cluster (`cluster local up --hosts N --slurm`) runs Debian's Slurm
+	@# daemons and munge with a config of its own (nothing under /etc is used).
+	@if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1 || \
+	    ! command -v sbatch >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge; \
+	  else echo "The local Slurm tests need root and: sudo apt-get install slurmctld slurmd slurm-client munge"; fi; \
+	fi
 	@if ! test -x /usr/bin/chromium; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \

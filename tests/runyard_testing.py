@@ -124,9 +124,10 @@ def leftovers_of(cluster: local_cluster.LocalCluster) -> list[str]:
     """What of this cluster is still on the machine after `down` (empty when nothing is)."""
     left = []
     netns = set(netns_hosts.netns_names())
-    left += [f"netns {node.netns}" for node in cluster.nodes if node.netns in netns]
+    left += [f"netns {node.netns}" for node in cluster.nodes if node.netns and node.netns in netns]
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    names = {node.root_veth for node in cluster.nodes} | {cluster.network.bridge}
+    # (A Slurm cluster's controller runs on this machine: no veth of its own.)
+    names = {node.root_veth for node in cluster.nodes if node.root_veth} | {cluster.network.bridge}
     left += [f"link {name}" for name in names if f" {name}:" in links or f" {name}@" in links]
     mounts = Path("/proc/self/mountinfo").read_text()
     left += [f"mount with {cluster.cluster_id}" for line in mounts.splitlines() if cluster.cluster_id in line]
@@ -285,3 +286,14 @@ def write_separable_shards(out: Path, train_shards: int, images_per_shard: int, 
     names = [f"class-{c}" for c in range(classes)]
     write_manifest(out, receipts, names, names, (side, side, 3), {"kind": "test"})
     return out
+
+
+def local_slurm_unavailable() -> str | None:
+    """Why the local Slurm cluster cannot be made here (None: it can). CI installs the
+    daemons with `make system-deps` and runs as root."""
+    from runyard.launch import slurm_hosts
+
+    missing = [program for program in slurm_hosts.REQUIRED_PROGRAMS if shutil.which(program) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (make system-deps, as root)"
+    return namespaced_hosts_unavailable()

@@ -1,7 +1,8 @@
 """Layer 7 — api: runyard as Python functions. Each is one whole use of runyard (validate,
 plan, preflight, run, submit, resume, rerun_failed, extend, best, compare, promote, explain),
 returns a typed result and prints nothing but a running job's progress; `api.clusters` holds
-the local cluster and the jobs on a cluster's Jobs API. The CLI parses its
+the local cluster and the jobs on a cluster's Jobs API, `api.slurm` jobs sent to Slurm.
+The CLI parses its
 flags into these calls and renders what they return; the queue and notebooks call them too:
 
     from runyard import api
@@ -28,7 +29,7 @@ _HOMES = {
     "runyard.execute.outcome": ["JobOutcome"],
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
-_SUBMODULES = ("clusters", "jobs", "queue", "requests", "sweeps")
+_SUBMODULES = ("clusters", "jobs", "queue", "requests", "slurm", "sweeps")
 
 __all__ = sorted([*_MODULE_OF, *_SUBMODULES])
 

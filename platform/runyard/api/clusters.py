@@ -28,6 +28,7 @@ class LocalClusterStatus:
     cluster: LocalCluster
     alive: int | None  # nodes the GCS sees alive; None when the head did not answer
     unreachable: str = ""  # why the head did not answer
+    slurm_conf: str = ""  # a Slurm cluster: the SLURM_CONF its commands need
 
     @property
     def whole(self) -> bool:
@@ -52,11 +53,14 @@ def local_status(state_dir: str | Path = CLUSTER_STATE_DIR) -> LocalClusterStatu
     """The recorded cluster and how many of its nodes are alive now."""
     from runyard.launch import local_cluster
 
+    from runyard.launch import slurm_hosts
+
     cluster = local_cluster.LocalCluster.load(state_dir)
+    slurm_conf = slurm_hosts.slurm_env(cluster)["SLURM_CONF"] if cluster.backend == slurm_hosts.SlurmHosts.kind else ""
     try:
-        return LocalClusterStatus(cluster, local_cluster.count_alive_nodes(cluster))
+        return LocalClusterStatus(cluster, local_cluster.count_alive_nodes(cluster), slurm_conf=slurm_conf)
     except OSError as error:
-        return LocalClusterStatus(cluster, None, str(error))
+        return LocalClusterStatus(cluster, None, str(error), slurm_conf=slurm_conf)
 
 
 def jobs(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> list[JobDetails]:

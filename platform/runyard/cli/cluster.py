@@ -2,6 +2,7 @@
 
     runyard cluster local up [--workers N] [--resources JSON]   a secured Ray cluster on this machine
     runyard cluster local up --hosts N                          ... each node its own host (root)
+    runyard cluster local up --hosts N --slurm                  a Slurm cluster of N such hosts (root)
     runyard cluster local down | status
     runyard cluster up | down | status [--config cluster.yaml]  the cloud cluster (ray up/down)
     runyard tracking serve [--backend URI]                      basic-auth MLflow server (foreground)
@@ -24,8 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runyard.api import clusters
-from runyard.cli.common import add_jobs_address, add_state_dir
+from runyard.api import clusters, slurm
+from runyard.cli.common import add_jobs_address, add_state_dir, add_storage
 from runyard.errors import EXIT_FAILED, EXIT_OK, RunFailed, UserError
 from runyard.processes import sigterm_as_interrupt
 from runyard.paths import CLUSTER_STATE_DIR, TRACKING_STATE_DIR
@@ -96,16 +97,24 @@ def _add_cluster(subparsers) -> None:
             "This machine then reaches the cluster only through the Jobs API\n"
             "(http://<head>:8265) and MLflow (on the bridge), like a laptop. The head has\n"
             "0 CPUs by default, as in cluster.yaml: trials run on worker hosts.\n\n"
+            "--hosts N --slurm (root, Linux; Debian's slurmctld, slurmd, slurm-client and munge)\n"
+            "runs no Ray: N hosts n1..nN with a slurmd each, and munged and slurmctld here (the\n"
+            "login node), configured in <state-dir>/slurm (nothing under /etc); export the\n"
+            "SLURM_CONF that `up` prints and srun, sbatch, squeue and sinfo use this cluster.\n"
+            "Each Slurm job starts its own Ray. MLflow listens on the bridge as with --hosts.\n\n"
             "examples:\n"
             "  runyard cluster local up\n"
             "  runyard cluster local up --workers 3 --resources '{\"gpu_node\": 1}'\n"
             "  sudo runyard cluster local up --hosts 3 --storage-dir /srv/runyard-storage\n"
+            "  sudo runyard cluster local up --hosts 2 --slurm\n"
             "  runyard cluster local up --tracking-backend postgresql://mlflow:PW@127.0.0.1:5432/mlflow\n"
         ),
     )
     up.add_argument("--workers", type=int, default=None, help="worker nodes besides the head (default 2)")
     up.add_argument("--hosts", type=int, default=None, metavar="N",
                     help="N namespaced hosts in all: the head and N-1 workers (root only)")
+    up.add_argument("--slurm", action="store_true",
+                    help="with --hosts N: a Slurm cluster (slurmd on each host, slurmctld here) instead of Ray nodes")
     up.add_argument("--storage-dir", default=None, metavar="DIR",
                     help="where the cluster's jobs keep their ledgers and checkpoints, kept by `down` "
                     "(default: .runyard/ here; with --hosts <state-dir>/storage, which every host sees at the same path)")
@@ -169,6 +178,7 @@ def _local_up(args) -> int:
     clusters.local_up(
         workers=args.workers,
         hosts=args.hosts,
+        slurm=args.slurm,
         storage_dir=args.storage_dir,
         **({"hosts_root": args.hosts_root} if args.hosts_root else {}),
         resources=_parse_resources(args.resources),
@@ -188,9 +198,13 @@ def _local_down(args) -> int:
 def _local_status(args) -> int:
     status = clusters.local_status(args.state_dir)
     cluster = status.cluster
-    print(f"Jobs API / dashboard: {cluster.jobs_address}")
+    if status.slurm_conf:
+        print(f"Slurm commands:       export SLURM_CONF={status.slurm_conf}")
+    else:
+        print(f"Jobs API / dashboard: {cluster.jobs_address}")
     print(f"MLflow tracking URI:  {cluster.tracking_uri or '-'}")
-    print(f"Ray token file:       {cluster.token_path}")
+    if not status.slurm_conf:
+        print(f"Ray token file:       {cluster.token_path}")
     if status.alive is None:
         print(f"nodes: cannot reach the head ({status.unreachable})", file=sys.stderr)
         return EXIT_FAILED
@@ -317,11 +331,13 @@ def _add_job_commands(subparsers) -> None:
             "  runyard status\n"
             "  runyard status raysubmit_AqiBy7SYEjj1Li8B\n"
             "  runyard status --address http://127.0.0.1:8265      # after `ray dashboard cluster.yaml`\n"
+            "  runyard status JOB --storage /scratch/me/runyard      # a job submitted with --slurm\n"
         ),
     )
     status.add_argument("job", nargs="?", metavar="JOB", help="a job id (from `runyard status`)")
     add_jobs_address(status)
     add_state_dir(status)
+    add_storage(status)
     status.set_defaults(func=_exit_codes(_status))
 
     logs = subparsers.add_parser(
@@ -340,6 +356,7 @@ def _add_job_commands(subparsers) -> None:
     logs.add_argument("-f", "--follow", action="store_true", help="stream until the job ends")
     add_jobs_address(logs)
     add_state_dir(logs)
+    add_storage(logs)
     logs.set_defaults(func=_exit_codes(_logs))
 
     stop = subparsers.add_parser(
@@ -351,12 +368,21 @@ def _add_job_commands(subparsers) -> None:
     stop.add_argument("job", metavar="JOB")
     add_jobs_address(stop)
     add_state_dir(stop)
+    add_storage(stop)
     stop.set_defaults(func=_exit_codes(_stop))
 
 
 def _status(args) -> int:
     from runyard.tracking.redact import redact
 
+    slurm_job = _slurm_job(args)
+    if slurm_job is not None:
+        seen = slurm.job_status(slurm_job)
+        print(f"job:        {slurm_job.job_id} (Slurm job {slurm_job.slurm_job_id})")
+        print(f"state:      {seen.state}")
+        print(f"nodes:      {seen.nodes}   elapsed: {seen.elapsed}   limit: {seen.limit}")
+        print(f"output:     {slurm_job.output}")
+        return EXIT_FAILED if seen.state in ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY") else EXIT_OK
     if args.job:
         info = clusters.job(args.job, args.address, state_dir=args.state_dir)
         print(f"job:        {info.submission_id}")
@@ -382,6 +408,12 @@ def _status(args) -> int:
 
 
 def _logs(args) -> int:
+    slurm_job = _slurm_job(args)
+    if slurm_job is not None:
+        if args.follow:
+            raise UserError(f"-f: a Slurm job's output is a file; follow it with `tail -f {slurm_job.output}`.")
+        sys.stdout.write(slurm_job.output.read_text() if slurm_job.output.exists() else "")
+        return EXIT_OK
     try:
         for chunk in clusters.job_logs(args.job, args.address, follow=args.follow, state_dir=args.state_dir):
             sys.stdout.write(chunk)
@@ -392,6 +424,13 @@ def _logs(args) -> int:
 
 
 def _stop(args) -> int:
+    slurm_job = _slurm_job(args)
+    if slurm_job is not None:
+        if slurm.stop(slurm_job):
+            print(f"stop requested for {args.job} (scancel {slurm_job.slurm_job_id})")
+        else:
+            print(f"{args.job} had already finished")
+        return EXIT_OK
     if clusters.stop(args.job, args.address, state_dir=args.state_dir):
         print(f"stop requested for {args.job}")
     else:
@@ -400,6 +439,12 @@ def _stop(args) -> int:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _slurm_job(args):
+    """The Slurm job `args.job` names, when it was submitted with --slurm and this storage
+    (--storage or RUNYARD_STORAGE); None for a job on a Ray cluster."""
+    return slurm.find(args.job, args.storage) if args.job else None
 
 
 def _exit_codes(func):

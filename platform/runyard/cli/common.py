@@ -48,6 +48,41 @@ def add_storage(parser: argparse.ArgumentParser) -> None:
                              "RUNYARD_STORAGE, else .runyard/ here)")
 
 
+def add_slurm(parser: argparse.ArgumentParser, what: str) -> None:
+    """--slurm and what a job asks Slurm for: `what` is submitted with sbatch from the login
+    node, as a batch script that starts the job's own Ray (needs --storage)."""
+    slurm = parser.add_argument_group("Slurm (from the login node; the job starts its own Ray)")
+    slurm.add_argument("--slurm", action="store_true",
+                       help=f"{what} with sbatch instead of a Ray cluster; needs --storage (or "
+                            "RUNYARD_STORAGE): a folder every node mounts")
+    slurm.add_argument("--nodes", type=int, default=1, help="nodes to allocate (default 1)")
+    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    slurm.add_argument("--time", help="wall time, e.g. 01:30:00 (default: the partition's)")
+    slurm.add_argument("--cpus-per-node", type=int, help="CPUs on each node (default: 1)")
+    slurm.add_argument("--setup", default="", metavar="SHELL",
+                       help='lines every node runs first, e.g. "module load cuda; source ~/venv/bin/activate"')
+
+
+def slurm_options(args: argparse.Namespace):
+    """The Slurm request the flags of add_slurm make; UserError when they are given without
+    --slurm."""
+    from runyard.errors import UserError
+    from runyard.launch.slurm import SlurmOptions
+
+    given = (any(value is not None for value in (args.partition, args.time, args.cpus_per_node))
+             or args.setup or args.nodes != 1)
+    if not args.slurm:
+        if given:
+            raise UserError("--nodes/--partition/--time/--cpus-per-node/--setup: Slurm options; add "
+                            "--slurm to submit with sbatch.")
+        return None
+    if getattr(args, "cluster_config", None) or (getattr(args, "address", None)):
+        raise UserError("--address/--cluster-config: a Slurm job starts its own Ray on the nodes it "
+                        "is given; leave them out with --slurm.")
+    return SlurmOptions(nodes=args.nodes, partition=args.partition, time=args.time,
+                        cpus_per_node=args.cpus_per_node, setup=args.setup)
+
+
 def add_jobs_address(parser: argparse.ArgumentParser, help_text: str = JOBS_ADDRESS_HELP) -> None:
     """--address as a Jobs API URL: the commands that talk to a cluster's jobs."""
     parser.add_argument("--address", default=None, help=help_text)

@@ -13,7 +13,8 @@ from rich.console import Console
 from runyard import api
 from runyard.api.requests import ContinueRequest, RunRequest
 from runyard.cli import output
-from runyard.cli.common import add_cluster, add_cluster_config, add_set, add_storage, add_tracking
+from runyard.cli.common import (add_cluster, add_cluster_config, add_set, add_slurm, add_storage, add_tracking,
+                                slurm_options)
 from runyard.errors import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ examples:
   runyard logs digits-linear-sweep-20261123-030516 -f
   runyard stop digits-linear-sweep-20261123-030516
   runyard submit jobs/imagenet_convnet.yaml --cluster-config cluster.yaml   # autoscaling
+  runyard submit jobs/digits_linear_sweep.yaml --slurm --nodes 2 --storage /scratch/$USER/runyard \
+      --time 02:00:00 --setup "source ~/venv/bin/activate"   # from a Slurm login node
 
 The spec is validated and planned here first; with --cluster-config, every trial's request
 is also checked against the node types the cluster can grow to, so a request none of them
@@ -117,11 +120,13 @@ def add_commands(commands: Commands) -> None:
                              "Python environments and training output never ship")
     add_cluster_config(submit)
     add_storage(submit)
+    add_slurm(submit, "submit to Slurm")
 
     resume = commands.add("resume", "continue a job whose driver died", EPILOG_RESUME, cmd_continue)
     resume.add_argument("job", metavar="JOB", help="job id, or its MLflow run id")
     add_cluster(resume, continues=True)
     add_cluster_config(resume)
+    add_slurm(resume, "continue a job submitted with --slurm in a new Slurm allocation")
 
     rerun = commands.add("rerun-failed", "run again only the trials of a job that failed",
                          "examples:\n  runyard rerun-failed digits-linear-sweep-20261123-030516\n\n"
@@ -208,6 +213,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    options = slurm_options(args)
+    if options is not None:
+        return _submit_to_slurm(args, options)
     submitted = api.submit(args.spec, args.overrides, address=args.address, job_id=args.job_id,
                            tracking_uri=args.tracking_uri, cluster_config=args.cluster_config,
                            storage=args.storage, max_upload_mb=args.max_upload_mb)
@@ -218,6 +226,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if submitted.left_out:
         print(f"left behind: {', '.join(submitted.left_out)}")
     print(f"follow it: runyard logs {submitted.job_id} -f    status: runyard status {submitted.job_id}")
+    return EXIT_OK
+
+
+def _submit_to_slurm(args: argparse.Namespace, options) -> int:
+    from runyard.api import slurm
+
+    submitted = slurm.submit(args.spec, args.overrides, options=options, job_id=args.job_id,
+                             tracking_uri=args.tracking_uri, storage=args.storage,
+                             max_upload_mb=args.max_upload_mb)
+    trials = submitted.trials
+    print(f"submitted {submitted.job_id}: {submitted.name} ({trials} trial{'s' if trials != 1 else ''}) "
+          f"to Slurm as job {submitted.slurm_job_id} on {args.nodes} node{'s' if args.nodes != 1 else ''}")
+    print(f"snapshot of the project: {submitted.shipped}, in {submitted.folder}")
+    print(f"its output: {submitted.folder}/slurm-{submitted.slurm_job_id}.out    "
+          f"queue: squeue -j {submitted.slurm_job_id}")
     return EXIT_OK
 
 
@@ -246,6 +269,15 @@ def render_preflight(console: Console, report: api.PreflightReport) -> None:
 def cmd_continue(args: argparse.Namespace) -> int:
     """resume, rerun-failed and extend: here, or (a Jobs API address) by a driver submitted
     to the cluster, which finds the job in the cluster's storage."""
+    options = slurm_options(args) if args.command == "resume" else None
+    if options is not None:
+        from runyard.api import slurm
+
+        resumed = slurm.resume(args.job, options=options, storage=args.storage)
+        print(f"submitted the resume of {args.job} to Slurm as job {resumed.slurm_job_id} on "
+              f"{options.nodes} node{'s' if options.nodes != 1 else ''}")
+        print(f"its output: {resumed.output}    status: runyard status {args.job} --storage {args.storage or '$RUNYARD_STORAGE'}")
+        return EXIT_OK
     request = continue_request(args)
     if api.is_jobs_url(request.address):
         submitted = api.continue_on_cluster(request)

@@ -18,7 +18,10 @@ up/down sequence over any of them:
     (runyard.launch.process_nodes); storage: the project's .runyard/, this machine's disk;
   * `up(hosts=3)` (root only): the head and two workers each its own host, with its own
     network, mount, UTS and PID namespaces and runyard installed from a wheel
-    (runyard.launch.netns_hosts); storage: a folder every host mounts at the same path.
+    (runyard.launch.netns_hosts); storage: a folder every host mounts at the same path;
+  * `up(hosts=2, slurm=True)` (root only): no Ray, a Slurm cluster instead: slurmctld and
+    munged on this machine, a slurmd on each of two such hosts (runyard.launch.slurm_hosts);
+    each Slurm job starts its own Ray.
 
 Everything started is recorded in <state_dir>/state.json, written after each step so a failed
 `up()` can still be undone. `down()` stops exactly that: each node and the mlflow server lead
@@ -49,10 +52,11 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from runyard.errors import UserError
-from runyard.launch import netns_hosts
+from runyard.launch import netns_hosts, slurm_hosts
 from runyard.launch.netns_hosts import HostNetwork, NamespacedHosts
 from runyard.launch.nodes import NodeBackend, NodeRecord, NodeSize
 from runyard.launch.process_nodes import ProcessNodes
+from runyard.launch.slurm_hosts import SlurmHosts
 from runyard.paths import CLUSTER_STATE_DIR, project_storage
 from runyard.processes import group_alive, kill_all, processes_with_env, stop_group, write_private
 from runyard.tracking.server import free_port, serve, tail
@@ -63,7 +67,7 @@ TOKEN_FILE = "auth_token"
 TRACKING_PASSWORD_FILE = "tracking_password"
 MARKER_ENV = "RUNYARD_LOCAL_CLUSTER"
 DEFAULT_WORKER_RESOURCES = {"gpu_node": 1}
-BACKENDS: dict[str, type] = {ProcessNodes.kind: ProcessNodes, NamespacedHosts.kind: NamespacedHosts}
+BACKENDS: dict[str, type] = {backend.kind: backend for backend in (ProcessNodes, NamespacedHosts, SlurmHosts)}
 
 
 @dataclass
@@ -168,6 +172,7 @@ def up(
     with_tracking: bool = True,
     storage_dir: str | Path | None = None,
     hosts_root: str | Path = netns_hosts.DEFAULT_HOSTS_ROOT,
+    slurm: bool = False,
     startup_timeout_s: float = 180.0,
     echo: Callable[[str], None] = print,
 ) -> LocalCluster:
@@ -187,11 +192,21 @@ def up(
         and `resume` read here), <state_dir>/storage for hosts (each host mounts it at the
         same path).
     hosts_root: hosts only; where each host's private /tmp and home live on this side.
+    slurm: with hosts, N Slurm hosts n1..nN running a slurmd each, and slurmctld and munged
+        on this machine (the login node), instead of Ray nodes; resources and CPUs are this
+        machine's own (every host sees its cores).
     MLFLOW_TRACKING_USERNAME/PASSWORD: the tracking admin; when no password is set, a random
         one is generated and kept 0600 in <state_dir>/tracking_password.
     Raises UserError for bad arguments or when a cluster is already recorded in state_dir.
     """
     state_dir = Path(state_dir).resolve()
+    if slurm:
+        if hosts is None:
+            raise UserError("--slurm: give --hosts N, the number of Slurm hosts (e.g. --hosts 2); "
+                            "this machine is the login node and runs the controller.")
+        if resources is not None or head_cpus is not None or worker_cpus != 1:
+            raise UserError("--resources/--head-cpus/--worker-cpus: Ray node options; Slurm hosts "
+                            "offer this machine's cores, and each job asks Slurm for what it needs.")
     if hosts is not None:
         if workers is not None:
             raise UserError("--hosts and --workers: give one. --hosts N counts every host, the "
@@ -200,7 +215,10 @@ def up(
             raise UserError(f"--hosts: {hosts!r}; expected a whole number from 1 to "
                             f"{netns_hosts.MAX_WORKER_HOSTS + 1} (the head and N-1 workers, e.g. --hosts 3).")
         netns_hosts.check_can_make_hosts()
-        workers = hosts - 1
+        if slurm:
+            slurm_hosts.check_can_make_slurm()
+        # A Slurm cluster's controller runs on this machine: all N hosts are compute nodes.
+        workers = hosts if slurm else hosts - 1
         if head_cpus is None:
             head_cpus = 0 if workers else 1
     elif Path(hosts_root) != netns_hosts.DEFAULT_HOSTS_ROOT:
@@ -215,7 +233,7 @@ def up(
             "`runyard cluster local down` (or use another --state-dir)."
         )
     if hosts is not None:
-        backend: NodeBackend = NamespacedHosts(Path(hosts_root))
+        backend: NodeBackend = (SlurmHosts if slurm else NamespacedHosts)(Path(hosts_root))
         netns_hosts.check_hosts_root(backend.hosts_root, netns_hosts.hidden_checkouts())
         storage = Path(storage_dir or state_dir / "storage").resolve()
     else:
@@ -241,22 +259,27 @@ def up(
             _start_tracking(cluster, tracking_backend, backend.tracking_host(cluster))
         for size in sizes:
             node = backend.start_node(cluster, size)
-            if node is cluster.nodes[0]:
+            if backend.ray_nodes and node is cluster.nodes[0]:
                 _wait_for_jobs_api(cluster, node, startup_timeout_s)
-        _wait_for_nodes(cluster, len(sizes), startup_timeout_s)
+        if backend.ray_nodes:
+            _wait_for_nodes(cluster, len(sizes), startup_timeout_s)
+        else:
+            backend.wait_for_nodes(cluster, startup_timeout_s)
     except BaseException:
         echo("local cluster: start failed, stopping what was started")
         _down(cluster, backend)
         raise
     for line in backend.describe(cluster):
         echo(line)
-    echo(f"  Jobs API / dashboard: {cluster.jobs_address}")
+    if backend.ray_nodes:
+        echo(f"  Jobs API / dashboard: {cluster.jobs_address}")
     if cluster.tracking_uri:
         echo(f"  MLflow tracking URI:  {cluster.tracking_uri} (basic-auth, user {cluster.tracking_username})")
     echo(f"  storage:              {cluster.storage_dir} (jobs' ledgers and checkpoints; kept by down)")
-    # Ray's own CLI (ray job list | status | logs) needs the mode as well as the token.
-    echo(f"  Ray token: {cluster.token_path} (export RAY_AUTH_MODE=token "
-         f"RAY_AUTH_TOKEN_PATH={cluster.token_path})")
+    if backend.ray_nodes:
+        # Ray's own CLI (ray job list | status | logs) needs the mode as well as the token.
+        echo(f"  Ray token: {cluster.token_path} (export RAY_AUTH_MODE=token "
+             f"RAY_AUTH_TOKEN_PATH={cluster.token_path})")
     echo(f"  stop with: runyard cluster local down --state-dir {state_dir}")
     return cluster
 
@@ -407,7 +430,11 @@ def _wait_for_nodes(cluster: LocalCluster, expected: int, timeout_s: float) -> N
 
 
 def count_alive_nodes(cluster: LocalCluster) -> int:
-    """Alive nodes as the GCS sees them (dashboard state API, authenticated)."""
+    """Alive nodes as the GCS sees them (dashboard state API, authenticated); on a Slurm
+    cluster, the controller if it answers and the hosts Slurm can use."""
+    backend = backend_of(cluster)
+    if not backend.ray_nodes:
+        return backend.count_serving(cluster)
     return len(alive_node_ids(cluster))
 
 

@@ -45,6 +45,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
+
 import psutil
 
 from runyard.errors import UserError
@@ -321,12 +323,17 @@ def build_runyard_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
-def prepare_host(layout: HostLayout, wheel: Path, token: str) -> subprocess.Popen:
-    """Make the host's private folders and its copy of the token; start installing runyard
-    into its home. Returns the pip process (the caller waits, so hosts install in parallel)."""
+def make_host_dirs(layout: HostLayout) -> None:
+    """The host's private folders: its /tmp, its home, the staging points of its mounts."""
     for folder in (layout.tmp_dir, layout.home_dir, Path(layout.dir) / "stage"):
         folder.mkdir(parents=True, exist_ok=True)
     os.chmod(layout.tmp_dir, 0o1777)
+
+
+def prepare_host(layout: HostLayout, wheel: Path, token: str) -> subprocess.Popen:
+    """Make the host's private folders and its copy of the token; start installing runyard
+    into its home. Returns the pip process (the caller waits, so hosts install in parallel)."""
+    make_host_dirs(layout)
     write_private(layout.outside(layout.token_path_inside), token)
     target = layout.outside(layout.site_dir_inside)
     return subprocess.Popen(
@@ -365,13 +372,15 @@ def host_env(layout: HostLayout, extra: dict[str, str]) -> dict[str, str]:
 
 
 def setup_script(layout: HostLayout, shared: list[SharedPath], hidden: list[str], etc_hosts: Path,
-                 hosts_dir: Path) -> str:
+                 hosts_dir: Path, private: Sequence[tuple[str, str]] = ()) -> str:
     """The shell script that turns a fresh mount/UTS/PID namespace into the host, then runs
     its command ("$@") as a child, so the host lives exactly as long as that command.
 
     hidden: folders covered by an empty tmpfs (the checkouts, the laptop's state folder).
     hosts_dir: the folder of all hosts' private files; covered last, so no host reads
         another's /tmp through it.
+    private: (folder on this side, existing path inside a shared path): the host's own folder
+        at a path that is otherwise shared (a daemon's socket where every host's config says).
     Order matters: the shared paths are bind-mounted to staging points first (their sources
     may lie under what is hidden next: the venv under the checkout, pyenv's Python under
     home), then /tmp, home, /dev/shm and the hidden folders are covered, then the staged
@@ -403,6 +412,8 @@ def setup_script(layout: HostLayout, shared: list[SharedPath], hidden: list[str]
     for path, point in sorted(staged, key=lambda s: len(Path(s[0]).parts)):
         lines.append(f"mkdir -p {q(path)}")
         lines.append(f"mount --move {q(str(point))} {q(path)}")
+    for source, target in private:
+        lines.append(f"mount --bind {q(source)} {q(target)}")
     # sh keeps this script open, so it reads on after its folder is covered.
     lines.append(f"mount -t tmpfs -o size=1m,mode=0755 runyard-hidden {q(str(hosts_dir))}")
     lines.append(f"cd {q(home)}")
@@ -461,6 +472,7 @@ class NamespacedHosts:
 
     kind = "hosts"
     record = HostRecord
+    ray_nodes = True
 
     def __init__(self, hosts_root: Path = DEFAULT_HOSTS_ROOT):
         self.hosts_root = Path(hosts_root).resolve()
@@ -563,20 +575,35 @@ class NamespacedHosts:
         layout = self.layout(cluster, index)
         hosts_dir = Path(cluster.ray_temp_root)
         log = Path(cluster.state_dir) / "logs" / f"{layout.name}.out"
-        node = HostRecord(layout.name, 0, size.num_cpus, size.resources, layout.ray_temp_dir_outside,
+        node = self.record(layout.name, 0, size.num_cpus, size.resources, layout.ray_temp_dir_outside,
                           str(log), RAY_METRICS_PORT, address=layout.address, netns=layout.netns,
                           root_veth=f"ry{cluster.cluster_id[:6]}n{index}", host_dir=layout.dir)
         cluster.nodes.append(node)
         cluster.save()
         add_host_network(cluster.network, layout.netns, node.root_veth, layout.address)
         etc_hosts = hosts_dir / "etc-hosts"
-        write_etc_hosts(etc_hosts, [(n.name, n.address) for n in cluster.nodes])
-        wheel = next((hosts_dir / "wheel").glob("runyard-*.whl"))
-        self.installs[node.name] = prepare_host(layout, wheel, Path(cluster.token_path).read_text().strip())
-        shared = [*python_environment(), SharedPath(cluster.storage_dir, read_only=False)]
+        write_etc_hosts(etc_hosts, [(n.name, n.address) for n in cluster.nodes if n.netns])
+        self._provision(cluster, layout)
+        shared = [*python_environment(), SharedPath(cluster.storage_dir, read_only=False),
+                  *self._shared_paths(cluster)]
         hidden = [*hidden_checkouts(), cluster.state_dir]
-        Path(layout.dir, "setup.sh").write_text(setup_script(layout, shared, hidden, etc_hosts, hosts_dir))
+        Path(layout.dir, "setup.sh").write_text(setup_script(layout, shared, hidden, etc_hosts, hosts_dir,
+                                                             self._private_paths(cluster, layout)))
         return node
+
+    def _provision(self, cluster: ClusterState, layout: HostLayout) -> None:
+        """Give a made host what its node program needs before it boots: here the Ray token
+        and runyard (installing in the background; start_node waits for it)."""
+        wheel = next((Path(cluster.ray_temp_root) / "wheel").glob("runyard-*.whl"))
+        self.installs[layout.name] = prepare_host(layout, wheel, Path(cluster.token_path).read_text().strip())
+
+    def _shared_paths(self, cluster: ClusterState) -> list[SharedPath]:
+        """Paths every host sees besides the Python environment and the storage."""
+        return []
+
+    def _private_paths(self, cluster: ClusterState, layout: HostLayout) -> list[tuple[str, str]]:
+        """setup_script's `private`: the host's own folders inside the shared paths."""
+        return []
 
     def _boot(self, cluster: ClusterState, node: HostRecord) -> None:
         """Start the made host: its setup script, then `ray start --block` as its one

@@ -1,8 +1,9 @@
-"""The node interface of runyard's own Ray clusters: what `local_cluster`'s one up/down
-sequence asks of a backend, whatever a node is. Today a node is a process group on this
-machine (launch.process_nodes) or a namespaced host (launch.netns_hosts); a Slurm node or a
-Kubernetes pod would be one more module implementing `NodeBackend`, as Ray's own
-`cluster_utils.Cluster` adds and removes nodes behind one `add_node` / `remove_node`.
+"""The node interface of runyard's own clusters: what `local_cluster`'s one up/down sequence
+asks of a backend, whatever a node is. Today a node is a process group on this machine
+(launch.process_nodes), a namespaced host (launch.netns_hosts) or a Slurm host, with the Slurm
+controller as node 0 (launch.slurm_hosts); a Kubernetes pod would be one more module
+implementing `NodeBackend`, as Ray's own `cluster_utils.Cluster` adds and removes nodes behind
+one `add_node` / `remove_node`.
 
 A backend keeps nothing another process needs: everything it starts is recorded on the
 cluster (`ClusterState`, local_cluster.LocalCluster saved as state.json before each step), so
@@ -72,6 +73,9 @@ class NodeBackend(Protocol):
 
     kind: ClassVar[str]  # recorded in state.json, so `down` finds the backend again
     record: ClassVar[type[NodeRecord]]  # the record its nodes are kept as
+    # Its nodes are Ray nodes: `up` waits for them through the head's Jobs API and state API.
+    # Otherwise (Slurm's nodes, where each job starts its own Ray) through `wait_for_nodes`.
+    ray_nodes: ClassVar[bool]
 
     def temp_root(self, cluster_id: str) -> str:
         """The folder of the cluster's per-node files on this machine (Ray's temp dirs, a
@@ -88,6 +92,10 @@ class NodeBackend(Protocol):
         """Start the next node (the head when there is none yet, which sets the cluster's GCS
         and Jobs API addresses), record it on the cluster and return its record. It has not
         necessarily joined yet."""
+
+    def wait_for_nodes(self, cluster: ClusterState, timeout_s: float) -> None:
+        """Only where not ray_nodes: return once every started node serves; RuntimeError
+        naming the logs when one exited or timeout_s passed."""
 
     def stop_node(self, cluster: ClusterState, node: NodeRecord) -> int:
         """Stop every process of the node; return how many there were."""

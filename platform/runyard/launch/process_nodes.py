@@ -37,6 +37,7 @@ NODE_STOP_GRACE_S = 3.0
 class ProcessNodes:
     kind = "processes"
     record = NodeRecord
+    ray_nodes = True
 
     def temp_root(self, cluster_id: str) -> str:
         return tempfile.mkdtemp(prefix="ry-", dir="/tmp")
@@ -70,7 +71,7 @@ class ProcessNodes:
             command = [RAY_BIN, "start", "--block", "--address", cluster.gcs_address]
         log = Path(cluster.state_dir) / "logs" / f"{name}.out"
         with open(log, "ab") as out:
-            process = start_group([*command, *common, *_node_port_flags(node_ports)],
+            process = start_group([*command, *common, *node_port_flags(node_ports)],
                                   env={**cluster.node_env(), **ports_env}, stdout=out,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cluster.state_dir)
         node = NodeRecord(name, process.pid, size.num_cpus, size.resources, temp_dir, str(log), node_ports[0])
@@ -90,7 +91,7 @@ class ProcessNodes:
         return [f"local cluster up: {1 + workers} Ray nodes (head + {workers} workers), token auth on"]
 
 
-def _node_port_flags(ports: list[int]) -> list[str]:
+def node_port_flags(ports: list[int]) -> list[str]:
     """Flags for NODE_PORTS distinct free ports; the first is the metrics export port.
 
     Every port explicit: the defaults (52365 for the agent, 8080 for metrics...) would collide

@@ -1,0 +1,147 @@
+"""Jobs on a Slurm cluster, from its login node: `submit` plans the job here and hands Slurm
+one batch script (runyard.launch.slurm) that starts the job's own Ray on its nodes and runs
+the driver there; `find`, `job_status` and `stop` serve `runyard status | logs | stop JOB` for it.
+
+    from runyard.api import slurm
+    submitted = slurm.submit("jobs/sweep.yaml", options=SlurmOptions(nodes=2), storage="/scratch/me/runyard")
+    slurm.job_status(slurm.find(submitted.job_id, "/scratch/me/runyard")).state
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from runyard.errors import UserError
+from runyard.launch.slurm import SlurmOptions
+
+STORAGE_ENV = "RUNYARD_STORAGE"
+
+
+@dataclass(frozen=True)
+class SlurmSubmission:
+    job_id: str  # runyard's job id (its ledger, its MLflow runs)
+    name: str
+    slurm_job_id: str
+    trials: int
+    folder: Path  # the job's snapshot, token, batch script and Slurm output, in the storage
+    shipped: str
+
+
+def submit(spec: str | Path, overrides: Sequence[str] = (), *, options: SlurmOptions,
+           job_id: str | None = None, tracking_uri: str | None = None, storage: str | None = None,
+           max_upload_mb: float = 100.0) -> SlurmSubmission:
+    """Validate and plan the spec here, snapshot the project and this runyard into the job's
+    folder in `storage` (a path every node mounts), and sbatch the job. The tracking URI and
+    its credentials reach the job through the environment sbatch exports."""
+    import runyard
+    from runyard.api.jobs import in_project, validate
+    from runyard.api.requests import RunRequest
+    from runyard.execute.job import new_job_id
+    from runyard.launch import project_files, slurm
+
+    options.check()
+    storage = storage or os.environ.get(STORAGE_ENV)
+    if not storage or "://" in storage:
+        raise UserError("--storage: a Slurm job keeps its code, state and checkpoints in a folder "
+                        "every node mounts at the same path (NFS home, scratch); give --storage "
+                        "/shared/path or set RUNYARD_STORAGE.")
+    storage = str(Path(storage).resolve())
+    planned = validate(spec, overrides)
+    project = Path.cwd().resolve()
+    relative = in_project(spec, project)
+    shipment = project_files.shipment(project)
+    project_files.check_size(shipment, max_upload_mb)
+    job_id = job_id or new_job_id(planned.spec)
+    driver = RunRequest(str(relative), tuple(overrides), job_id=job_id, tracking_uri=tracking_uri,
+                        storage=storage)
+    folder = slurm.job_dir(storage, job_id)
+    slurm.stage(folder, project, sorted(shipment.files), Path(runyard.__file__).parent)
+    script = slurm.batch_script(folder, planned.spec.name,
+                                ["python", "-m", "runyard.cli.main", *driver.argv()], options)
+    slurm_job_id = slurm.submit(folder, script)
+    return SlurmSubmission(job_id, planned.spec.name, slurm_job_id, len(planned.trials), folder,
+                           shipment.summary())
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    job_id: str
+    slurm_job_id: str
+    folder: Path
+
+    @property
+    def output(self) -> Path:
+        return self.folder / f"slurm-{self.slurm_job_id}.out"
+
+
+@dataclass(frozen=True)
+class SlurmJobStatus:
+    job: SlurmJob
+    state: str  # PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT...; "-" once Slurm forgot it
+    nodes: str  # Slurm's node list, n[1-2]
+    elapsed: str
+    limit: str
+
+
+def resume(job_id: str, *, options: SlurmOptions, storage: str | None = None) -> SlurmJob:
+    """Continue a job submitted with --slurm in a new allocation: the same snapshot, a driver
+    that resumes it from its storage, in the same MLflow runs."""
+    from runyard.api.requests import ContinueRequest
+    from runyard.launch import slurm
+
+    options.check()
+    job = find(job_id, storage)
+    if job is None:
+        raise UserError(f"{job_id}: no Slurm job of that id in --storage (or RUNYARD_STORAGE)'s "
+                        f"{slurm.JOBS_FOLDER}/; give the storage it was submitted with.")
+    state = job_status(job).state
+    if state in ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED"):
+        raise UserError(f"{job_id}: Slurm job {job.slurm_job_id} is still {state}; stop it first "
+                        f"(runyard stop {job_id}).")
+    request = ContinueRequest(job_id, "resume", storage=str(job.folder.parents[1]))
+    script = slurm.batch_script(job.folder, job_id, ["python", "-m", "runyard.cli.main", *request.argv()], options)
+    return SlurmJob(job_id, slurm.submit(job.folder, script, keep_folder=True), job.folder)
+
+
+def find(job_id: str, storage: str | None = None) -> SlurmJob | None:
+    """The Slurm job runyard submitted as `job_id` with this storage (--storage, else
+    RUNYARD_STORAGE); None when it has no folder there (then it is not a Slurm job)."""
+    from runyard.launch import slurm
+
+    storage = storage or os.environ.get(STORAGE_ENV)
+    if not storage or "://" in storage:
+        return None
+    folder = slurm.job_dir(storage, job_id)
+    recorded = folder / "slurm_job_id"
+    if not recorded.is_file():
+        return None
+    return SlurmJob(job_id, recorded.read_text().strip(), folder)
+
+
+def job_status(job: SlurmJob) -> SlurmJobStatus:
+    """Slurm's view of the job: scontrol while Slurm still lists it."""
+    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", job.slurm_job_id], capture_output=True,
+                           text=True, timeout=30)
+    fields = dict(word.split("=", 1) for word in shown.stdout.split() if "=" in word) if shown.returncode == 0 else {}
+    return SlurmJobStatus(job, fields.get("JobState", "-"), fields.get("NodeList", "-"),
+                          fields.get("RunTime", "-"), fields.get("TimeLimit", "-"))
+
+
+def stop(job: SlurmJob) -> bool:
+    """A graceful stop: SIGTERM to the batch script alone, which hands it to the driver; the
+    driver ends its runs KILLED (resumable) while the job's Ray still serves it, then the
+    script stops that Ray. A job still waiting in the queue is just cancelled. False when
+    Slurm no longer runs the job."""
+    state = job_status(job).state
+    if state not in ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED"):
+        return False
+    graceful = ["--batch", "--signal=TERM"] if state == "RUNNING" else []
+    completed = subprocess.run(["scancel", *graceful, job.slurm_job_id], capture_output=True, text=True,
+                               timeout=30)
+    if completed.returncode != 0:
+        raise RuntimeError(f"scancel {job.slurm_job_id} failed: {completed.stderr.strip()}")
+    return True

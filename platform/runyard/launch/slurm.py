@@ -1,0 +1,252 @@
+"""runyard jobs on a Slurm cluster: one batch script per job, which starts a Ray of its own on
+the nodes Slurm gave it, runs the runyard driver against it and stops exactly that Ray.
+
+On the login node (`submit`): the job's folder <storage>/slurm-jobs/<job id> gets a snapshot
+of the project and of runyard (an edit after submitting changes nothing of the running job),
+a Ray token only the user can read, and the batch script; `sbatch` queues it. The tracking
+server's URI and credentials travel in the environment sbatch exports, never in the script.
+
+On the nodes, the batch script (it runs on the first node) starts `python -m
+runyard.launch.slurm head` there and `... worker` on every other node, one `srun` step each.
+Each of them picks free ports on its own node (nothing a second job on the same node could
+hold), gives Ray a temp dir of the job's own, and keeps `ray start --block` in a process
+group of its own; the head publishes its GCS address in the job's folder, the workers read it
+there. Once every node has joined, the driver runs. At the end the script writes a stop file;
+each node's runner sees it and stops its own Ray's process group -- never `ray stop`, which
+would end every job's Ray on that node. `runyard stop` signals the batch script alone, which
+hands SIGTERM to the driver (its runs end KILLED, resumable) before stopping the Ray; `resume`
+sbatches the same folder again with a driver that continues the job. If the job is cancelled
+outright or runs out of time, Slurm ends the steps, and with them these process groups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from runyard.errors import UserError
+from runyard.launch.process_nodes import NODE_PORTS, node_port_flags, free_ports
+from runyard.processes import group_alive, start_group, stop_group, write_private
+
+JOBS_FOLDER = "slurm-jobs"  # under the job's storage
+# Per allocation (suffixed with Slurm's job id): a resumed job's new allocation must never
+# read the address of the last one's head, nor its stop file.
+HEAD_ADDRESS_FILE = "head_address"
+STOP_FILE = "stop"
+TOKEN_FILE = "ray_token"
+JOIN_TIMEOUT_S = 180.0
+RAY_STOP_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What the job asks Slurm for."""
+
+    nodes: int
+    partition: str | None = None
+    time: str | None = None  # Slurm's wall time: "MM", "HH:MM:SS", "D-HH:MM"
+    cpus_per_node: int | None = None
+    setup: str = ""  # shell lines every node runs first (module load ..., source venv/bin/activate)
+
+    def check(self) -> None:
+        if not isinstance(self.nodes, int) or self.nodes < 1:
+            raise UserError(f"--nodes: {self.nodes!r}; expected a whole number >= 1 (e.g. --nodes 2).")
+        if self.cpus_per_node is not None and self.cpus_per_node < 1:
+            raise UserError(f"--cpus-per-node: {self.cpus_per_node}; expected a whole number >= 1.")
+
+
+def job_dir(storage: str | Path, job_id: str) -> Path:
+    return Path(storage) / JOBS_FOLDER / job_id
+
+
+def stage(folder: Path, project: Path, files: list[str], package: Path) -> None:
+    """The job's folder: the project's `files` (relative paths) and the runyard package
+    copied in, and a fresh Ray token readable by the user only."""
+    if folder.exists():
+        raise UserError(f"--id: a Slurm job's folder {folder} exists already; pick another job id.")
+    (folder / "project").mkdir(parents=True)
+    for relative in files:
+        target = folder / "project" / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project / relative, target)
+    shutil.copytree(package, folder / "code" / package.name,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    write_private(folder / TOKEN_FILE, secrets.token_hex(32))
+
+
+def batch_script(folder: Path, name: str, driver_argv: list[str], options: SlurmOptions) -> str:
+    """The job's batch script: Ray on every node of the allocation, then the driver."""
+    q = shlex.quote
+    directives = [f"--job-name={name}", f"--nodes={options.nodes}", "--ntasks-per-node=1",
+                  f"--output={folder}/slurm-%j.out", f"--chdir={folder}/project"]
+    if options.partition:
+        directives.append(f"--partition={options.partition}")
+    if options.time:
+        directives.append(f"--time={options.time}")
+    if options.cpus_per_node:
+        directives.append(f"--cpus-per-task={options.cpus_per_node}")
+    runner = "python -m runyard.launch.slurm"
+    job = q(str(folder))
+    head_address = f"{q(str(folder / HEAD_ADDRESS_FILE))}-$SLURM_JOB_ID"
+    stop_file = f"{q(str(folder / STOP_FILE))}-$SLURM_JOB_ID"
+    lines = ["#!/bin/bash", *(f"#SBATCH {d}" for d in directives), "set -u",
+             "# The user's setup, on every node (each step inherits this environment).",
+             options.setup or ":",
+             f"export PYTHONPATH={q(str(folder / 'code'))}${{PYTHONPATH:+:$PYTHONPATH}}",
+             f"export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={q(str(folder / TOKEN_FILE))}",
+             "export RAY_USAGE_STATS_ENABLED=0",
+             "head=$(hostname)",
+             f"srun --overlap --nodes=1 --ntasks=1 --nodelist=\"$head\" {runner} head {job} &",
+             f"if [ {options.nodes} -gt 1 ]; then",
+             # --ntasks too: the job's own SLURM_NTASKS (one per node) would ask for more.
+             f"  srun --overlap --nodes={options.nodes - 1} --ntasks={options.nodes - 1} --ntasks-per-node=1 "
+             f"--exclude=\"$head\" "
+             f"{runner} worker {job} &",
+             "fi",
+             f"stop_ray() {{ touch {stop_file}; wait; }}",
+             f"{runner} wait {job} {options.nodes} || {{ code=$?; stop_ray; exit $code; }}",
+             f"{shlex.join(driver_argv)} --address \"$(cat {head_address})\" &",
+             "driver=$!",
+             "# `runyard stop` signals this shell alone (scancel --batch): the driver ends its runs",
+             "# KILLED, resumable, while its Ray still runs.",
+             "trap 'kill -TERM $driver' TERM INT",
+             "wait $driver; code=$?",
+             "# A trapped signal ends `wait` early; the driver still has its runs to close.",
+             "while kill -0 $driver 2>/dev/null; do wait $driver; code=$?; done",
+             "stop_ray",
+             "exit $code"]
+    return "\n".join(lines) + "\n"
+
+
+def submit(folder: Path, script: str, keep_folder: bool = False) -> str:
+    """sbatch the script (kept in the job's folder); returns Slurm's job id, which the folder
+    records (the latest allocation's). A refused new job leaves no folder behind;
+    keep_folder: a job continued in a new allocation keeps its folder."""
+    path = folder / "job.sbatch"
+    path.write_text(script)
+    completed = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, timeout=60)
+    if completed.returncode != 0:
+        if not keep_folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise RuntimeError(f"sbatch refused the job: {completed.stderr.strip()}")
+    slurm_id = completed.stdout.strip().split(";")[0]
+    (folder / "slurm_job_id").write_text(slurm_id)
+    return slurm_id
+
+
+# ---------------------------------------------------------------- on the nodes
+
+
+def _node(role: str, folder: Path) -> int:
+    """Run this node's Ray (`ray start --block`, its own process group) until the job's stop
+    file appears or the step is signalled; then stop that group, and only it."""
+    slurm_job = _slurm_job_id()
+    address = socket.gethostbyname(socket.gethostname())
+    cpus = os.environ.get("SLURM_CPUS_ON_NODE", "1")
+    temp_dir = f"/tmp/ray-slurm-{slurm_job}"
+    common = ["--block", "--node-ip-address", address, "--num-cpus", cpus, "--temp-dir", temp_dir,
+              "--disable-usage-stats"]
+    env = dict(os.environ)
+    if role == "head":
+        gcs, dashboard, client, autoscaler_metrics, dashboard_metrics, *ports = free_ports(5 + NODE_PORTS)
+        # The dashboard stays on the node's loopback: compute nodes are shared.
+        command = ["start", "--head", "--port", str(gcs), "--include-dashboard", "true",
+                   "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+                   "--ray-client-server-port", str(client)]
+        env.update(AUTOSCALER_METRIC_PORT=str(autoscaler_metrics), DASHBOARD_METRIC_PORT=str(dashboard_metrics))
+    else:
+        ports = free_ports(NODE_PORTS)
+        command = ["start", "--address", _read_when_there(_allocation_file(folder, HEAD_ADDRESS_FILE), JOIN_TIMEOUT_S)]
+    ray = start_group([str(Path(sys.executable).with_name("ray")), *command, *common, *node_port_flags(ports)],
+                      env=env, stdin=subprocess.DEVNULL)
+    if role == "head":
+        # Published once the GCS answers, so no worker tries to join before it can.
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        while not _answers(address, gcs):
+            if not group_alive(ray.pid) or time.monotonic() > deadline:
+                stop_group(ray.pid, RAY_STOP_GRACE_S, leader=ray)
+                print(f"runyard: the job's Ray head did not start on {address}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        write_private(_allocation_file(folder, HEAD_ADDRESS_FILE), f"{address}:{gcs}")
+    stopped = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+    while not stopped and not _allocation_file(folder, STOP_FILE).exists() and group_alive(ray.pid):
+        time.sleep(1)
+    stop_group(ray.pid, RAY_STOP_GRACE_S, leader=ray)
+    return 0
+
+
+def _wait(folder: Path, nodes: int) -> int:
+    """Until the job's Ray has `nodes` live nodes (JOIN_TIMEOUT_S at most)."""
+    import ray
+
+    address = _read_when_there(_allocation_file(folder, HEAD_ADDRESS_FILE), JOIN_TIMEOUT_S)
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while True:
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            break
+        except ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+    try:
+        while sum(node["Alive"] for node in ray.nodes()) < nodes:
+            if time.monotonic() > deadline:
+                print(f"runyard: {nodes} Ray nodes did not join within {JOIN_TIMEOUT_S:.0f} s: "
+                      f"{json.dumps([n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']])}",
+                      file=sys.stderr)
+                return 1
+            time.sleep(1)
+    finally:
+        ray.shutdown()
+    return 0
+
+
+def _slurm_job_id() -> str:
+    return os.environ.get("SLURM_JOB_ID", "0")
+
+
+def _allocation_file(folder: Path, name: str) -> Path:
+    return folder / f"{name}-{_slurm_job_id()}"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _read_when_there(path: Path, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() or not path.read_text().strip():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} did not appear within {timeout_s:.0f} s")
+        time.sleep(0.5)
+    return path.read_text().strip()
+
+
+def main(argv: list[str]) -> int:
+    """`python -m runyard.launch.slurm head|worker JOB_DIR` and `wait JOB_DIR NODES`: what the
+    batch script runs on the nodes."""
+    role, folder = argv[0], Path(argv[1])
+    if role == "wait":
+        return _wait(folder, int(argv[2]))
+    return _node(role, folder)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

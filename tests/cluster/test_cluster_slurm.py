@@ -1,0 +1,239 @@
+"""`runyard cluster local up --hosts N --slurm`: a real Slurm (slurmctld and munged on this
+machine, the login node; a munged and a slurmd on each namespaced host) that jobs reach with
+srun and sbatch through the SLURM_CONF it prints; and `runyard submit --slurm`, whose batch
+script starts the job's own Ray on the nodes it was given.
+
+The slow tests share one cluster of two hosts (conftest.local_slurm, which also checks that
+`down` leaves nothing behind); they are skipped, with the reason, where it cannot be made
+(not root, Slurm not installed: `make system-deps`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from runyard_testing import RUNYARD, job_runs, namespaced_hosts_unavailable, toy_sweep
+
+from runyard.errors import UserError
+from runyard.launch import local_cluster, slurm_hosts
+from runyard.launch.slurm import SlurmOptions
+
+
+# ---------------------------------------------------------------- refused before anything is made
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["--slurm"], "--slurm: give --hosts N"),
+        (["--hosts", "2", "--slurm", "--resources", '{"gpu_node": 1}'], "Ray node options"),
+        (["--hosts", "2", "--slurm", "--workers", "1"], "give one"),
+    ],
+)
+def test_slurm_cli_refuses_bad_arguments_before_making_anything(tmp_path, arguments, message):
+    if "--hosts" in arguments and "--workers" in arguments and namespaced_hosts_unavailable():
+        pytest.skip(namespaced_hosts_unavailable())
+    completed = subprocess.run([str(RUNYARD), "cluster", "local", "up", *arguments, "--state-dir", str(tmp_path)],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2 and message in completed.stderr, completed.stderr
+    assert not (tmp_path / local_cluster.STATE_FILE).exists()
+
+
+def test_slurm_without_the_daemons_says_how_to_install_them(tmp_path, monkeypatch):
+    reason = namespaced_hosts_unavailable()
+    if reason:
+        pytest.skip(reason)
+    which = shutil.which
+    monkeypatch.setattr(slurm_hosts.shutil, "which", lambda name: None if name == "slurmctld" else which(name))
+    with pytest.raises(UserError, match=r"--slurm: slurmctld not found.*make system-deps"):
+        local_cluster.up(hosts=2, slurm=True, state_dir=tmp_path, echo=lambda _: None)
+    assert not (tmp_path / local_cluster.STATE_FILE).exists()
+
+
+# ---------------------------------------------------------------- on the cluster
+
+
+@pytest.mark.slow
+def test_srun_runs_a_step_on_each_host(local_slurm):
+    # Each task prints its host and network namespace: two machines, neither of them this one.
+    step = local_slurm.slurm("srun", "--nodes", "2", "--ntasks-per-node", "1", "sh", "-c",
+                             "echo $(hostname) $(readlink /proc/self/ns/net)")
+    assert step.returncode == 0, step.stderr
+    seen = dict(line.split() for line in step.stdout.splitlines())
+    assert sorted(seen) == ["n1", "n2"]
+    assert len({*seen.values(), os.readlink("/proc/self/ns/net")}) == 3
+    assert "n1 " in local_slurm.up_output and "SLURM_CONF=" in local_slurm.up_output
+
+
+@pytest.mark.slow
+def test_sbatch_runs_a_script_on_the_hosts_with_the_storage_shared(local_slurm, tmp_path):
+    storage = local_slurm.storage
+    marker = f"sbatch-{local_slurm.cluster.cluster_id}"
+    script = storage / f"{marker}.sh"
+    # The batch script runs on the first node; its step on both. Each writes into the shared
+    # storage and into its own /tmp.
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        #SBATCH --nodes=2
+        #SBATCH --output={storage}/{marker}-%j.out
+        echo "batch on $(hostname)"
+        srun --ntasks-per-node=1 sh -c 'hostname > {storage}/{marker}-step-$(hostname); touch /tmp/{marker}'
+        """))
+    submitted = local_slurm.slurm("sbatch", "--parsable", "--wait", str(script))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().split(";")[0]
+    output = (storage / f"{marker}-{job_id}.out").read_text()
+    assert output.splitlines()[0] == "batch on n1", output
+    assert sorted(p.read_text().strip() for p in storage.glob(f"{marker}-step-*")) == ["n1", "n2"]
+    # /tmp is each host's own: nothing reached this machine's.
+    assert not Path(f"/tmp/{marker}").exists()
+    # The job is done and Slurm calls both hosts usable again.
+    status = subprocess.run([str(RUNYARD), "cluster", "local", "status", "--state-dir", local_slurm.cluster.state_dir],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "nodes alive: 3 of 3" in status.stdout and "SLURM_CONF=" in status.stdout
+
+
+# ---------------------------------------------------------------- runyard submit --slurm
+
+
+def test_submit_with_slurm_needs_a_shared_storage(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "toy.yaml").write_text(toy_sweep("slurm-refused", "slurm-refused", 0.0, 1))
+    env = {k: v for k, v in os.environ.items() if k != "RUNYARD_STORAGE"}
+    for arguments, message in ((["--slurm", "--storage", "s3://bucket/prefix"], "--storage: a Slurm job"),
+                               (["--nodes", "2"], "add --slurm")):
+        completed = subprocess.run([str(RUNYARD), "submit", "jobs/toy.yaml", *arguments], cwd=project, env=env,
+                                   capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 2 and message in completed.stderr, (arguments, completed.stderr)
+    assert not (tmp_path / "slurm-jobs").exists()
+    with pytest.raises(UserError, match="--nodes: 0"):
+        SlurmOptions(nodes=0).check()
+
+
+def hostnames(state) -> list[str]:
+    """Every "hostname" in Tune's experiment state (trials are kept as JSON strings in it)."""
+    if isinstance(state, str):
+        try:
+            return hostnames(json.loads(state)) if state[:1] in "{[" else []
+        except ValueError:
+            return []
+    if isinstance(state, dict):
+        return [*([state["hostname"]] if isinstance(state.get("hostname"), str) else []),
+                *(name for value in state.values() for name in hostnames(value))]
+    if isinstance(state, list):
+        return [name for value in state for name in hostnames(value)]
+    return []
+
+
+def wait_for_slurm_job(local_slurm, slurm_id: str, timeout_s: float) -> str:
+    """Slurm's final state of the job, waiting at most timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = local_slurm.slurm("scontrol", "show", "job", "--oneliner", slurm_id)
+        state = dict(w.split("=", 1) for w in shown.stdout.split() if "=" in w).get("JobState", "")
+        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", ""):
+            return state
+        assert time.monotonic() < deadline, f"job {slurm_id} still {state} after {timeout_s:.0f} s"
+        time.sleep(2)
+
+
+@pytest.mark.slow
+def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hosts(local_slurm, tmp_path,
+                                                                                     monkeypatch):
+    """submit --slurm --nodes 2, status, logs, a graceful stop, resume in a new allocation: the
+    sweep finishes in the same runs, one trial on each host, and `best` reads it back here.
+    (One test for all of it: each allocation starts a Ray, 15-20 s on 2 shared cores.)"""
+    cluster = local_slurm.cluster
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    # Two trials of about 12 s each, checkpointing every step: stopped before they end.
+    (project / "jobs" / "long.yaml").write_text(toy_sweep("long", "slurm-stop", 0.4, 30))
+    job_id = f"slurm-stop-{cluster.cluster_id[:6]}"
+    login = login_env(local_slurm)
+    storage = ["--storage", str(local_slurm.storage)]
+    nodes = ["--slurm", "--nodes", "2", "--setup", f"source {Path(sys.prefix) / 'bin' / 'activate'}"]
+
+    def runyard(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(RUNYARD), *args, *storage], cwd=project, env=login, capture_output=True,
+                              text=True, timeout=120)
+
+    submit = runyard("submit", "jobs/long.yaml", *nodes, "--id", job_id)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    folder = local_slurm.storage / "slurm-jobs" / job_id
+    slurm_id = (folder / "slurm_job_id").read_text().strip()
+    results = local_slurm.storage / "ray_results" / job_id
+    deadline = time.monotonic() + 180
+    while len({path.parent for path in results.glob("t000*/checkpoint_*")}) < 2:
+        assert time.monotonic() < deadline, runyard("logs", job_id).stdout[-3000:]
+        time.sleep(1)
+
+    status = runyard("status", job_id)
+    assert status.returncode == 0, status.stderr
+    assert "RUNNING" in status.stdout and "n[1-2]" in status.stdout and slurm_id in status.stdout, status.stdout
+    stop = runyard("stop", job_id)
+    assert stop.returncode == 0 and "stop requested" in stop.stdout, stop.stdout + stop.stderr
+    wait_for_slurm_job(local_slurm, slurm_id, timeout_s=120)
+    logs = runyard("logs", job_id)
+    assert "t0000 started" in logs.stdout and f"continue it: runyard resume {job_id}" in logs.stdout, logs.stdout[-3000:]
+    # The driver ended both trials' runs KILLED (resumable), not left RUNNING nor FAILED.
+    stopped = trial_runs(local_slurm, monkeypatch, job_id)
+    assert len(stopped) == 2 and {run.info.status for run in stopped.values()} == {"KILLED"}, logs.stdout[-3000:]
+    assert "had already finished" in runyard("stop", job_id).stdout
+    assert_no_ray_left(local_slurm)
+
+    resumed = runyard("resume", job_id, *nodes)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    second = (folder / "slurm_job_id").read_text().strip()
+    assert second != slurm_id
+    state = wait_for_slurm_job(local_slurm, second, timeout_s=240)
+    assert state == "COMPLETED", runyard("logs", job_id).stdout[-4000:]
+    # The same runs went on to the end, each metric step logged once.
+    finished = trial_runs(local_slurm, monkeypatch, job_id)
+    assert finished.keys() == stopped.keys() and {run.info.status for run in finished.values()} == {"FINISHED"}
+    client = MlflowClient(cluster.tracking_uri)
+    for run_id in finished:
+        steps = [point.step for point in client.get_metric_history(run_id, "score")]
+        assert len(steps) == len(set(steps)) and len(steps) == 30, steps
+    # Tune's state keeps each trial's last result, which names its host: one on each. Its
+    # checkpoints are in the shared storage, and `best` reads the job back on the login node.
+    state_file = next(results.glob("experiment_state-*.json"))
+    assert sorted(hostnames(json.loads(state_file.read_text()))) == ["n1", "n2"]
+    best = subprocess.run([str(RUNYARD), "best", job_id, *storage], cwd=project, env=login,
+                          capture_output=True, text=True, timeout=120)
+    assert best.returncode == 0 and "t0000" in best.stdout and "t0001" in best.stdout, best.stdout + best.stderr
+    assert_no_ray_left(local_slurm)
+
+
+def trial_runs(local_slurm, monkeypatch, job_id: str) -> dict:
+    """The job's trial runs in the cluster's MLflow, by run id."""
+    runs = job_runs(local_slurm, monkeypatch, "slurm-stop", job_id)
+    return {run.info.run_id: run for run in runs if run.data.tags.get("runyard.kind") == "trial"}
+
+
+def login_env(local_slurm) -> dict[str, str]:
+    """The login node's environment: Slurm's config and the tracking server's credentials."""
+    cluster = local_slurm.cluster
+    env = {**os.environ, **slurm_hosts.slurm_env(cluster), "MLFLOW_TRACKING_URI": cluster.tracking_uri,
+           "MLFLOW_TRACKING_USERNAME": cluster.tracking_username,
+           "MLFLOW_TRACKING_PASSWORD": local_slurm.tracking_password}
+    env.pop("RUNYARD_STORAGE", None)
+    return env
+
+
+def assert_no_ray_left(local_slurm) -> None:
+    """No Ray process is left on either host: each job stopped its own."""
+    for name in ("n1", "n2"):
+        left = local_slurm.slurm("srun", "--nodes", "1", "--nodelist", name, "sh", "-c",
+                                 "ps -eo comm | grep -c -E 'raylet|gcs_server' || true")
+        assert left.stdout.strip() == "0", (name, left.stdout, left.stderr)
