@@ -51,14 +51,14 @@ examples:
   runyard status digits-linear-sweep-20261123-030516
   runyard logs digits-linear-sweep-20261123-030516 -f
   runyard stop digits-linear-sweep-20261123-030516
-  runyard submit jobs/imagenet_convnet.yaml --cluster-config cluster.yaml   # autoscaling
+  runyard submit jobs/imagenet_resnet50.yaml --cluster-config cluster.yaml  # autoscaling
   runyard submit jobs/digits_linear_sweep.yaml --slurm --nodes 2 --storage /scratch/$USER/runyard \
       --time 02:00:00 --setup "source ~/venv/bin/activate"   # from a Slurm login node
 
 The spec is validated and planned here first; with --cluster-config, every trial's request
 is also checked against the node types the cluster can grow to, so a request none of them
-can hold fails here, in seconds, before anything is submitted. Then then the project (minus .runyard/, .venv/,
-data/ and large files) travels as the job's working dir and `runyard run SPEC` runs as its
+can hold fails here, in seconds, before anything is submitted. Then the project (minus
+.runyard/, .venv/, data/ and large files) travels as the job's working dir and `runyard run SPEC` runs as its
 driver on the head node, tracking into the cluster's MLflow server. The token comes from
 RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token and is never printed.
 """
