@@ -10,7 +10,6 @@ The slow tests share one cluster of two hosts (conftest.local_slurm, which also 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -121,21 +120,6 @@ def test_submit_with_slurm_needs_a_shared_storage(tmp_path, monkeypatch):
         SlurmOptions(nodes=0).check()
 
 
-def hostnames(state) -> list[str]:
-    """Every "hostname" in Tune's experiment state (trials are kept as JSON strings in it)."""
-    if isinstance(state, str):
-        try:
-            return hostnames(json.loads(state)) if state[:1] in "{[" else []
-        except ValueError:
-            return []
-    if isinstance(state, dict):
-        return [*([state["hostname"]] if isinstance(state.get("hostname"), str) else []),
-                *(name for value in state.values() for name in hostnames(value))]
-    if isinstance(state, list):
-        return [name for value in state for name in hostnames(value)]
-    return []
-
-
 def wait_for_slurm_job(local_slurm, slurm_id: str, timeout_s: float) -> str:
     """Slurm's final state of the job, waiting at most timeout_s."""
     deadline = time.monotonic() + timeout_s
@@ -205,10 +189,9 @@ def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hos
     for run_id in finished:
         steps = [point.step for point in client.get_metric_history(run_id, "score")]
         assert len(steps) == len(set(steps)) and len(steps) == 30, steps
-    # Tune's state keeps each trial's last result, which names its host: one on each. Its
-    # checkpoints are in the shared storage, and `best` reads the job back on the login node.
-    state_file = next(results.glob("experiment_state-*.json"))
-    assert sorted(hostnames(json.loads(state_file.read_text()))) == ["n1", "n2"]
+    # Each trial's run names the host it ran on: one on each. Its checkpoints are in the
+    # shared storage, and `best` reads the job back on the login node.
+    assert sorted(run.data.tags["runyard.host"].split()[0] for run in finished.values()) == ["n1", "n2"]
     best = subprocess.run([str(RUNYARD), "best", job_id, *storage], cwd=project, env=login,
                           capture_output=True, text=True, timeout=120)
     assert best.returncode == 0 and "t0000" in best.stdout and "t0001" in best.stdout, best.stdout + best.stderr

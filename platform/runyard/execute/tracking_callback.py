@@ -45,7 +45,7 @@ from runyard.execute.trainable import (ARTIFACTS_DIR, FINISHED, HYPERPARAMETERS,
                                        failed_artifacts_location)
 from runyard.spec.schema import Distribution
 from runyard.tracking.store import JobTracking, flatten
-from runyard.tracking.tags import (CONFIG, DRIVER, ERROR, KIND, PBT_EXPLOITS, PBT_LAST_EXPLOIT,
+from runyard.tracking.tags import (CONFIG, DRIVER, ERROR, HOST, KIND, PBT_EXPLOITS, PBT_LAST_EXPLOIT,
                                    SAMPLE, SEED, STOPPED_BY, TRIAL_ID)
 from runyard.tracking.writer import RunRef
 
@@ -75,6 +75,7 @@ class TrackingCallback(tune.Callback):
         # A population-based sweep's space: its members' hyperparameters change as they train.
         self.population_space = population_space
         self.exploits_logged: dict[str, int] = {}  # trial id -> exploits in its events.json
+        self.hosts: dict[str, str] = {}  # trial id -> the node its last result came from
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the live MLflow writer (a
@@ -179,6 +180,10 @@ class TrackingCallback(tune.Callback):
         self.logged_through[trial_id] = step
         self._log_iteration(self.run_of(trial), step, result.get("time_total_s", 0.0), result,
                             result)
+        host = f"{result.get('hostname')} ({result.get('node_ip')})"
+        if self.hosts.get(trial_id) != host:  # its first result, or a retry or resume elsewhere
+            self.hosts[trial_id] = host
+            self.tracking.writer.set_tags(self.run_of(trial), {HOST: host})
         for sample in result.get(SYSTEM_METRICS, ()):  # taken in the trial, at their own times
             self.tracking.writer.log_metrics(self.run_of(trial), sample.values, sample.index,
                                              timestamp_ms=sample.timestamp_ms)

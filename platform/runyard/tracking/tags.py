@@ -34,6 +34,7 @@ RAY_JOB = "runyard.ray_job"  # the Jobs API submission whose driver writes the j
 
 # How it ended
 ERROR = "runyard.error"  # the last line of the traceback
+HOST = "runyard.host"  # the node a trial runs on, "hostname (ip)"; follows it to a new one
 STOPPED_BY = "runyard.stopped_by"  # why a trial ended early, e.g. "time budget"
 FAILED_TRIALS = "runyard.failed_trials"
 NOT_STARTED = "runyard.not_started"  # trials a time budget left unstarted
