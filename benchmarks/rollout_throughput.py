@@ -14,8 +14,9 @@ and action sampling:
   ale-py vector        one process, ale-py's AtariVectorEnv (Pong-v5 settings, 2 threads),
                        batched preprocessing and one forward pass for all K envs
   runyard local        LocalRolloutPool: 1 worker of K envs on 2 emulator threads, in process
-  runyard ray          RayRolloutPool: 2 actors of K/2 envs, 1 thread each (what
-                       jobs/pong_pg.yaml gets on 2 CPUs: workers: auto)
+  runyard ray          RayRolloutPool: 2 actors of K/2 envs, 1 thread each
+  runyard processes    ProcessRolloutPool: one process per core, K/cores envs each (what
+                       jobs/pong_pg.yaml gets: backend processes, workers auto)
 
 runyard's rows also record the trajectories and assemble the batch (and ship it through the
 object store, for Ray). Rounds alternate between the rows; the table gives medians, the ratio
@@ -48,6 +49,7 @@ from runyard.workloads.blocks import EnvSpec  # noqa: E402
 from runyard.workloads.rl.atari import AtariVectorEnvs, preprocess_frame, register_ale, vector_settings  # noqa: E402
 from runyard.workloads.rl.policies import Policy, PolicySpec  # noqa: E402
 from runyard.workloads.rl.rollout import LocalRolloutPool  # noqa: E402
+from runyard.workloads.rl.rollout_processes import ProcessRolloutPool  # noqa: E402
 
 ENV = EnvSpec(id="ALE/Pong-v5", preprocess="pong")
 SPEC = PolicySpec(hidden=(200,), activation="relu", head="bernoulli")
@@ -155,9 +157,12 @@ def main() -> None:
                             num_cpus_per_actor=0.995)
     remote.sample(weights, num_steps=400)  # actors built and warm
     cores = len(os.sched_getaffinity(0))
+    processes = ProcessRolloutPool(ENV, SPEC, seed=0, workers=cores, envs_per_worker=max(1, args.envs // cores))
+    processes.sample(weights, num_steps=400)
     raw_name = f"raw emulation ({cores} processes, random actions)"
     rows = {raw_name: [], "bare gymnasium x2 (2 processes)": [], "ale-py vector (2 threads)": [],
-            "runyard local (1 worker, 2 threads)": [], "runyard ray (2 actors, 1 thread each)": []}
+            "runyard local (1 worker, 2 threads)": [], "runyard ray (2 actors, 1 thread each)": [],
+            f"runyard processes ({cores} x {max(1, args.envs // cores)} envs)": []}
     loads = []
     for r in range(args.repeats):
         for rate_list, measure in zip(rows.values(), (
@@ -166,9 +171,11 @@ def main() -> None:
             lambda: ale_vector_loop(policy, vector, args.steps, seed=r),
             lambda: pool_rate(local, weights, args.steps),
             lambda: pool_rate(remote, weights, args.steps),
+            lambda: pool_rate(processes, weights, args.steps),
         )):
             rate_list.append(measure())
         loads.append(describe().split("load average ")[1].split(",")[0])
+    processes.close()
     remote.close()
     local.close()
     vector.close()
