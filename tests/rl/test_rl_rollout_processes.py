@@ -13,7 +13,8 @@ import numpy as np
 import psutil
 import torch
 
-from runyard.workloads.blocks import EnvSpec
+from runyard.workloads.blocks import EnvSpec, RolloutSpec
+from runyard.workloads.rl.layout import resolve_layout
 from runyard.workloads.rl.policies import Policy, PolicySpec, weights_of
 from runyard.workloads.rl.rollout import LocalRolloutPool, worker_seed
 from runyard.workloads.rl.rollout_processes import ProcessRolloutPool
@@ -56,6 +57,12 @@ def running(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_workers_auto_is_one_process_per_cpu_of_the_trial():
+    for cpus, workers in ((2, 2), (16, 16), (0.5, 1)):
+        layout = resolve_layout(RolloutSpec(backend="processes", workers="auto", envs_per_worker=5), cpus)
+        assert (layout.workers, layout.threads_per_worker, layout.driver_cpus) == (workers, 1, cpus)
 
 
 def test_the_same_batches_as_the_in_process_pool_fresh_restored_and_evaluated():
@@ -118,7 +125,8 @@ def test_a_killed_worker_is_replaced_and_its_share_resampled_then_nothing_is_lef
 
 OWNER = """
 import sys, time
-from runyard.workloads.blocks import EnvSpec
+from runyard.workloads.blocks import EnvSpec, RolloutSpec
+from runyard.workloads.rl.layout import resolve_layout
 from runyard.workloads.rl.policies import PolicySpec
 from runyard.workloads.rl.rollout_processes import ProcessRolloutPool
 pool = ProcessRolloutPool(EnvSpec(id="CartPole-v1"), PolicySpec(hidden=(16,)), seed=0, workers=2, envs_per_worker=1)
