@@ -29,7 +29,7 @@ stop: {iterations: 1}
     ("env.preproces=pong", 3, "env.preproces: unknown key 'preproces' (did you mean 'preprocess'?)"),
     ("rollout.cpu_per_worker=2", 4,
      "rollout.cpu_per_worker: unknown key 'cpu_per_worker' (did you mean 'cpus_per_worker'?)"),
-    ("rollout.backend=threads", 4, "rollout.backend: expected 'ray' or 'local'"),
+    ("rollout.backend=threads", 4, "rollout.backend: expected 'ray', 'local' or 'processes'"),
     ("resources.gpus_per_trail=1", 5,
      "resources.gpus_per_trail: unknown key 'gpus_per_trail' (did you mean 'gpus_per_trial'?)"),
 ])

@@ -9,6 +9,7 @@ import gymnasium as gym
 from runyard.workloads.rl.common import (
     discounted_returns, flat_params, generalized_advantages, next_state_values, set_flat_params, standardize,
 )
+from runyard.workloads.rl.pg import baseline_targets
 from runyard.workloads.rl.policies import Policy, PolicySpec, RunningNormalizer
 from runyard.workloads.rl.trpo import conjugate_gradient
 
@@ -49,6 +50,34 @@ def test_gae_limits_match_td_error_and_monte_carlo():
         generalized_advantages(rewards, values, next_values, ends, gamma, 1.0),
         discounted_returns(rewards, ends, gamma) - values,
     )
+
+
+def test_pg_baseline_advantages_are_gae_restarted_at_each_point():
+    """Two points in one segment, γ = 0.9, λ = 0.5, written out by hand (GAE eq. 16):
+    δ_t = r_t + γV(s_{t+1}) − V(s_t), with V(s_{t+1}) = 0 after a point; Â_t = δ_t + γλÂ_{t+1}
+    within the point."""
+    values = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    rewards = np.array([0.0, 0.0, 1.0, 0.0, -1.0])
+    ends = np.array([False, False, False, False, True])
+    g, gl = 0.9, 0.45
+    a2, a4 = 1 - 0.3, -1 - 0.5
+    a1 = (0.9 * 0.3 - 0.2) + gl * a2
+    a0 = (0.9 * 0.2 - 0.1) + gl * a1
+    a3 = (0.9 * 0.5 - 0.4) + gl * a4
+    for terminated in (ends, np.zeros(5, bool)):  # the episode ended, or the batch cut it at the point
+        batch = {"rewards": rewards, "ends": ends, "terminated": terminated}
+        returns, advantages = baseline_targets(batch, values, np.array([7.0]), g, 0.5, reset_at_point=True)
+        np.testing.assert_allclose(advantages, [a0, a1, a2, a3, a4])
+        np.testing.assert_allclose(returns, [g * g, g, 1, -g, -1])
+    # cut mid-rally: the rest continues in V(final obs) = 2
+    batch = {"rewards": np.array([0.0, 0.0, 1.0, 0.0, 0.0]), "ends": ends, "terminated": np.zeros(5, bool)}
+    returns, advantages = baseline_targets(batch, values, np.array([2.0]), g, 0.5, reset_at_point=True)
+    a4 = 0.9 * 2 - 0.5
+    np.testing.assert_allclose(advantages[3:], [(0.9 * 0.5 - 0.4) + gl * a4, a4])
+    np.testing.assert_allclose(returns[3:], [g * g * 2, g * 2])
+    # λ = 1 without point resets: G_t − V(s_t), the baseline path as it was
+    returns, advantages = baseline_targets({**batch, "terminated": ends}, values, np.array([2.0]), g, 1.0, False)
+    np.testing.assert_allclose(advantages, returns - values)
 
 
 def test_next_state_values_bootstraps_only_cut_segments():

@@ -125,3 +125,15 @@ def test_a_restored_pool_continues_deterministically():
         np.testing.assert_array_equal(continued[0][key], continued[1][key])
     # reseeded from (job seed, iteration): not the uninterrupted path, which kept its envs
     assert not np.array_equal(continued[0]["obs"], uninterrupted["obs"])
+
+
+def test_the_sampling_forward_pass_equals_the_dense_one_on_sparse_frames():
+    space = gym.spaces.Box(-1, 1, (80, 80), np.int8)
+    torch.manual_seed(0)
+    policy = Policy(PolicySpec(hidden=(200,), head="bernoulli"), space, gym.spaces.Discrete(2))
+    frames = torch.zeros(6, 80, 80, dtype=torch.int8)
+    frames[:3, 10:14, 20] = 1  # a few pixels per frame, as in Pong's difference frames
+    frames[1:4, 50, 30:35] = -1  # frames[5] stays all zero
+    with torch.no_grad():
+        dense = policy.distribution(frames).logits
+    np.testing.assert_allclose(policy.sampling_distribution(frames).logits.numpy(), dense.numpy(), rtol=1e-5, atol=1e-6)

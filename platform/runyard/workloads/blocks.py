@@ -52,9 +52,11 @@ class RolloutSpec(Block):
         1, description="rollout workers (Ray actors in the trial's placement group), or auto: "
                         "as many as resources.cpus_per_trial holds; they share the trial's CPUs")
     envs_per_worker: int = Field(1, ge=1, description="vectorised envs stepped by each worker")
-    backend: Literal["ray", "local"] = Field(
+    backend: Literal["ray", "local", "processes"] = Field(
         "ray", description="ray: each worker is a Ray actor in the trial's placement group; "
-                           "local: the workers step in the trial's own process")
+                           "local: the workers step in the trial's own process; "
+                           "processes: each worker is a process of its own started by the trial "
+                           "(workers: auto is one per CPU of the trial)")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs each Ray rollout actor reserves "
                                                         "(and emulator threads it runs)")
 

@@ -47,17 +47,22 @@ def generalized_advantages(
     ends: np.ndarray,
     gamma: float,
     lam: float,
+    reset_at_nonzero_reward: bool = False,
 ) -> np.ndarray:
     """GAE(γ, λ), Schulman et al. 2016 eq. 16: Â_t = Σ_l (γλ)^l δ_{t+l}, δ_t = r_t + γV(s_{t+1}) − V(s_t).
 
     next_values[t] is V(s_{t+1}) inside a segment, V(final obs) where a segment was cut
     (truncated or end of the batch), and 0 where the episode terminated.
+    reset_at_nonzero_reward: every point is an episode of its own (Pong, as discounted_returns
+        does): a nonzero r_t ends it, so δ_t = r_t − V(s_t) and the sum stops there.
     """
+    if reset_at_nonzero_reward:
+        next_values = np.where(rewards != 0, 0.0, next_values)
     deltas = rewards + gamma * next_values - values
     advantages = np.zeros(len(rewards), dtype=np.float64)
     running = 0.0
     for t in reversed(range(len(rewards))):
-        if ends[t]:
+        if ends[t] or (reset_at_nonzero_reward and rewards[t] != 0):
             running = 0.0
         running = deltas[t] + gamma * lam * running
         advantages[t] = running

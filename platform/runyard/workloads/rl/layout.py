@@ -10,6 +10,9 @@ laptop therefore asks for 2 CPUs, not 2 + one per actor.
       actors as the budget holds. W x cpus_per_worker above the budget is an error.
   backend local: the workers run one after another inside the trial's process, which holds
       the whole budget; `workers: auto` is 1 there.
+  backend processes: each worker is a process the trial starts (one emulator thread and one
+      torch thread each); they sample while the trial's process waits, within the trial's
+      budget, so `workers: auto` is one per CPU of it.
 
 This module imports nothing heavy: the planner sizes placement groups with it.
 """
@@ -30,10 +33,10 @@ DRIVER_CPUS = 0.01
 class RolloutLayout:
     """The resolved rollout block: how many workers, where, and with how many CPUs each."""
 
-    backend: str  # "ray" or "local"
+    backend: str  # "ray", "local" or "processes"
     workers: int
     envs_per_worker: int
-    cpus_per_worker: float  # what each actor's bundle reserves (ray), or the trial's CPUs (local)
+    cpus_per_worker: float  # what each actor's bundle reserves (ray), the trial's CPUs (local), 1 (processes)
     driver_cpus: float  # what the trial's own process keeps
 
     @property
@@ -53,6 +56,9 @@ def resolve_layout(rollout: RolloutSpec | None, cpus_per_trial: float) -> Rollou
     if rollout.backend == "local":
         workers = 1 if requested == "auto" else requested
         return RolloutLayout("local", workers, envs, float(cpus_per_trial), float(cpus_per_trial))
+    if rollout.backend == "processes":
+        workers = max(1, math.floor(cpus_per_trial + 1e-9)) if requested == "auto" else requested
+        return RolloutLayout("processes", workers, envs, 1.0, float(cpus_per_trial))
     per_worker = float(rollout.cpus_per_worker)
     if requested == "auto":
         workers = max(1, math.floor((cpus_per_trial + 1e-9) / per_worker))

@@ -6,8 +6,9 @@ take one gradient step on
     ∇J(θ) ≈ 1/N Σ_t ∇_θ log π_θ(a_t | s_t) · Â_t                 (Williams 1992, eq. 11)
 
 where Â_t is the discounted return-to-go G_t = Σ_k γ^k r_{t+k}, standardized over the batch
-(the seed's variance control), or G_t − V(s_t) standardized when a learned value baseline is
-on. For Pong, `reset_returns_at_reward` restarts G at every point, as the seed does.
+(the seed's variance control), or, when a learned value baseline is on, GAE(γ, λ) standardized
+(Schulman et al. 2016 eq. 16; λ = 1 is G_t − V(s_t), eq. 18). For Pong,
+`reset_returns_at_reward` restarts G, and the advantage sum, at every point, as the seed does.
 
 With `reset_returns_at_reward` every point is a return of its own, so a batch need not be whole
 episodes: it is `batch_episodes` episodes' worth of env steps (at the mean length of the last
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field
 
 from runyard.workloads.lazy import lazy_module
-from runyard.workloads.rl.common import discounted_returns, next_state_values, standardize
+from runyard.workloads.rl.common import discounted_returns, generalized_advantages, next_state_values, standardize
 from runyard.workloads.rl.policy_spec import PolicySpec
 from runyard.workloads.rl.rollout import Batch
 from runyard.workloads.rl.workload import RLConfig, RLWorkload
@@ -40,6 +42,7 @@ class PGConfig(RLConfig):
     batch_episodes: int = Field(16, ge=1, description="whole episodes per update")
     reset_returns_at_reward: bool = Field(False, description="Pong: restart the return at each point")
     baseline: bool = Field(False, description="subtract a learned V(s) before standardizing")
+    lam: float = Field(1.0, ge=0, le=1, description="GAE λ with the baseline (1: G_t − V(s_t))")
     value_hidden: tuple[int, ...] = (64,)
     value_lr: float = Field(1e-2, gt=0)
     value_iters: int = Field(20, ge=1, description="full-batch Adam steps on the value loss per update")
@@ -75,17 +78,16 @@ class PolicyGradient(RLWorkload):
         c: PGConfig = self.config
         obs = torch.as_tensor(batch["obs"])
         actions = torch.as_tensor(batch["actions"])
-        bootstrap = None
-        if self.value is not None:
-            # Episodes cut by a time limit continue in V(final obs) rather than in zero.
+        if self.value is None:
+            returns = discounted_returns(batch["rewards"], batch["ends"], c.gamma, None, c.reset_returns_at_reward)
+            advantages = standardize(returns)
+        else:
             with torch.no_grad():
                 values = self.value(obs).numpy()
                 final_values = self.value(torch.as_tensor(batch["final_obs"])).numpy()
-            bootstrap = next_state_values(values, final_values, batch["ends"], batch["terminated"])
-        returns = discounted_returns(
-            batch["rewards"], batch["ends"], c.gamma, bootstrap, c.reset_returns_at_reward
-        )
-        advantages = standardize(returns - values if self.value is not None else returns)
+            returns, raw_advantages = baseline_targets(batch, values, final_values, c.gamma, c.lam,
+                                                       c.reset_returns_at_reward)
+            advantages = standardize(raw_advantages)
 
         dist = self.policy.distribution(obs)
         loss = -(dist.log_prob(actions) * torch.as_tensor(advantages, dtype=torch.float32)).mean()
@@ -120,6 +122,20 @@ class PolicyGradient(RLWorkload):
             self.value.load_state_dict(state["value"])
             self.value_optimizer.load_state_dict(state["value_optimizer"])
             _set_lr(self.value_optimizer, self.config.value_lr)
+
+
+def baseline_targets(batch: Batch, values, final_values, gamma: float, lam: float,
+                     reset_at_point: bool) -> tuple:
+    """(value targets G_t, advantages Â_t) with a learned baseline. Segments cut by a time
+    limit or the batch's end continue in V(final obs) rather than in zero; with
+    reset_at_point every point ends its own return and advantage sum."""
+    next_values = next_state_values(values, final_values, batch["ends"], batch["terminated"])
+    if reset_at_point:  # a point's last step ends its return: a cut there bootstraps nothing
+        next_values = np.where(batch["rewards"] != 0, 0.0, next_values)
+    returns = discounted_returns(batch["rewards"], batch["ends"], gamma, next_values, reset_at_point)
+    advantages = generalized_advantages(batch["rewards"], values, next_values, batch["ends"], gamma, lam,
+                                        reset_at_point)
+    return returns, advantages
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

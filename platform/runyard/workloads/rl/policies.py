@@ -238,7 +238,27 @@ class Policy(nn.Module):
             self.log_std = nn.Parameter(torch.full((n_out,), spec.init_log_std))
 
     def distribution(self, obs: torch.Tensor) -> Distribution:
-        out = self.net(self.obs_norm(obs))
+        return self._head(self.net(self.obs_norm(obs)))
+
+    @torch.no_grad()
+    def sampling_distribution(self, obs: torch.Tensor) -> Distribution:
+        """distribution(obs) for acting, equal up to float rounding: an MLP's first layer
+        W x + b sums over the inputs that are nonzero somewhere in the batch only. Pong's
+        difference frames are ~99% zeros, and W is 200 x 6,400: the dense product cost about
+        100 us per frame on one core, near half an emulator step. (Normalized observations
+        are dense: no shortcut for them, nor for a conv torso.)"""
+        if self.obs_norm.enabled or not isinstance(self.net[0], nn.Flatten):
+            return self.distribution(obs)
+        x = obs.flatten(1)
+        first, *rest = self.net[1]
+        used = x.any(0).nonzero().squeeze(1)
+        # index_select, not x[:, used]: ~5x faster on a 200 x 6,400 weight.
+        out = torch.addmm(first.bias, x.index_select(1, used).float(), first.weight.index_select(1, used).T)
+        for layer in rest:
+            out = layer(out)
+        return self._head(out)
+
+    def _head(self, out: torch.Tensor) -> Distribution:
         if self.head_kind == "bernoulli":
             return Bernoulli(out.squeeze(-1))
         if self.head_kind == "categorical":

@@ -25,6 +25,7 @@ from runyard.workloads.lazy import lazy_module
 from runyard.workloads.rl.layout import LayoutError, RolloutLayout, resolve_layout
 from runyard.workloads.rl.policy_spec import PolicySpec, resolve_head
 from runyard.workloads.rl.rollout import Batch, LocalRolloutPool, env_spaces, make_env
+from runyard.workloads.rl.rollout_processes import ProcessRolloutPool
 
 torch = lazy_module("torch")  # imported on first use: validating a spec needs no torch
 policies = lazy_module("runyard.workloads.rl.policies")  # the networks: torch
@@ -144,7 +145,9 @@ class RLWorkload(Workload):
         self.rng = np.random.default_rng(context.seed)
         self.torch_rng = torch.Generator().manual_seed(context.seed)
         pool_factory = context.parallel.get("rollout_pool")
-        if pool_factory is None:  # no executor offers actors: the workers run in this process
+        if context.rollout is not None and context.rollout.backend == "processes":
+            pool_factory = ProcessRolloutPool
+        elif pool_factory is None:  # no executor offers actors: the workers run in this process
             pool_factory = LocalRolloutPool
             rollout = (context.rollout or RolloutSpec()).model_copy(update={"backend": "local"})
             context = dataclasses.replace(context, rollout=rollout)
