@@ -26,15 +26,16 @@ def discounted_returns(
     bootstrap: per-transition value added at a segment end that was cut rather than terminated
         (γ V(s_{T+1})); zeros elsewhere. None means no bootstrapping.
     reset_at_nonzero_reward: Pong-from-pixels' trick: a point ends the "game" that earned it,
-        so the running return restarts after each nonzero reward.
+        so the running return restarts after each nonzero reward, and a segment cut right at a
+        point bootstraps nothing into it.
     """
     returns = np.zeros(len(rewards), dtype=np.float64)
     running = 0.0
     for t in reversed(range(len(rewards))):
-        if ends[t]:
-            running = 0.0 if bootstrap is None else float(bootstrap[t])
-        elif reset_at_nonzero_reward and rewards[t] != 0:
+        if reset_at_nonzero_reward and rewards[t] != 0:
             running = 0.0
+        elif ends[t]:
+            running = 0.0 if bootstrap is None else float(bootstrap[t])
         running = rewards[t] + gamma * running
         returns[t] = running
     return returns

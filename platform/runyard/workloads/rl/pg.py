@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import Field
 
 from runyard.workloads.lazy import lazy_module
@@ -130,8 +129,6 @@ def baseline_targets(batch: Batch, values, final_values, gamma: float, lam: floa
     limit or the batch's end continue in V(final obs) rather than in zero; with
     reset_at_point every point ends its own return and advantage sum."""
     next_values = next_state_values(values, final_values, batch["ends"], batch["terminated"])
-    if reset_at_point:  # a point's last step ends its return: a cut there bootstraps nothing
-        next_values = np.where(batch["rewards"] != 0, 0.0, next_values)
     returns = discounted_returns(batch["rewards"], batch["ends"], gamma, next_values, reset_at_point)
     advantages = generalized_advantages(batch["rewards"], values, next_values, batch["ends"], gamma, lam,
                                         reset_at_point)
