@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,6 +93,17 @@ def stop_group(pgid: int, grace_s: float, leader: subprocess.Popen | None = None
         _wait_until_gone(pgid, KILL_WAIT_S, leader)
     _reap(pgid, leader)
     return members
+
+
+def wait_until(done: Callable[[], object], timeout_s: float, failure: Callable[[], str],
+               poll_s: float = 0.3) -> None:
+    """Poll `done()` (which may raise when waiting is hopeless, e.g. the process it waits for
+    exited) until it is true; RuntimeError(failure()) after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure())
+        time.sleep(poll_s)
 
 
 def _wait_until_gone(pgid: int, timeout_s: float, leader: subprocess.Popen | None) -> bool:

@@ -10,15 +10,13 @@ the driver there; `find`, `job_status` and `stop` serve `runyard status | logs |
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from runyard.errors import UserError
-from runyard.launch.slurm import SlurmOptions
-
-STORAGE_ENV = "RUNYARD_STORAGE"
+from runyard.execute.storage import ENV as STORAGE_ENV
+from runyard.launch.slurm import ACTIVE_STATES, SlurmOptions
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, options: SlurmOpt
     import runyard
     from runyard.api.jobs import in_project, validate
     from runyard.api.requests import RunRequest
-    from runyard.execute.job import new_job_id
+    from runyard.execute.planned import new_job_id
     from runyard.launch import project_files, slurm
 
     options.check()
@@ -99,7 +97,7 @@ def resume(job_id: str, *, options: SlurmOptions, storage: str | None = None) ->
         raise UserError(f"{job_id}: no Slurm job of that id in --storage (or RUNYARD_STORAGE)'s "
                         f"{slurm.JOBS_FOLDER}/; give the storage it was submitted with.")
     state = job_status(job).state
-    if state in ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED"):
+    if state in ACTIVE_STATES:
         raise UserError(f"{job_id}: Slurm job {job.slurm_job_id} is still {state}; stop it first "
                         f"(runyard stop {job_id}).")
     request = ContinueRequest(job_id, "resume", storage=str(job.folder.parents[1]))
@@ -123,10 +121,10 @@ def find(job_id: str, storage: str | None = None) -> SlurmJob | None:
 
 
 def job_status(job: SlurmJob) -> SlurmJobStatus:
-    """Slurm's view of the job: scontrol while Slurm still lists it."""
-    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", job.slurm_job_id], capture_output=True,
-                           text=True, timeout=30)
-    fields = dict(word.split("=", 1) for word in shown.stdout.split() if "=" in word) if shown.returncode == 0 else {}
+    """Slurm's view of the job, while Slurm still lists it."""
+    from runyard.launch import slurm
+
+    fields = slurm.job_fields(job.slurm_job_id)
     return SlurmJobStatus(job, fields.get("JobState", "-"), fields.get("NodeList", "-"),
                           fields.get("RunTime", "-"), fields.get("TimeLimit", "-"))
 
@@ -136,12 +134,10 @@ def stop(job: SlurmJob) -> bool:
     driver ends its runs KILLED (resumable) while the job's Ray still serves it, then the
     script stops that Ray. A job still waiting in the queue is just cancelled. False when
     Slurm no longer runs the job."""
+    from runyard.launch import slurm
+
     state = job_status(job).state
-    if state not in ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED"):
+    if state not in ACTIVE_STATES:
         return False
-    graceful = ["--batch", "--signal=TERM"] if state == "RUNNING" else []
-    completed = subprocess.run(["scancel", *graceful, job.slurm_job_id], capture_output=True, text=True,
-                               timeout=30)
-    if completed.returncode != 0:
-        raise RuntimeError(f"scancel {job.slurm_job_id} failed: {completed.stderr.strip()}")
+    slurm.cancel(job.slurm_job_id, graceful=state == "RUNNING")
     return True

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from runyard.errors import UserError
 from runyard.launch.process_nodes import NODE_PORTS, node_port_flags, free_ports
-from runyard.processes import group_alive, start_group, stop_group, write_private
+from runyard.processes import group_alive, start_group, stop_group, wait_until, write_private
 
 JOBS_FOLDER = "slurm-jobs"  # under the job's storage
 # Per allocation (suffixed with Slurm's job id): a resumed job's new allocation must never
@@ -45,6 +45,7 @@ HEAD_ADDRESS_FILE = "head_address"
 STOP_FILE = "stop"
 TOKEN_FILE = "ray_token"
 JOIN_TIMEOUT_S = 180.0
+ACTIVE_STATES = ("PENDING", "RUNNING", "CONFIGURING", "SUSPENDED")  # Slurm still holds the job
 RAY_STOP_GRACE_S = 5.0
 
 
@@ -144,6 +145,24 @@ def submit(folder: Path, script: str, keep_folder: bool = False) -> str:
     return slurm_id
 
 
+def job_fields(slurm_job_id: str) -> dict[str, str]:
+    """`scontrol show job`'s KEY=VALUE fields for the job; empty once Slurm has forgotten it."""
+    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", slurm_job_id], capture_output=True,
+                           text=True, timeout=30)
+    if shown.returncode != 0:
+        return {}
+    return dict(word.split("=", 1) for word in shown.stdout.split() if "=" in word)
+
+
+def cancel(slurm_job_id: str, graceful: bool) -> None:
+    """scancel the job; `graceful`: SIGTERM to its batch script alone, which stops the job."""
+    signal_only = ["--batch", "--signal=TERM"] if graceful else []
+    completed = subprocess.run(["scancel", *signal_only, slurm_job_id], capture_output=True, text=True,
+                               timeout=30)
+    if completed.returncode != 0:
+        raise RuntimeError(f"scancel {slurm_job_id} failed: {completed.stderr.strip()}")
+
+
 # ---------------------------------------------------------------- on the nodes
 
 
@@ -171,13 +190,18 @@ def _node(role: str, folder: Path) -> int:
                       env=env, stdin=subprocess.DEVNULL)
     if role == "head":
         # Published once the GCS answers, so no worker tries to join before it can.
-        deadline = time.monotonic() + JOIN_TIMEOUT_S
-        while not _answers(address, gcs):
-            if not group_alive(ray.pid) or time.monotonic() > deadline:
-                stop_group(ray.pid, RAY_STOP_GRACE_S, leader=ray)
-                print(f"runyard: the job's Ray head did not start on {address}", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
+        def answering() -> bool:
+            if not group_alive(ray.pid):
+                raise RuntimeError(f"the job's Ray head exited during start on {address}")
+            return _answers(address, gcs)
+
+        try:
+            wait_until(answering, JOIN_TIMEOUT_S,
+                       lambda: f"the job's Ray head did not answer within {JOIN_TIMEOUT_S:.0f} s on {address}", 0.5)
+        except RuntimeError as error:
+            stop_group(ray.pid, RAY_STOP_GRACE_S, leader=ray)
+            print(f"runyard: {error}", file=sys.stderr)
+            return 1
         write_private(_allocation_file(folder, HEAD_ADDRESS_FILE), f"{address}:{gcs}")
     stopped = []
     signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
@@ -192,23 +216,25 @@ def _wait(folder: Path, nodes: int) -> int:
     import ray
 
     address = _read_when_there(_allocation_file(folder, HEAD_ADDRESS_FILE), JOIN_TIMEOUT_S)
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    while True:
+
+    def connected() -> bool:
         try:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-            break
+            return True
         except ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(2)
+            return False
+
+    def joined() -> list[str]:
+        return [node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]]
+
+    wait_until(connected, JOIN_TIMEOUT_S, lambda: f"the job's Ray at {address} did not answer", 2.0)
     try:
-        while sum(node["Alive"] for node in ray.nodes()) < nodes:
-            if time.monotonic() > deadline:
-                print(f"runyard: {nodes} Ray nodes did not join within {JOIN_TIMEOUT_S:.0f} s: "
-                      f"{json.dumps([n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']])}",
-                      file=sys.stderr)
-                return 1
-            time.sleep(1)
+        wait_until(lambda: len(joined()) >= nodes, JOIN_TIMEOUT_S,
+                   lambda: f"{nodes} Ray nodes did not join within {JOIN_TIMEOUT_S:.0f} s: "
+                           f"{json.dumps(joined())}", 1.0)
+    except RuntimeError as error:
+        print(f"runyard: {error}", file=sys.stderr)
+        return 1
     finally:
         ray.shutdown()
     return 0
@@ -231,11 +257,8 @@ def _answers(host: str, port: int) -> bool:
 
 
 def _read_when_there(path: Path, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists() or not path.read_text().strip():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} did not appear within {timeout_s:.0f} s")
-        time.sleep(0.5)
+    wait_until(lambda: path.exists() and path.read_text().strip(), timeout_s,
+               lambda: f"{path} did not appear within {timeout_s:.0f} s", 0.5)
     return path.read_text().strip()
 
 

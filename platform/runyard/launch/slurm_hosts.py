@@ -36,7 +36,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from runyard.launch.netns_hosts import (HEAD_HOST_NUMBER, MAX_WORKER_HOSTS, Host
                                         make_host_dirs, make_network, plan_network)
 from runyard.launch.nodes import ClusterState, NodeRecord, NodeSize
 from runyard.launch.process_nodes import free_ports
-from runyard.processes import group_alive, start_group, stop_group, write_private
+from runyard.processes import group_alive, start_group, stop_group, wait_until, write_private
 
 REQUIRED_PROGRAMS = ("munged", "mungekey", "slurmctld", "slurmd", "srun", "sbatch", "sinfo")
 SLURM_DIR = "slurm"  # under the cluster's state dir
@@ -184,7 +183,7 @@ class SlurmHosts(NamespacedHosts):
                 raise RuntimeError(f"munged exited during start; see {logs / 'munged.out'}")
             return munge_socket(cluster).is_socket()
 
-        _wait_for(listening, 30.0, lambda: f"munged made no socket within 30 s; see {logs / 'munged.out'}")
+        wait_until(listening, 30.0, lambda: f"munged made no socket within 30 s; see {logs / 'munged.out'}")
         with open(node.log, "ab") as out:
             # -D: stay in the foreground, logging to its output; -i: go on past the state
             # files a fresh cluster does not have yet.
@@ -222,7 +221,7 @@ class SlurmHosts(NamespacedHosts):
             states.update(node_states(cluster))
             return all(_serving(states.get(name, "")) for name in hosts)
 
-        _wait_for(all_serving, timeout_s,
+        wait_until(all_serving, timeout_s,
                   lambda: f"Slurm nodes not usable within {timeout_s:.0f} s: {states}; see {cluster.state_dir}/logs")
 
     def count_serving(self, cluster: ClusterState) -> int:
@@ -323,13 +322,3 @@ def _serving(state: str) -> bool:
     """Slurm gives the node jobs: idle, allocated, mixed or completing, with none of sinfo's
     suffixes but "-" (planned by the backfill scheduler); "idle*" is not responding."""
     return state.rstrip("-") in SERVING_STATES
-
-
-def _wait_for(done, timeout_s: float, failure) -> None:
-    """Poll `done()` (which raises when waiting is hopeless) every 0.3 s until it is true;
-    RuntimeError(failure()) after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > deadline:
-            raise RuntimeError(failure())
-        time.sleep(0.3)
