@@ -210,6 +210,21 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def ctrl_c_kept() -> Iterator[None]:
+    """Whatever handles Ctrl-C now handles it again after the block. Ray Tune installs a
+    handler of its own for each run and leaves it installed after the run: a later Ctrl-C or
+    SIGTERM (`sigterm_as_interrupt` hands that to it) would go to a run that has ended."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    on_ctrl_c = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, on_ctrl_c)
+
+
 def write_private(path: Path, text: str) -> Path:
     """Write a file only its owner can read (created 0600, never world-readable): tokens,
     passwords, configs that hold them."""

@@ -23,6 +23,7 @@ from runyard.execute.ddp import run_ddp_trial
 from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload, TrialTracking
 from runyard.execute.trainable import WorkloadTrainable
 from runyard.ray_compat import replace_callbacks
+from runyard.processes import ctrl_c_kept
 from runyard.plan import Trial, trial_bundles
 from runyard.scope import LAST, Scope
 from runyard.spec import JobSpec
@@ -120,7 +121,8 @@ class TuneRunner:
         time and returns), which `left_unfinished` tells apart from an experiment that ended."""
         try:
             for tuner in tuners:
-                tuner.fit()
+                with ctrl_c_kept():
+                    tuner.fit()
                 if left_unfinished():
                     return FitResult(interrupted=True, error=None)
         except KeyboardInterrupt:
