@@ -28,6 +28,10 @@ class SlurmSubmission:
     folder: Path  # the job's snapshot, token, batch script and Slurm output, in the storage
     shipped: str
 
+    @property
+    def job(self) -> SlurmJob:
+        return SlurmJob(self.job_id, self.slurm_job_id, self.folder)
+
 
 def submit(spec: str | Path, overrides: Sequence[str] = (), *, options: SlurmOptions,
            job_id: str | None = None, tracking_uri: str | None = None, storage: str | None = None,

@@ -58,9 +58,9 @@ examples:
 The spec is validated and planned here first; with --cluster-config, every trial's request
 is also checked against the node types the cluster can grow to, so a request none of them
 can hold fails here, in seconds, before anything is submitted. Then the project (minus
-.runyard/, .venv/, data/ and large files) travels as the job's working dir and `runyard run SPEC` runs as its
-driver on the head node, tracking into the cluster's MLflow server. The token comes from
-RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token and is never printed.
+.runyard/, .venv/, data/ and large files) travels as the job's working dir and `runyard run
+SPEC` runs as its driver on the head node, tracking into the cluster's MLflow server. The
+token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token and is never printed.
 """
 
 EPILOG_RESUME = """\
@@ -239,7 +239,7 @@ def _submit_to_slurm(args: argparse.Namespace, options) -> int:
     print(f"submitted {submitted.job_id}: {submitted.name} ({trials} trial{'s' if trials != 1 else ''}) "
           f"to Slurm as job {submitted.slurm_job_id} on {args.nodes} node{'s' if args.nodes != 1 else ''}")
     print(f"snapshot of the project: {submitted.shipped}, in {submitted.folder}")
-    print(f"its output: {submitted.folder}/slurm-{submitted.slurm_job_id}.out    "
+    print(f"its output: {submitted.job.output}    "
           f"queue: squeue -j {submitted.slurm_job_id}")
     return EXIT_OK
 
