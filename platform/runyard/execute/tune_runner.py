@@ -19,7 +19,6 @@ from typing import Any
 from ray import tune
 
 from runyard.execute.adaptive import JudgedConfig, ProposedTrials
-from runyard.execute.ddp import run_ddp_trial
 from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload, TrialTracking
 from runyard.execute.trainable import WorkloadTrainable
 from runyard.ray_compat import replace_callbacks
@@ -135,6 +134,9 @@ class TuneRunner:
         bundles = trial_bundles(self.spec)
         if self.spec.resources.workers > 1:
             # Ray Train places the DDP workers itself; the trial holds only its driver bundle.
+            # Imported here: Ray Train and torch cost a driver ~1.2 s that no other trial needs.
+            from runyard.execute.ddp import run_ddp_trial
+
             return tune.with_resources(run_ddp_trial, tune.PlacementGroupFactory(bundles[:1]))
         return tune.with_resources(WorkloadTrainable, tune.PlacementGroupFactory(bundles))
 
