@@ -55,6 +55,15 @@ def write_text(location: str, text: str) -> None:
         store.move(staging, inner)
 
 
+def delete_file(location: str) -> None:
+    """Remove the file at `location`, if there is one."""
+    from pyarrow import fs
+
+    store, inner = filesystem(location)
+    if store.get_file_info(inner).type != fs.FileType.NotFound:
+        store.delete_file(inner)
+
+
 def upload_folder(local_dir: str, location: str) -> None:
     """Copy the files of a local folder to `location` (a folder at a path or a URI)."""
     from pyarrow import fs

@@ -79,36 +79,45 @@ def best(job: str, metric: str | None = None, storage: str | None = None,
 
 
 def _ranked(ledger: Ledger, metric: str | None, scope: Scope | None = None) -> SweepReport:
-    from runyard import workloads
     from runyard.execute.planned import load_ledger_spec
-    from runyard.tracking.reconcile import reconcile
-    from runyard.tracking.results import config_summaries, sensitivity, trial_results
-    from runyard.tracking.store import client_for
+    from runyard.tracking.results import config_summaries, sensitivity
 
     spec = load_ledger_spec(ledger)
-    workload_cls = workloads.get(spec.workload)
-    metrics = workload_cls.declared_metrics(workload_cls.Config.model_validate(spec.config))
-    metric = metric or (spec.sweep.metric if spec.sweep else next(iter(metrics)))
-    if metric not in metrics:
-        raise UserError(f"{spec.workload} does not report {metric!r}; it reports: "
-                        f"{', '.join(sorted(metrics))}")
-    mode = spec.sweep.mode if spec.sweep and metric == spec.sweep.metric else metrics[metric]
-    scope = scope or (spec.sweep.objective_scope if spec.sweep else LAST)
-    client = client_for(ledger.tracking_uri)
-    reconcile(client)
-    if spec.sweep is None:
-        from runyard.tracking.results import ConfigSummary
-
-        run = client.get_run(ledger.run_id)
-        value = run.data.metrics.get(metric)
-        rows = [] if value is None else [ConfigSummary(
-            sample=0, trial_id="t0000", run_id=ledger.run_id, trial_ids=("t0000",),
-            label=spec.name, value=value, std=0.0, ci=(value, value), seeds=1, values=[value],
-            params=run.data.params)]
-    elif spec.population_based:
-        return _population_report(ledger, spec, client, metric, mode, scope)
+    final = ledger.final_results() if spec.sweep is not None else None
+    if final is not None and metric in (None, final.metric) and \
+            (scope is None or scope.name == final.scope):
+        # A sweep whose driver has ended: ranked from the scores it saved, without MLflow.
+        metric, mode, scope = final.metric, spec.sweep.mode, Scope.parse(final.scope)
+        rows = config_summaries(final.results, mode)
     else:
-        rows = config_summaries(trial_results(client, ledger.run_id, metric, scope, mode), mode)
+        from runyard import workloads
+        from runyard.tracking.reconcile import reconcile
+        from runyard.tracking.results import trial_results
+        from runyard.tracking.store import client_for
+
+        workload_cls = workloads.get(spec.workload)
+        metrics = workload_cls.declared_metrics(workload_cls.Config.model_validate(spec.config))
+        metric = metric or (spec.sweep.metric if spec.sweep else next(iter(metrics)))
+        if metric not in metrics:
+            raise UserError(f"{spec.workload} does not report {metric!r}; it reports: "
+                            f"{', '.join(sorted(metrics))}")
+        mode = spec.sweep.mode if spec.sweep and metric == spec.sweep.metric else metrics[metric]
+        scope = scope or (spec.sweep.objective_scope if spec.sweep else LAST)
+        client = client_for(ledger.tracking_uri)
+        reconcile(client)
+        if spec.sweep is None:
+            from runyard.tracking.results import ConfigSummary
+
+            run = client.get_run(ledger.run_id)
+            value = run.data.metrics.get(metric)
+            rows = [] if value is None else [ConfigSummary(
+                sample=0, trial_id="t0000", run_id=ledger.run_id, trial_ids=("t0000",),
+                label=spec.name, value=value, std=0.0, ci=(value, value), seeds=1, values=[value],
+                params=run.data.params)]
+        elif spec.population_based:
+            return _population_report(ledger, spec, client, metric, mode, scope)
+        else:
+            rows = config_summaries(trial_results(client, ledger.run_id, metric, scope, mode), mode)
     ranked = sensitivity(rows, list(spec.sweep.space)) \
         if spec.sweep is not None and len(rows) >= 3 else []
     return SweepReport(ledger.sweep_id, ledger.run_id, spec, metric, mode, scope, rows, ranked)

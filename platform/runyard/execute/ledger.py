@@ -7,6 +7,11 @@ the previous version). It holds the resolved spec, the tracking URI, the MLflow 
 writes under, and each segment of Tune state (a sweep extended later gets a new segment
 under the same parent). A SWEEP argument is a job id
 (`digits-linear-sweep-20261123-030516`) or the MLflow run id of the job's run.
+
+Beside it, once a sweep's driver ends, lie its FinalResults: every trial's score on the
+sweep's own metric and scope, as read back from MLflow then. `runyard best` ranks a sweep from
+them without MLflow, in the same time at 5,000 trials as at 5; the next driver of the job
+(resume, rerun-failed, extend) removes them first, so they never describe a sweep that moved on.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from typing import Any
 
 from runyard.errors import UserError
 from runyard.execute.storage import Storage
-from runyard.fsio import read_text, write_text
+from runyard.fsio import delete_file, read_text, write_text
 from runyard.spec import JobSpec
+from runyard.tracking.results import TrialResult
 
 
 @dataclass
@@ -28,6 +34,26 @@ class Segment:
     tune_path: str  # a path or URI in the job's storage
     first_sample: int
     samples: int
+
+
+@dataclass(frozen=True)
+class FinalResults:
+    """A sweep's trials as its last driver left them, scored on `metric` by `scope`."""
+
+    metric: str
+    scope: str  # as the spec writes it (runyard.scope.Scope.name)
+    results: list[TrialResult]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> FinalResults:
+        data = json.loads(text)
+        results = [TrialResult(**{**row, "history": None if row["history"] is None else
+                                  tuple((step, value) for step, value in row["history"])})
+                   for row in data["results"]]
+        return cls(data["metric"], data["scope"], results)
 
 
 @dataclass
@@ -58,6 +84,19 @@ class Ledger:
 
     def save(self) -> None:
         write_text(self.path, json.dumps(asdict(self), indent=2))
+
+    def save_final_results(self, final: FinalResults) -> None:
+        write_text(Storage(self.storage).final_results_path(self.sweep_id), final.to_json())
+
+    def final_results(self) -> FinalResults | None:
+        """What the job's trials scored when its last driver ended (None while one runs, or
+        for a job whose driver died before its end)."""
+        path = Storage(self.storage).final_results_path(self.sweep_id)
+        return FinalResults.from_json(read_text(path)) if Storage(self.storage).exists(path) else None
+
+    def forget_final_results(self) -> None:
+        """Before a driver goes on with the job: its trials are about to change."""
+        delete_file(Storage(self.storage).final_results_path(self.sweep_id))
 
     @classmethod
     def load(cls, path: str) -> Ledger:

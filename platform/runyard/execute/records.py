@@ -24,7 +24,7 @@ import yaml
 from rich.console import Console
 
 from runyard.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from runyard.execute.ledger import Ledger
+from runyard.execute.ledger import FinalResults, Ledger
 from runyard.execute.outcome import JobOutcome
 from runyard.execute.payload import TrialPayload
 from runyard.execute.planned import lineage
@@ -104,6 +104,7 @@ class JobRecords:
 
     def reopen(self) -> None:
         """The runs a job has already, for a job that goes on (resume, rerun, extend)."""
+        self.ledger.forget_final_results()
         self.job_run = RunRef.of(self.ledger.run_id)
         self.tracking.writer.reopen_run(self.job_run)
         self.tracking.writer.set_tags(self.job_run, self.driver_tags())
@@ -169,6 +170,9 @@ class JobRecords:
                                    step=len(results))
             tags[NOTE] = sweep_description(self.ledger.sweep_id, self.spec.sweep, results, best)
             writer.set_tags(self.job_run, tags)
+            if not self.spec.population_based:  # whose report reads more than its trials' scores
+                self.ledger.save_final_results(FinalResults(settings.metric, settings.scope.name,
+                                                            results))
             # A population's configs changed as it ran: its picture is its lineage.
             if self.spec.population_based:
                 self._log_lineage(results)

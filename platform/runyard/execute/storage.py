@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runyard.errors import UserError
-from runyard.fsio import filesystem, write_text
+from runyard.fsio import delete_file, filesystem, write_text
 from runyard.paths import project_storage
 
 ENV = "RUNYARD_STORAGE"
 SUBMISSION_ENV = "RUNYARD_SUBMISSION_ID"  # set by `runyard submit` for the job's driver
 LEDGERS, TUNE = "sweeps", "ray_results"
+FINAL_RESULTS = "results"  # what each job's trials scored when its driver last ended
 # What pyarrow's S3 client (the AWS SDK) reads from the environment.
 S3_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
                  "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -75,6 +76,9 @@ class Storage:
 
     def ledger_path(self, job_id: str) -> str:
         return self.join(LEDGERS, f"{job_id}.json")
+
+    def final_results_path(self, job_id: str) -> str:
+        return self.join(FINAL_RESULTS, f"{job_id}.json")
 
     def ledger_ids(self) -> list[str]:
         """Job ids with a ledger here, oldest name first."""
@@ -119,8 +123,7 @@ def check_writable(storage: Storage) -> None:
     probe = storage.join(f".probe-{uuid.uuid4().hex}")
     try:
         write_text(probe, "probe")
-        store, inner = filesystem(probe)
-        store.delete_file(inner)
+        delete_file(probe)
     except Exception as error:  # noqa: BLE001 — pyarrow raises OSError and its own types
         raise UserError(f"storage {storage.root}: cannot write here ({error}); give a "
                         f"--storage (or {ENV}) that this node can write") from None
@@ -148,8 +151,7 @@ def check_every_node_shares(storage: Storage, timeout_s: float = 120.0) -> None:
         problems = [f"  node {pending[ref]}: {ray.get(ref)}" for ref in ready if ray.get(ref)]
         problems += [f"  node {pending[ref]}: no answer in {timeout_s:g} s" for ref in late]
     finally:
-        store, inner = filesystem(marker)
-        store.delete_file(inner)
+        delete_file(marker)
     if problems:
         raise UserError(f"storage {storage.root} is not shared by every node of the cluster; a "
                         "job's state must be reachable from all of them (a path mounted at the "

@@ -12,13 +12,15 @@ import math
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from runyard.scope import LAST, Scope
 from runyard.tracking.tags import PARENT, SAMPLE, SEED, TRIAL_ID
+
+if TYPE_CHECKING:  # reading a job's saved results back needs no MLflow (execute/ledger.py)
+    from mlflow.tracking import MlflowClient
 
 HISTORY_READERS = 8  # metric histories read at once: one request per trial, to a server or SQLite
 
