@@ -1,6 +1,7 @@
 """A sweep's driver leaves its trials' scores beside the ledger when it ends, and `runyard best`
-ranks the sweep from them without reading MLflow: the same ranking MLflow gives, and never a
-stale one (the next driver of the job removes them before its trials change)."""
+ranks the sweep from them without reading MLflow (`explain` says it has ended): the same
+ranking MLflow gives, and never a stale one (the next driver of the job removes them before
+its trials change)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ def test_best_ranks_a_finished_sweep_from_its_saved_scores_as_mlflow_does(workdi
     assert [(row.trial_ids, row.label, row.value) for row in report.rows] == \
         ranking_from_mlflow(workdir, "scores")
     assert len(report.rows) == 3 and report.sensitivity  # 3 configs, 2 seeds each
+    explained = run_cli("explain", "scores", cwd=workdir)
+    assert explained.returncode == 0, explained.stderr
+    assert "scores: 6 TERMINATED" in explained.stdout and "the job has ended" in explained.stdout
 
     # The next driver removes them before its first trial; its own end writes them anew.
     extending = subprocess.Popen([str(RUNYARD), "extend", "scores", "--samples", "2"], cwd=workdir,

@@ -26,12 +26,10 @@ from runyard.ray_compat import autoscaler_pending, experiment_trials
 from runyard.plan import trial_bundles
 from runyard.plan.resources import describe
 from runyard.spec import JobSpec
-from runyard.tracking.reconcile import driver_alive
-from runyard.tracking.results import trial_results
-from runyard.tracking.store import client_for
 from runyard.tracking.tags import DRIVER, DRIVER_STARTED
 
 ACTIVE = ("RUNNING", "PENDING", "PAUSED")
+TUNE_STATUS = {"FINISHED": "TERMINATED", "FAILED": "ERROR"}  # of an ended trial's MLflow run
 
 
 @dataclass
@@ -108,6 +106,13 @@ def cluster_view(address: str) -> ClusterView:
 
 
 def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
+    ended = ended_explanation(ledger, spec)
+    if ended is not None:
+        return ended
+    from runyard.tracking.reconcile import driver_alive
+    from runyard.tracking.results import trial_results
+    from runyard.tracking.store import client_for
+
     notes: list[str] = []
     known = tune_states(ledger)
     states = {trial_id: status for trial_id, (status, _) in known.items()}
@@ -145,6 +150,20 @@ def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
                             pending_reason(spec, bundles, request, running, cluster))
                for trial_id, status in sorted(states.items()) if status == "PENDING"]
     return Explanation(ledger.sweep_id, states, pending, cluster, notes)
+
+
+def ended_explanation(ledger: Ledger, spec: JobSpec) -> Explanation | None:
+    """A sweep whose last driver ended with every trial finished or failed has nothing
+    pending: said from the scores it saved, without Tune's state or MLflow (which at thousands
+    of trials take seconds to read). None for any other job."""
+    final = ledger.final_results()
+    if final is None or len(final.results) != ledger.trial_count(spec) or \
+            any(result.status not in TUNE_STATUS for result in final.results):
+        return None
+    states = {result.trial_id: TUNE_STATUS[result.status] for result in final.results}
+    return Explanation(ledger.sweep_id, states, [], None,
+                       ["the job has ended: every trial finished or failed (`runyard best` ranks "
+                        "them; `runyard rerun-failed` runs the failed ones again)"])
 
 
 def population_note(ledger: Ledger, spec: JobSpec, states: dict[str, str]) -> str:

@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from scipy import stats
-
 from runyard.scope import LAST, Scope
 from runyard.tracking.tags import PARENT, SAMPLE, SEED, TRIAL_ID
 
@@ -79,6 +77,8 @@ def confidence_interval(values: list[float], level: float = 0.95) -> tuple[float
     """Half-width of the two-sided Student-t interval of the mean (0 for a single value)."""
     if len(values) < 2:
         return (0.0, 0.0)
+    from scipy import stats  # here, not above: a job's saved results are read without it
+
     half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
     return (statistics.fmean(values) - half, statistics.fmean(values) + half)
 
@@ -137,6 +137,8 @@ def sensitivity(rows: list[ConfigSummary], parameters: list[str]) -> list[Sensit
     values are numbers with the objective (a rank statistic, so a log-uniform dimension
     needs no log), and where the best quarter of configs lies. A dimension of names
     (a choice of strings) gets only the best quarter's values. Strongest first."""
+    from scipy import stats
+
     report = []
     top = rows[: max(1, len(rows) // 4)]
     for key in parameters:
@@ -268,6 +270,8 @@ def welch(metric: str, names: tuple[str, str], a: list[float], b: list[float]) -
     if len(a) < 2 or len(b) < 2:
         return Comparison(metric, names, (mean_a, mean_b), (len(a), len(b)), mean_a - mean_b,
                           float("nan"), None, None, None)
+    from scipy import stats
+
     var_a, var_b = statistics.variance(a), statistics.variance(b)
     test = stats.ttest_ind(a, b, equal_var=False)
     pooled = math.sqrt(((len(a) - 1) * var_a + (len(b) - 1) * var_b) / (len(a) + len(b) - 2))
