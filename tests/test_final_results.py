@@ -1,5 +1,6 @@
 """A sweep's driver leaves its trials' scores beside the ledger when it ends, and `runyard best`
-ranks the sweep from them without reading MLflow (`explain` says it has ended): the same
+ranks the sweep from them without reading MLflow (`explain` says it has ended, and `ls` counts
+its trials from a tag of the parent run): the same
 ranking MLflow gives, and never a stale one (the next driver of the job removes them before
 its trials change)."""
 
@@ -56,6 +57,7 @@ def test_best_ranks_a_finished_sweep_from_its_saved_scores_as_mlflow_does(workdi
     explained = run_cli("explain", "scores", cwd=workdir)
     assert explained.returncode == 0, explained.stderr
     assert "scores: 6 TERMINATED" in explained.stdout and "the job has ended" in explained.stdout
+    assert " 6/6 " in run_cli("ls", cwd=workdir).stdout  # trials counted as the driver ended
 
     # The next driver removes them before its first trial; its own end writes them anew.
     extending = subprocess.Popen([str(RUNYARD), "extend", "scores", "--samples", "2"], cwd=workdir,
@@ -69,5 +71,6 @@ def test_best_ranks_a_finished_sweep_from_its_saved_scores_as_mlflow_does(workdi
     assert extending.wait(timeout=180) == 0, extending.stderr.read()
     again = ledger_of(workdir, "scores").final_results()
     assert again is not None and len(again.results) == 10
+    assert " 10/10 " in run_cli("ls", cwd=workdir).stdout
     assert [(row.trial_ids, row.label, row.value) for row in api.best("scores").rows] == \
         ranking_from_mlflow(workdir, "scores")

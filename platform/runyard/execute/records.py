@@ -40,7 +40,7 @@ from runyard.tracking.store import JobTracking, flatten
 from runyard.tracking.tags import (BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIVER,
                                    DRIVER_STARTED, ERROR, FAILED_TRIALS, GIT_COMMIT, JOB_ID, KIND,
                                    NOT_STARTED, NOTE, RAY_JOB, SAMPLE, SEARCH, SEED, SPEC_HASH,
-                                   SPEC_NAME, TRIAL_ID, VERSION, WORKLOAD)
+                                   SPEC_NAME, TRIAL_COUNTS, TRIAL_ID, VERSION, WORKLOAD)
 from runyard.tracking.writer import RunRef
 
 PLAIN_TRIAL = "t0000"  # a plain job's one trial
@@ -159,7 +159,9 @@ class JobRecords:
         status = "KILLED" if interrupted else ("FAILED" if failed or driver_error else "FINISHED")
         not_started = 0
         if self.is_sweep:
-            tags = {FAILED_TRIALS: ",".join(failed) or "none"}
+            finished = sum(result.status == "FINISHED" for result in results)
+            tags = {FAILED_TRIALS: ",".join(failed) or "none",
+                    TRIAL_COUNTS: f"{finished}/{len(results)}"}
             if settings.time_budget_s is not None and not interrupted:
                 not_started = planned - len(results)
                 tags[NOT_STARTED] = str(not_started)

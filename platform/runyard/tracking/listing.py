@@ -12,7 +12,7 @@ from rich.table import Table
 
 from runyard.tracking.reconcile import reconcile
 from runyard.tracking.store import client_for, is_embedded
-from runyard.tracking.tags import PARENT, JOB_ID, KIND
+from runyard.tracking.tags import JOB_ID, KIND, PARENT, TRIAL_COUNTS
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,9 @@ def _row(client, run, experiments: dict[str, str]) -> JobRow:
     tags = run.data.tags
     kind = tags.get(KIND, "-")
     trials = "1"
-    if kind == "sweep":
+    if kind == "sweep" and run.info.status != "RUNNING" and TRIAL_COUNTS in tags:
+        trials = tags[TRIAL_COUNTS]  # as its driver ended: counting thousands of runs takes seconds
+    elif kind == "sweep":
         children = client.search_runs(
             [run.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{run.info.run_id}'",
             max_results=10000)

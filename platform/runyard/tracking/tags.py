@@ -38,6 +38,7 @@ HOST = "runyard.host"  # the node a trial runs on, "hostname (ip)"; follows it t
 STOPPED_BY = "runyard.stopped_by"  # why a trial ended early, e.g. "time budget"
 FAILED_TRIALS = "runyard.failed_trials"
 NOT_STARTED = "runyard.not_started"  # trials a time budget left unstarted
+TRIAL_COUNTS = "runyard.trials"  # "finished/all" trials when a sweep's driver ended (runyard ls)
 BEST_TRIAL_ID = "runyard.best_trial_id"
 BEST_RUN_ID = "runyard.best_run_id"
 BEST_CONFIG = "runyard.best_config"
