@@ -29,7 +29,9 @@ def add_commands(commands: Commands) -> None:
         "A config's score is the mean over its seeds of each trial's score on the sweep's "
         "metric,\nwith a 95% confidence interval when it ran on several seeds. A trial's "
         "score is its\nlast reported value, or what the sweep's `scope` says (all: its best; "
-        "last-N-avg: the\nmean of its last N reports). Piped, no value is cut.\n",
+        "last-N-avg: the\nmean of its last N reports). Piped, no value is cut. An ended sweep "
+        "is ranked from the\nscores its driver saved (.runyard/results/<id>.json), without "
+        "reading MLflow.\n",
         cmd_best)
     best.add_argument("job", metavar="SWEEP", help="sweep id, or its MLflow parent run id")
     best.add_argument("--top", type=int, default=10, help="rows to show (default: 10)")
