@@ -55,16 +55,6 @@ class FitResult:
     error: Exception | None  # the driver itself failed (not a trial)
 
 
-class TrialGrid(list):
-    """The trial payloads of a grid, never deep-copied. Tune's variant generator deep-copies
-    the whole unresolved param space once per variant, this list included: a sweep of N trials
-    paid O(N²) copies in its driver's Tune loop (1,000 trials: 32 s; 5,000: most of an hour).
-    Nothing changes the list; each trial's config receives one payload, as before."""
-
-    def __deepcopy__(self, memo: dict) -> TrialGrid:
-        return self
-
-
 class TuneRunner:
     def __init__(self, spec: JobSpec, settings: SearchSettings, workdir: Path,
                  callbacks: list[Any], tracking: TrialTracking | None = None):
@@ -93,7 +83,7 @@ class TuneRunner:
             payloads = [trial_payload(spec, t, self.workdir, tune_path, self.tracking
                                       ).as_config()[CONFIG_KEY] for t in trials]
             search = dict(num_samples=1)
-            param_space = {CONFIG_KEY: tune.grid_search(TrialGrid(payloads))}
+            param_space = {CONFIG_KEY: tune.grid_search(payloads)}
         return tune.Tuner(
             self.trainable(),
             param_space=param_space,
