@@ -33,6 +33,7 @@ RUNYARD = Path(sys.executable).with_name("runyard")
 LIGHTER = {
     "pong_pg.yaml": ["config.batch_episodes=2", "env.max_episode_steps=300"],
     "pong_pg_sweep.yaml": ["config.batch_episodes=2", "env.max_episode_steps=300"],
+    "pong_pg_learners.yaml": ["config.batch_episodes=2", "env.max_episode_steps=300"],
     "pong_trpo.yaml": ["config.steps_per_iter=1000", "config.value_iters=2"],
     "hopper_trpo.yaml": ["config.steps_per_iter=1000", "config.value_iters=2"],
     "cartpole_trpo.yaml": ["config.steps_per_iter=1000", "config.value_iters=2"],

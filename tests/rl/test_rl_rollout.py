@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from runyard.workloads.blocks import EnvSpec
-from runyard.workloads.rl.policies import Policy, PolicySpec, weights_of
+from runyard.workloads.rl.policies import Actor, Policy, PolicySpec, weights_of
 from runyard.workloads.rl.rollout import LocalRolloutPool, RolloutWorker, make_env
 
 CARTPOLE = EnvSpec(id="CartPole-v1")
@@ -127,13 +127,29 @@ def test_a_restored_pool_continues_deterministically():
     assert not np.array_equal(continued[0]["obs"], uninterrupted["obs"])
 
 
-def test_the_sampling_forward_pass_equals_the_dense_one_on_sparse_frames():
-    space = gym.spaces.Box(-1, 1, (80, 80), np.int8)
-    torch.manual_seed(0)
-    policy = Policy(PolicySpec(hidden=(200,), head="bernoulli"), space, gym.spaces.Discrete(2))
-    frames = torch.zeros(6, 80, 80, dtype=torch.int8)
+def test_the_actor_samples_and_scores_as_the_dense_policy():
+    frames = np.zeros((6, 80, 80), np.int8)
     frames[:3, 10:14, 20] = 1  # a few pixels per frame, as in Pong's difference frames
     frames[1:4, 50, 30:35] = -1  # frames[5] stays all zero
-    with torch.no_grad():
-        dense = policy.distribution(frames).logits
-    np.testing.assert_allclose(policy.sampling_distribution(frames).logits.numpy(), dense.numpy(), rtol=1e-5, atol=1e-6)
+    heads = (("bernoulli", "relu", gym.spaces.Discrete(2)), ("categorical", "tanh", gym.spaces.Discrete(3)))
+    for head, activation, action_space in heads:
+        torch.manual_seed(0)
+        policy = Policy(PolicySpec(hidden=(200, 16), head=head, activation=activation),
+                        gym.spaces.Box(-1, 1, (80, 80), np.int8), action_space)
+        # a larger output layer than the near-uniform start, so the actions depend on the frames
+        torch.nn.init.normal_(policy.net[1][-1].weight, std=10.0)
+        torch.nn.init.constant_(policy.net[1][-1].bias, 0.3)
+        with torch.no_grad():
+            dense = policy.distribution(torch.as_tensor(frames))
+            expected = dense.sample(torch.Generator().manual_seed(3))
+            expected_logp = dense.log_prob(expected).numpy()
+            mode = dense.mode().numpy()
+        actor = Actor(policy)
+        assert actor.sparse
+        actions, logp = actor.act(frames, torch.Generator().manual_seed(3))
+        np.testing.assert_array_equal(actions, expected.numpy())
+        np.testing.assert_allclose(logp, expected_logp, rtol=1e-5, atol=1e-6)
+        assert logp.dtype == np.float32
+        greedy, _ = actor.act(frames, torch.Generator(), greedy=True)
+        np.testing.assert_array_equal(greedy, mode)
+        assert len(set(greedy.tolist())) > 1  # the frames lead to different actions

@@ -4,6 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pydantic
 import pytest
+import torch
 
 from runyard.workloads import get
 from runyard.workloads.base import WorkloadContext
@@ -164,3 +165,25 @@ def test_rollout_actors_must_fit_the_trials_cpus():
     assert problem.startswith("rollout.workers: 3 actors") and "resources.cpus_per_trial = 2" in problem
     assert "workers: auto" in problem
     assert problems("rl.pg", rollout={"workers": "auto", "envs_per_worker": 1}, cpus=2) == []
+
+
+def test_pg_entropy_bonus_alone_makes_the_policy_less_certain():
+    """With every return zero the standardized advantages are zero, so the only gradient left
+    is the bonus β∇H: one update raises the policy's entropy on the batch's states, and with
+    β = 0 leaves the policy as it was."""
+    entropies = []
+    for coef in (0.0, 0.1):
+        workload = make("rl.pg", entropy_coef=coef, lr=1e-4)
+        # away from the near-uniform start, where a step of Adam (lr per parameter) overshoots
+        torch.nn.init.normal_(workload.policy.net[1][-1].weight, std=1.0)
+        batch = workload.pool.sample(workload.weights(), num_episodes=4)
+        batch["rewards"][:] = 0
+        obs = torch.as_tensor(batch["obs"])
+        with torch.no_grad():
+            before = float(workload.policy.distribution(obs).entropy().mean())
+        workload.update(batch)
+        with torch.no_grad():
+            entropies.append((before, float(workload.policy.distribution(obs).entropy().mean())))
+        workload.close()
+    assert entropies[0][1] == entropies[0][0]
+    assert entropies[1][1] > entropies[1][0]

@@ -29,11 +29,16 @@ def register_ale() -> None:
     gym.register_envs(ale_py)
 
 
+# The erase-and-binarize step as one table lookup by red value: 0 for black and the two
+# background colours, 1 for everything else. One pass over the field instead of three
+# comparisons, two ands and a cast (7.6 against 12.2 us a frame, 2026-12-07).
+IS_FOREGROUND = np.ones(256, np.int8)
+IS_FOREGROUND[[0, *BACKGROUND_RED]] = 0
+
+
 def preprocess_frame(frame: np.ndarray) -> np.ndarray:
     """210x160x3 uint8 frame -> 80x80 int8 of {0, 1}: crop, downsample, erase background, binarize."""
-    field = frame[35:195:2, ::2, 0]
-    binary = (field != 0) & (field != BACKGROUND_RED[0]) & (field != BACKGROUND_RED[1])
-    return binary.astype(np.int8)
+    return np.take(IS_FOREGROUND, frame[35:195:2, ::2, 0])
 
 
 class PongFromPixels(gym.Wrapper):
@@ -66,9 +71,7 @@ class PongFromPixels(gym.Wrapper):
 
 def preprocess_frames(frames: np.ndarray) -> np.ndarray:
     """preprocess_frame for a batch: (K, 210, 160, 3) uint8 -> (K, 80, 80) int8 of {0, 1}."""
-    field = frames[:, 35:195:2, ::2, 0]
-    binary = (field != 0) & (field != BACKGROUND_RED[0]) & (field != BACKGROUND_RED[1])
-    return binary.astype(np.int8)
+    return np.take(IS_FOREGROUND, frames[:, 35:195:2, ::2, 0])
 
 
 # The gymnasium AtariEnv settings the vector env can reproduce, with the vector env's name for

@@ -9,6 +9,9 @@ where Â_t is the discounted return-to-go G_t = Σ_k γ^k r_{t+k}, standardized 
 (the seed's variance control), or, when a learned value baseline is on, GAE(γ, λ) standardized
 (Schulman et al. 2016 eq. 16; λ = 1 is G_t − V(s_t), eq. 18). For Pong,
 `reset_returns_at_reward` restarts G, and the advantage sum, at every point, as the seed does.
+An optional entropy bonus β adds β·∇H(π(·|s_t)) to the gradient (Williams & Peng 1991; the
+"β∇H" term of Mnih et al. 2016, sec. 4), which keeps the policy from turning deterministic
+before it has found what pays.
 
 With `reset_returns_at_reward` every point is a return of its own, so a batch need not be whole
 episodes: it is `batch_episodes` episodes' worth of env steps (at the mean length of the last
@@ -45,6 +48,7 @@ class PGConfig(RLConfig):
     value_hidden: tuple[int, ...] = (64,)
     value_lr: float = Field(1e-2, gt=0)
     value_iters: int = Field(20, ge=1, description="full-batch Adam steps on the value loss per update")
+    entropy_coef: float = Field(0.0, ge=0, description="β: weight of the policy's mean entropy in the objective")
 
 
 class PolicyGradient(RLWorkload):
@@ -75,7 +79,9 @@ class PolicyGradient(RLWorkload):
 
     def update(self, batch: Batch) -> dict[str, float]:
         c: PGConfig = self.config
-        obs = torch.as_tensor(batch["obs"])
+        # One float copy for the policy and every value iteration (each would convert the
+        # int8 frames again: a third of a value step on Pong).
+        obs = torch.as_tensor(batch["obs"]).float()
         actions = torch.as_tensor(batch["actions"])
         if self.value is None:
             returns = discounted_returns(batch["rewards"], batch["ends"], c.gamma, None, c.reset_returns_at_reward)
@@ -89,11 +95,14 @@ class PolicyGradient(RLWorkload):
             advantages = standardize(raw_advantages)
 
         dist = self.policy.distribution(obs)
+        entropy = dist.entropy().mean()
+        # −(1/N Σ log π(a_t|s_t) Â_t + β H): descending it ascends the objective of eq. 11 plus the bonus
         loss = -(dist.log_prob(actions) * torch.as_tensor(advantages, dtype=torch.float32)).mean()
+        loss = loss - c.entropy_coef * entropy
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        metrics = {"entropy": float(dist.entropy().mean().detach())}
+        metrics = {"entropy": float(entropy.detach())}
 
         if self.value is not None:
             target = torch.as_tensor(returns, dtype=torch.float32)

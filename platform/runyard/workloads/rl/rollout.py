@@ -194,6 +194,7 @@ class RolloutWorker:
         if seed is not None:
             self.reseed(seed)
         policies.load_weights(self.policy, weights)
+        actor = policies.Actor(self.policy)
         K = self.num_envs
         if num_steps is not None:
             steps_left = np.array(split(num_steps, K))
@@ -209,20 +210,16 @@ class RolloutWorker:
         obs, t, env_steps = self.obs, 0, 0
 
         while active.any():
-            with torch.no_grad():
-                dist = self.policy.sampling_distribution(torch.as_tensor(obs))
-                actions = dist.mode() if greedy else dist.sample(self.generator)
-                logp = dist.log_prob(actions)
-            actions_np = actions.numpy()
-            next_obs, rewards, terminated, truncated, final_obs, stepped = self.envs.step(actions_np, active)
+            actions, logp = actor.act(obs, self.generator, greedy)
+            next_obs, rewards, terminated, truncated, final_obs, stepped = self.envs.step(actions, active)
             done = terminated | truncated
             steps_left -= active
             share_met = steps_left <= 0
             if until_point:
                 share_met &= (rewards != 0) | done
             cut = active & ~done & share_met
-            for name, value in (("obs", obs), ("actions", actions_np), ("rewards", rewards),
-                                ("logp", logp.numpy()), ("terminated", terminated),
+            for name, value in (("obs", obs), ("actions", actions), ("rewards", rewards),
+                                ("logp", logp), ("terminated", terminated),
                                 ("truncated", truncated), ("ends", done | cut), ("active", active.copy())):
                 steps[name].append(value)
             env_steps += int(stepped.sum())
