@@ -126,7 +126,7 @@ def wait_for_slurm_job(local_slurm, slurm_id: str, timeout_s: float) -> str:
     while True:
         shown = local_slurm.slurm("scontrol", "show", "job", "--oneliner", slurm_id)
         state = dict(w.split("=", 1) for w in shown.stdout.split() if "=" in w).get("JobState", "")
-        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", ""):
+        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", ""):
             return state
         assert time.monotonic() < deadline, f"job {slurm_id} still {state} after {timeout_s:.0f} s"
         time.sleep(2)
@@ -198,9 +198,85 @@ def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hos
     assert_no_ray_left(local_slurm)
 
 
-def trial_runs(local_slurm, monkeypatch, job_id: str) -> dict:
+@pytest.mark.slow
+def test_a_sweep_past_its_wall_time_is_requeued_and_finishes_beside_another_job(local_slurm, tmp_path,
+                                                                              monkeypatch):
+    """Two jobs at once on the same two nodes. One asks for less wall time than its sweep needs:
+    Slurm signals it 45 s before the end, it stops resumably, stops its own Ray (the other job's
+    goes on), requeues itself and finishes in a new allocation in the same runs. The other job
+    finishes untouched. (One test for both: each allocation starts a Ray on 2 shared cores.)"""
+    cluster = local_slurm.cluster
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    # Its trials start 20-35 s into the allocation and need 60+ s; the signal comes 45-75 s in
+    # (Slurm looks at time limits every 30 s): always mid-sweep.
+    (project / "jobs" / "wall.yaml").write_text(toy_sweep("wall", "slurm-wall", 1.0, 60))
+    # Still running when the first job's first allocation has ended (about 85 s in at most).
+    (project / "jobs" / "beside.yaml").write_text(toy_sweep("beside", "slurm-beside", 1.0, 80))
+    wall_id, beside_id = f"slurm-wall-{cluster.cluster_id[:6]}", f"slurm-beside-{cluster.cluster_id[:6]}"
+    login = login_env(local_slurm)
+    storage = ["--storage", str(local_slurm.storage)]
+    nodes = ["--slurm", "--nodes", "2", "--setup", f"source {Path(sys.prefix) / 'bin' / 'activate'}"]
+
+    def runyard(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(RUNYARD), *args, *storage], cwd=project, env=login, capture_output=True,
+                              text=True, timeout=120)
+
+    for spec, job_id, limit in (("wall", wall_id, ["--time", "00:02:00", "--stop-lead", "45"]),
+                                ("beside", beside_id, [])):
+        submit = runyard("submit", f"jobs/{spec}.yaml", *nodes, *limit, "--id", job_id)
+        assert submit.returncode == 0, submit.stdout + submit.stderr
+    wall = (local_slurm.storage / "slurm-jobs" / wall_id / "slurm_job_id").read_text().strip()
+    beside = (local_slurm.storage / "slurm-jobs" / beside_id / "slurm_job_id").read_text().strip()
+
+    deadline = time.monotonic() + 180
+    while slurm_job(local_slurm, wall).get("Restarts", "0") == "0":
+        assert time.monotonic() < deadline, runyard("logs", wall_id).stdout[-3000:]
+        time.sleep(1)
+    # The wall time, not a user, stopped it: its runs ended KILLED (resumable) and it requeued.
+    logs = runyard("logs", wall_id).stdout
+    assert f"requeueing Slurm job {wall} to continue" in logs and "continue it: runyard resume" in logs, logs[-3000:]
+    stopped = trial_runs(local_slurm, monkeypatch, wall_id, "slurm-wall")
+    assert len(stopped) == 2 and {run.info.status for run in stopped.values()} == {"KILLED"}, logs[-3000:]
+    # It stopped exactly its own Ray: the other job's is alive on both nodes.
+    for name in ("n1", "n2"):
+        raylets = [line for line in local_slurm.on_host(name, "ps", "-eo", "args").stdout.splitlines()
+                   if "raylet/raylet" in line]
+        assert not [line for line in raylets if f"ray-slurm-{wall}.0" in line], (name, raylets)
+        assert len([line for line in raylets if f"ray-slurm-{beside}.0" in line]) == 1, (name, raylets)
+    assert slurm_job(local_slurm, beside)["JobState"] == "RUNNING"
+    # As an admin may: room for the rest in the second allocation, which would otherwise be
+    # stopped and requeued once more (the sweep would still finish, a few minutes later).
+    raised = local_slurm.slurm("scontrol", "update", f"JobId={wall}", "TimeLimit=00:10:00")
+    assert raised.returncode == 0, raised.stderr
+
+    for slurm_id, job_id in ((wall, wall_id), (beside, beside_id)):
+        state = wait_for_slurm_job(local_slurm, slurm_id, timeout_s=240)
+        assert state == "COMPLETED", runyard("logs", job_id).stdout[-4000:]
+    status = runyard("status", wall_id)
+    assert "requeued: 1 times" in status.stdout, status.stdout
+    assert "(restart 1)" in runyard("logs", wall_id).stdout
+    client = MlflowClient(cluster.tracking_uri)
+    for job_id, experiment, steps_each, before in ((wall_id, "slurm-wall", 60, stopped),
+                                                   (beside_id, "slurm-beside", 80, None)):
+        finished = trial_runs(local_slurm, monkeypatch, job_id, experiment)
+        assert len(finished) == 2 and {run.info.status for run in finished.values()} == {"FINISHED"}
+        # The requeued job went on in the same runs, each metric step logged once.
+        assert before is None or finished.keys() == before.keys()
+        for run_id in finished:
+            steps = [point.step for point in client.get_metric_history(run_id, "score")]
+            assert len(steps) == len(set(steps)) == steps_each, (job_id, steps)
+    assert_no_ray_left(local_slurm)
+
+
+def slurm_job(local_slurm, slurm_id: str) -> dict[str, str]:
+    shown = local_slurm.slurm("scontrol", "show", "job", "--oneliner", slurm_id)
+    return dict(word.split("=", 1) for word in shown.stdout.split() if "=" in word)
+
+
+def trial_runs(local_slurm, monkeypatch, job_id: str, experiment: str = "slurm-stop") -> dict:
     """The job's trial runs in the cluster's MLflow, by run id."""
-    runs = job_runs(local_slurm, monkeypatch, "slurm-stop", job_id)
+    runs = job_runs(local_slurm, monkeypatch, experiment, job_id)
     return {run.info.run_id: run for run in runs if run.data.tags.get("runyard.kind") == "trial"}
 
 

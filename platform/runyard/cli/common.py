@@ -61,6 +61,9 @@ def add_slurm(parser: argparse.ArgumentParser, what: str) -> None:
     slurm.add_argument("--cpus-per-node", type=int, help="CPUs on each node (default: 1)")
     slurm.add_argument("--setup", default="", metavar="SHELL",
                        help='lines every node runs first, e.g. "module load cuda; source ~/venv/bin/activate"')
+    slurm.add_argument("--stop-lead", type=int, metavar="SECONDS",
+                       help="stop the sweep resumably this long before the wall time and requeue the "
+                            "job, which then resumes it (default 120; Slurm may signal up to 30 s earlier)")
 
 
 def slurm_options(args: argparse.Namespace):
@@ -69,18 +72,19 @@ def slurm_options(args: argparse.Namespace):
     from runyard.errors import UserError
     from runyard.launch.slurm import SlurmOptions
 
-    given = (any(value is not None for value in (args.partition, args.time, args.cpus_per_node))
+    given = (any(value is not None for value in (args.partition, args.time, args.cpus_per_node, args.stop_lead))
              or args.setup or args.nodes != 1)
     if not args.slurm:
         if given:
-            raise UserError("--nodes/--partition/--time/--cpus-per-node/--setup: Slurm options; add "
+            raise UserError("--nodes/--partition/--time/--cpus-per-node/--setup/--stop-lead: Slurm options; add "
                             "--slurm to submit with sbatch.")
         return None
     if getattr(args, "cluster_config", None) or (getattr(args, "address", None)):
         raise UserError("--address/--cluster-config: a Slurm job starts its own Ray on the nodes it "
                         "is given; leave them out with --slurm.")
+    lead = {} if args.stop_lead is None else {"stop_lead_s": args.stop_lead}
     return SlurmOptions(nodes=args.nodes, partition=args.partition, time=args.time,
-                        cpus_per_node=args.cpus_per_node, setup=args.setup)
+                        cpus_per_node=args.cpus_per_node, setup=args.setup, **lead)
 
 
 def add_jobs_address(parser: argparse.ArgumentParser, help_text: str = JOBS_ADDRESS_HELP) -> None:
