@@ -10,6 +10,7 @@ The slow tests share one cluster of two hosts (conftest.local_slurm, which also 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from runyard_testing import RUNYARD, job_runs, namespaced_hosts_unavailable, toy_sweep
 
+from runyard.data.imagenet import prepare_imagenet
+from runyard.data.synth import write_synthetic_imagenet
 from runyard.errors import UserError
 from runyard.launch import local_cluster, slurm_hosts
 from runyard.launch.slurm import SlurmOptions
@@ -132,18 +135,37 @@ def wait_for_slurm_job(local_slurm, slurm_id: str, timeout_s: float) -> str:
         time.sleep(2)
 
 
+# 0.6 CPU per rank and one CPU per Slurm node for the job: the two ranks sit on both nodes.
+DDP = """\
+name: ddp-slurm
+workload: sl.linear
+data: {{path: {data}}}
+config: {{lr: 0.05, batch_size: 128, init_std: 0.01, optimizer: sgd}}
+resources: {{cpus_per_trial: 0.6, workers: 2}}
+stop: {{iterations: 2}}
+checkpoint: {{every: 1}}
+tracking: {{experiment: slurm-ddp}}
+"""
+
+
 @pytest.mark.slow
 def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hosts(local_slurm, tmp_path,
                                                                                      monkeypatch):
     """submit --slurm --nodes 2, status, logs, a graceful stop, resume in a new allocation: the
     sweep finishes in the same runs, one trial on each host, and `best` reads it back here.
+    Beside it, on the same nodes, a data-parallel trial whose two ranks sit on both nodes.
     (One test for all of it: each allocation starts a Ray, 15-20 s on 2 shared cores.)"""
     cluster = local_slurm.cluster
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
     # Two trials of about 12 s each, checkpointing every step: stopped before they end.
     (project / "jobs" / "long.yaml").write_text(toy_sweep("long", "slurm-stop", 0.4, 30))
-    job_id = f"slurm-stop-{cluster.cluster_id[:6]}"
+    tree = write_synthetic_imagenet(tmp_path / "jpeg", classes=4, train_per_class=32, val_per_class=8,
+                                    min_side=20, max_side=28, seed=0)
+    shards = local_slurm.storage / f"shards-{tmp_path.name}"  # every node reads it at this path
+    prepare_imagenet(tree, shards, size=16, workers=1, images_per_shard=64)
+    (project / "jobs" / "ddp.yaml").write_text(DDP.format(data=shards))
+    job_id, ddp_id = f"slurm-stop-{cluster.cluster_id[:6]}", f"slurm-ddp-{cluster.cluster_id[:6]}"
     login = login_env(local_slurm)
     storage = ["--storage", str(local_slurm.storage)]
     nodes = ["--slurm", "--nodes", "2", "--setup", f"source {Path(sys.prefix) / 'bin' / 'activate'}"]
@@ -154,6 +176,8 @@ def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hos
 
     submit = runyard("submit", "jobs/long.yaml", *nodes, "--id", job_id)
     assert submit.returncode == 0, submit.stdout + submit.stderr
+    ddp = runyard("submit", "jobs/ddp.yaml", *nodes, "--id", ddp_id)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
     folder = local_slurm.storage / "slurm-jobs" / job_id
     slurm_id = (folder / "slurm_job_id").read_text().strip()
     results = local_slurm.storage / "ray_results" / job_id
@@ -174,6 +198,16 @@ def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hos
     stopped = trial_runs(local_slurm, monkeypatch, job_id)
     assert len(stopped) == 2 and {run.info.status for run in stopped.values()} == {"KILLED"}, logs.stdout[-3000:]
     assert "had already finished" in runyard("stop", job_id).stdout
+
+    # The data-parallel trial: its two ranks on the two nodes, in one FINISHED run.
+    ddp_slurm_id = (local_slurm.storage / "slurm-jobs" / ddp_id / "slurm_job_id").read_text().strip()
+    state = wait_for_slurm_job(local_slurm, ddp_slurm_id, timeout_s=240)
+    assert state == "COMPLETED", runyard("logs", ddp_id).stdout[-4000:]
+    (run,) = job_runs(local_slurm, monkeypatch, "slurm-ddp", ddp_id)
+    assert run.info.status == "FINISHED"
+    ranks = json.loads(Path(MlflowClient(cluster.tracking_uri).download_artifacts(
+        run.info.run_id, "ranks.json", str(tmp_path))).read_text())
+    assert sorted(rank["host"] for rank in ranks) == ["n1", "n2"], ranks
     assert_no_ray_left(local_slurm)
 
     resumed = runyard("resume", job_id, *nodes)
@@ -210,9 +244,10 @@ def test_a_sweep_past_its_wall_time_is_requeued_and_finishes_beside_another_job(
     (project / "jobs").mkdir(parents=True)
     # Its trials start 20-35 s into the allocation and need 60+ s; the signal comes 45-75 s in
     # (Slurm looks at time limits every 30 s): always mid-sweep.
-    (project / "jobs" / "wall.yaml").write_text(toy_sweep("wall", "slurm-wall", 1.0, 60))
+    # A checkpoint every 5 steps: a resume may redo up to 4, logged once all the same.
+    (project / "jobs" / "wall.yaml").write_text(toy_sweep("wall", "slurm-wall", 1.0, 60, every=5))
     # Still running when the first job's first allocation has ended (about 85 s in at most).
-    (project / "jobs" / "beside.yaml").write_text(toy_sweep("beside", "slurm-beside", 1.0, 80))
+    (project / "jobs" / "beside.yaml").write_text(toy_sweep("beside", "slurm-beside", 1.0, 80, every=5))
     wall_id, beside_id = f"slurm-wall-{cluster.cluster_id[:6]}", f"slurm-beside-{cluster.cluster_id[:6]}"
     login = login_env(local_slurm)
     storage = ["--storage", str(local_slurm.storage)]

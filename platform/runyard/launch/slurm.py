@@ -63,6 +63,7 @@ ALLOCATION_ENV = "RUNYARD_SLURM_ALLOCATION"  # <Slurm job id>.<restarts>, set by
 # checkpoint being written.
 DEFAULT_STOP_LEAD_S = 120
 WALL_TIME_SIGNAL = "USR1"  # `runyard stop` sends TERM: the script tells the two apart by it
+STAMP = "date -u +%Y-%m-%dT%H:%M:%S.%3NZ"  # the batch script's time stamps
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,9 @@ def batch_script(folder: Path, name: str, driver: Driver, options: SlurmOptions)
              "# and the job is requeued at the end.",
              "trap 'stopping=${stopping:-stop}; pass_on' TERM INT",
              f"trap 'stopping=${{stopping:-wall time}}; pass_on' {WALL_TIME_SIGNAL}",
-             "echo \"runyard: allocation $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST\"",
+             # Stamped (UTC, ms) so the output says how long the job's Ray took to start.
+             f"echo \"runyard: allocation $SLURM_JOB_ID (restart ${{SLURM_RESTART_COUNT:-0}}) on $SLURM_JOB_NODELIST "
+             f"at $({STAMP})\"",
              "head=$(hostname)",
              f"srun --overlap --nodes=1 --ntasks=1 --nodelist=\"$head\" {runner} head {job} &",
              f"if [ {options.nodes} -gt 1 ]; then",
@@ -181,6 +184,8 @@ def batch_script(folder: Path, name: str, driver: Driver, options: SlurmOptions)
              "fi",
              f"stop_ray() {{ touch {stop_file}; wait; }}",
              f"{runner} wait {job} {options.nodes} || {{ code=$?; stop_ray; exit $code; }}",
+             f"echo \"runyard: the job's Ray is up on {options.nodes} node{'s' if options.nodes != 1 else ''} "
+             f"at $({STAMP})\"",
              f"address=\"$(cat {head_address})\"",
              # 130: what the driver exits with when stopped (EXIT_INTERRUPTED).
              "code=130",
@@ -203,7 +208,8 @@ def batch_script(folder: Path, name: str, driver: Driver, options: SlurmOptions)
              "# continues the same way. Slurm holds a requeued job back for its credential lifetime",
              "# (AuthInfo cred_expire, 120 s by default) before it may start again.",
              "if [ \"$stopping\" = 'wall time' ] && [ $code -eq 130 ]; then",
-             "  echo \"runyard: stopped before the wall time; requeueing Slurm job $SLURM_JOB_ID to continue\"",
+             f"  echo \"runyard: stopped before the wall time; requeueing Slurm job $SLURM_JOB_ID to continue "
+             f"at $({STAMP})\"",
              "  exec scontrol requeue \"$SLURM_JOB_ID\"",
              "fi",
              "exit $code"]
