@@ -235,18 +235,21 @@ def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hos
 @pytest.mark.slow
 def test_a_sweep_past_its_wall_time_is_requeued_and_finishes_beside_another_job(local_slurm, tmp_path,
                                                                               monkeypatch):
-    """Two jobs at once on the same two nodes. One asks for less wall time than its sweep needs:
-    Slurm signals it 45 s before the end, it stops resumably, stops its own Ray (the other job's
+    """Two jobs at once on the same two nodes. One runs out of wall time mid-sweep: Slurm
+    signals it 45 s before the end, it stops resumably, stops its own Ray (the other job's
     goes on), requeues itself and finishes in a new allocation in the same runs. The other job
-    finishes untouched. (One test for both: each allocation starts a Ray on 2 shared cores.)"""
+    finishes untouched. (One test for both: each allocation starts a Ray on 2 shared cores.)
+
+    The short wall time is given once the trials run (`scontrol update TimeLimit`, as an admin
+    may), not with --time at submit: at load 12 here the job's Ray and driver took over a
+    minute to start, and a 2-minute --time signalled the driver before its first trial."""
     cluster = local_slurm.cluster
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
-    # Its trials start 20-35 s into the allocation and need 60+ s; the signal comes 45-75 s in
-    # (Slurm looks at time limits every 30 s): always mid-sweep.
     # A checkpoint every 5 steps: a resume may redo up to 4, logged once all the same.
-    (project / "jobs" / "wall.yaml").write_text(toy_sweep("wall", "slurm-wall", 1.0, 60, every=5))
-    # Still running when the first job's first allocation has ended (about 85 s in at most).
+    # 50 steps: still running when the signal comes (at most 30 s after the limit is cut).
+    (project / "jobs" / "wall.yaml").write_text(toy_sweep("wall", "slurm-wall", 1.0, 50, every=5))
+    # Still running when the first job's first allocation has ended.
     (project / "jobs" / "beside.yaml").write_text(toy_sweep("beside", "slurm-beside", 1.0, 80, every=5))
     wall_id, beside_id = f"slurm-wall-{cluster.cluster_id[:6]}", f"slurm-beside-{cluster.cluster_id[:6]}"
     login = login_env(local_slurm)
@@ -257,14 +260,24 @@ def test_a_sweep_past_its_wall_time_is_requeued_and_finishes_beside_another_job(
         return subprocess.run([str(RUNYARD), *args, *storage], cwd=project, env=login, capture_output=True,
                               text=True, timeout=120)
 
-    for spec, job_id, limit in (("wall", wall_id, ["--time", "00:02:00", "--stop-lead", "45"]),
+    for spec, job_id, limit in (("wall", wall_id, ["--time", "00:10:00", "--stop-lead", "45"]),
                                 ("beside", beside_id, [])):
         submit = runyard("submit", f"jobs/{spec}.yaml", *nodes, *limit, "--id", job_id)
         assert submit.returncode == 0, submit.stdout + submit.stderr
     wall = (local_slurm.storage / "slurm-jobs" / wall_id / "slurm_job_id").read_text().strip()
     beside = (local_slurm.storage / "slurm-jobs" / beside_id / "slurm_job_id").read_text().strip()
-
-    deadline = time.monotonic() + 180
+    results = local_slurm.storage / "ray_results" / wall_id
+    deadline = time.monotonic() + 240
+    while len({path.parent for path in results.glob("t000*/checkpoint_*")}) < 2:
+        assert time.monotonic() < deadline, runyard("logs", wall_id).stdout[-3000:]
+        time.sleep(1)
+    # Its wall time now ends 60 s from here: within 45 s of the end, so Slurm signals it at its
+    # next look at time limits (every 30 s), with its trials mid-sweep.
+    hours, minutes, seconds = (int(part) for part in slurm_job(local_slurm, wall)["RunTime"].split(":"))
+    limit = hours * 3600 + minutes * 60 + seconds + 60
+    cut = local_slurm.slurm("scontrol", "update", f"JobId={wall}", f"TimeLimit={limit // 60}:{limit % 60:02d}")
+    assert cut.returncode == 0, cut.stderr
+    deadline = time.monotonic() + 150
     while slurm_job(local_slurm, wall).get("Restarts", "0") == "0":
         assert time.monotonic() < deadline, runyard("logs", wall_id).stdout[-3000:]
         time.sleep(1)
@@ -280,8 +293,8 @@ def test_a_sweep_past_its_wall_time_is_requeued_and_finishes_beside_another_job(
         assert not [line for line in raylets if f"ray-slurm-{wall}.0" in line], (name, raylets)
         assert len([line for line in raylets if f"ray-slurm-{beside}.0" in line]) == 1, (name, raylets)
     assert slurm_job(local_slurm, beside)["JobState"] == "RUNNING"
-    # As an admin may: room for the rest in the second allocation, which would otherwise be
-    # stopped and requeued once more (the sweep would still finish, a few minutes later).
+    # Room for the rest in the second allocation, which would otherwise be stopped and requeued
+    # again at once (its limit is the one cut above).
     raised = local_slurm.slurm("scontrol", "update", f"JobId={wall}", "TimeLimit=00:10:00")
     assert raised.returncode == 0, raised.stderr
 
@@ -292,7 +305,7 @@ def test_a_sweep_past_its_wall_time_is_requeued_and_finishes_beside_another_job(
     assert "requeued: 1 times" in status.stdout, status.stdout
     assert "(restart 1)" in runyard("logs", wall_id).stdout
     client = MlflowClient(cluster.tracking_uri)
-    for job_id, experiment, steps_each, before in ((wall_id, "slurm-wall", 60, stopped),
+    for job_id, experiment, steps_each, before in ((wall_id, "slurm-wall", 50, stopped),
                                                    (beside_id, "slurm-beside", 80, None)):
         finished = trial_runs(local_slurm, monkeypatch, job_id, experiment)
         assert len(finished) == 2 and {run.info.status for run in finished.values()} == {"FINISHED"}
