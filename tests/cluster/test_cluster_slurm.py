@@ -241,16 +241,16 @@ def test_a_sweep_past_its_wall_time_is_requeued_and_finishes_beside_another_job(
     finishes untouched. (One test for both: each allocation starts a Ray on 2 shared cores.)
 
     The short wall time is given once the trials run (`scontrol update TimeLimit`, as an admin
-    may), not with --time at submit: at load 12 here the job's Ray and driver took over a
+    may; Slurm keeps it in whole minutes), not with --time at submit: at load 12 here the job's Ray and driver took over a
     minute to start, and a 2-minute --time signalled the driver before its first trial."""
     cluster = local_slurm.cluster
     project = tmp_path / "project"
     (project / "jobs").mkdir(parents=True)
     # A checkpoint every 5 steps: a resume may redo up to 4, logged once all the same.
-    # 50 steps: still running when the signal comes (at most 30 s after the limit is cut).
-    (project / "jobs" / "wall.yaml").write_text(toy_sweep("wall", "slurm-wall", 1.0, 50, every=5))
+    # 90 steps: still running when the signal comes (at most 65 s after the limit is cut).
+    (project / "jobs" / "wall.yaml").write_text(toy_sweep("wall", "slurm-wall", 1.0, 90, every=5))
     # Still running when the first job's first allocation has ended.
-    (project / "jobs" / "beside.yaml").write_text(toy_sweep("beside", "slurm-beside", 1.0, 80, every=5))
+    (project / "jobs" / "beside.yaml").write_text(toy_sweep("beside", "slurm-beside", 1.0, 120, every=5))
     wall_id, beside_id = f"slurm-wall-{cluster.cluster_id[:6]}", f"slurm-beside-{cluster.cluster_id[:6]}"
     login = login_env(local_slurm)
     storage = ["--storage", str(local_slurm.storage)]
@@ -271,13 +271,14 @@ def test_a_sweep_past_its_wall_time_is_requeued_and_finishes_beside_another_job(
     while len({path.parent for path in results.glob("t000*/checkpoint_*")}) < 2:
         assert time.monotonic() < deadline, runyard("logs", wall_id).stdout[-3000:]
         time.sleep(1)
-    # Its wall time now ends 60 s from here: within 45 s of the end, so Slurm signals it at its
-    # next look at time limits (every 30 s), with its trials mid-sweep.
+    # Its wall time now ends 50-110 s from here (Slurm keeps limits in whole minutes); Slurm
+    # signals 45-75 s before the end (it looks at time limits every 30 s): within 65 s, with
+    # its trials mid-sweep.
     hours, minutes, seconds = (int(part) for part in slurm_job(local_slurm, wall)["RunTime"].split(":"))
-    limit = hours * 3600 + minutes * 60 + seconds + 60
-    cut = local_slurm.slurm("scontrol", "update", f"JobId={wall}", f"TimeLimit={limit // 60}:{limit % 60:02d}")
+    limit_min = -(-(hours * 3600 + minutes * 60 + seconds + 50) // 60)
+    cut = local_slurm.slurm("scontrol", "update", f"JobId={wall}", f"TimeLimit={limit_min}")
     assert cut.returncode == 0, cut.stderr
-    deadline = time.monotonic() + 150
+    deadline = time.monotonic() + 180
     while slurm_job(local_slurm, wall).get("Restarts", "0") == "0":
         assert time.monotonic() < deadline, runyard("logs", wall_id).stdout[-3000:]
         time.sleep(1)
@@ -305,8 +306,8 @@ def test_a_sweep_past_its_wall_time_is_requeued_and_finishes_beside_another_job(
     assert "requeued: 1 times" in status.stdout, status.stdout
     assert "(restart 1)" in runyard("logs", wall_id).stdout
     client = MlflowClient(cluster.tracking_uri)
-    for job_id, experiment, steps_each, before in ((wall_id, "slurm-wall", 50, stopped),
-                                                   (beside_id, "slurm-beside", 80, None)):
+    for job_id, experiment, steps_each, before in ((wall_id, "slurm-wall", 90, stopped),
+                                                   (beside_id, "slurm-beside", 120, None)):
         finished = trial_runs(local_slurm, monkeypatch, job_id, experiment)
         assert len(finished) == 2 and {run.info.status for run in finished.values()} == {"FINISHED"}
         # The requeued job went on in the same runs, each metric step logged once.
