@@ -4,6 +4,7 @@ the working directory (the project) until a caller resolves them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 RUNYARD_DIR = Path(".runyard")  # the embedded storage: ledgers, Tune state, the MLflow store
@@ -16,3 +17,9 @@ QUEUE_DB = RUNYARD_DIR / "queue.db"
 def project_storage(workdir: Path) -> Path:
     """The storage of jobs run from `workdir` when none is named: its .runyard/."""
     return Path(workdir).resolve() / RUNYARD_DIR
+
+
+def user_config_dir() -> Path:
+    """The user's own runyard settings, shared by all their projects (the Slurm profile):
+    $XDG_CONFIG_HOME/runyard, else ~/.config/runyard."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "runyard"

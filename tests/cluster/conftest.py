@@ -169,6 +169,10 @@ class SlurmUnderTest(ClusterUnderTest):
         return subprocess.run(list(command), env={**os.environ, **slurm_hosts.slurm_env(self.cluster)},
                               capture_output=True, text=True, timeout=timeout_s, cwd=self.storage)
 
+    def on_host(self, name: str, *command: str) -> subprocess.CompletedProcess:
+        """`command` on host `name` itself (not through Slurm, which may have no free core)."""
+        return exec_on_host(self.cluster, name, list(command))
+
 
 @pytest.fixture(scope="session")
 def local_slurm(tmp_path_factory) -> SlurmUnderTest:

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from runyard.errors import UserError
 from runyard.execute.storage import ENV as STORAGE_ENV
+from runyard.execute.storage import Storage
 from runyard.launch.slurm import ACTIVE_STATES, SlurmOptions
 
 
@@ -58,12 +59,11 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, options: SlurmOpt
     shipment = project_files.shipment(project)
     project_files.check_size(shipment, max_upload_mb)
     job_id = job_id or new_job_id(planned.spec)
-    driver = RunRequest(str(relative), tuple(overrides), job_id=job_id, tracking_uri=tracking_uri,
-                        storage=storage)
+    start = RunRequest(str(relative), tuple(overrides), job_id=job_id, tracking_uri=tracking_uri,
+                       storage=storage)
     folder = slurm.job_dir(storage, job_id)
     slurm.stage(folder, project, sorted(shipment.files), Path(runyard.__file__).parent)
-    script = slurm.batch_script(folder, planned.spec.name,
-                                ["python", "-m", "runyard.cli.main", *driver.argv()], options)
+    script = slurm.batch_script(folder, planned.spec.name, _driver(start.argv(), job_id, storage), options)
     slurm_job_id = slurm.submit(folder, script)
     return SlurmSubmission(job_id, planned.spec.name, slurm_job_id, len(planned.trials), folder,
                            shipment.summary())
@@ -87,12 +87,12 @@ class SlurmJobStatus:
     nodes: str  # Slurm's node list, n[1-2]
     elapsed: str
     limit: str
+    restarts: str  # how often Slurm requeued it (after its wall-time stop, a node failure)
 
 
 def resume(job_id: str, *, options: SlurmOptions, storage: str | None = None) -> SlurmJob:
     """Continue a job submitted with --slurm in a new allocation: the same snapshot, a driver
     that resumes it from its storage, in the same MLflow runs."""
-    from runyard.api.requests import ContinueRequest
     from runyard.launch import slurm
 
     options.check()
@@ -104,9 +104,21 @@ def resume(job_id: str, *, options: SlurmOptions, storage: str | None = None) ->
     if state in ACTIVE_STATES:
         raise UserError(f"{job_id}: Slurm job {job.slurm_job_id} is still {state}; stop it first "
                         f"(runyard stop {job_id}).")
-    request = ContinueRequest(job_id, "resume", storage=str(job.folder.parents[1]))
-    script = slurm.batch_script(job.folder, job_id, ["python", "-m", "runyard.cli.main", *request.argv()], options)
+    storage = str(job.folder.parents[1])
+    script = slurm.batch_script(job.folder, job_id, _driver(None, job_id, storage), options)
     return SlurmJob(job_id, slurm.submit(job.folder, script, keep_folder=True), job.folder)
+
+
+def _driver(start: list[str] | None, job_id: str, storage: str):
+    """The batch script's driver: `start` (runyard's arguments) in the job's first allocation,
+    `resume` once the job has a ledger (start None: it has one already)."""
+    from runyard.api.requests import ContinueRequest
+    from runyard.launch.slurm import Driver
+
+    runyard = ["python", "-m", "runyard.cli.main"]
+    resume = [*runyard, *ContinueRequest(job_id, "resume", storage=storage).argv()]
+    return Driver(start=[*runyard, *start] if start else resume, resume=resume,
+                  ledger=Storage(storage).ledger_path(job_id))
 
 
 def find(job_id: str, storage: str | None = None) -> SlurmJob | None:
@@ -130,7 +142,7 @@ def job_status(job: SlurmJob) -> SlurmJobStatus:
 
     fields = slurm.job_fields(job.slurm_job_id)
     return SlurmJobStatus(job, fields.get("JobState", "-"), fields.get("NodeList", "-"),
-                          fields.get("RunTime", "-"), fields.get("TimeLimit", "-"))
+                          fields.get("RunTime", "-"), fields.get("TimeLimit", "-"), fields.get("Restarts", "-"))
 
 
 def stop(job: SlurmJob) -> bool:

@@ -379,7 +379,7 @@ def _status(args) -> int:
     if slurm_job is not None:
         seen = slurm.job_status(slurm_job)
         print(f"job:        {slurm_job.job_id} (Slurm job {slurm_job.slurm_job_id})")
-        print(f"state:      {seen.state}")
+        print(f"state:      {seen.state}   requeued: {seen.restarts} times")
         print(f"nodes:      {seen.nodes}   elapsed: {seen.elapsed}   limit: {seen.limit}")
         print(f"output:     {slurm_job.output}")
         return EXIT_FAILED if seen.state in ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY") else EXIT_OK

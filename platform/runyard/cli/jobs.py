@@ -237,7 +237,7 @@ def _submit_to_slurm(args: argparse.Namespace, options) -> int:
                              max_upload_mb=args.max_upload_mb)
     trials = submitted.trials
     print(f"submitted {submitted.job_id}: {submitted.name} ({trials} trial{'s' if trials != 1 else ''}) "
-          f"to Slurm as job {submitted.slurm_job_id} on {args.nodes} node{'s' if args.nodes != 1 else ''}")
+          f"to Slurm as job {submitted.slurm_job_id} on {options.nodes} node{'s' if options.nodes != 1 else ''}")
     print(f"snapshot of the project: {submitted.shipped}, in {submitted.folder}")
     print(f"its output: {submitted.job.output}    "
           f"queue: squeue -j {submitted.slurm_job_id}")

@@ -51,6 +51,8 @@ REQUIRED_PROGRAMS = ("munged", "mungekey", "slurmctld", "slurmd", "srun", "sbatc
 SLURM_DIR = "slurm"  # under the cluster's state dir
 CONTROLLER = "controller"
 PARTITION = "debug"
+# Job credentials live this long, and a requeued job waits as long before it starts again.
+CRED_EXPIRE_S = 10
 # A unix socket's path holds at most 107 bytes.
 MAX_SOCKET_PATH = 100
 # slurmctld saves its state on SIGTERM; a throwaway cluster's state goes with `down` anyway.
@@ -271,7 +273,9 @@ def slurm_conf(cluster: ClusterState, hosts: int, cores: dict[str, str]) -> str:
         "SlurmUser=root",
         "AuthType=auth/munge",
         "CredType=cred/munge",
-        f"AuthInfo=socket={munge_socket(cluster)}",
+        # cred_expire: a requeued job waits this long (+1 s) before it may start again (Slurm's
+        # default, 120 s, would hold up every wall-time continuation for two minutes here).
+        f"AuthInfo=socket={munge_socket(cluster)},cred_expire={CRED_EXPIRE_S}",
         f"StateSaveLocation={directory / 'state'}",
         f"SlurmctldPidFile={directory / 'slurmctld.pid'}",
         # Inside each host: its own /tmp.
@@ -289,6 +293,9 @@ def slurm_conf(cluster: ClusterState, hosts: int, cores: dict[str, str]) -> str:
         # A node whose slurmd restarts (a host that lost power) comes back by itself.
         "ReturnToService=2",
         "MailProg=/bin/true",
+        # Pending jobs (a requeued one, once its cred_expire has passed) start within seconds
+        # rather than at the next minute's scheduling pass.
+        "SchedulerParameters=sched_interval=5,bf_interval=2",
         *nodes,
         f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
     ]
