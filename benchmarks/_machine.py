@@ -2,6 +2,14 @@
 
 import os
 import platform
+import sys
+
+# A command's prefix that starts it with Ctrl-C (SIGINT) at its default, as at a terminal: a
+# benchmark run in the background (`nohup ... &`) passes SIGINT on ignored, and a driver it
+# stops "with Ctrl-C" would not stop. (exec keeps the pid.)
+CTRL_C_AS_AT_A_TERMINAL = [sys.executable, "-c", "import os, signal, sys; "
+                           "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                           "os.execv(sys.argv[1], sys.argv[1:])"]
 
 
 def describe() -> str:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import describe  # noqa: E402
+from _machine import CTRL_C_AS_AT_A_TERMINAL, describe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNYARD = Path(sys.executable).with_name("runyard")
@@ -46,7 +46,7 @@ def sitting(workdir: Path, job_id: str, budget_s: float, sitting_s: float, num_c
     if num_cpus:
         command += ["--num-cpus", str(num_cpus)]
     print("$ " + " ".join(command), flush=True)
-    driver = subprocess.Popen(command, cwd=workdir, start_new_session=True)
+    driver = subprocess.Popen([*CTRL_C_AS_AT_A_TERMINAL, *command], cwd=workdir, start_new_session=True)
     try:
         return driver.wait(timeout=sitting_s)
     except subprocess.TimeoutExpired:

@@ -25,6 +25,15 @@ JOBS = REPO / "jobs"
 RUNYARD = Path(sys.executable).with_name("runyard")
 
 
+# A command's prefix that starts it with Ctrl-C (SIGINT) at its default, as at a terminal. A
+# process started in the background by a non-interactive shell (`nohup ... &`, some CI
+# runners) passes SIGINT on ignored, and Python then never turns it into KeyboardInterrupt:
+# a test that stops a command "with Ctrl-C" would wait for nothing. (exec keeps the pid.)
+CTRL_C_AS_AT_A_TERMINAL = [sys.executable, "-c", "import os, signal, sys; "
+                           "signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                           "os.execv(sys.argv[1], sys.argv[1:])"]
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None
             ) -> subprocess.CompletedProcess:
     """The installed `runyard` console script, as a researcher would type it."""

@@ -20,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
-from runyard_testing import RUNYARD, run_cli, tracking_uri
+from runyard_testing import CTRL_C_AS_AT_A_TERMINAL, RUNYARD, run_cli, tracking_uri
 from runyard.tracking.plots import OBJECTIVE_FILE
 from runyard.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING, NOTE
 
@@ -58,7 +58,8 @@ class UiProcess:
 
     def __init__(self, workdir: Path, port: int):
         self.port = port
-        self.process = subprocess.Popen([str(RUNYARD), "ui", "--port", str(port)], cwd=workdir,
+        self.process = subprocess.Popen([*CTRL_C_AS_AT_A_TERMINAL, str(RUNYARD), "ui", "--port", str(port)],
+                                        cwd=workdir,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True)
         self.lines: list[str] = []
