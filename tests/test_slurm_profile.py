@@ -114,6 +114,26 @@ def test_submit_with_a_bad_or_missing_profile_submits_nothing(tmp_path):
     assert not storage.exists()
 
 
+def test_a_trial_the_asked_nodes_cannot_hold_is_refused_before_anything_is_submitted(tmp_path):
+    project = tmp_path / "project"
+    (project / "jobs").mkdir(parents=True)
+    (project / "jobs" / "big.yaml").write_text(
+        "name: big\nworkload: toy.quadratic\nstop: {iterations: 1}\nresources: {cpus_per_trial: 4}\n")
+    env = {key: value for key, value in os.environ.items() if key != "RUNYARD_STORAGE"}
+    storage = tmp_path / "storage"
+    completed = subprocess.run([str(RUNYARD), "submit", "jobs/big.yaml", "--slurm", "--nodes", "2",
+                                "--cpus-per-node", "2", "--storage", str(storage)], cwd=project, env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert "no node can hold it" in completed.stderr, completed.stderr
+    assert "ask Slurm for more per node (now --nodes 2 --cpus-per-node 2 --gpus-per-node 0)" in completed.stderr
+    assert not storage.exists()
+    # What the check compares with: each node's Ray, as the flags fix it (and nothing without them).
+    assert SlurmOptions(nodes=2, cpus_per_node=4, gpus_per_node="a100:2").ray_nodes() == \
+        [{"CPU": 4.0, "GPU": 2.0}] * 2
+    assert SlurmOptions(nodes=2).ray_nodes() is None
+
+
 def test_the_readmes_example_profile_is_a_valid_one(tmp_path):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("```yaml\n# ~/.config/runyard/slurm.yaml\n", 1)[1].split("```", 1)[0]

@@ -45,6 +45,7 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, options: SlurmOpt
     from runyard.api.requests import RunRequest
     from runyard.execute.planned import new_job_id
     from runyard.launch import project_files, slurm
+    from runyard.plan import check_feasible
 
     options.check()
     storage = storage or os.environ.get(STORAGE_ENV)
@@ -54,6 +55,12 @@ def submit(spec: str | Path, overrides: Sequence[str] = (), *, options: SlurmOpt
                         "/shared/path or set RUNYARD_STORAGE.")
     storage = str(Path(storage).resolve())
     planned = validate(spec, overrides)
+    nodes = options.ray_nodes()
+    if nodes is not None:  # refused here, not after the allocation has waited in the queue
+        check_feasible(planned.spec, planned.trials, nodes,
+                       remedy=f"or ask Slurm for more per node (now --nodes {options.nodes} "
+                              f"--cpus-per-node {options.cpus_per_node} --gpus-per-node "
+                              f"{options.gpus_per_node or 0})")
     project = Path.cwd().resolve()
     relative = in_project(spec, project)
     shipment = project_files.shipment(project)

@@ -106,6 +106,17 @@ class SlurmOptions:
                             f"(e.g. --stop-lead {DEFAULT_STOP_LEAD_S}).")
 
 
+    def ray_nodes(self) -> list[dict[str, float]] | None:
+        """The job's Ray nodes as far as the flags fix them: each node's Ray holds the CPUs
+        Slurm gives its one task (--cpus-per-node; a whole core may add one) and the GPUs of
+        --gpus-per-node. None without --cpus-per-node: Slurm's defaults decide (one CPU, or a
+        core's threads), and only the driver, on the nodes it finds, can tell."""
+        if self.cpus_per_node is None:
+            return None
+        gpus = int(self.gpus_per_node.rsplit(":", 1)[-1]) if self.gpus_per_node else 0
+        return [{"CPU": float(self.cpus_per_node), "GPU": float(gpus)}] * self.nodes
+
+
 @dataclass(frozen=True)
 class Driver:
     """What the batch script runs once the job's Ray is up, each a `python -m runyard.cli.main`

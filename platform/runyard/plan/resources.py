@@ -121,20 +121,26 @@ def cluster_config_nodes(path: str | Path) -> list[dict[str, float]]:
     return nodes
 
 
-def check_feasible(spec: JobSpec, trials: list[Trial], nodes: list[dict[str, float]]) -> None:
-    """Raise UserError if some trial's request can never be scheduled on these nodes."""
+CLUSTER_REMEDY = "or run on a cluster that has such a node (--address)"
+
+
+def check_feasible(spec: JobSpec, trials: list[Trial], nodes: list[dict[str, float]],
+                   remedy: str = CLUSTER_REMEDY) -> None:
+    """Raise UserError if some trial's request can never be scheduled on these nodes; the
+    error's last advice is `remedy` (where bigger nodes come from)."""
     if not nodes:
         raise UserError("the Ray cluster reports no alive nodes; is it running? (ray status)")
     bundles = trial_bundles(spec)
     largest = max(nodes, key=lambda node: (node.get("GPU", 0), node.get("CPU", 0)))
     for bundle in bundles:
         if not any(fits(bundle, node) for node in nodes):
-            raise UserError(_explain(spec, trials, bundle, largest, len(nodes), "no node can hold"))
+            raise UserError(_explain(spec, trials, bundle, largest, len(nodes), "no node can hold",
+                                     remedy))
     total = trial_request(spec)
     cluster = {name: sum(node.get(name, 0) for node in nodes) for name in total}
     if not fits(total, cluster):
         raise UserError(_explain(spec, trials, total, cluster, len(nodes),
-                                 "the whole cluster together cannot hold"))
+                                 "the whole cluster together cannot hold", remedy))
 
 
 def fits(request: dict[str, float], available: dict[str, Any]) -> bool:
@@ -142,7 +148,7 @@ def fits(request: dict[str, float], available: dict[str, Any]) -> bool:
 
 
 def _explain(spec: JobSpec, trials: list[Trial], request: Bundle, best: dict[str, float],
-             node_count: int, verdict: str) -> str:
+             node_count: int, verdict: str, remedy: str) -> str:
     which = trials[0].trial_id + (f" (and the other {len(trials) - 1} trials)" if len(trials) > 1 else "")
     missing = [name for name, amount in request.items() if best.get(name, 0) + 1e-9 < amount]
     return (
@@ -150,5 +156,5 @@ def _explain(spec: JobSpec, trials: list[Trial], request: Bundle, best: dict[str
         f"the largest of the cluster's {node_count} node(s) has {describe(best)} "
         f"(short of: {', '.join(missing)}). It would wait forever as PENDING, so nothing was "
         "started. Lower resources.cpus_per_trial / gpus_per_trial / memory_gb / custom "
-        "(rollout actors share cpus_per_trial), or run on a cluster that has such a node (--address)."
+        f"(rollout actors share cpus_per_trial), {remedy}."
     )
