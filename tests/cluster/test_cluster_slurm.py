@@ -135,6 +135,21 @@ def wait_for_slurm_job(local_slurm, slurm_id: str, timeout_s: float) -> str:
         time.sleep(2)
 
 
+# Two nodes, each starting from this test's virtualenv.
+NODES = ["--slurm", "--nodes", "2", "--setup", f"source {Path(sys.prefix) / 'bin' / 'activate'}"]
+
+
+def on_the_login_node(local_slurm, project: Path):
+    """`runyard ARGS --storage S`, typed in `project` on the login node."""
+    login = login_env(local_slurm)
+
+    def runyard(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(RUNYARD), *args, "--storage", str(local_slurm.storage)], cwd=project,
+                              env=login, capture_output=True, text=True, timeout=120)
+
+    return runyard
+
+
 # 0.6 CPU per rank and one CPU per Slurm node for the job: the two ranks sit on both nodes.
 DDP = """\
 name: ddp-slurm
@@ -166,17 +181,11 @@ def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hos
     prepare_imagenet(tree, shards, size=16, workers=1, images_per_shard=64)
     (project / "jobs" / "ddp.yaml").write_text(DDP.format(data=shards))
     job_id, ddp_id = f"slurm-stop-{cluster.cluster_id[:6]}", f"slurm-ddp-{cluster.cluster_id[:6]}"
-    login = login_env(local_slurm)
-    storage = ["--storage", str(local_slurm.storage)]
-    nodes = ["--slurm", "--nodes", "2", "--setup", f"source {Path(sys.prefix) / 'bin' / 'activate'}"]
+    runyard = on_the_login_node(local_slurm, project)
 
-    def runyard(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(RUNYARD), *args, *storage], cwd=project, env=login, capture_output=True,
-                              text=True, timeout=120)
-
-    submit = runyard("submit", "jobs/long.yaml", *nodes, "--id", job_id)
+    submit = runyard("submit", "jobs/long.yaml", *NODES, "--id", job_id)
     assert submit.returncode == 0, submit.stdout + submit.stderr
-    ddp = runyard("submit", "jobs/ddp.yaml", *nodes, "--id", ddp_id)
+    ddp = runyard("submit", "jobs/ddp.yaml", *NODES, "--id", ddp_id)
     assert ddp.returncode == 0, ddp.stdout + ddp.stderr
     folder = local_slurm.storage / "slurm-jobs" / job_id
     slurm_id = (folder / "slurm_job_id").read_text().strip()
@@ -210,7 +219,7 @@ def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hos
     assert sorted(rank["host"] for rank in ranks) == ["n1", "n2"], ranks
     assert_no_ray_left(local_slurm)
 
-    resumed = runyard("resume", job_id, *nodes)
+    resumed = runyard("resume", job_id, *NODES)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     second = (folder / "slurm_job_id").read_text().strip()
     assert second != slurm_id
@@ -226,8 +235,7 @@ def test_a_checkpointing_sweep_on_slurm_stopped_and_resumed_finishes_on_both_hos
     # Each trial's run names the host it ran on: one on each. Its checkpoints are in the
     # shared storage, and `best` reads the job back on the login node.
     assert sorted(run.data.tags["runyard.host"].split()[0] for run in finished.values()) == ["n1", "n2"]
-    best = subprocess.run([str(RUNYARD), "best", job_id, *storage], cwd=project, env=login,
-                          capture_output=True, text=True, timeout=120)
+    best = runyard("best", job_id)
     assert best.returncode == 0 and "t0000" in best.stdout and "t0001" in best.stdout, best.stdout + best.stderr
     assert_no_ray_left(local_slurm)
 
@@ -252,17 +260,11 @@ def test_a_sweep_past_its_wall_time_is_requeued_and_finishes_beside_another_job(
     # Still running when the first job's first allocation has ended.
     (project / "jobs" / "beside.yaml").write_text(toy_sweep("beside", "slurm-beside", 1.0, 120, every=5))
     wall_id, beside_id = f"slurm-wall-{cluster.cluster_id[:6]}", f"slurm-beside-{cluster.cluster_id[:6]}"
-    login = login_env(local_slurm)
-    storage = ["--storage", str(local_slurm.storage)]
-    nodes = ["--slurm", "--nodes", "2", "--setup", f"source {Path(sys.prefix) / 'bin' / 'activate'}"]
-
-    def runyard(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(RUNYARD), *args, *storage], cwd=project, env=login, capture_output=True,
-                              text=True, timeout=120)
+    runyard = on_the_login_node(local_slurm, project)
 
     for spec, job_id, limit in (("wall", wall_id, ["--time", "00:10:00", "--stop-lead", "45"]),
                                 ("beside", beside_id, [])):
-        submit = runyard("submit", f"jobs/{spec}.yaml", *nodes, *limit, "--id", job_id)
+        submit = runyard("submit", f"jobs/{spec}.yaml", *NODES, *limit, "--id", job_id)
         assert submit.returncode == 0, submit.stdout + submit.stderr
     wall = (local_slurm.storage / "slurm-jobs" / wall_id / "slurm_job_id").read_text().strip()
     beside = (local_slurm.storage / "slurm-jobs" / beside_id / "slurm_job_id").read_text().strip()
