@@ -105,7 +105,6 @@ class SlurmOptions:
             raise UserError(f"--stop-lead: {self.stop_lead_s!r}; expected whole seconds from 1 to 65535 "
                             f"(e.g. --stop-lead {DEFAULT_STOP_LEAD_S}).")
 
-
     def ray_nodes(self) -> list[dict[str, float]] | None:
         """The job's Ray nodes as far as the flags fix them: each node's Ray holds the CPUs
         Slurm gives its one task (--cpus-per-node; a whole core may add one) and the GPUs of
