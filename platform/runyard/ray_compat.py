@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import posixpath
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,39 @@ def upload_py_modules(jobs: Any, runtime_env: dict[str, Any]) -> None:
     `JobSubmissionClient.submit_job` runs itself (`_upload_py_modules_if_needed`). A runtime
     env whose py_modules are URIs already is left as it is by `submit_job`."""
     jobs._upload_py_modules_if_needed(runtime_env)
+
+
+@contextmanager
+def token_auth(token_path: str) -> Iterator[None]:
+    """This process joins a Ray that wants the token in `token_path`, within the block.
+    Ray reads RAY_AUTH_MODE and RAY_AUTH_TOKEN_PATH into its cached RayConfig when it is
+    imported and caches the token on first use; a process that imported Ray before it knew
+    which Ray it would join has to refresh both (`Config.initialize` and the token loader's
+    `reset_cache`, as Ray's own `_enable_token_auth` does). Afterwards the environment is
+    as it was, refreshed again, so a later Ray of this process is not handed this token."""
+    names = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token_path)
+    _reload_auth_settings()
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _reload_auth_settings()
+
+
+def _reload_auth_settings() -> None:
+    if "ray" not in sys.modules:  # Ray reads the environment itself when imported
+        return
+    from ray._private.authentication.authentication_token_setup import AuthenticationTokenLoader
+    from ray._raylet import Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 @dataclass(frozen=True)

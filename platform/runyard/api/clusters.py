@@ -1,4 +1,5 @@
-"""Clusters as Python functions: runyard's own local cluster (up, down, status) and the jobs
+"""Clusters as Python functions: runyard's own local cluster (up, down, status), the warm
+embedded Ray `runyard run` keeps (status, stop), and the jobs
 on a Ray cluster's Jobs API (list, one job, its logs, stop). `runyard cluster local ...` and
 `runyard status | logs | stop` parse their flags into these calls and render what they
 return; a notebook or a test calls them the same way.
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from ray.job_submission import JobDetails
 
     from runyard.launch.local_cluster import LocalCluster
+    from runyard.launch.warm_ray import WarmRay
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,26 @@ def local_status(state_dir: str | Path = CLUSTER_STATE_DIR) -> LocalClusterStatu
         return LocalClusterStatus(cluster, local_cluster.count_alive_nodes(cluster), slurm_conf=slurm_conf)
     except OSError as error:
         return LocalClusterStatus(cluster, None, str(error), slurm_conf=slurm_conf)
+
+
+def warm_ray() -> WarmRay | None:
+    """This user's warm Ray (the embedded Ray that `runyard run` keeps between runs), if
+    one is running."""
+    from runyard.launch import warm_ray
+
+    return warm_ray.running()
+
+
+def stop_warm_ray() -> WarmRay | None:
+    """Stop this user's warm Ray now; returns it, or None when none was running. Refused
+    (UserError) while a run is using it."""
+    from runyard.errors import UserError
+    from runyard.launch import warm_ray
+
+    try:
+        return warm_ray.stop()
+    except RuntimeError as busy:
+        raise UserError(str(busy)) from None
 
 
 def jobs(address: str | None = None, state_dir: str | Path = CLUSTER_STATE_DIR) -> list[JobDetails]:
