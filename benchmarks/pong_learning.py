@@ -10,9 +10,11 @@ between the `pong_learning` markers.
 
     PYTHONPATH=platform python benchmarks/pong_learning.py --budget-s 3600 --sitting-s 3700
     PYTHONPATH=platform python benchmarks/pong_learning.py --sitting-s 180      # a smoke run
+    PYTHONPATH=platform python benchmarks/pong_learning.py --game-only          # game.gif of the newest policy
 
 The 100-episode mean return > 0 (the built-in AI beaten) also ends the job: it is the spec's
-stop condition.
+stop condition. When the job has ended, its newest policy plays whole games until it wins
+one, and that game's GIF joins the run's artifacts (`--game-only` does just this).
 """
 
 from __future__ import annotations
@@ -59,13 +61,19 @@ def sitting(workdir: Path, job_id: str, budget_s: float, sitting_s: float, num_c
         return -2
 
 
-def curve(workdir: Path, job_id: str) -> list[dict[str, float]]:
-    """Per iteration: episodes, env steps, training seconds so far, the last-100 mean return."""
+def job_run(workdir: Path, job_id: str):
+    """The job's MLflow client and run (one trial: the job's run is the trial's)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workdir / '.runyard' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("pong-pg")
     (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`runyard.sweep_id` = '{job_id}'")
+    return client, run
+
+
+def curve(workdir: Path, job_id: str) -> list[dict[str, float]]:
+    """Per iteration: episodes, env steps, training seconds so far, the last-100 mean return."""
+    client, run = job_run(workdir, job_id)
     history = {name: {m.step: m.value for m in client.get_metric_history(run.info.run_id, name)}
                for name in ("episodes_total", "env_steps_total", "episode_return_mean_100",
                             "sample_time_s", "learn_time_s")}
@@ -77,6 +85,33 @@ def curve(workdir: Path, job_id: str) -> list[dict[str, float]]:
                          "env_steps": history["env_steps_total"][step], "train_s": seconds,
                          "return_100": history["episode_return_mean_100"][step]})
     return rows
+
+
+def record_game(workdir: Path, job_id: str) -> str:
+    """The job's policy at its newest checkpoint plays whole games, as in training, until it
+    wins one (visualize.game_gif); the GIF and its score join the job's run's artifacts
+    (game.gif, game.txt), beside those the trial wrote when it ended."""
+    import tempfile
+
+    import torch
+
+    from runyard.spec import load_spec
+    from runyard.workloads.rl import policies, visualize
+    from runyard.workloads.rl.policy_spec import PolicySpec
+    from runyard.workloads.rl.rollout import env_spaces, make_env
+
+    spec = load_spec(ROOT / "jobs" / "pong_pg.yaml")
+    newest = max((workdir / ".runyard" / "ray_results" / job_id).glob("*/checkpoint_*/state/rl_state.pt"))
+    policy = policies.Policy(PolicySpec.model_validate(spec.config["policy"]), *env_spaces(spec.env))
+    policy.load_state_dict(torch.load(newest, weights_only=False)["policy"])
+    client, run = job_run(workdir, job_id)
+    with tempfile.TemporaryDirectory() as scratch:
+        game = visualize.game_gif(lambda: make_env(spec.env), policy, Path(scratch) / "game.gif",
+                                  seed=spec.seed, tries=20)
+        (Path(scratch) / "game.txt").write_text(f"{game.describe()}; policy of {newest.parent.parent.name}\n")
+        for name in ("game.gif", "game.txt"):
+            client.log_artifact(run.info.run_id, str(Path(scratch) / name))
+    return f"{game.describe()}; policy of {newest.parent.parent.name}; in run {run.info.run_id}'s artifacts"
 
 
 def plot(rows: list[dict[str, float]], path: Path) -> None:
@@ -133,8 +168,13 @@ def main() -> None:
     parser.add_argument("--job-id", default="pong-learning")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "figures" / "pong_learning.png")
+    parser.add_argument("--game-only", action="store_true",
+                        help="train no more: record a game of the job's newest policy (game.gif)")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.game_only:
+        print(record_game(args.workdir, args.job_id))
+        return
     load_before = describe()
     start = time.perf_counter()
     status = sitting(args.workdir, args.job_id, args.budget_s, args.sitting_s, args.num_cpus)
@@ -150,6 +190,8 @@ def main() -> None:
                + f" against a {args.budget_s:g} s training budget")
     print(write_section(rows, args.plot, f"machine at the start of the last sitting: {load_before}", summary))
     print("driver exit status:", "interrupted after the sitting (resume to continue)" if status == -2 else status)
+    if status == 0:  # the job ended: the built-in AI beaten, or the budget spent
+        print(record_game(args.workdir, args.job_id))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_pong_from_pixels_on_two_rollout_actors(tmp_path: Path):
         steps = [m.step for m in client.get_metric_history(pong.info.run_id, metric)]
         assert steps == [1, 2], metric
     artifacts = {a.path for a in client.list_artifacts(pong.info.run_id)}
-    assert {"learning_curve.png", "first_layer_weights.png", "greedy_episode.gif"} <= artifacts
+    assert {"learning_curve.png", "first_layer_weights.png", "game.gif", "game.txt"} <= artifacts
 
 
 def test_rllib_ppo_baseline_is_tracked_under_the_same_names(tmp_path: Path):

@@ -1,9 +1,12 @@
 """End-of-trial pictures for the RL workloads: the learning curve, and for Pong the seed's
-two figures: first-layer weights as 80x80 images and a greedy episode as a GIF."""
+two figures: first-layer weights as 80x80 images and a game it plays (one it wins, when it
+can) as a GIF."""
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -59,24 +62,58 @@ def first_layer_weights(policy: torch.nn.Module, path: Path, max_units: int = 64
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class Game:
+    """One game the policy played for the GIF: its points and the opponent's."""
+
+    points: int
+    opponent_points: int
+    over: bool  # the game ended (not cut short by the episode's step limit)
+    tries: int  # games played to find it
+    frames: int  # in the GIF
+
+    @property
+    def won(self) -> bool:
+        return self.over and self.points > self.opponent_points
+
+    def describe(self) -> str:
+        outcome = ("won" if self.won else "lost") if self.over else "was cut short at"
+        return (f"the policy {outcome} {self.points}-{self.opponent_points} "
+                f"(game {self.tries} played; {self.frames} frames, every other step)")
+
+
 @torch.no_grad()
-def greedy_episode_gif(
-    make: Callable[[], gym.Env], policy: torch.nn.Module, path: Path, seed: int = 0,
-    max_frames: int = 400, every: int = 2,
-) -> None:
-    """Play one episode with the most likely action at every step; keep every `every`-th raw frame."""
+def game_gif(make: Callable[[], gym.Env], policy: torch.nn.Module, path: Path, seed: int = 0,
+             tries: int = 8, every: int = 2) -> Game:
+    """Play whole games as the policy plays in training (sampling its actions), up to
+    `tries`, until it wins one, and keep that game as a GIF (every `every`-th frame); if it
+    wins none, the game it came closest in. A point scored is a reward of +1, one lost -1."""
+    generator = torch.Generator().manual_seed(seed)
+    best: tuple[int, list[Image.Image], Game] | None = None
     env = make()
-    frames = []
     try:
-        obs, _ = env.reset(seed=seed)
-        for t in range(max_frames):
-            if t % every == 0 and getattr(env, "frame", None) is not None:
-                frames.append(Image.fromarray(env.frame))
-            action = policy.distribution(torch.as_tensor(obs[None])).mode()[0].item()
-            obs, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
+        for game in range(1, tries + 1):
+            frames: list[Image.Image] = []
+            points = opponent_points = 0
+            obs, _ = env.reset(seed=seed + game)
+            for t in itertools.count():
+                if t % every == 0 and getattr(env, "frame", None) is not None:
+                    # Pong has a handful of colours: a palette image is a fifth of the RGB one.
+                    frames.append(Image.fromarray(env.frame).quantize(colors=16))
+                action = policy.distribution(torch.as_tensor(obs[None])).sample(generator)[0].item()
+                obs, reward, terminated, truncated, _ = env.step(action)
+                points += reward > 0
+                opponent_points += reward < 0
+                if terminated or truncated:
+                    break
+            record = Game(int(points), int(opponent_points), terminated, game, len(frames))
+            if best is None or points - opponent_points > best[0]:
+                best = (points - opponent_points, frames, record)
+            if record.won:
                 break
     finally:
         env.close()
+    _, frames, record = best
     if frames:
         frames[0].save(path, save_all=True, append_images=frames[1:], duration=40, loop=0)
+    return record

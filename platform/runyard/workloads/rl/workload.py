@@ -261,10 +261,9 @@ class RLWorkload(Workload):
         visualize.learning_curve(self.history, directory / "learning_curve.png", title=self.env_spec.id)
         if self.env_spec.preprocessing == "pong":
             visualize.first_layer_weights(self.policy, directory / "first_layer_weights.png")
-            visualize.greedy_episode_gif(
-                lambda: make_env(self.env_spec), self.policy, directory / "greedy_episode.gif",
-                seed=self.context.seed,
-            )
+            game = visualize.game_gif(lambda: make_env(self.env_spec), self.policy,
+                                      directory / "game.gif", seed=self.context.seed)
+            (directory / "game.txt").write_text(game.describe() + "\n")
 
     def close(self) -> None:
         pool = getattr(self, "pool", None)
