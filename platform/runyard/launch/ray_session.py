@@ -75,8 +75,9 @@ def _joined(held: warm_ray.WarmRay, env_vars: dict[str, str], kwargs: dict,
 
     auth = stack.enter_context(ExitStack())
     auth.enter_context(ray_compat.token_auth(held.token_path))
+    runtime_env = auth.enter_context(warm_ray.driver_runtime_env(held, env_vars))
     try:
-        ray.init(address=held.address, runtime_env=warm_ray.driver_runtime_env(env_vars), **kwargs)
+        ray.init(address=held.address, runtime_env=runtime_env, **kwargs)
     except ConnectionError as failed:
         logging.getLogger(__name__).warning(
             "runyard: the warm Ray at %s did not answer (%s); starting one for this run",

@@ -19,7 +19,8 @@ token kept 0600 there, and its Ray session folder is the user's own too.
 
 Workers of a Ray started by an earlier command would see that command's environment and
 folder. So the holder starts with almost no environment, and each run hands its workers
-its own environment and working directory through the job's runtime_env.
+its own environment and working directory through the job's runtime_env (credentials
+through a private file instead, because Ray logs a runtime_env).
 
 RUNYARD_WARM_RAY=0 turns all of this off: every run starts and stops its own Ray.
 """
@@ -27,6 +28,7 @@ RUNYARD_WARM_RAY=0 turns all of this off: every run starts and stops its own Ray
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -34,6 +36,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -46,12 +49,14 @@ from pathlib import Path
 import psutil
 
 from runyard import processes
+from runyard.tracking.redact import is_secret_key, redact_value
 from runyard.tracking.server import tail
 
 ENABLED_ENV = "RUNYARD_WARM_RAY"  # "0" (or off/false/no): every run starts its own Ray
 FOLDER_ENV = "RUNYARD_WARM_RAY_DIR"  # the holder's folder, instead of the user's default
 IDLE_ENV = "RUNYARD_WARM_RAY_IDLE_S"
 DRIVER_CWD_ENV = "RUNYARD_DRIVER_CWD"  # the joining run's working directory, for its workers
+DRIVER_SECRETS_ENV = "RUNYARD_DRIVER_SECRETS_FILE"  # and the file with its credentials
 DEFAULT_IDLE_S = 600.0
 START_TIMEOUT_S = 120.0  # a holder's Ray on a loaded 2-core machine takes ~15 s
 STOP_GRACE_S = 30.0
@@ -93,7 +98,7 @@ class WarmRay:
     holder_pid: int
     key: WarmRayKey
     token_path: str
-    ray_dir: str  # Ray's temp folder (its session folders), removed when the holder ends
+    ray_dir: str  # holds Ray's temp folder (its session folders); removed when the holder ends
     idle_s: float
     started_at: float
 
@@ -134,8 +139,9 @@ def folder() -> Path:
 
 
 def ray_dir_for(place: Path) -> Path:
-    """Ray's temp folder for the holder in `place`: short, because Ray puts Unix sockets in
-    it (at most 107 bytes a path), and named after `place` so that two holders never meet."""
+    """The folder of the Ray temp folder of the holder in `place`: short, because Ray puts
+    Unix sockets in it (at most 107 bytes a path), and named after `place` so that two
+    holders never meet."""
     digest = hashlib.sha256(str(place).encode()).hexdigest()[:10]
     return Path(tempfile.gettempdir()) / f"runyard-ray-{os.getuid()}-{digest}"
 
@@ -145,13 +151,19 @@ class NotPrivate(Exception):
 
 
 def private_folder(path: Path) -> Path:
-    """`path`, created 0700 if missing, and refused unless this user owns it and nobody else
-    can write it (someone else could otherwise plant a state file or a token)."""
+    """`path`, created 0700 if missing, and refused unless this user owns it, nobody else
+    can read or write it, and nobody else can swap it (its parent is this user's or root's,
+    and writable by others only with the sticky bit, as /tmp): someone else could otherwise
+    plant a state file, or read a token."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    status = path.lstat()
-    if path.is_symlink() or status.st_uid != os.getuid() or status.st_mode & 0o022:
-        raise NotPrivate(f"{path} is not this user's own folder (owner uid {status.st_uid}, "
-                         f"mode {oct(status.st_mode & 0o777)}); set {FOLDER_ENV} to one that is")
+    mine, parent = path.lstat(), path.parent.stat()
+    if path.is_symlink() or mine.st_uid != os.getuid() or mine.st_mode & 0o077:
+        raise NotPrivate(f"{path} is not this user's own folder (owner uid {mine.st_uid}, "
+                         f"mode {oct(mine.st_mode & 0o777)}); set {FOLDER_ENV} to one that is")
+    if parent.st_uid not in (0, os.getuid()) or (parent.st_mode & 0o022 and
+                                                 not parent.st_mode & stat.S_ISVTX):
+        raise NotPrivate(f"{path.parent} can be changed by other users; set {FOLDER_ENV} to a "
+                         "folder in one only you can change")
     return path
 
 
@@ -194,7 +206,8 @@ def lease(num_cpus: int | None, num_gpus: int | None) -> Iterator[WarmRay | None
         try:
             yield _ready(place, WarmRayKey.for_run(num_cpus, num_gpus))
         finally:
-            os.utime(place / LEASE_FILE)  # the idle time counts from the last run's end
+            with contextlib.suppress(FileNotFoundError):  # the idle time counts from here
+                os.utime(place / LEASE_FILE)
 
 
 def _ready(place: Path, key: WarmRayKey) -> WarmRay | None:
@@ -273,19 +286,39 @@ def stop(place: Path | None = None) -> WarmRay | None:
         return state
 
 
-def driver_runtime_env(env_vars: dict[str, str]) -> dict:
+@contextmanager
+def driver_runtime_env(held: WarmRay, env_vars: dict[str, str]) -> Iterator[dict]:
     """The runtime_env of a run that joins the warm Ray: its workers get this run's
     environment (Ray's own settings belong to the warm Ray and stay out) and start in its
-    working directory, as they would under a Ray the run had started itself."""
+    working directory, as they would under a Ray the run had started itself.
+
+    Ray's runtime-env agent writes a job's env_vars into its log, so variables that look
+    like credentials (tracking.redact's rule) travel another way: in a file only this user
+    can read, which each worker loads at start and which is deleted when the run ends."""
     mine = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
-    mine[DRIVER_CWD_ENV] = os.getcwd()
-    return {"env_vars": {**mine, **env_vars},
-            "worker_process_setup_hook": f"{__name__}.enter_driver_directory"}
+    secret = {name: value for name, value in mine.items()
+              if is_secret_key(name) or redact_value(value) != value}
+    plain = {name: value for name, value in mine.items() if name not in secret}
+    plain[DRIVER_CWD_ENV] = os.getcwd()
+    secrets_file = Path(held.token_path).with_name(f"run-{os.getpid()}-{time.monotonic_ns()}.env.json")
+    if secret:
+        processes.write_private(secrets_file, json.dumps(secret))
+        plain[DRIVER_SECRETS_ENV] = str(secrets_file)
+    try:
+        yield {"env_vars": {**plain, **env_vars},
+               "worker_process_setup_hook": f"{__name__}.enter_driver_context"}
+    finally:
+        secrets_file.unlink(missing_ok=True)
 
 
-def enter_driver_directory() -> None:
-    """Run in every worker of a run that joined the warm Ray, before its first task."""
+def enter_driver_context() -> None:
+    """Run in every worker of a run that joined the warm Ray, before its first task: the
+    run's working directory and the variables that did not travel in the runtime_env."""
     os.chdir(os.environ[DRIVER_CWD_ENV])
+    secrets_file = os.environ.pop(DRIVER_SECRETS_ENV, None)
+    if secrets_file:
+        with contextlib.suppress(FileNotFoundError):  # the run has ended
+            os.environ.update(json.loads(Path(secrets_file).read_text()))
 
 
 # ------------------------------------------------------------------------ the holder
@@ -298,9 +331,13 @@ def serve(place: Path, num_cpus: int | None, num_gpus: int | None, idle: float) 
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ray_dir = private_folder(ray_dir_for(place))
+    ray_dir = ray_dir_for(place)
+    if ray_dir.is_dir() and ray_dir.stat().st_uid == os.getuid():
+        shutil.rmtree(ray_dir)  # a killed holder's; the caller holds the lease
+    # Every Ray process opens its temp folder to everyone (0777), as for a /tmp/ray shared by
+    # all users: it is a folder inside this user's own one.
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=True,
-             _temp_dir=str(ray_dir), logging_level=logging.WARNING)
+             _temp_dir=str(private_folder(ray_dir) / "ray"), logging_level=logging.WARNING)
     state = WarmRay(address=ray.get_runtime_context().gcs_address, holder_pid=os.getpid(),
                     key=WarmRayKey.for_run(num_cpus, num_gpus),
                     token_path=os.environ["RAY_AUTH_TOKEN_PATH"], ray_dir=str(ray_dir),
