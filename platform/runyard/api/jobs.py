@@ -136,6 +136,7 @@ def run(spec: str | Path | RunRequest, overrides: Sequence[str] = (), *,
     address, num_cpus, tracking_uri, cluster_config, skip_preflight) or a RunRequest.
     A sweep of a workload with preflight checks runs them first (`on_preflight` sees the
     report) and raises PreflightFailed without starting when one fails."""
+    from runyard.execute.job import run_job
     from runyard.execute.preflight import has_preflight
     from runyard.execute.storage import Storage
     from runyard.tracking.store import resolve_tracking_uri
@@ -149,9 +150,6 @@ def run(spec: str | Path | RunRequest, overrides: Sequence[str] = (), *,
     uri = resolve_tracking_uri(request.tracking_uri, workdir)
     storage = Storage.resolve(request.storage, workdir)
     with _driver(request.address, request.num_cpus, job, storage) as session:
-        # Tune and MLflow (~2 s) load while Ray starts this job's first worker.
-        from runyard.execute.job import run_job
-
         check_feasible(job, planned.trials, session.nodes + planned.capacity)
         if job.sweep is not None and not request.skip_preflight and has_preflight(job):
             report = _preflight(job, uri, as_trial=True)

@@ -85,17 +85,7 @@ def _joined(held: warm_ray.WarmRay, env_vars: dict[str, str], kwargs: dict,
         auth.close()
         warm_ray.stop_holder(held)
         return False
-    if os.environ.get("_PRESTART", "1") == "1":
-        # Workers belong to one job. A Ray started by its driver starts some with it; a Ray
-        # joined starts the first only when a trial asks, ~1-2 s later. A no-op task now has
-        # one starting while this driver imports Tune and MLflow; the trial's actor then
-        # finds it idle.
-        ray.remote(num_cpus=0)(_nothing).remote()
     return True
-
-
-def _nothing() -> None:
-    pass
 
 
 @contextmanager
