@@ -234,3 +234,11 @@ def write_private(path: Path, text: str) -> Path:
         f.write(text)
     os.chmod(path, 0o600)
     return path
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last `lines` lines of a log file (a server's, a node's), or "" when it cannot be read."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -12,8 +12,7 @@ from typing import Mapping, Sequence
 from runyard.launch import local_cluster
 from runyard.launch.netns_hosts import HostRecord, NamespacedHosts, host_env
 from runyard.launch.nodes import NodeRecord, NodeSize
-from runyard.processes import group_alive
-from runyard.tracking.server import tail
+from runyard.processes import group_alive, tail
 
 
 def add_worker(cluster: local_cluster.LocalCluster, resources: Mapping[str, float], *,

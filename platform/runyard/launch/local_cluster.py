@@ -58,8 +58,8 @@ from runyard.launch.nodes import NodeBackend, NodeRecord, NodeSize
 from runyard.launch.process_nodes import ProcessNodes
 from runyard.launch.slurm_hosts import SlurmHosts
 from runyard.paths import CLUSTER_STATE_DIR, project_storage
-from runyard.processes import group_alive, kill_all, processes_with_env, stop_group, write_private
-from runyard.tracking.server import free_port, serve, tail
+from runyard.processes import group_alive, kill_all, processes_with_env, stop_group, tail, write_private
+from runyard.tracking.server import free_port, serve
 
 DEFAULT_STATE_DIR = CLUSTER_STATE_DIR
 STATE_FILE = "state.json"

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from runyard import ray_compat
+from runyard import processes, ray_compat
 from runyard.launch import warm_ray
-from runyard.tracking.server import write_private
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def shared_local_ray(state_dir: Path, num_cpus: int | None = None) -> Iterator[R
     if "ray" in sys.modules:
         raise RuntimeError("shared_local_ray() must come before `import ray`, which fixes "
                            "Ray's auth mode for the process")
-    token = write_private(Path(state_dir).resolve() / "ray_auth_token", secrets.token_hex(32))
+    token = processes.write_private(Path(state_dir).resolve() / "ray_auth_token", secrets.token_hex(32))
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     with ray_session(num_cpus=num_cpus, dashboard=True, warm=False) as session:
         yield session

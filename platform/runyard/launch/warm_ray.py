@@ -50,7 +50,6 @@ import psutil
 
 from runyard import processes
 from runyard.tracking.redact import is_secret_key, redact_value
-from runyard.tracking.server import tail
 
 ENABLED_ENV = "RUNYARD_WARM_RAY"  # "0" (or off/false/no): every run starts its own Ray
 FOLDER_ENV = "RUNYARD_WARM_RAY_DIR"  # the holder's folder, instead of the user's default
@@ -245,7 +244,7 @@ def start_holder(place: Path, key: WarmRayKey) -> WarmRay:
     def ready() -> bool:
         if holder.poll() is not None:
             raise RuntimeError(f"the warm Ray's holder exited ({holder.returncode}): "
-                               f"{tail(place / LOG_FILE, 10)}")
+                               f"{processes.tail(place / LOG_FILE, 10)}")
         state = read_state(place)
         return state is not None and state.holder_pid == holder.pid
 

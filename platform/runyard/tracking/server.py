@@ -41,7 +41,7 @@ from pathlib import Path
 
 from runyard.errors import UserError
 from runyard.paths import TRACKING_STATE_DIR
-from runyard.processes import start_group, stop_group, write_private
+from runyard.processes import start_group, stop_group, tail, write_private
 
 DEFAULT_ADMIN_USERNAME = "admin"
 # What MLflow < 3 shipped as admin_password in basic_auth.ini (GHSA-gq3w-7jj3-x7gr).
@@ -298,10 +298,3 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host if host not in ("localhost", "::1") else "127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
