@@ -99,7 +99,12 @@ def test_a_real_run_feeds_the_exported_metrics(local_ray_cluster, tmp_path, monk
                      if line.startswith("ray_runyard") and 'experiment="metrics-check"' in line]
             steps = [float(line.rsplit(" ", 1)[1]) for line in lines
                      if line.startswith("ray_runyard_env_steps_total")]
-            if wanted <= {line.split("{")[0] for line in lines} and steps and max(steps) > 0:
+            # The driver's trial-state gauge and the trial's step counter are exported apart:
+            # the steps can show up while the gauge still reads the trial as not yet RUNNING.
+            running = [float(line.rsplit(" ", 1)[1]) for line in lines
+                       if line.startswith("ray_runyard_trials") and 'state="RUNNING"' in line]
+            if (wanted <= {line.split("{")[0] for line in lines} and steps and max(steps) > 0
+                    and running == [1.0]):
                 break
             time.sleep(2)
         else:
