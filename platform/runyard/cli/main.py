@@ -7,8 +7,10 @@ Exit codes scripts can rely on: 0 success, 1 the job ran and failed, 2 invalid i
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
+import threading
 from typing import Callable
 
 from runyard import __version__
@@ -69,6 +71,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
 
 
+def entry() -> None:
+    """The `runyard` console script: main(), then an exit without the interpreter's teardown.
+
+    Freeing the modules a run loaded (Ray's, Tune's, MLflow's, torch's) and their native state
+    took ~0.85 s after a short run's last line, every time, and none of it writes anything.
+    What an exit must do still happens: the atexit handlers run (Ray's shutdown, logging's
+    flush, temporary folders), and a non-daemon thread still running is waited for by the
+    ordinary exit instead. An exception leaves through the ordinary exit too."""
+    code = main()
+    if any(thread.is_alive() and not thread.daemon and thread is not threading.main_thread()
+           for thread in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # CPython's own runner of the atexit handlers (what sys.exit runs)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _refused_by_tracking_server(error: Exception, uri: str | None) -> str | None:
     if "mlflow" not in sys.modules:  # nothing talked to a tracking server
         return None
@@ -78,4 +98,4 @@ def _refused_by_tracking_server(error: Exception, uri: str | None) -> str | None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
