@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import ray
@@ -46,6 +48,21 @@ def test_the_variant_generator_copies_a_grid_value_once_not_once_per_variant():
     assert [v["trial"] for v in variants] == payloads  # each variant its own trial, in order
     # Two copies a payload (the generator's input, then its variant); Tune alone made 40,400.
     assert CountedPayload.copies <= 2 * len(payloads), CountedPayload.copies
+
+
+def test_tune_counts_its_callbacks_for_telemetry_without_importing_mlflow():
+    """Tune's usage telemetry imported Ray's MLflow integration (MLflow, pandas, scipy: ~0.7 s)
+    before each run's first trial just to count the callbacks' classes."""
+    probe = ("import sys\n"
+             "from ray import tune\n"
+             "from ray.air._internal import usage\n"
+             "from runyard import ray_compat\n"
+             "ray_compat.callbacks_counted_without_integrations()\n"
+             "class Mine(tune.Callback): pass\n"
+             "print(dict(usage._count_callbacks([Mine(), Mine()])), 'mlflow' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split("\n")[-2]
+    assert out == "{'CustomCallback': 2} False", out
 
 
 def test_experiment_state_files_are_read_as_tune_writes_them(tmp_path: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -118,3 +119,28 @@ def test_a_failing_trial_ends_failed_with_its_traceback(workdir: Path):
     assert run.info.status == "FAILED"
     assert "not finite" in run.data.tags["runyard.error"]
     assert "error.txt" in artifact_paths(client, run.info.run_id)
+
+
+def test_a_store_that_cannot_be_opened_stops_the_job_and_keeps_nothing_of_it(workdir: Path):
+    """The driver opens the tracking store while Tune starts the first trial (off the short
+    run's path): a store it cannot open still ends the run with exit 2, a message that names
+    the store, and no ledger, Tune state or process of the job left."""
+    (workdir / ".runyard").mkdir(exist_ok=True)
+    store = workdir / ".runyard" / "mlflow.db"
+    store.write_bytes(b"not a database " * 300)
+    script = workdir / "slow.py"
+    script.write_text("import json, time\ntime.sleep(20)\nprint(json.dumps({'done': 1}))\n")
+    (workdir / "slow.yaml").write_text(
+        "name: slow\nworkload: command\nconfig:\n  command: python slow.py\n"
+        "  metrics: {done: max}\nstop: {iterations: 1}\n")
+    started = time.monotonic()
+    result = run_cli("run", "slow.yaml", cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    assert f"the tracking store sqlite:///{store} could not be opened" in result.stderr
+    assert "file is not a database" in result.stderr
+    assert time.monotonic() - started < 90  # it did not wait for the 20 s trial to end
+    assert store.read_bytes() == b"not a database " * 300
+    kept = [p for p in (workdir / ".runyard").rglob("*") if p.is_file() and p != store]
+    assert kept == []
+    programs = [p for p in psutil.process_iter(["cmdline"]) if "slow.py" in (p.info["cmdline"] or [])]
+    assert programs == []

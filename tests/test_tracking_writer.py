@@ -58,8 +58,9 @@ def test_a_checkpoint_is_recorded_only_once_the_reports_it_does_not_carry_are_wr
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking = JobTracking(uri, "checkpoint-flush")
     tracking.writer.close()
-    tracking.writer = TrackingWriter(tracking.client, flush_s=3600)  # no timed batch meanwhile
-    callback = TrackingCallback(tracking, None, {}, {}, lambda _: {}, {"score"}, {})
+    client = tracking.client
+    tracking.writer = TrackingWriter(lambda: client, flush_s=3600)  # no timed batch meanwhile
+    callback = TrackingCallback(tracking, None, {}, {}, lambda _: {}, lambda: "", {"score"}, {})
     trial = Trial("WorkloadTrainable", config=payload.as_config(), stub=True)
     callback.on_trial_start(0, [trial], trial)
 

@@ -64,6 +64,15 @@ def delete_file(location: str) -> None:
         store.delete_file(inner)
 
 
+def delete_folder(location: str) -> None:
+    """Remove the folder at `location` and all it holds, if there is one."""
+    from pyarrow import fs
+
+    store, inner = filesystem(location)
+    if store.get_file_info(inner).type == fs.FileType.Directory:
+        store.delete_dir(inner)
+
+
 def upload_folder(local_dir: str, location: str) -> None:
     """Copy the files of a local folder to `location` (a folder at a path or a URI)."""
     from pyarrow import fs

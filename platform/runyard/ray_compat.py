@@ -56,6 +56,37 @@ def grid_values_copied_once() -> None:
     variant_generator._grid_search_generator = values_not_copied
 
 
+def callbacks_counted_without_integrations() -> None:
+    """Make Tune's usage telemetry count a run's callbacks without importing MLflow. Each
+    `tune.run` tags its callbacks by class (`ray.air._internal.usage.tag_callbacks`), and
+    `_count_callbacks` imports Ray's W&B, Comet and MLflow integrations to compare the classes
+    with: MLflow, pandas and scipy cost a driver ~0.7 s before it asks for its first trial,
+    where runyard imports MLflow only on its tracking thread, off that path. The count is
+    kept as Ray makes it: by class name where a callback is one of Ray's own loggers (none of
+    which runyard passes), else as a custom (logger) callback."""
+    from ray.air._internal import usage
+
+    if getattr(usage._count_callbacks, "runyard_patched", False):
+        return
+    counted_by_ray = usage._count_callbacks
+
+    def count(callbacks: list[Any] | None) -> dict[str, int]:
+        from ray.tune import Callback
+        from ray.tune.logger import LoggerCallback
+
+        if any(type(c).__module__.startswith("ray.") for c in callbacks or []):
+            return counted_by_ray(callbacks)  # one of Ray's own: its name is the count's key
+        counts: dict[str, int] = {}
+        for callback in callbacks or []:
+            if isinstance(callback, Callback):
+                key = "CustomLoggerCallback" if isinstance(callback, LoggerCallback) else "CustomCallback"
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    count.runyard_patched = True
+    usage._count_callbacks = count
+
+
 def experiment_trials(tune_path: str | Path) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """The trials of the newest experiment state Tune wrote under `tune_path` (a path or a
     storage URI): for each, the

@@ -254,14 +254,14 @@ def test_writer_waits_out_an_outage_longer_than_mlflows_own_retries(tmp_path, mo
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     port = free_ports(1)[0]
     uri = f"http://127.0.0.1:{port}"
-    writer = TrackingWriter(MlflowClient(uri), flush_s=0.2, max_retry_delay_s=1.0)
+    writer = TrackingWriter(lambda: MlflowClient(uri), flush_s=0.2, max_retry_delay_s=1.0)
     server = None
     try:
-        first = writer.create_run("0", "first", {}, {"lr": "0.1"})  # "0": the Default experiment
+        first = writer.create_run(lambda: "0", "first", {}, {"lr": "0.1"})  # "0": the Default experiment
         for step in range(20):
             writer.log_metrics(first, {"loss": float(step)}, step)
         writer.end_run(first, "FINISHED")
-        second = writer.create_run("0", "second", {}, {"lr": "0.2"}, parent=first)
+        second = writer.create_run(lambda: "0", "second", {}, {"lr": "0.2"}, parent=first)
         for step in range(10):
             writer.log_metrics(second, {"loss": float(step)}, step)
         writer.end_run(second, "FINISHED")

@@ -120,13 +120,15 @@ def explain(ledger: Ledger, spec: JobSpec, address: str | None) -> Explanation:
     if not states:
         notes.append("Tune has not written this job's experiment state yet (the driver writes "
                      "it a few seconds after it starts)")
-    client = client_for(ledger.tracking_uri)
-    # Runs that exist in MLflow have started, whatever the last written Tune state says.
-    for result in trial_results(client, ledger.run_id, None):
-        if states.get(result.trial_id) in ("PENDING", None) and result.status == "RUNNING":
-            states[result.trial_id] = "RUNNING"
+    tags: dict[str, str] = {}
+    if ledger.run_id:  # a new job's ledger learns its run a second or two after it starts
+        client = client_for(ledger.tracking_uri)
+        # Runs that exist in MLflow have started, whatever the last written Tune state says.
+        for result in trial_results(client, ledger.run_id, None):
+            if states.get(result.trial_id) in ("PENDING", None) and result.status == "RUNNING":
+                states[result.trial_id] = "RUNNING"
+        tags = client.get_run(ledger.run_id).data.tags
     active = any(state in ACTIVE for state in states.values())
-    tags = client.get_run(ledger.run_id).data.tags
     alive = driver_alive(tags.get(DRIVER, ""), tags.get(DRIVER_STARTED))
     if active and alive is False:
         notes.append(f"its driver ({tags[DRIVER]}) is gone, and with it an embedded "

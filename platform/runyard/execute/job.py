@@ -18,6 +18,7 @@ from rich.console import Console
 
 from runyard import workloads
 from runyard.errors import RunFailed, UserError
+from runyard.fsio import delete_file, delete_folder
 from runyard.execute.adaptive import JudgedConfig, check_restorable, judged_configs
 from runyard.execute.ledger import Ledger, Segment
 from runyard.execute.metrics import MetricsCallback
@@ -30,6 +31,7 @@ from runyard.execute.tune_runner import SearchSettings, TuneRunner
 from runyard.plan import Trial, expand
 from runyard.spec import JobSpec
 from runyard.tracking.results import config_summaries, trial_results
+from runyard.tracking.store import refused_for_credentials
 
 
 def run_job(spec: JobSpec, trials: list[Trial], tracking_uri: str, workdir: Path,
@@ -88,6 +90,7 @@ class _Driver:
         self.spec, self.ledger, self.console = spec, ledger, console
         self.settings = SearchSettings.of(spec, metrics)
         self.records = JobRecords(spec, ledger, self.settings, list(metrics))
+        self.new = new
         if new:
             self.records.open()
         else:
@@ -117,7 +120,8 @@ class _Driver:
         self.tracker, self.progress = self.records.callbacks(trial_count, self.console)
         metrics = MetricsCallback(self.spec.experiment, self.records.tracking.writer.backlog)
         tracking = TrialTracking(self.ledger.tracking_uri, self.ledger.run_id,
-                                 sweep=self.spec.sweep is not None)
+                                 sweep=self.spec.sweep is not None, job_id=self.ledger.sweep_id,
+                                 experiment=self.ledger.experiment)
         return TuneRunner(self.spec, self.settings, Path(self.ledger.workdir),
                           [self.tracker, self.progress, metrics], tracking)
 
@@ -126,6 +130,7 @@ class _Driver:
             result = runner.fit(tuners, self.tracker.left_unfinished)
         finally:
             self.progress.close()
+        self._refuse_untracked()
         ended = self.tracker.end_unfinished("FAILED" if result.error else "KILLED")
         interrupted = result.interrupted or (bool(ended) and result.error is None)
         # Only a time budget leaves trials unstarted.
@@ -135,3 +140,23 @@ class _Driver:
             raise RunFailed(f"the driver failed: {result.error!r}; job {self.ledger.sweep_id} "
                             f"is marked FAILED (traceback: its run's driver-error.txt)") from result.error
         return outcome
+
+    def _refuse_untracked(self) -> None:
+        """A new job's store opens while Tune starts its first trials (tracking.writer); if
+        it could not be opened, the job stopped there, and nothing of it is kept: not its
+        ledger, not its Tune state. A server's refusal (credentials) goes to the caller as
+        it is, which says what to set; any other error says which store failed."""
+        tracking = self.records.tracking
+        error = tracking.failed_to_open(wait=True)
+        if error is None:
+            return
+        tracking.close()
+        if self.new:
+            for segment in self.ledger.segments:
+                delete_folder(segment.tune_path)
+            delete_file(self.ledger.path)
+        if refused_for_credentials(error, tracking.uri) is not None:
+            raise error
+        raise UserError(f"the tracking store {tracking.uri} could not be opened ({error}); "
+                        "nothing of the job was kept. Repair or move that store, or choose "
+                        "another with --tracking-uri or MLFLOW_TRACKING_URI") from error

@@ -17,6 +17,7 @@ them without MLflow, in the same time at 5,000 trials as at 5; the next driver o
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ from runyard.execute.storage import Storage
 from runyard.fsio import delete_file, read_text, write_text
 from runyard.spec import JobSpec
 from runyard.tracking.results import TrialResult
+
+_SAVING = threading.Lock()
 
 
 @dataclass
@@ -83,7 +86,10 @@ class Ledger:
         return sum(segment.samples for segment in self.segments) * spec.sweep.seeds
 
     def save(self) -> None:
-        write_text(self.path, json.dumps(asdict(self), indent=2))
+        # The driver saves from two threads: its own, and the tracking writer's once the
+        # job's run exists (execute/records.py); each save writes the whole ledger as it is.
+        with _SAVING:
+            write_text(self.path, json.dumps(asdict(self), indent=2))
 
     def save_final_results(self, final: FinalResults) -> None:
         write_text(Storage(self.storage).final_results_path(self.sweep_id), final.to_json())

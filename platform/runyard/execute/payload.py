@@ -65,8 +65,12 @@ class TrialTracking:
     """Where the trial's run is: what a program that logs to MLflow itself is handed."""
 
     uri: str  # the job's tracking URI
-    job_run_id: str  # a plain job's run (its trial's run), or a sweep's parent run
+    # A plain job's run (its trial's run), or a sweep's parent run; "" for a new job, whose
+    # driver makes that run while Tune starts: the trial finds its run by job and trial id.
+    job_run_id: str
     sweep: bool  # a sweep's trial has a child run of its own under job_run_id
+    job_id: str = ""  # runyard's id of the job (the JOB_ID tag of all its runs)
+    experiment: str = ""  # the MLflow experiment the job's runs are in
 
 
 @dataclass(frozen=True)

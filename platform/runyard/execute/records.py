@@ -7,6 +7,7 @@ writes a trial into its run), nowhere else: to Tune every job is a sweep.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -54,8 +55,12 @@ class JobRecords:
         self.settings = settings
         self.metric_names = metric_names
         self.is_sweep = spec.sweep is not None
-        self.tracking = JobTracking(ledger.tracking_uri, ledger.experiment)
-        self.freeze = provenance.pip_freeze()
+        # Opened once Tune has asked for the first trial (TrackingCallback.on_step_end), or
+        # at once by whatever needs the store first (reopen, for a job that goes on).
+        self.tracking = JobTracking(ledger.tracking_uri, ledger.experiment, open_later=True)
+        # Made on the writer's thread, once, when the first run that keeps it is written
+        # (reading every installed package's metadata takes ~0.5 s).
+        self.freeze = functools.cache(provenance.pip_freeze)
         self.base_tags = {
             SPEC_NAME: spec.name, SPEC_HASH: spec.hash,
             JOB_ID: ledger.sweep_id, WORKLOAD: spec.workload,
@@ -97,10 +102,14 @@ class JobRecords:
         writer = self.tracking.writer
         writer.log_text(self.job_run, yaml.safe_dump(spec.as_plain(), sort_keys=False), "spec.yaml")
         writer.log_text(self.job_run, self.freeze, "pip-freeze.txt")
-        self.ledger.run_id = self.job_run.id
-        self.ledger.save()
+        # The ledger learns its run once the writer has made it, while Tune starts.
+        self.job_run.when_made(self._keep_run_id)
         if not self.is_sweep:
             self.trial_runs[PLAIN_TRIAL] = self.job_run
+
+    def _keep_run_id(self, run_id: str) -> None:
+        self.ledger.run_id = run_id
+        self.ledger.save()
 
     def reopen(self) -> None:
         """The runs a job has already, for a job that goes on (resume, rerun, extend)."""
@@ -122,7 +131,7 @@ class JobRecords:
         tracker = TrackingCallback(
             self.tracking, self.job_run if self.is_sweep else None,
             {**self.base_tags, **self.driver_tags()}, self.base_params,
-            TrialFiles(spec.as_plain(), self.freeze),
+            TrialFiles(spec.as_plain()), self.freeze,
             set(self.metric_names), existing=self.trial_runs, time_budget_s=settings.time_budget_s,
             population_space=spec.sweep.space if spec.population_based else None)
         shown = [settings.metric] + [m for m in self.metric_names if m != settings.metric][:3]
@@ -243,10 +252,9 @@ class TrialFiles:
     sweep's configs are not known before). Plain data: Tune pickles it with the callback."""
 
     spec: dict[str, Any]  # the job's resolved spec
-    freeze: str  # pip freeze of the driver's environment
 
     def __call__(self, payload: TrialPayload) -> dict[str, str]:
-        return {"spec.yaml": self.trial_yaml(payload), "pip-freeze.txt": self.freeze}
+        return {"spec.yaml": self.trial_yaml(payload)}
 
     def trial_yaml(self, payload: TrialPayload) -> str:
         """The spec that reproduces exactly this trial, as a plain job."""

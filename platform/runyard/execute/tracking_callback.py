@@ -54,7 +54,7 @@ class TrackingCallback(tune.Callback):
     def __init__(self, tracking: JobTracking, parent: RunRef | None, base_tags: dict[str, str],
                  base_params: dict[str, Any],
                  trial_files: Callable[[TrialPayload], dict[str, str]],
-                 metric_names: set[str], existing: dict[str, RunRef],
+                 freeze: Callable[[], str], metric_names: set[str], existing: dict[str, RunRef],
                  time_budget_s: float | None = None,
                  population_space: dict[str, Distribution] | None = None):
         self.tracking = tracking
@@ -62,6 +62,7 @@ class TrackingCallback(tune.Callback):
         self.base_tags = base_tags
         self.base_params = base_params
         self.trial_files = trial_files  # a trial's payload -> {artifact file name: text}
+        self.freeze = freeze  # pip freeze of the driver's environment, made on the writer's thread
         self.metric_names = metric_names
         self.runs: dict[str, RunRef] = dict(existing)
         self.logged_through: dict[str, int] = {}  # trial id -> the last step in its run
@@ -80,10 +81,24 @@ class TrackingCallback(tune.Callback):
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the live MLflow writer (a
         # thread) stays with this driver, and a resuming driver brings its own callbacks.
-        return {**self.__dict__, "tracking": None, "checkpoint_flushes": {}}
+        # The runs stay too: Tune pickles them as the Tuner is made, before the writer has
+        # made them, and a RunRef pickles as its id (which would wait for it).
+        return {**self.__dict__, "tracking": None, "freeze": None, "checkpoint_flushes": {},
+                "runs": {}, "parent": None}
 
     def setup(self, **info: Any) -> None:
         self.started = time.monotonic()  # Tune starts the sweep's time budget now too
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        # The store opens while Tune starts (tracking.writer): a job it cannot record stops.
+        failed = self.tracking.failed_to_open()
+        if failed is not None:
+            raise failed
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        # Tune's first step has asked Ray for the first trials' processes: the store opens
+        # while they start, on the core they leave free.
+        self.tracking.open()
 
     def run_of(self, trial: Any) -> RunRef:
         info = TrialPayload.of(trial.config)
@@ -99,6 +114,7 @@ class TrackingCallback(tune.Callback):
             run = self.tracking.start_run(info.label, tags, params, self.parent)
             for file_name, text in self.trial_files(info).items():
                 self.tracking.writer.log_text(run, text, file_name)
+            self.tracking.writer.log_text(run, self.freeze, "pip-freeze.txt")
             self.runs[trial_id] = run
         return self.runs[trial_id]
 

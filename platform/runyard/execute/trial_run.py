@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
 
-from runyard.execute.payload import TrialPayload
+from runyard.execute.payload import TrialPayload, TrialTracking
 from runyard.tracking.store import client_for
-from runyard.tracking.tags import PARENT, TRIAL_ID
+from runyard.tracking.tags import JOB_ID, PARENT, TRIAL_ID
 
 FIND_TIMEOUT_S = 120.0  # the driver makes the run when Tune starts the trial
 # What the program's MLflow client needs besides the run: a server's credentials, passed on
@@ -42,9 +42,12 @@ class TrialRunLink:
             raise RuntimeError("this trial was started without a tracking run to report to")
         tracking = trial.tracking
         client = client_for(tracking.uri)
-        run_id = tracking.job_run_id
-        if tracking.sweep:
+        if not tracking.job_run_id:  # a new job: its runs are being made as the trial starts
+            run_id = _trial_run(client, tracking, trial.trial_id)
+        elif tracking.sweep:
             run_id = _child_run(client, tracking.job_run_id, trial.trial_id)
+        else:
+            run_id = tracking.job_run_id
         run = client.get_run(run_id)
         return cls(client, tracking.uri, run_id, run.info.experiment_id)
 
@@ -69,12 +72,31 @@ def _child_run(client: MlflowClient, parent_id: str, trial_id: str) -> str:
     """The run the driver made for this trial under the sweep's parent, once it exists."""
     parent = client.get_run(parent_id)
     query = f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"
+    return _made_run(client, lambda: parent.info.experiment_id, query,
+                     f"trial {trial_id} (parent run {parent_id})")
+
+
+def _trial_run(client: MlflowClient, tracking: TrialTracking, trial_id: str) -> str:
+    """The trial's run in a new job: a plain job's run, or a sweep's child (the parent has
+    no trial id), once the driver has made the experiment and the run."""
+    def experiment_id() -> str | None:
+        experiment = client.get_experiment_by_name(tracking.experiment)
+        return experiment.experiment_id if experiment is not None else None
+
+    query = f"tags.`{JOB_ID}` = '{tracking.job_id}' and tags.`{TRIAL_ID}` = '{trial_id}'"
+    return _made_run(client, experiment_id, query, f"trial {trial_id} of job {tracking.job_id}")
+
+
+def _made_run(client: MlflowClient, experiment_id: Callable[[], str | None], query: str,
+              what: str) -> str:
     deadline = time.monotonic() + FIND_TIMEOUT_S
     while True:
-        runs = client.search_runs([parent.info.experiment_id], filter_string=query, max_results=1)
+        experiment = experiment_id()
+        runs = (client.search_runs([experiment], filter_string=query, max_results=1)
+                if experiment is not None else [])
         if runs:
             return runs[0].info.run_id
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the driver made no MLflow run for trial {trial_id} within "
-                               f"{FIND_TIMEOUT_S:.0f} s (parent run {parent_id})")
+            raise RuntimeError(f"the driver made no MLflow run for {what} within "
+                               f"{FIND_TIMEOUT_S:.0f} s")
         time.sleep(0.5)

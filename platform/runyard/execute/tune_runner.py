@@ -21,7 +21,8 @@ from ray import tune
 from runyard.execute.adaptive import JudgedConfig, ProposedTrials
 from runyard.execute.payload import CONFIG_KEY, StopConditions, TrialPayload, TrialTracking
 from runyard.execute.trainable import WorkloadTrainable
-from runyard.ray_compat import grid_values_copied_once, replace_callbacks
+from runyard.ray_compat import (callbacks_counted_without_integrations,
+                                grid_values_copied_once, replace_callbacks)
 from runyard.processes import ctrl_c_kept
 from runyard.plan import Trial, trial_bundles
 from runyard.scope import LAST, Scope
@@ -60,6 +61,7 @@ class TuneRunner:
                  callbacks: list[Any], tracking: TrialTracking | None = None):
         _quiet_tune()
         grid_values_copied_once()  # a sweep's trials are one grid: see ray_compat
+        callbacks_counted_without_integrations()  # MLflow stays off the driver's path
         self.spec = spec
         self.settings = settings
         self.workdir = workdir

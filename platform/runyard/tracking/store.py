@@ -13,15 +13,15 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from runyard.paths import project_storage
 from runyard.tracking.redact import redact
 from runyard.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING
 from runyard.tracking.writer import RunRef, TrackingWriter
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 
 def quiet_mlflow() -> None:
@@ -78,6 +78,8 @@ def artifact_root(uri: str) -> str | None:
 
 
 def client_for(uri: str) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
     quiet_mlflow()
     if is_embedded(uri):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -96,18 +98,50 @@ def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
 
 
 class JobTracking:
-    """The MLflow side of one job: its experiment, its writer, and run naming conventions."""
+    """The MLflow side of one job: its experiment, its writer, and run naming conventions.
 
-    def __init__(self, uri: str, experiment: str):
+    The store is opened on the writer's thread (tracking.writer): making this costs the
+    caller nothing, and `client` and `experiment_id` wait until the store is open (or raise
+    why it could not be). With `open_later`, it opens when first needed or `open()`ed."""
+
+    def __init__(self, uri: str, experiment: str, open_later: bool = False):
         self.uri = uri
-        self.client = client_for(uri)
-        self.experiment_id = experiment_id(self.client, experiment, uri)
-        self.writer = TrackingWriter(self.client)
+        self._experiment_id = ""
+
+        def connect() -> MlflowClient:
+            client = client_for(uri)
+            self._experiment_id = experiment_id(client, experiment, uri)
+            return client
+
+        self.writer = TrackingWriter(connect, open_later=open_later)
+
+    def open(self) -> None:
+        self.writer.open()
+
+    @property
+    def client(self) -> MlflowClient:
+        self.writer.open()
+        return self.writer.connected.result()
+
+    @property
+    def experiment_id(self) -> str:
+        self.client  # noqa: B018 — the id is known once the store is open
+        return self._experiment_id
+
+    def failed_to_open(self, wait: bool = False) -> BaseException | None:
+        """Why the store could not be opened; None if it was, or (unless `wait`) while that
+        is not known yet."""
+        connected = self.writer.connected
+        if wait:
+            self.writer.open()
+            return connected.exception()
+        return connected.exception() if connected.done() else None
 
     def start_run(self, name: str, tags: dict[str, str], params: dict[str, Any],
                   parent: RunRef | None = None) -> RunRef:
         params = redact({k: _param_text(v) for k, v in params.items()})
-        return self.writer.create_run(self.experiment_id, name, redact(tags), params, parent)
+        return self.writer.create_run(lambda: self.experiment_id, name, redact(tags), params,
+                                      parent)
 
     def close(self) -> None:
         self.writer.close()

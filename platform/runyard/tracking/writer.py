@@ -8,6 +8,13 @@ before the run is ended. When the tracking server cannot be reached (restarting,
 gone) for longer than MLflow's own HTTP retries last (~2 min), the writer keeps retrying the
 call it is on, with backoff, and everything after it waits in order: nothing is dropped.
 Errors the server answers with (a bad request) still fail that call at once.
+
+The writer also opens the store: its thread's first call is `connect`, so that importing
+MLflow (~1.2 s) and opening its store (~1 s for the embedded SQLite one) can happen while
+Tune starts the first trial instead of before. With `open_later`, the thread waits for
+`open()` first (the driver's Tune callback calls it once the first trial's process has been
+asked for, so the two do not share one core before that). Nothing here imports MLflow on the
+caller's thread. If `connect` fails, every call after it fails with that error (`connected`).
 """
 
 from __future__ import annotations
@@ -17,14 +24,15 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import requests
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException, RestException
-from mlflow.tracking import MlflowClient
 
 from runyard.tracking.tags import PARENT
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,8 @@ UNREACHABLE_MESSAGES = ("failed with exception", "failed with timeout exception"
 
 def server_unreachable(error: BaseException) -> bool:
     """Whether a tracking call failed because no server answered (worth retrying as is)."""
+    from mlflow.exceptions import MlflowException, RestException
+
     if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
         return True
     return (isinstance(error, MlflowException) and not isinstance(error, RestException)
@@ -62,14 +72,26 @@ class RunRef:
     def id(self) -> str:
         return self._future.result()
 
+    def when_made(self, then: Callable[[str], None]) -> None:
+        """Call `then(run id)` once the run exists (on the writer's thread, or now if it
+        exists already); never, if making it failed."""
+        self._future.add_done_callback(
+            lambda made: then(made.result()) if made.exception() is None else None)
+
     def __reduce__(self) -> tuple:
         # Crossing a process boundary (Tune pickles callbacks): only the id travels.
         return (RunRef.of, (self.id,))
 
 
 class TrackingWriter:
-    def __init__(self, client: MlflowClient, flush_s: float = 1.0, max_retry_delay_s: float = 30.0):
-        self.client = client
+    def __init__(self, connect: Callable[[], MlflowClient], flush_s: float = 1.0,
+                 max_retry_delay_s: float = 30.0, open_later: bool = False):
+        self.client: MlflowClient | None = None
+        self.connected: Future = Future()  # the client, once `connect` has made it
+        self._connect = connect
+        self._opening = threading.Event()
+        if not open_later:
+            self._opening.set()
         self.flush_s = flush_s
         self.max_retry_delay_s = max_retry_delay_s
         self._tasks: queue.Queue[tuple[Callable[[], Any], Future] | None] = queue.Queue()
@@ -80,14 +102,19 @@ class TrackingWriter:
 
     # ------------------------------------------------------------------ called by the driver
 
+    def open(self) -> None:
+        """Let the thread connect now (with `open_later`); calling it again does nothing."""
+        self._opening.set()
+
     def submit(self, fn: Callable[[], Any]) -> Future:
         """Run `fn` on the writer thread, after everything submitted before it."""
         future: Future = Future()
         self._tasks.put((fn, future))
         return future
 
-    def create_run(self, experiment_id: str, name: str, tags: dict[str, str],
+    def create_run(self, experiment_id: Callable[[], str], name: str, tags: dict[str, str],
                    params: dict[str, str], parent: RunRef | None = None) -> RunRef:
+        """`experiment_id` is asked on the writer's thread (it may be known only once connected)."""
         created: list[str] = []  # a retried create() must not make a second run
 
         def create() -> str:
@@ -95,7 +122,8 @@ class TrackingWriter:
                 all_tags = dict(tags)
                 if parent is not None:
                     all_tags[PARENT] = parent.id
-                created.append(self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id)
+                created.append(self.client.create_run(experiment_id(), run_name=name,
+                                                      tags=all_tags).info.run_id)
             self._log_params(created[0], params)
             return created[0]
 
@@ -105,8 +133,15 @@ class TrackingWriter:
                     timestamp_ms: int | None = None) -> None:
         """Queue metrics for the next batch, stamped now unless they were measured earlier."""
         timestamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-        entries = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
-        self.submit(lambda: self._pending.setdefault(run.id, []).extend(entries))
+        values = [(key, float(value)) for key, value in metrics.items()]
+
+        def queue_them() -> None:
+            from mlflow.entities import Metric
+
+            self._pending.setdefault(run.id, []).extend(
+                Metric(key, value, timestamp, step) for key, value in values)
+
+        self.submit(queue_them)
 
     def set_tags(self, run: RunRef, tags: dict[str, str]) -> Future:
         return self.submit(lambda: self._log_tags(run.id, tags))
@@ -114,8 +149,10 @@ class TrackingWriter:
     def log_artifacts(self, run: RunRef, local_dir: str, artifact_path: str | None = None) -> Future:
         return self.submit(lambda: self.client.log_artifacts(run.id, local_dir, artifact_path))
 
-    def log_text(self, run: RunRef, text: str, artifact_file: str) -> Future:
-        return self.submit(lambda: self.client.log_text(run.id, text, artifact_file))
+    def log_text(self, run: RunRef, text: str | Callable[[], str], artifact_file: str) -> Future:
+        """`text`, or a function that makes it on the writer's thread (off the caller's path)."""
+        return self.submit(lambda: self.client.log_text(
+            run.id, text if isinstance(text, str) else text(), artifact_file))
 
     def end_run(self, run: RunRef, status: str) -> Future:
         def end() -> None:
@@ -134,6 +171,7 @@ class TrackingWriter:
 
     def flush(self) -> None:
         """Block until everything submitted so far, metrics included, is written."""
+        self.open()
         self.submit(self._flush_all).result()
 
     def backlog(self) -> int:
@@ -142,12 +180,20 @@ class TrackingWriter:
 
     def close(self) -> None:
         """Deliver everything submitted so far, then stop the thread."""
+        self.open()
         self._tasks.put(None)
         self._thread.join()
 
     # ------------------------------------------------------------------------ writer thread
 
     def _loop(self) -> None:
+        self._opening.wait()
+        try:
+            self.client = self._connect()
+        except BaseException as error:  # noqa: BLE001 — every call after it reports it
+            self.connected.set_exception(error)
+        else:
+            self.connected.set_result(self.client)
         while True:
             timeout = max(0.0, self.flush_s - (time.monotonic() - self._last_flush))
             try:
@@ -159,6 +205,9 @@ class TrackingWriter:
                 return
             if task:
                 fn, future = task
+                if self.client is None:  # never connected: nothing can be written
+                    future.set_exception(self.connected.exception())
+                    continue
                 try:
                     future.set_result(self._until_reachable(fn))
                 except Exception as error:  # noqa: BLE001 — reported to whoever waits on it
@@ -182,6 +231,9 @@ class TrackingWriter:
                 delay = min(2 * delay, self.max_retry_delay_s)
 
     def _flush_all(self) -> None:
+        if self.client is None:
+            self._pending.clear()
+            return
         for run_id in list(self._pending):
             try:
                 self._flush(run_id)
@@ -201,11 +253,15 @@ class TrackingWriter:
                 raise
 
     def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(key, str(value)[:6000]) for key, value in params.items()]
         for start in range(0, len(items), PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=items[start : start + PARAMS_PER_BATCH])
 
     def _log_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
         items = [RunTag(key, str(value)) for key, value in tags.items()]
         for start in range(0, len(items), PARAMS_PER_BATCH):
             self.client.log_batch(run_id, tags=items[start : start + PARAMS_PER_BATCH])
