@@ -14,7 +14,8 @@ command once, in the same order), and the median wall time is reported with its 
 ratios within one run compare.
 
 With `--before DIR` (a checkout of an older runyard, e.g. /work/main), the runyard commands
-also run with DIR/platform first on the path, in the same rounds, as "before:" rows.
+also run with DIR/platform first on the path, in the same rounds, as "before:" rows (with
+`--runs`, the short jobs' warm runs too).
 
     python benchmarks/front_door.py [--repeats 7] [--before DIR] [--runs]
 """
@@ -64,8 +65,10 @@ stop: {iterations: 1}
 Command = tuple[list[str], dict[str, str] | None]
 
 
-def run_commands(scratch: Path) -> dict[str, Command]:
-    """`runyard run` of short jobs, warm and cold, beside the script alone."""
+def run_commands(scratch: Path, before: Path | None) -> dict[str, Command]:
+    """`runyard run` of short jobs, warm and cold, beside the script alone; with `before`,
+    the warm runs also by the older checkout (`python -m runyard.cli.main`, as its console
+    script may differ), joining the same warm Ray."""
     (scratch / "script.py").write_text(SCRIPT)
     (scratch / "script.yaml").write_text(SCRIPT_JOB)
     runyard = str(BIN / "runyard")
@@ -73,13 +76,20 @@ def run_commands(scratch: Path) -> dict[str, Command]:
     cold = {"RUNYARD_WARM_RAY": "0"}
     script = [runyard, "run", str(scratch / "script.yaml")]
     cartpole = [runyard, "run", str(REPO / "jobs/cartpole_pg.yaml")]
-    return {
+    runs = {
         f"python script.py ({SCRIPT_S:.0f} s)": ([sys.executable, str(scratch / "script.py")], None),
         "runyard run script.yaml, warm Ray": (script, warm),
         "runyard run script.yaml, own Ray": (script, cold),
         "runyard run cartpole_pg.yaml, warm Ray": (cartpole, warm),
         "runyard run cartpole_pg.yaml, own Ray": (cartpole, cold),
     }
+    if before is not None:
+        then = {**warm, "PYTHONPATH": str(before / "platform")}
+        old = [sys.executable, "-m", "runyard.cli.main", "run"]
+        runs["before: runyard run script.yaml, warm"] = (old + [str(scratch / "script.yaml")], then)
+        runs["before: runyard run cartpole_pg.yaml, warm"] = (
+            old + [str(REPO / "jobs/cartpole_pg.yaml")], then)
+    return runs
 
 
 def commands(scratch: Path, before: Path | None) -> dict[str, Command]:
@@ -125,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         runs = commands(Path(scratch), args.before)
         if args.runs:
-            runs.update(run_commands(Path(scratch)))
+            runs.update(run_commands(Path(scratch), args.before))
         for command in runs.values():  # warm the file cache, so the first round is not an outlier
             wall_time(command, Path(scratch))
         times: dict[str, list[float]] = {name: [] for name in runs}

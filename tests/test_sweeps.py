@@ -63,8 +63,14 @@ def test_resume_after_sigkill_continues_every_trial_in_its_own_run(workdir: Path
     assert reconciled.info.status == "FAILED"
     assert "is gone" in reconciled.data.tags["runyard.error"]
 
+    # A ledger learns its run's id as Tune starts (the writer makes the run off the driver's
+    # path): one whose driver died before that finds its run again by the job's id.
+    ledger_file = workdir / ".runyard" / "sweeps" / "killed.json"
+    ledger_file.write_text(ledger_file.read_text().replace(ledger.run_id, ""))
+    assert ledger_of(workdir, "killed").run_id == ""
     result = run_cli("resume", "killed", cwd=workdir)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert ledger_of(workdir, "killed").run_id == ledger.run_id
 
     after = children_of(client, ledger.run_id)
     assert len(after) == 4

@@ -37,7 +37,7 @@ from runyard.spec import JobSpec, set_dotted
 from runyard.tracking import provenance
 from runyard.tracking.results import (TrialResult, best_config, config_summaries, population_best,
                                       sweep_description, trial_results)
-from runyard.tracking.store import JobTracking, flatten
+from runyard.tracking.store import JobTracking, flatten, job_run_id
 from runyard.tracking.tags import (BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIVER,
                                    DRIVER_STARTED, ERROR, FAILED_TRIALS, GIT_COMMIT, JOB_ID, KIND,
                                    NOT_STARTED, NOTE, RAY_JOB, SAMPLE, SEARCH, SEED, SPEC_HASH,
@@ -114,6 +114,15 @@ class JobRecords:
     def reopen(self) -> None:
         """The runs a job has already, for a job that goes on (resume, rerun, extend)."""
         self.ledger.forget_final_results()
+        if not self.ledger.run_id:
+            # Its first driver died before its ledger learnt the run's id (which the writer
+            # makes as Tune starts): the run is found by its job id, or made now.
+            found = job_run_id(self.tracking.client, self.tracking.experiment_id,
+                               self.ledger.sweep_id)
+            if found is None:
+                self.open()
+                return
+            self._keep_run_id(found)
         self.job_run = RunRef.of(self.ledger.run_id)
         self.tracking.writer.reopen_run(self.job_run)
         self.tracking.writer.set_tags(self.job_run, self.driver_tags())

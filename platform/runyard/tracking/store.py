@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from runyard.paths import project_storage
 from runyard.tracking.redact import redact
-from runyard.tracking.tags import EXPERIMENT_KIND, MODEL_TRAINING
+from runyard.tracking.tags import EXPERIMENT_KIND, JOB_ID, KIND, MODEL_TRAINING
 from runyard.tracking.writer import RunRef, TrackingWriter
 
 if TYPE_CHECKING:
@@ -95,6 +95,14 @@ def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
     if EXPERIMENT_KIND not in experiment.tags:  # made by an earlier runyard, or by hand
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
     return experiment.experiment_id
+
+
+def job_run_id(client: MlflowClient, experiment_id: str, job_id: str) -> str | None:
+    """The run of runyard job `job_id` (a plain job's run, or a sweep's parent), if made."""
+    runs = client.search_runs([experiment_id], max_results=10,
+                              filter_string=f"tags.`{JOB_ID}` = '{job_id}' and tags.`{KIND}` != 'trial'")
+    return next((run.info.run_id for run in runs if run.data.tags.get(KIND) in ("run", "sweep")),
+                None)
 
 
 class JobTracking:
