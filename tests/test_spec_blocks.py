@@ -76,7 +76,7 @@ def test_the_workload_sees_each_block_with_its_defaults():
     assert context.data == ShardsData(path="data/imagenet64", resident=True, shuffle_buffer=65536,
                                       val_batches=None)
     rollout = workload_context(load_spec(JOBS / "cartpole_pg.yaml")).rollout
-    assert rollout == RolloutSpec(workers=1, envs_per_worker=8, backend="ray", cpus_per_worker=1)
+    assert rollout == RolloutSpec(workers=1, envs_per_worker=8, backend="local", cpus_per_worker=1)
     # Plain data (a trial's payload, a test) becomes the same typed block, defaults filled in.
     assert WorkloadContext(data={"path": "data/imagenet64", "resident": True}).data == context.data
     assert WorkloadContext(data={}).data == DigitsData(source="digits", val_fraction=0.2, split_seed=0)
