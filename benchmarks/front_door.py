@@ -88,7 +88,7 @@ def run_commands(scratch: Path, before: Path | None) -> dict[str, Command]:
         old = [sys.executable, "-m", "runyard.cli.main", "run"]
         runs["before: runyard run script.yaml, warm"] = (old + [str(scratch / "script.yaml")], then)
         runs["before: runyard run cartpole_pg.yaml, warm"] = (
-            old + [str(REPO / "jobs/cartpole_pg.yaml")], then)
+            old + [str(before / "jobs/cartpole_pg.yaml")], then)  # its spec as it was then
     return runs
 
 
