@@ -111,7 +111,9 @@ def commands(scratch: Path, before: Path | None) -> dict[str, Command]:
     runs.update({name: (argv, now) for name, argv in runyard_commands.items()})
     if before is not None:
         then = {"PYTHONPATH": str(before / "platform")}
-        runs.update({f"before: {name}": (argv, then) for name, argv in runyard_commands.items()})
+        # `python -m`: an older checkout's console script may name another entry point.
+        runs.update({f"before: {name}": ([python, "-m", "runyard.cli.main", *argv[1:]], then)
+                     for name, argv in runyard_commands.items()})
     return runs
 
 
