@@ -27,6 +27,17 @@ def test_a_server_that_refuses_the_request_gets_one_line_naming_the_variables(wo
             assert result.returncode == 2, result.stdout + result.stderr
             assert f"runyard: error: {server.uri} {words}" in result.stderr
             assert "HTTP 401" in result.stderr and "Traceback" not in result.stderr
+        # A run opens the store while Tune starts its first trial: refused there, the job
+        # stops with the same line, and nothing of it is kept.
+        (workdir / "toy.yaml").write_text("name: toy\nworkload: toy.quadratic\n"
+                                          "stop: {iterations: 2}\n")
+        refused = run_cli("run", "toy.yaml", "--tracking-uri", server.uri, cwd=workdir,
+                          env={"MLFLOW_TRACKING_USERNAME": "admin",
+                               "MLFLOW_TRACKING_PASSWORD": "wrong-password"})
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"runyard: error: {server.uri} rejected the credentials" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert list((workdir / ".runyard").rglob("*.json")) == []  # no ledger, no Tune state
         fine = run_cli("ls", "--tracking-uri", server.uri, cwd=workdir,
                        env={"MLFLOW_TRACKING_USERNAME": "admin",
                             "MLFLOW_TRACKING_PASSWORD": "right-password-1"})
