@@ -114,16 +114,19 @@ class TrackingWriter:
 
     def create_run(self, experiment_id: Callable[[], str], name: str, tags: dict[str, str],
                    params: dict[str, str], parent: RunRef | None = None) -> RunRef:
-        """`experiment_id` is asked on the writer's thread (it may be known only once connected)."""
+        """`experiment_id` is asked on the writer's thread (it may be known only once connected).
+        The run starts when this is called, not when the writer gets to it: a job's run is
+        asked for before its trial starts, and made a second or two later."""
         created: list[str] = []  # a retried create() must not make a second run
+        started_ms = int(time.time() * 1000)
 
         def create() -> str:
             if not created:
                 all_tags = dict(tags)
                 if parent is not None:
                     all_tags[PARENT] = parent.id
-                created.append(self.client.create_run(experiment_id(), run_name=name,
-                                                      tags=all_tags).info.run_id)
+                created.append(self.client.create_run(experiment_id(), start_time=started_ms,
+                                                      run_name=name, tags=all_tags).info.run_id)
             self._log_params(created[0], params)
             return created[0]
 
