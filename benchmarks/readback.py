@@ -1,7 +1,8 @@
 """How long reading a finished sweep back takes as it grows: `runyard best`, `explain`, `ls`
 and `compare --trials`, whole process, on a toy sweep of `--trials` trials (one iteration
-each, made once in a scratch project or reused with `--project`), beside `runyard --help` (the CLI's floor) and a
-Python that only imports MLflow's client (what reading MLflow cannot do without).
+each, made once in a scratch project or reused with `--project`), beside `runyard --help`
+(the CLI's floor) and a Python that only imports MLflow's client (what reading MLflow
+cannot do without).
 
 Each command runs as a fresh process `--repeats` times, interleaved, and the median wall
 time is reported. With `--before DIR` (a checkout of an older runyard), the runyard commands
