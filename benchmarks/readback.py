@@ -1,7 +1,8 @@
-"""How long reading a finished sweep back takes as it grows: `runyard best`, `explain` and
-`ls`, whole process, on a toy sweep of `--trials` trials (one iteration each, made once in a
-scratch project or reused with `--project`), beside `runyard --help` (the CLI's floor) and a
-Python that only imports MLflow's client (what reading MLflow cannot do without).
+"""How long reading a finished sweep back takes as it grows: `runyard best`, `explain`, `ls`
+and `compare --trials`, whole process, on a toy sweep of `--trials` trials (one iteration
+each, made once in a scratch project or reused with `--project`), beside `runyard --help`
+(the CLI's floor) and a Python that only imports MLflow's client (what reading MLflow
+cannot do without).
 
 Each command runs as a fresh process `--repeats` times, interleaved, and the median wall
 time is reported. With `--before DIR` (a checkout of an older runyard), the runyard commands
@@ -67,11 +68,13 @@ def main() -> None:
         "runyard --help": ([RUNYARD, "--help"], now),
         "python -c 'import mlflow.tracking'": ([sys.executable, "-c", "import mlflow.tracking"], None),
     }
-    for words in (["best", "readback"], ["explain", "readback"], ["ls"]):
+    for words in (["best", "readback"], ["explain", "readback"], ["ls"],
+                  ["compare", "readback", "--trials", "t0000,t0001"]):
         commands[f"runyard {' '.join(words)}"] = ([RUNYARD, *words], now)
-        if args.before:
+        if args.before:  # `python -m`: its console script may name another entry point
             commands[f"before: runyard {' '.join(words)}"] = (
-                [RUNYARD, *words], {"PYTHONPATH": str(args.before / "platform")})
+                [sys.executable, "-m", "runyard.cli.main", *words],
+                {"PYTHONPATH": str(args.before / "platform")})
 
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.repeats):

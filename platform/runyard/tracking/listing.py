@@ -1,4 +1,10 @@
-"""Read runyard's jobs back from MLflow, for `runyard ls`."""
+"""Read runyard's jobs back from MLflow, for `runyard ls`.
+
+An embedded store in which no run is RUNNING (so none can have lost its driver) is read
+with SQLite alone (tracking/sqlite_view.py): no MLflow import, no store to open. Any other
+store, or one with a run still RUNNING, goes through MLflow's client, which also marks the
+runs of dead drivers FAILED first (tracking/reconcile.py).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.entities import ViewType
 from rich.console import Console
 from rich.table import Table
 
-from runyard.tracking.reconcile import reconcile
+from runyard.tracking import sqlite_view
 from runyard.tracking.store import client_for, is_embedded
 from runyard.tracking.tags import JOB_ID, KIND, PARENT, TRIAL_COUNTS
 
@@ -29,8 +34,25 @@ class JobRow:
 
 
 def recent_jobs(uri: str, experiment: str | None, limit: int) -> list[JobRow]:
-    if is_embedded(uri) and not Path(uri.removeprefix("sqlite:///")).exists():
-        return []
+    if is_embedded(uri):
+        database = Path(uri.removeprefix("sqlite:///"))
+        if not database.exists():
+            return []
+        stored = sqlite_view.ended_top_runs(database, experiment, limit)
+        # A sweep from a runyard that did not tag its trial count needs its children counted.
+        if stored is not None and all(run.tags.get(KIND) != "sweep" or TRIAL_COUNTS in run.tags
+                                      for run in stored):
+            return [_job_row(run.run_id, run.name, run.status, run.start_time, run.end_time,
+                             run.experiment, run.tags, run.metrics, None)
+                    for run in stored if PARENT not in run.tags]
+    return _recent_jobs_from_mlflow(uri, experiment, limit)
+
+
+def _recent_jobs_from_mlflow(uri: str, experiment: str | None, limit: int) -> list[JobRow]:
+    from mlflow.entities import ViewType
+
+    from runyard.tracking.reconcile import reconcile
+
     client = client_for(uri)
     reconcile(client)
     experiments = {e.experiment_id: e.name for e in client.search_experiments()
@@ -59,27 +81,37 @@ def job_runs(uri: str, job_ids: list[str]) -> dict[str, JobRow]:
 
 
 def _row(client, run, experiments: dict[str, str]) -> JobRow:
-    tags = run.data.tags
+    """A run as MLflow's client returns it; a running sweep's children are counted now."""
+    children = None
+    if run.data.tags.get(KIND) == "sweep" and (run.info.status == "RUNNING"
+                                               or TRIAL_COUNTS not in run.data.tags):
+        children = [c.info.status for c in client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{run.info.run_id}'",
+            max_results=10000)]
+    return _job_row(run.info.run_id, run.info.run_name or "", run.info.status,
+                    run.info.start_time, run.info.end_time,
+                    experiments.get(run.info.experiment_id, "?"), run.data.tags,
+                    run.data.metrics, children)
+
+
+def _job_row(run_id: str, name: str, status: str, start_ms: int, end_ms: int | None,
+             experiment: str, tags: dict[str, str], metrics: dict[str, float],
+             children: list[str] | None) -> JobRow:
+    """`children`: the statuses of a sweep's trial runs, when its tags do not count them
+    (a sweep still running, or one from an older runyard)."""
     kind = tags.get(KIND, "-")
     trials = "1"
-    if kind == "sweep" and run.info.status != "RUNNING" and TRIAL_COUNTS in tags:
+    if kind == "sweep" and children is None:
         trials = tags[TRIAL_COUNTS]  # as its driver ended: counting thousands of runs takes seconds
     elif kind == "sweep":
-        children = client.search_runs(
-            [run.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{run.info.run_id}'",
-            max_results=10000)
-        finished = sum(c.info.status == "FINISHED" for c in children)
-        trials = f"{finished}/{len(children)}"
-    best = next((f"{k.removeprefix('best_')}={v:.4g}" for k, v in run.data.metrics.items()
+        trials = f"{sum(status == 'FINISHED' for status in children)}/{len(children)}"
+    best = next((f"{k.removeprefix('best_')}={v:.4g}" for k, v in metrics.items()
                  if k.startswith("best_")), "")
-    end = run.info.end_time or int(time.time() * 1000)
+    end = end_ms or int(time.time() * 1000)
     return JobRow(
-        started=time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
-        experiment=experiments.get(run.info.experiment_id, "?"),
-        job_id=tags.get(JOB_ID, run.info.run_name or ""), kind=kind,
-        status=run.info.status, trials=trials,
-        best=best, duration=f"{(end - run.info.start_time) / 1000:.0f}s",
-        run_id=run.info.run_id,
+        started=time.strftime("%Y-%m-%d %H:%M", time.localtime(start_ms / 1000)),
+        experiment=experiment, job_id=tags.get(JOB_ID, name), kind=kind, status=status,
+        trials=trials, best=best, duration=f"{(end - start_ms) / 1000:.0f}s", run_id=run_id,
     )
 
 
