@@ -12,7 +12,6 @@ With workers > 1, `cpus_per_trial` and `gpus_per_trial` are what each worker hol
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import tempfile
 import time
@@ -60,7 +59,6 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     """One DDP rank: the WorkloadTrainable loop, reporting through Ray Train."""
     trial = TrialPayload.of(loop_config)
     rank = ray.train.get_context().get_world_rank()
-    artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
     workload = build_workload(trial, {"device": get_device()})
     ranks = _where_ranks_run()
     directions = metric_directions(trial)
@@ -78,9 +76,6 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
         iteration += 1
         elapsed += time.time() - started
         done = trial.stop.reached(directions, iteration, elapsed, metrics)
-        if done and rank == 0:
-            workload.artifacts(artifacts_dir)
-            (artifacts_dir / RANKS_FILE).write_text(json.dumps(ranks, indent=2))
         with tempfile.TemporaryDirectory() as directory:
             saved = None
             if rank == 0 and (done or (every and iteration % every == 0)):
@@ -88,8 +83,11 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
                 workload.save(Path(directory) / STATE_DIR)
                 (Path(directory) / PROGRESS_FILE).write_text(
                     json.dumps({"iteration": iteration, "elapsed_s": elapsed}))
-                if done and any(artifacts_dir.iterdir()):
-                    shutil.copytree(artifacts_dir, Path(directory) / ARTIFACTS_DIR)
+                if done:  # the end-of-trial artifacts go straight into the last checkpoint
+                    artifacts = Path(directory) / ARTIFACTS_DIR
+                    artifacts.mkdir()
+                    workload.artifacts(artifacts)
+                    (artifacts / RANKS_FILE).write_text(json.dumps(ranks, indent=2))
                 saved = ray.train.Checkpoint.from_directory(directory)
             ray.train.report({**metrics, "done": done}, checkpoint=saved)
         if done:

@@ -85,7 +85,9 @@ class WorkloadTrainable(tune.Trainable):
         self.trial = trial
         self.directions = metric_directions(trial)
         self.workload = build_workload(trial, _parallel_factories(trial))
-        self.artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
+        # Made when the workload renders its end-of-trial artifacts: a trial killed before
+        # that (a lost node, a SIGKILL) never runs cleanup, and would leave an empty folder.
+        self.artifacts_dir: Path | None = None
         self.reported: list[dict[str, Any]] = []  # since the last checkpoint
         self.sampler = SystemSampler(trial.system_metrics_s) if trial.system_metrics_s else None
 
@@ -94,7 +96,7 @@ class WorkloadTrainable(tune.Trainable):
         try:
             reported = self.workload.step()
         except WorkloadFinished as finished:
-            self.workload.artifacts(self.artifacts_dir)
+            self._render_artifacts()
             return {"done": True, FINISHED: True, POINTS: _points(finished.points)}
         except Exception:
             self._keep_failed_artifacts()
@@ -106,7 +108,7 @@ class WorkloadTrainable(tune.Trainable):
         elapsed = self._time_total + (time.time() - started)
         done = self.trial.stop.reached(self.directions, iteration, elapsed, metrics)
         if done:
-            self.workload.artifacts(self.artifacts_dir)
+            self._render_artifacts()
         swept = {HYPERPARAMETERS: dict(self.trial.overrides)} if self.trial.overrides else {}
         tracked = {TRACKED_STEP: reported.step} if reported.step is not None else {}
         tracked |= {POINTS: _points(reported.points)} if reported.points else {}
@@ -116,13 +118,20 @@ class WorkloadTrainable(tune.Trainable):
         samples = {SYSTEM_METRICS: self.sampler.drain()} if self.sampler else {}
         return {**metrics, **tracked, **samples, **swept, "done": done}
 
+    def _render_artifacts(self) -> Path:
+        """The workload's end-of-trial artifacts, in a temporary folder of the trial's."""
+        if self.artifacts_dir is None:
+            self.artifacts_dir = Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
+        self.workload.artifacts(self.artifacts_dir)
+        return self.artifacts_dir
+
     def _keep_failed_artifacts(self) -> None:
         """The workload's artifacts, into the trial's storage, where the driver finds them
         when it hears of the failure. Best effort: the error itself is what matters."""
         try:
-            self.workload.artifacts(self.artifacts_dir)
-            if any(self.artifacts_dir.iterdir()):
-                fsio.upload_folder(str(self.artifacts_dir), failed_artifacts_location(self.trial))
+            rendered = self._render_artifacts()
+            if any(rendered.iterdir()):
+                fsio.upload_folder(str(rendered), failed_artifacts_location(self.trial))
         except Exception as error:  # noqa: BLE001 - reported, and the trial's own error wins
             print(f"runyard: could not keep the failed trial's artifacts: {error}",
                   file=sys.stderr)
@@ -133,7 +142,7 @@ class WorkloadTrainable(tune.Trainable):
         self.workload.save(state)
         (Path(checkpoint_dir) / REPORTED_FILE).write_text(json.dumps(self.reported))
         self.reported = []
-        if any(self.artifacts_dir.iterdir()):
+        if self.artifacts_dir is not None and any(self.artifacts_dir.iterdir()):
             shutil.copytree(self.artifacts_dir, Path(checkpoint_dir) / ARTIFACTS_DIR)
 
     def load_checkpoint(self, checkpoint: str) -> None:
@@ -149,7 +158,8 @@ class WorkloadTrainable(tune.Trainable):
         if self.sampler:
             self.sampler.stop()
         self.workload.close()
-        shutil.rmtree(self.artifacts_dir, ignore_errors=True)
+        if self.artifacts_dir is not None:
+            shutil.rmtree(self.artifacts_dir, ignore_errors=True)
 
 
 def _points(points: tuple[tuple[int | None, dict[str, float]], ...]) -> list[list]:
