@@ -37,7 +37,7 @@ from runyard.spec import JobSpec, set_dotted
 from runyard.tracking import provenance
 from runyard.tracking.results import (TrialResult, best_config, config_summaries, population_best,
                                       sweep_description, trial_results)
-from runyard.tracking.store import JobTracking, flatten, job_run_id
+from runyard.tracking.store import JobTracking, flatten, job_run
 from runyard.tracking.tags import (BEST_CONFIG, BEST_RUN_ID, BEST_TRIAL_ID, DRIVER,
                                    DRIVER_STARTED, ERROR, FAILED_TRIALS, GIT_COMMIT, JOB_ID, KIND,
                                    NOT_STARTED, NOTE, RAY_JOB, SAMPLE, SEARCH, SEED, SPEC_HASH,
@@ -117,12 +117,12 @@ class JobRecords:
         if not self.ledger.run_id:
             # Its first driver died before its ledger learnt the run's id (which the writer
             # makes as Tune starts): the run is found by its job id, or made now.
-            found = job_run_id(self.tracking.client, self.tracking.experiment_id,
-                               self.ledger.sweep_id)
+            found = job_run(self.tracking.client, [self.tracking.experiment_id],
+                            self.ledger.sweep_id)
             if found is None:
                 self.open()
                 return
-            self._keep_run_id(found)
+            self._keep_run_id(found.info.run_id)
         self.job_run = RunRef.of(self.ledger.run_id)
         self.tracking.writer.reopen_run(self.job_run)
         self.tracking.writer.set_tags(self.job_run, self.driver_tags())

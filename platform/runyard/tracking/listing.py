@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runyard.tracking import sqlite_view
-from runyard.tracking.store import client_for, is_embedded
+from runyard.tracking.store import client_for, is_embedded, job_run
 from runyard.tracking.tags import JOB_ID, KIND, PARENT, TRIAL_COUNTS
 
 
@@ -71,12 +71,9 @@ def job_runs(uri: str, job_ids: list[str]) -> dict[str, JobRow]:
     experiments = {e.experiment_id: e.name for e in client.search_experiments()}
     found = {}
     for job_id in job_ids if experiments else []:
-        runs = client.search_runs(list(experiments),
-                                  filter_string=f"tags.`{JOB_ID}` = '{job_id}'",
-                                  max_results=10000)
-        top = [r for r in runs if r.data.tags.get(KIND) in ("run", "sweep")]
-        if top:
-            found[job_id] = _row(client, top[0], experiments)
+        run = job_run(client, list(experiments), job_id)
+        if run is not None:
+            found[job_id] = _row(client, run, experiments)
     return found
 
 

@@ -21,6 +21,7 @@ from runyard.tracking.tags import EXPERIMENT_KIND, JOB_ID, KIND, MODEL_TRAINING
 from runyard.tracking.writer import RunRef, TrackingWriter
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 
@@ -97,12 +98,12 @@ def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
     return experiment.experiment_id
 
 
-def job_run_id(client: MlflowClient, experiment_id: str, job_id: str) -> str | None:
-    """The run of runyard job `job_id` (a plain job's run, or a sweep's parent), if made."""
-    runs = client.search_runs([experiment_id], max_results=10,
+def job_run(client: MlflowClient, experiment_ids: list[str], job_id: str) -> Run | None:
+    """The run of runyard job `job_id` (a plain job's run, or a sweep's parent), if made:
+    found by its tags, without reading the sweep's trial runs."""
+    runs = client.search_runs(experiment_ids, max_results=10,
                               filter_string=f"tags.`{JOB_ID}` = '{job_id}' and tags.`{KIND}` != 'trial'")
-    return next((run.info.run_id for run in runs if run.data.tags.get(KIND) in ("run", "sweep")),
-                None)
+    return next((run for run in runs if run.data.tags.get(KIND) in ("run", "sweep")), None)
 
 
 class JobTracking:
